@@ -1,0 +1,2 @@
+//! The `hil` command.
+fn main() {}

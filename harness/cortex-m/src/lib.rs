@@ -1,0 +1,24 @@
+//! Our own Cortex-M core for the virtual board, with the system level the bootloader flows
+//! exercise. Why not an existing crate: `shared/reference/cpu-emulator-choice.md`.
+//!
+//! Layers:
+//! - [`time`]: virtual time (picoseconds).
+//! - [`memory`]: the memory map (stores, regions, aliases, remap) with O(1) decode.
+//! - [`device`]: the [`Device`] trait boards implement for peripherals.
+//! - [`scheduler`]: device events on virtual time.
+//! - [`system`]: [`System`], the board's bus (memory + devices + scheduler + IRQ lines + clock).
+//! - [`bus`]: the [`Bus`] trait the core executes against.
+
+pub mod bus;
+pub mod device;
+pub mod memory;
+pub mod scheduler;
+pub mod system;
+pub mod time;
+
+pub use bus::{Attention, Bus, BusFault, BusFaultKind, Initiator, Size};
+pub use device::{Device, DeviceCx, IrqLines, ResetCause};
+pub use memory::{DeviceId, MapError, Memory, Region, RegionId, StoreId, Target, WritePolicy};
+pub use scheduler::Scheduler;
+pub use system::{CoreClock, System};
+pub use time::{VirtualDuration, VirtualTime};

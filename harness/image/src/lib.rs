@@ -1,0 +1,1 @@
+//! Firmware images (ELF, Intel HEX, BIN) and the preflight checks run before every flash

@@ -1,0 +1,1 @@
+//! Run reports: versioned JSON, JUnit XML, Markdown and HTML, written atomically

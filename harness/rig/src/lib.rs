@@ -1,0 +1,1 @@
+//! The rig: board facade and backends, strategy, scenario engine, diagnosis

@@ -1,0 +1,1 @@
+//! The virtual STM32 board: chip model, peripherals, boot and reset, ROM hand-off, PTY and pins
