@@ -8,14 +8,17 @@
 //! - [`scheduler`]: device events on virtual time.
 //! - [`system`]: [`System`], the board's bus (memory + devices + scheduler + IRQ lines + clock).
 //! - [`bus`]: the [`Bus`] trait the core executes against.
+//! - [`cpu`]: the core itself ([`Cpu`]), with NVIC, SCB, SysTick and the debug registers.
 
 pub mod bus;
+pub mod cpu;
 pub mod device;
 pub mod memory;
 pub mod scheduler;
 pub mod system;
 pub mod time;
 
+pub use cpu::{CoreSnapshot, Cpu, CpuConfig, HaltReason, Reg, RunState, Stop};
 pub use bus::{Attention, Bus, BusFault, BusFaultKind, Initiator, Size};
 pub use device::{Device, DeviceCx, IrqLines, ResetCause};
 pub use memory::{DeviceId, MapError, Memory, Region, RegionId, StoreId, Target, WritePolicy};
