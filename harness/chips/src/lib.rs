@@ -206,10 +206,16 @@ pub fn parse_chip(file: &str, text: &str) -> Result<Chip, ChipError> {
     let invalid = |message: String| ChipError::Invalid { file: file.into(), message };
     let m = &chip.memory;
     if m.flash.size % m.flash.page_size != 0 {
-        return Err(invalid(format!("flash size {:#x} is not a whole number of {:#x}-byte pages", m.flash.size, m.flash.page_size)));
+        return Err(invalid(format!(
+            "flash size {:#x} is not a whole number of {:#x}-byte pages",
+            m.flash.size, m.flash.page_size
+        )));
     }
     if !m.system_memory.contains(chip.bootloader.jump_address) {
-        return Err(invalid(format!("bootloader.jump_address {:#010x} is outside system memory", chip.bootloader.jump_address)));
+        return Err(invalid(format!(
+            "bootloader.jump_address {:#010x} is outside system memory",
+            chip.bootloader.jump_address
+        )));
     }
     if !m.sram.contains_range(chip.bootloader.reserved_ram.base, chip.bootloader.reserved_ram.size as u64) {
         return Err(invalid("bootloader.reserved_ram is not inside SRAM".into()));

@@ -89,8 +89,7 @@ impl BusFault {
 /// into virtual time for devices (the core clock may change at run time).
 pub trait Bus {
     fn read(&mut self, addr: u32, size: Size, initiator: Initiator, cycle: u64) -> Result<u32, BusFault>;
-    fn write(&mut self, addr: u32, size: Size, value: u32, initiator: Initiator, cycle: u64)
-    -> Result<(), BusFault>;
+    fn write(&mut self, addr: u32, size: Size, value: u32, initiator: Initiator, cycle: u64) -> Result<(), BusFault>;
     /// Instruction fetch of one halfword (addr is 2-aligned).
     fn fetch16(&mut self, addr: u32) -> Result<u16, BusFault>;
 

@@ -72,7 +72,8 @@ pub enum Reg {
 impl Reg {
     pub fn from_regsel(sel: u32) -> Option<Reg> {
         use Reg::*;
-        const ALL: [Reg; 20] = [R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, R11, R12, Sp, Lr, Pc, Xpsr, Msp, Psp, SpecialPacked];
+        const ALL: [Reg; 20] =
+            [R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, R11, R12, Sp, Lr, Pc, Xpsr, Msp, Psp, SpecialPacked];
         ALL.iter().copied().find(|r| *r as u32 == sel)
     }
 }

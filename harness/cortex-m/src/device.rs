@@ -36,7 +36,13 @@ pub trait Device<S>: Any + Send {
     /// Short name used in traces and errors ("FLASH", "USART2").
     fn name(&self) -> &str;
 
-    fn read(&mut self, offset: u32, size: Size, initiator: Initiator, cx: &mut DeviceCx<'_, S>) -> Result<u32, BusFaultKind>;
+    fn read(
+        &mut self,
+        offset: u32,
+        size: Size,
+        initiator: Initiator,
+        cx: &mut DeviceCx<'_, S>,
+    ) -> Result<u32, BusFaultKind>;
 
     fn write(
         &mut self,

@@ -156,7 +156,13 @@ impl Memory {
 
     /// Place a device's register block at `base`.
     pub fn map_device(&mut self, name: &str, base: u32, len: u32, device: DeviceId) -> Result<RegionId, MapError> {
-        self.add_region(Region { name: name.to_string(), base, len, target: Target::Device { device }, executable: false })
+        self.add_region(Region {
+            name: name.to_string(),
+            base,
+            len,
+            target: Target::Device { device },
+            executable: false,
+        })
     }
 
     /// Point an existing region at another store, possibly with another length (memory remap of

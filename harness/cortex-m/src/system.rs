@@ -244,9 +244,11 @@ impl<S: 'static> Bus for System<S> {
         match region.target {
             Target::Store { store, offset, .. } => {
                 let off = (offset + (addr - region.base)) as usize;
-                read_le(self.memory.store(store), off, Size::Half)
-                    .map(|v| v as u16)
-                    .ok_or(BusFault::new(addr, Size::Half, BusFaultKind::Unmapped))
+                read_le(self.memory.store(store), off, Size::Half).map(|v| v as u16).ok_or(BusFault::new(
+                    addr,
+                    Size::Half,
+                    BusFaultKind::Unmapped,
+                ))
             }
             Target::Device { .. } => Err(BusFault::new(addr, Size::Half, BusFaultKind::NotExecutable)),
         }
@@ -297,14 +299,27 @@ mod tests {
         fn name(&self) -> &str {
             "TIM"
         }
-        fn read(&mut self, offset: u32, _: Size, _: Initiator, cx: &mut DeviceCx<'_, Shared>) -> Result<u32, BusFaultKind> {
+        fn read(
+            &mut self,
+            offset: u32,
+            _: Size,
+            _: Initiator,
+            cx: &mut DeviceCx<'_, Shared>,
+        ) -> Result<u32, BusFaultKind> {
             if !cx.shared.gate_open {
                 return Err(BusFaultKind::Device("clock gated"));
             }
             self.reads += 1;
             Ok(offset)
         }
-        fn write(&mut self, _: u32, _: Size, v: u32, _: Initiator, cx: &mut DeviceCx<'_, Shared>) -> Result<(), BusFaultKind> {
+        fn write(
+            &mut self,
+            _: u32,
+            _: Size,
+            v: u32,
+            _: Initiator,
+            cx: &mut DeviceCx<'_, Shared>,
+        ) -> Result<(), BusFaultKind> {
             cx.schedule_in(VirtualDuration::from_us(v as u64), 1);
             Ok(())
         }
