@@ -1,2 +1,24 @@
-//! The `hil` command.
-fn main() {}
+//! `hil`: the bootloader conformance rig's command line.
+//!
+//! Exit codes: 0 everything passed / valid; 1 a scenario failed; 2 configuration, usage or
+//! "not yet supported" errors (the run never started).
+
+mod cli;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    output::init_logging(args.verbose);
+    match commands::dispatch(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(commands::EXIT_CONFIG)
+        }
+    }
+}

@@ -1,0 +1,718 @@
+//! DfuSe host (AN3156 / UM0391 as dfu-util implements it; reference section 3).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use super::descriptors::{DescriptorError, DfuFunctional, parse_configuration, parse_string};
+use super::layout::{LayoutError, MemoryLayout, MemorySegment};
+use super::transport::{ControlTransfer, Setup, TransferError, dfu_request, request_type};
+use crate::transcript::{Event, Tap, TranscriptSink};
+
+/// DFU state (bState of GETSTATUS; reference 3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct State(pub u8);
+
+impl State {
+    pub const APP_IDLE: State = State(0);
+    pub const APP_DETACH: State = State(1);
+    pub const IDLE: State = State(2);
+    pub const DNLOAD_SYNC: State = State(3);
+    pub const DNBUSY: State = State(4);
+    pub const DNLOAD_IDLE: State = State(5);
+    pub const MANIFEST_SYNC: State = State(6);
+    pub const MANIFEST: State = State(7);
+    pub const MANIFEST_WAIT_RESET: State = State(8);
+    pub const UPLOAD_IDLE: State = State(9);
+    pub const ERROR: State = State(10);
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const NAMES: [&str; 11] = [
+            "appIDLE",
+            "appDETACH",
+            "dfuIDLE",
+            "dfuDNLOAD-SYNC",
+            "dfuDNBUSY",
+            "dfuDNLOAD-IDLE",
+            "dfuMANIFEST-SYNC",
+            "dfuMANIFEST",
+            "dfuMANIFEST-WAIT-RESET",
+            "dfuUPLOAD-IDLE",
+            "dfuERROR",
+        ];
+        match NAMES.get(self.0 as usize) {
+            Some(n) => f.write_str(n),
+            None => write!(f, "state {}", self.0),
+        }
+    }
+}
+
+/// DFU status code (bStatus of GETSTATUS; reference 3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Status(pub u8);
+
+impl Status {
+    pub const OK: Status = Status(0);
+    pub const ERR_TARGET: Status = Status(1);
+    pub const ERR_VENDOR: Status = Status(0x0B);
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const NAMES: [&str; 16] = [
+            "OK",
+            "errTARGET",
+            "errFILE",
+            "errWRITE",
+            "errERASE",
+            "errCHECK_ERASED",
+            "errPROG",
+            "errVERIFY",
+            "errADDRESS",
+            "errNOTDONE",
+            "errFIRMWARE",
+            "errVENDOR",
+            "errUSBR",
+            "errPOR",
+            "errUNKNOWN",
+            "errSTALLEDPKT",
+        ];
+        match NAMES.get(self.0 as usize) {
+            Some(n) => f.write_str(n),
+            None => write!(f, "status {}", self.0),
+        }
+    }
+}
+
+/// Reply to GETSTATUS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DfuStatus {
+    pub status: Status,
+    /// bwPollTimeout: minimum wait before the next GETSTATUS (3 bytes LE, ms).
+    pub poll_timeout: Duration,
+    pub state: State,
+    pub string_index: u8,
+}
+
+/// What an operation was, for error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Open,
+    ClearErrors,
+    GetStatus,
+    GetCommands,
+    SetAddress(u32),
+    ErasePage(u32),
+    MassErase,
+    ReadUnprotect,
+    Download { address: u32, len: usize },
+    Upload { address: u32, len: usize },
+    Leave(Option<u32>),
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Open => write!(f, "open"),
+            Op::ClearErrors => write!(f, "clearing the error state"),
+            Op::GetStatus => write!(f, "GETSTATUS"),
+            Op::GetCommands => write!(f, "Get Commands"),
+            Op::SetAddress(a) => write!(f, "Set Address Pointer 0x{a:08X}"),
+            Op::ErasePage(a) => write!(f, "Erase page 0x{a:08X}"),
+            Op::MassErase => write!(f, "Mass erase"),
+            Op::ReadUnprotect => write!(f, "Read Unprotect"),
+            Op::Download { address, len } => write!(f, "Download of {len} bytes to 0x{address:08X}"),
+            Op::Upload { address, len } => write!(f, "Upload of {len} bytes from 0x{address:08X}"),
+            Op::Leave(Some(a)) => write!(f, "Leave to 0x{a:08X}"),
+            Op::Leave(None) => write!(f, "Leave (to the current address pointer)"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DfuError {
+    #[error("{op}: {setup} failed: {source}")]
+    Transfer { op: Op, setup: Setup, source: TransferError },
+    #[error("{op}: device reports {state}, {status}{}", status_hint(*.status))]
+    Status { op: Op, state: State, status: Status },
+    #[error("{op}: expected {expected}, device is in {state} ({status})")]
+    WrongState { op: Op, expected: State, state: State, status: Status },
+    #[error("{op}: still dfuDNBUSY after waiting {waited:?} (limit {limit:?})")]
+    BusyTimeout { op: Op, waited: Duration, limit: Duration },
+    #[error("{op}: still dfuDNBUSY after {polls} polls with a zero bwPollTimeout")]
+    Stuck { op: Op, polls: u32 },
+    #[error("{op}: GETSTATUS returned {got} bytes, expected 6")]
+    ShortStatus { op: Op, got: usize },
+    #[error("{op}: device is in runtime mode ({state}); detach it into DFU mode first")]
+    RuntimeMode { op: Op, state: State },
+    #[error("{op}: 0x{address:08X} is not in the memory layout ({layout})")]
+    NotInLayout { op: Op, address: u32, layout: String },
+    #[error("{op}: 0x{address:08X} is not {what} ({layout})")]
+    NotAllowed { op: Op, address: u32, what: &'static str, layout: String },
+    #[error("{op}: {reason}")]
+    InvalidArgument { op: Op, reason: String },
+    #[error("configuration descriptor: {0}")]
+    Descriptor(#[from] DescriptorError),
+    #[error("alternate setting {alt} not found; the DFU interface offers {available:?}")]
+    NoSuchAlt { alt: u8, available: Vec<u8> },
+    #[error("no DFU functional descriptor in the configuration")]
+    NoFunctional,
+    #[error("not a DfuSe device: bcdDFUVersion 0x{0:04X} (DfuSe is 0x011A)")]
+    NotDfuSe(u16),
+    #[error("alternate setting {alt} has no memory layout string (iInterface 0)")]
+    NoLayout { alt: u8 },
+    #[error("alternate setting {alt}: {source}")]
+    Layout { alt: u8, source: LayoutError },
+}
+
+fn status_hint(status: Status) -> &'static str {
+    // AN3156 / AN2662 4.5.3: bad address gives errTARGET, readout protection gives errVENDOR.
+    match status {
+        Status::ERR_TARGET => " (address not supported by the device)",
+        Status::ERR_VENDOR => " (readout protection active?)",
+        _ => "",
+    }
+}
+
+type Result<T, E = DfuError> = std::result::Result<T, E>;
+
+/// Waits and limits. Defaults follow dfu-util (\[DU\]; reference 3.3, 3.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DfuConfig {
+    /// Per control transfer (\[DU\] DFU_TIMEOUT 5000 ms).
+    pub transfer_timeout: Duration,
+    /// Longest an operation may stay dfuDNBUSY (summed bwPollTimeouts), except mass erase.
+    pub busy_limit: Duration,
+    /// Same for mass erase (\[DU\]: "datasheet says up to 32 seconds", waits 35 s).
+    pub mass_erase_limit: Duration,
+    /// STM32F405 reports exactly 100 ms for a mass erase that takes far longer; wait
+    /// `mass_erase_limit` instead, as dfu-util does.
+    pub f405_mass_erase_quirk: bool,
+    /// Early GETSTATUS polls some L4 ROMs STALL, counted as still busy (dfu-util: 3).
+    pub max_poll_stalls: u32,
+    /// Give up after this many consecutive zero-timeout busy polls (dfu-util: 100).
+    pub max_zero_polls: u32,
+}
+
+impl Default for DfuConfig {
+    fn default() -> Self {
+        DfuConfig {
+            transfer_timeout: Duration::from_millis(5000),
+            busy_limit: Duration::from_secs(10),
+            mass_erase_limit: Duration::from_secs(35),
+            f405_mass_erase_quirk: true,
+            max_poll_stalls: 3,
+            max_zero_polls: 100,
+        }
+    }
+}
+
+/// The memory this client talks to: one alternate setting of the DFU interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DfuSeTarget {
+    pub interface: u8,
+    pub alt_setting: u8,
+    pub layout: MemoryLayout,
+    /// wTransferSize: data stage length of DNLOAD/UPLOAD, and the unit of block addressing.
+    pub transfer_size: u16,
+    pub functional: DfuFunctional,
+}
+
+/// How [`DfuSeClient::leave`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaveOutcome {
+    /// GETSTATUS answered with a manifestation state; the device is about to jump.
+    Manifest(State),
+    /// The device was gone before it answered (it jumped already).
+    Disconnected,
+}
+
+/// DfuSe client over a [`ControlTransfer`] device.
+pub struct DfuSeClient<T: ControlTransfer> {
+    dev: T,
+    target: DfuSeTarget,
+    config: DfuConfig,
+    tap: Tap,
+}
+
+const GET_DESCRIPTOR: u8 = 6;
+const DESC_CONFIGURATION: u16 = 2;
+const DESC_STRING: u16 = 3;
+const LANG_EN_US: u16 = 0x0409;
+
+impl<T: ControlTransfer> DfuSeClient<T> {
+    /// Reads the descriptors through `dev`, selects `alt_setting`, parses its memory layout and
+    /// brings the device to dfuIDLE (reference 3.6). `transcript` sees every transfer from the
+    /// first one.
+    pub fn open(
+        dev: T,
+        alt_setting: u8,
+        config: DfuConfig,
+        transcript: Option<Box<dyn TranscriptSink>>,
+    ) -> Result<Self> {
+        let mut tap = Tap::default();
+        tap.set(transcript);
+        let placeholder = DfuSeTarget {
+            interface: 0,
+            alt_setting,
+            layout: MemoryLayout { name: String::new(), segments: Vec::new() },
+            transfer_size: 0,
+            functional: DfuFunctional { attributes: 0, detach_timeout_ms: 0, transfer_size: 0, dfu_version: 0 },
+        };
+        let mut client = DfuSeClient { dev, target: placeholder, config, tap };
+        client.target = client.discover(alt_setting)?;
+        client.select_and_clear()?;
+        Ok(client)
+    }
+
+    /// Like [`DfuSeClient::open`] with the target already known (no descriptor reads).
+    pub fn with_target(
+        dev: T,
+        target: DfuSeTarget,
+        config: DfuConfig,
+        transcript: Option<Box<dyn TranscriptSink>>,
+    ) -> Result<Self> {
+        let mut tap = Tap::default();
+        tap.set(transcript);
+        let mut client = DfuSeClient { dev, target, config, tap };
+        client.select_and_clear()?;
+        Ok(client)
+    }
+
+    fn select_and_clear(&mut self) -> Result<()> {
+        let (interface, alt) = (self.target.interface, self.target.alt_setting);
+        let setup = Setup {
+            request_type: request_type::TO_INTERFACE,
+            request: 11,
+            value: alt as u16,
+            index: interface as u16,
+            length: 0,
+        };
+        let result = self.dev.set_alt_setting(interface, alt, self.config.transfer_timeout);
+        self.tap.emit(|| Event::Control {
+            setup,
+            data: Vec::new(),
+            outcome: result.clone().map_err(|e| e.to_string()),
+        });
+        result.map_err(|source| DfuError::Transfer { op: Op::Open, setup, source })?;
+        if self.target.transfer_size == 0 {
+            return Err(DfuError::InvalidArgument { op: Op::Open, reason: "wTransferSize is 0".into() });
+        }
+        self.clear_errors()?;
+        Ok(())
+    }
+
+    fn discover(&mut self, alt: u8) -> Result<DfuSeTarget> {
+        let head = self.get_descriptor(DESC_CONFIGURATION, 0, 0, 9)?;
+        let total = if head.len() >= 4 { u16::from_le_bytes([head[2], head[3]]) } else { 9 };
+        let config = parse_configuration(&self.get_descriptor(DESC_CONFIGURATION, 0, 0, total)?)?;
+        let functional = config.functional.ok_or(DfuError::NoFunctional)?;
+        if !functional.is_dfuse() {
+            return Err(DfuError::NotDfuSe(functional.dfu_version));
+        }
+        let found = config.alt_settings.iter().find(|a| a.alt_setting == alt).copied().ok_or_else(|| {
+            DfuError::NoSuchAlt { alt, available: config.alt_settings.iter().map(|a| a.alt_setting).collect() }
+        })?;
+        if found.name_index == 0 {
+            return Err(DfuError::NoLayout { alt });
+        }
+        // First LANGID of string 0, US English when the device has none (almost all use it).
+        let lang = self
+            .get_descriptor(DESC_STRING, 0, 0, 255)
+            .ok()
+            .filter(|d| d.len() >= 4)
+            .map(|d| u16::from_le_bytes([d[2], d[3]]))
+            .unwrap_or(LANG_EN_US);
+        let name = parse_string(&self.get_descriptor(DESC_STRING, found.name_index, lang, 255)?)?;
+        let layout = MemoryLayout::parse(&name).map_err(|source| DfuError::Layout { alt, source })?;
+        Ok(DfuSeTarget {
+            interface: found.interface,
+            alt_setting: alt,
+            layout,
+            transfer_size: functional.transfer_size,
+            functional,
+        })
+    }
+
+    fn get_descriptor(&mut self, kind: u16, index: u8, lang: u16, length: u16) -> Result<Vec<u8>> {
+        let setup = Setup {
+            request_type: request_type::DEVICE_TO_HOST | request_type::STANDARD | request_type::TO_DEVICE,
+            request: GET_DESCRIPTOR,
+            value: kind << 8 | index as u16,
+            index: lang,
+            length,
+        };
+        self.transfer_in(Op::Open, setup)
+    }
+
+    pub fn target(&self) -> &DfuSeTarget {
+        &self.target
+    }
+
+    pub fn set_transcript(&mut self, sink: Option<Box<dyn TranscriptSink>>) {
+        self.tap.set(sink);
+    }
+
+    pub fn device(&self) -> &T {
+        &self.dev
+    }
+
+    pub fn device_mut(&mut self) -> &mut T {
+        &mut self.dev
+    }
+
+    pub fn into_inner(self) -> T {
+        self.dev
+    }
+
+    // ----- transfers ---------------------------------------------------------------------------
+
+    fn transfer_in(&mut self, op: Op, setup: Setup) -> Result<Vec<u8>> {
+        let result = self.dev.control_in(setup, self.config.transfer_timeout);
+        self.tap.emit(|| match &result {
+            Ok(data) => Event::Control { setup, data: data.clone(), outcome: Ok(()) },
+            Err(e) => Event::Control { setup, data: Vec::new(), outcome: Err(e.to_string()) },
+        });
+        result.map_err(|source| DfuError::Transfer { op, setup, source })
+    }
+
+    fn class_in(&mut self, op: Op, request: u8, value: u16, length: u16) -> Result<Vec<u8>> {
+        let setup = Setup {
+            request_type: request_type::DEVICE_TO_HOST | request_type::CLASS | request_type::TO_INTERFACE,
+            request,
+            value,
+            index: self.target.interface as u16,
+            length,
+        };
+        self.transfer_in(op, setup)
+    }
+
+    fn class_out(&mut self, op: Op, request: u8, value: u16, data: &[u8]) -> Result<()> {
+        let setup = Setup {
+            request_type: request_type::CLASS | request_type::TO_INTERFACE,
+            request,
+            value,
+            index: self.target.interface as u16,
+            length: data.len() as u16,
+        };
+        let result = self.dev.control_out(setup, data, self.config.transfer_timeout);
+        self.tap.emit(|| Event::Control {
+            setup,
+            data: data.to_vec(),
+            outcome: result.clone().map_err(|e| e.to_string()),
+        });
+        result.map_err(|source| DfuError::Transfer { op, setup, source })
+    }
+
+    fn status_for(&mut self, op: Op) -> Result<DfuStatus> {
+        let b = self.class_in(op, dfu_request::GETSTATUS, 0, 6)?;
+        if b.len() < 6 {
+            return Err(DfuError::ShortStatus { op, got: b.len() });
+        }
+        Ok(DfuStatus {
+            status: Status(b[0]),
+            poll_timeout: Duration::from_millis(u32::from_le_bytes([b[1], b[2], b[3], 0]) as u64),
+            state: State(b[4]),
+            string_index: b[5],
+        })
+    }
+
+    /// GETSTATUS.
+    pub fn get_status(&mut self) -> Result<DfuStatus> {
+        self.status_for(Op::GetStatus)
+    }
+
+    /// CLRSTATUS: dfuERROR to dfuIDLE.
+    pub fn clear_status(&mut self) -> Result<()> {
+        self.class_out(Op::ClearErrors, dfu_request::CLRSTATUS, 0, &[])
+    }
+
+    /// ABORT: back to dfuIDLE from the idle states.
+    pub fn abort(&mut self) -> Result<()> {
+        self.class_out(Op::ClearErrors, dfu_request::ABORT, 0, &[])
+    }
+
+    /// GETSTATE.
+    pub fn get_state(&mut self) -> Result<State> {
+        let b = self.class_in(Op::GetStatus, dfu_request::GETSTATE, 0, 1)?;
+        b.first().map(|&s| State(s)).ok_or(DfuError::ShortStatus { op: Op::GetStatus, got: 0 })
+    }
+
+    /// Brings the device to dfuIDLE with status OK: CLRSTATUS out of dfuERROR, ABORT out of the
+    /// idle states, repeated (reference 3.6; the F4 ROM starts in dfuERROR / errFIRMWARE).
+    pub fn clear_errors(&mut self) -> Result<DfuStatus> {
+        let op = Op::ClearErrors;
+        let mut last = None;
+        for _ in 0..8 {
+            let st = self.status_for(op)?;
+            self.dev.wait(st.poll_timeout);
+            match st.state {
+                State::IDLE if st.status == Status::OK => return Ok(st),
+                State::ERROR | State::IDLE => self.class_out(op, dfu_request::CLRSTATUS, 0, &[])?,
+                State::APP_IDLE | State::APP_DETACH => return Err(DfuError::RuntimeMode { op, state: st.state }),
+                _ => self.class_out(op, dfu_request::ABORT, 0, &[])?,
+            }
+            last = Some(st);
+        }
+        let st = last.unwrap_or(DfuStatus {
+            status: Status::OK,
+            poll_timeout: Duration::ZERO,
+            state: State::ERROR,
+            string_index: 0,
+        });
+        Err(DfuError::WrongState { op, expected: State::IDLE, state: st.state, status: st.status })
+    }
+
+    fn abort_to_idle(&mut self, op: Op) -> Result<()> {
+        self.class_out(op, dfu_request::ABORT, 0, &[])?;
+        let st = self.status_for(op)?;
+        self.dev.wait(st.poll_timeout);
+        if st.state != State::IDLE {
+            return Err(DfuError::WrongState { op, expected: State::IDLE, state: st.state, status: st.status });
+        }
+        Ok(())
+    }
+
+    /// Polls GETSTATUS while the device is dfuDNBUSY, sleeping bwPollTimeout before each poll and
+    /// after the last one, like dfu-util. Returns the first status that is not busy.
+    fn poll_while_busy(&mut self, op: Op, mut st: DfuStatus) -> Result<DfuStatus> {
+        let limit = if op == Op::MassErase { self.config.mass_erase_limit } else { self.config.busy_limit };
+        let (mut waited, mut zero_polls, mut stalls) = (Duration::ZERO, 0u32, 0u32);
+        loop {
+            let mut pause = st.poll_timeout;
+            if op == Op::MassErase && self.config.f405_mass_erase_quirk && pause == Duration::from_millis(100) {
+                pause = self.config.mass_erase_limit;
+            }
+            self.dev.wait(pause);
+            if st.state != State::DNBUSY {
+                return Ok(st);
+            }
+            waited = waited.saturating_add(pause);
+            if pause.is_zero() {
+                zero_polls += 1;
+                if zero_polls > self.config.max_zero_polls {
+                    return Err(DfuError::Stuck { op, polls: zero_polls });
+                }
+            }
+            match self.status_for(op) {
+                Ok(next) => {
+                    stalls = 0;
+                    st = next;
+                }
+                // Some L4 ROMs stall GETSTATUS polled before the page erase ends: treat as busy and
+                // reuse the last timeout (dfu-util, commit c15ee60).
+                Err(DfuError::Transfer { source: TransferError::Stall, .. })
+                    if stalls < self.config.max_poll_stalls =>
+                {
+                    stalls += 1;
+                }
+                Err(e) => return Err(e),
+            }
+            if st.state == State::DNBUSY && waited >= limit {
+                return Err(DfuError::BusyTimeout { op, waited, limit });
+            }
+        }
+    }
+
+    /// A DfuSe command: DNLOAD with wValue 0, executed on the next GETSTATUS, which must report
+    /// dfuDNBUSY (\[DU\] treats anything else as a protocol error), then polled to dfuDNLOAD-IDLE.
+    fn special(&mut self, op: Op, payload: &[u8]) -> Result<DfuStatus> {
+        self.class_out(op, dfu_request::DNLOAD, 0, payload)?;
+        let first = self.status_for(op)?;
+        match first.state {
+            State::DNBUSY => {}
+            State::ERROR => return Err(DfuError::Status { op, state: first.state, status: first.status }),
+            state => return Err(DfuError::WrongState { op, expected: State::DNBUSY, state, status: first.status }),
+        }
+        if op == Op::ReadUnprotect {
+            // The device mass-erases and resets; there is no later status to read ([DU]).
+            self.dev.wait(first.poll_timeout);
+            return Ok(first);
+        }
+        let st = self.poll_while_busy(op, first)?;
+        if st.state != State::DNLOAD_IDLE || st.status != Status::OK {
+            return Err(DfuError::Status { op, state: st.state, status: st.status });
+        }
+        Ok(st)
+    }
+
+    fn segment(&self, op: Op, address: u32) -> Result<MemorySegment> {
+        self.target.layout.find(address).copied().ok_or_else(|| DfuError::NotInLayout {
+            op,
+            address,
+            layout: self.target.layout.to_string(),
+        })
+    }
+
+    fn not_allowed(&self, op: Op, address: u32, what: &'static str) -> DfuError {
+        DfuError::NotAllowed { op, address, what, layout: self.target.layout.to_string() }
+    }
+
+    // ----- DfuSe commands ----------------------------------------------------------------------
+
+    /// Get Commands (UPLOAD with wValue 0 from dfuIDLE): the ROM answers `00 21 41 92`.
+    pub fn get_commands(&mut self) -> Result<Vec<u8>> {
+        let op = Op::GetCommands;
+        let data = self.class_in(op, dfu_request::UPLOAD, 0, self.target.transfer_size)?;
+        self.abort_to_idle(op)?;
+        Ok(data)
+    }
+
+    /// Set Address Pointer (0x21, 4-byte LE address).
+    pub fn set_address(&mut self, address: u32) -> Result<()> {
+        let a = address.to_le_bytes();
+        self.special(Op::SetAddress(address), &[0x21, a[0], a[1], a[2], a[3]]).map(|_| ())
+    }
+
+    /// Erase page (0x41 + address) of the page holding `address`, if the layout says it is erasable.
+    pub fn erase_page(&mut self, address: u32) -> Result<()> {
+        let op = Op::ErasePage(address);
+        if !self.segment(op, address)?.erasable {
+            return Err(self.not_allowed(op, address, "erasable"));
+        }
+        let a = address.to_le_bytes();
+        self.special(op, &[0x41, a[0], a[1], a[2], a[3]]).map(|_| ())
+    }
+
+    /// Mass erase (0x41 alone).
+    pub fn mass_erase(&mut self) -> Result<()> {
+        self.special(Op::MassErase, &[0x41]).map(|_| ())
+    }
+
+    /// Read Unprotect (0x92): the device removes readout protection, which mass-erases flash, and
+    /// resets; it disconnects, so this client is done afterwards.
+    pub fn read_unprotect(&mut self) -> Result<()> {
+        self.special(Op::ReadUnprotect, &[0x92]).map(|_| ())
+    }
+
+    /// Start addresses of the pages the ranges touch, after checking every byte is writable.
+    pub fn pages_to_erase(&self, ranges: &[(u32, &[u8])]) -> Result<Vec<u32>> {
+        let mut pages = BTreeSet::new();
+        for &(address, data) in ranges {
+            let op = Op::Download { address, len: data.len() };
+            let end = address as u64 + data.len() as u64;
+            if end > 1 << 32 {
+                return Err(DfuError::InvalidArgument { op, reason: "runs past the 32-bit address space".into() });
+            }
+            let mut at = address as u64;
+            while at < end {
+                let seg = self.segment(op, at as u32)?;
+                if !seg.writable {
+                    return Err(self.not_allowed(op, at as u32, "writable"));
+                }
+                let page = seg.page_start(at as u32);
+                if seg.erasable {
+                    pages.insert(page);
+                }
+                at = page as u64 + seg.page_size as u64;
+            }
+        }
+        Ok(pages.into_iter().collect())
+    }
+
+    /// Erases the pages the data touches (each once, even when ranges share a page), then writes
+    /// it. Everything is checked against the layout before the first erase.
+    pub fn download(&mut self, address: u32, data: &[u8]) -> Result<()> {
+        self.download_ranges(&[(address, data)])
+    }
+
+    /// [`DfuSeClient::download`] for several ranges (an image's segments).
+    pub fn download_ranges(&mut self, ranges: &[(u32, &[u8])]) -> Result<()> {
+        for page in self.pages_to_erase(ranges)? {
+            self.erase_page(page)?;
+        }
+        for &(address, data) in ranges {
+            self.write(address, data)?;
+        }
+        Ok(())
+    }
+
+    /// Writes without erasing (after [`DfuSeClient::mass_erase`], or to RAM): per chunk of
+    /// wTransferSize, Set Address Pointer then DNLOAD with wValue 2, as dfu-util does; then ABORT
+    /// back to dfuIDLE.
+    pub fn write(&mut self, address: u32, data: &[u8]) -> Result<()> {
+        let size = self.target.transfer_size as usize;
+        for (i, chunk) in data.chunks(size).enumerate() {
+            let at = address as u64 + (i * size) as u64;
+            let op = Op::Download { address: at as u32, len: chunk.len() };
+            if at + chunk.len() as u64 > 1 << 32 {
+                return Err(DfuError::InvalidArgument { op, reason: "runs past the 32-bit address space".into() });
+            }
+            let seg = self.segment(op, at as u32)?;
+            if !seg.writable {
+                return Err(self.not_allowed(op, at as u32, "writable"));
+            }
+            self.set_address(at as u32)?;
+            self.class_out(op, dfu_request::DNLOAD, 2, chunk)?;
+            let first = self.status_for(op)?;
+            let st = self.poll_while_busy(op, first)?;
+            if st.state != State::DNLOAD_IDLE || st.status != Status::OK {
+                return Err(DfuError::Status { op, state: st.state, status: st.status });
+            }
+        }
+        if !data.is_empty() {
+            self.abort_to_idle(Op::Download { address, len: data.len() })?;
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes: Set Address Pointer, ABORT to dfuIDLE, UPLOAD with wValue 2, 3, ... (the
+    /// device reads (wValue - 2) x wTransferSize past the pointer), stopping at a short packet;
+    /// then ABORT (reference 3.5).
+    pub fn upload(&mut self, address: u32, len: usize) -> Result<Vec<u8>> {
+        let op = Op::Upload { address, len };
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let size = self.target.transfer_size as usize;
+        let blocks = len.div_ceil(size);
+        let last = address as u64 + len as u64 - 1;
+        if last >= 1 << 32 || blocks + 1 > u16::MAX as usize {
+            return Err(DfuError::InvalidArgument { op, reason: "too long for one upload".into() });
+        }
+        for at in [address, last as u32] {
+            if !self.segment(op, at)?.readable {
+                return Err(self.not_allowed(op, at, "readable"));
+            }
+        }
+        self.set_address(address)?;
+        self.abort_to_idle(op)?;
+        let mut out = Vec::with_capacity(len);
+        for block in 0..blocks {
+            let want = (len - out.len()).min(size);
+            let data = self.class_in(op, dfu_request::UPLOAD, block as u16 + 2, want as u16)?;
+            let short = data.len() < want;
+            out.extend_from_slice(&data[..data.len().min(want)]);
+            if short {
+                break;
+            }
+        }
+        self.abort_to_idle(op)?;
+        Ok(out)
+    }
+
+    /// Leaves DFU mode: with `address`, Set Address Pointer first (the device jumps through the
+    /// vector table there: MSP = `[address]`, PC = `[address + 4]`); without, the device uses its
+    /// current pointer, which after a download is the last chunk written (reference 3.7: dfu-util
+    /// 0.10+ behaviour). Then a zero-length DNLOAD and the GETSTATUS that triggers the jump.
+    pub fn leave(&mut self, address: Option<u32>) -> Result<LeaveOutcome> {
+        let op = Op::Leave(address);
+        if let Some(a) = address {
+            self.set_address(a)?;
+        }
+        self.class_out(op, dfu_request::DNLOAD, 2, &[])?;
+        match self.status_for(op) {
+            Ok(st) if matches!(st.state, State::MANIFEST_SYNC | State::MANIFEST | State::MANIFEST_WAIT_RESET) => {
+                Ok(LeaveOutcome::Manifest(st.state))
+            }
+            Ok(st) if st.state == State::ERROR => Err(DfuError::Status { op, state: st.state, status: st.status }),
+            Ok(st) => Err(DfuError::WrongState { op, expected: State::MANIFEST, state: st.state, status: st.status }),
+            Err(DfuError::Transfer { source: TransferError::Disconnected | TransferError::Timeout(_), .. }) => {
+                Ok(LeaveOutcome::Disconnected)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! AN3155 client against scripted byte exchanges (the test double in crate::testing).
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::testing::{Device, Handle, Host, ScriptedPort, Step};
+use crate::transcript::Transcript;
+
+const A: u8 = ACK;
+const N: u8 = NACK;
+
+/// The command list of ST's Open Bootloader V3.1 (reference 1.3) plus Get Checksum.
+const OBL_COMMANDS: [u8; 13] = [0x00, 0x01, 0x02, 0x11, 0x21, 0x31, 0x44, 0x63, 0x73, 0x82, 0x92, 0x50, 0xA1];
+/// An old F1 ROM (V2.2): legacy Erase, no Get Checksum.
+const F1_COMMANDS: [u8; 11] = [0x00, 0x01, 0x02, 0x11, 0x21, 0x31, 0x43, 0x63, 0x73, 0x82, 0x92];
+
+fn fast() -> Config {
+    let t = Duration::from_millis(40);
+    Config {
+        timeouts: Timeouts {
+            read: t,
+            block_write: t,
+            page_erase: t,
+            mass_erase: t,
+            readout_unprotect: t,
+            checksum: t,
+            resync: Duration::from_millis(300),
+        },
+        ..Config::default()
+    }
+}
+
+fn client(script: Vec<Step>) -> (UartClient, Handle) {
+    let (port, handle) = ScriptedPort::new(script);
+    (UartClient::new(port, fast()), handle)
+}
+
+fn get_exchange(commands: &[u8]) -> Vec<Step> {
+    let mut reply = vec![A, commands.len() as u8, 0x31];
+    reply.extend_from_slice(commands);
+    reply.push(A);
+    vec![Host(vec![0x00, 0xFF]), Device(reply)]
+}
+
+fn with_get(commands: &[u8], mut rest: Vec<Step>) -> Vec<Step> {
+    let mut s = get_exchange(commands);
+    s.append(&mut rest);
+    s
+}
+
+#[test]
+fn connect_runs_sync_get_version_get_and_get_id() {
+    let mut script =
+        vec![Host(vec![0x7F]), Device(vec![A]), Host(vec![0x01, 0xFE]), Device(vec![A, 0x31, 0x00, 0x00, A])];
+    script.extend(get_exchange(&OBL_COMMANDS));
+    script.extend([Host(vec![0x02, 0xFD]), Device(vec![A, 0x01, 0x04, 0x60, A])]);
+    let (mut c, h) = client(script);
+    let transcript = Transcript::new();
+    c.set_transcript(Some(Box::new(transcript.clone())));
+
+    let info = c.connect().unwrap();
+    h.assert_done();
+    assert_eq!(info.sync, SyncOutcome::Synced);
+    assert_eq!(info.version, VersionReply { version: 0x31, option_bytes: [0, 0] });
+    assert_eq!(info.get.version, 0x31);
+    assert_eq!(info.get.commands, OBL_COMMANDS);
+    assert_eq!(info.get.erase_command(), Some(Command::ExtendedErase));
+    assert_eq!(info.id, IdReply { pid: 0x460, extra: vec![] });
+
+    let text = transcript.render();
+    assert!(text.contains("-- Get Version (0x01)\n"), "{text}");
+    assert!(text.contains(">> 01 FE\n"), "{text}");
+    assert!(text.contains("<< 79  ACK\n"), "{text}");
+    assert_eq!(transcript.bytes(crate::transcript::Direction::HostToDevice), h.written());
+}
+
+#[test]
+fn sync_nack_means_already_synced() {
+    let (mut c, h) = client(vec![Host(vec![0x7F]), Device(vec![N])]);
+    assert_eq!(c.sync().unwrap(), SyncOutcome::AlreadySynced);
+    h.assert_done();
+}
+
+#[test]
+fn sync_after_silence_sends_a_second_0x7f_and_accepts_its_nack() {
+    // The first 0x7F started a command pair; the second completes it and fails the complement check.
+    let (mut c, h) = client(vec![Host(vec![0x7F]), Host(vec![0x7F]), Device(vec![N])]);
+    assert_eq!(c.sync().unwrap(), SyncOutcome::AlreadySynced);
+    h.assert_done();
+}
+
+#[test]
+fn sync_gives_up_after_its_attempts_within_the_deadlines() {
+    let (port, _h) = ScriptedPort::new(vec![]);
+    let mut c = UartClient::new(port, Config { sync_attempts: 2, ..fast() });
+    let started = Instant::now();
+    let e = c.sync().unwrap_err();
+    // 2 attempts x 2 bytes x 40 ms, with slack.
+    assert!(started.elapsed() < Duration::from_millis(600), "{:?}", started.elapsed());
+    assert!(matches!(e, UartError::SyncFailed { attempts: 2 }), "{e}");
+    assert!(e.to_string().starts_with("sync: no ACK or NACK to 0x7F after 2 attempts"), "{e}");
+}
+
+#[test]
+fn get_version_handles_the_l412_extra_ack() {
+    // [SF]: the L412/422 bootloader V13.1 sends an extra ACK after init.
+    let (mut c, h) = client(vec![Host(vec![0x01, 0xFE]), Device(vec![A, A, 0x31, 0x00, 0x00, A])]);
+    assert_eq!(c.get_version().unwrap(), VersionReply { version: 0x31, option_bytes: [0, 0] });
+    h.assert_done();
+}
+
+#[test]
+fn read_memory_frames_and_splits_into_256_byte_blocks() {
+    let data: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+    let (mut c, h) = client(vec![
+        Host(vec![0x11, 0xEE]),
+        Device(vec![A]),
+        Host(vec![0x08, 0x00, 0x10, 0x00, 0x18]),
+        Device(vec![A]),
+        Host(vec![0xFF, 0x00]),
+        Device([&[A][..], &data[..256]].concat()),
+        Host(vec![0x11, 0xEE]),
+        Device(vec![A]),
+        Host(vec![0x08, 0x00, 0x11, 0x00, 0x19]),
+        Device(vec![A]),
+        Host(vec![43, !43]),
+        Device([&[A][..], &data[256..]].concat()),
+    ]);
+    assert_eq!(c.read(0x0800_1000, 300).unwrap(), data);
+    h.assert_done();
+}
+
+#[test]
+fn nack_errors_name_command_address_and_stage() {
+    let (mut c, _h) = client(vec![Host(vec![0x11, 0xEE]), Device(vec![N])]);
+    let e = c.read_memory(0x0800_0000, 16).unwrap_err();
+    assert!(e.is_nack());
+    assert_eq!(
+        e.to_string(),
+        "Read Memory (0x11) at 0x08000000: device answered NACK after the command bytes (readout protection active?)"
+    );
+
+    let (mut c, _h) = client(vec![
+        Host(vec![0x31, 0xCE]),
+        Device(vec![A]),
+        Host(vec![0x20, 0x00, 0x23, 0x5C, 0x20 ^ 0x23 ^ 0x5C]),
+        Device(vec![N]),
+    ]);
+    let e = c.write_memory(0x2000_235C, &[0; 4]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Write Memory (0x31) at 0x2000235C: device answered NACK after the address (address outside the bootloader's memory map, or checksum)"
+    );
+}
+
+#[test]
+fn write_pads_to_words_with_ff_and_checksums_the_block() {
+    let data: Vec<u8> = (1..=301u32).map(|i| i as u8).collect();
+    let mut first = vec![0xFF];
+    first.extend_from_slice(&data[..256]);
+    first.push(protocol::xor(&first));
+    // 45 bytes -> 48: N = 47, three 0xFF pads.
+    let mut second = vec![47];
+    second.extend_from_slice(&data[256..]);
+    second.extend_from_slice(&[0xFF; 3]);
+    second.push(protocol::xor(&second));
+    let (mut c, h) = client(vec![
+        Host(vec![0x31, 0xCE]),
+        Device(vec![A]),
+        Host(protocol::address_frame(0x0800_0000).to_vec()),
+        Device(vec![A]),
+        Host(first),
+        Device(vec![A]),
+        Host(vec![0x31, 0xCE]),
+        Device(vec![A]),
+        Host(protocol::address_frame(0x0800_0100).to_vec()),
+        Device(vec![A]),
+        Host(second),
+        Device(vec![A]),
+    ]);
+    c.write(0x0800_0000, &data).unwrap();
+    h.assert_done();
+}
+
+#[test]
+fn invalid_arguments_are_refused_before_any_byte_is_sent() {
+    let (mut c, h) = client(vec![]);
+    let e = c.write_memory(0x0800_0002, &[1, 2]).unwrap_err();
+    assert_eq!(e.to_string(), "Write Memory (0x31) at 0x08000002: the address must be 4-byte aligned");
+    assert!(c.write_memory(0x0800_0000, &[0; 257]).is_err());
+    assert!(c.read_memory(0x0800_0000, 0).is_err());
+    assert!(c.read(0xFFFF_FF00, 0x200).is_err());
+    assert!(c.get_checksum(0x0800_0001, 4).is_err());
+    assert!(h.written().is_empty());
+}
+
+#[test]
+fn extended_erase_is_chosen_from_get_and_split_into_511_page_commands() {
+    let pages: Vec<u16> = (0..600).collect();
+    let frame = |pages: &[u16]| {
+        let mut f = ((pages.len() - 1) as u16).to_be_bytes().to_vec();
+        for p in pages {
+            f.extend_from_slice(&p.to_be_bytes());
+        }
+        f.push(protocol::xor(&f));
+        f
+    };
+    let (mut c, h) = client(with_get(
+        &OBL_COMMANDS,
+        vec![
+            Host(vec![0x44, 0xBB]),
+            Device(vec![A]),
+            Host(frame(&pages[..511])),
+            Device(vec![A]),
+            Host(vec![0x44, 0xBB]),
+            Device(vec![A]),
+            Host(frame(&pages[511..])),
+            Device(vec![A]),
+        ],
+    ));
+    c.erase_pages(&pages).unwrap();
+    h.assert_done();
+}
+
+#[test]
+fn legacy_erase_uses_one_byte_pages_and_ff_00_for_mass_erase() {
+    let (mut c, h) = client(with_get(
+        &F1_COMMANDS,
+        vec![
+            Host(vec![0x43, 0xBC]),
+            Device(vec![A]),
+            Host(vec![2, 4, 5, 9, 2 ^ 4 ^ 5 ^ 9]),
+            Device(vec![A]),
+            Host(vec![0x43, 0xBC]),
+            Device(vec![A]),
+            Host(vec![0xFF, 0x00]),
+            Device(vec![A]),
+        ],
+    ));
+    c.erase_pages(&[4, 5, 9]).unwrap();
+    c.mass_erase().unwrap();
+    let e = c.erase_pages(&[300]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Erase (0x43) of page 300: page 300 needs Extended Erase; Erase (0x43) numbers pages in one byte"
+    );
+    let e = c.special_erase(MassErase::Bank2).unwrap_err();
+    assert!(e.to_string().contains("bank 2 mass erase needs Extended Erase (0x44)"), "{e}");
+    let e = c.get_checksum(0x0800_0000, 4).unwrap_err();
+    assert!(matches!(e, UartError::NotSupported { command: Command::GetChecksum, .. }), "{e}");
+    h.assert_done();
+}
+
+#[test]
+fn extended_mass_and_bank_erase_codes() {
+    let (mut c, h) = client(with_get(
+        &OBL_COMMANDS,
+        vec![
+            Host(vec![0x44, 0xBB]),
+            Device(vec![A]),
+            Host(vec![0xFF, 0xFF, 0x00]),
+            Device(vec![A]),
+            Host(vec![0x44, 0xBB]),
+            Device(vec![A]),
+            Host(vec![0xFF, 0xFD, 0x02]),
+            Device(vec![N]),
+        ],
+    ));
+    c.mass_erase().unwrap();
+    let e = c.special_erase(MassErase::Bank2).unwrap_err();
+    assert_eq!(e.to_string(), "Extended Erase (0x44): device answered NACK at the end of the operation");
+    assert!(c.erase_pages(&[0xFFF0]).is_err(), "reserved page codes are refused");
+    h.assert_done();
+}
+
+#[test]
+fn go_sends_the_vector_table_address_and_takes_one_ack() {
+    let (mut c, h) =
+        client(vec![Host(vec![0x21, 0xDE]), Device(vec![A]), Host(vec![0x08, 0, 0, 0, 0x08]), Device(vec![A])]);
+    c.go(0x0800_0000).unwrap();
+    h.assert_done();
+}
+
+#[test]
+fn readout_unprotect_waits_for_the_second_ack() {
+    let (mut c, h) = client(vec![Host(vec![0x92, 0x6D]), Device(vec![A, A])]);
+    c.readout_unprotect().unwrap();
+    h.assert_done();
+    let (mut c, _h) = client(vec![Host(vec![0x92, 0x6D]), Device(vec![A])]);
+    let e = c.readout_unprotect().unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+}
+
+#[test]
+fn get_checksum_exchange_and_reply_check() {
+    let crc = stm32_crc(&[0u8; 16]);
+    let b = crc.to_be_bytes();
+    let mut reply = b.to_vec();
+    reply.push(protocol::xor(&b));
+    let (mut c, h) = client(with_get(
+        &OBL_COMMANDS,
+        vec![
+            Host(vec![0xA1, 0x5E]),
+            Device(vec![A]),
+            Host(protocol::address_frame(0x0800_0000).to_vec()),
+            Device(vec![A]),
+            Host(protocol::address_frame(16).to_vec()),
+            Device(vec![A, A]),
+            Device(reply.clone()),
+            Host(vec![0xA1, 0x5E]),
+            Device(vec![A]),
+            Host(protocol::address_frame(0x0800_0000).to_vec()),
+            Device(vec![A]),
+            Host(protocol::address_frame(16).to_vec()),
+            Device(vec![A, A, b[0], b[1], b[2], b[3], !reply[4]]),
+        ],
+    ));
+    assert_eq!(c.get_checksum(0x0800_0000, 16).unwrap(), crc);
+    let e = c.get_checksum(0x0800_0000, 16).unwrap_err();
+    assert!(e.to_string().starts_with("Get Checksum (0xA1) at 0x08000000: malformed reply: CRC bytes"), "{e}");
+    h.assert_done();
+}
+
+#[test]
+fn a_lost_byte_times_out_then_the_link_is_resynchronized() {
+    // The device lost one address byte, so it waits for a fifth; the host times out, sends
+    // 0xFF 0x00 until NACK, and the next command works.
+    let (mut c, h) = client(vec![
+        Host(vec![0x11, 0xEE]),
+        Device(vec![A]),
+        Host(protocol::address_frame(0x0800_0000).to_vec()),
+        Host(vec![0xFF, 0x00]),
+        Device(vec![N]),
+        Host(vec![0x02, 0xFD]),
+        Device(vec![A, 0x01, 0x04, 0x10, A]),
+    ]);
+    let e = c.read_memory(0x0800_0000, 4).unwrap_err();
+    assert!(matches!(e, UartError::Timeout { resynced: true, stage: Stage::Address, .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "Read Memory (0x11) at 0x08000000: no reply after the address within 40ms (got 0 of 1 bytes); link resynchronized"
+    );
+    assert_eq!(c.get_id().unwrap().pid, 0x410);
+    h.assert_done();
+}
+
+#[test]
+fn resync_is_bounded() {
+    let (mut c, h) = client(vec![]);
+    let started = Instant::now();
+    let e = c.resync().unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(e.to_string(), "resync: no NACK to 0xFF 0x00 within 300ms");
+    assert!(h.written().len() >= 4 && h.written().chunks(2).all(|p| p == [0xFF, 0x00]));
+}
+
+#[test]
+fn busy_bytes_are_skipped_and_garbage_is_an_error() {
+    let (mut c, h) = client(vec![
+        Host(vec![0x21, 0xDE]),
+        Device(vec![BUSY, BUSY, A]),
+        Host(vec![0x08, 0, 0, 0, 0x08]),
+        Device(vec![0x42]),
+    ]);
+    let e = c.go(0x0800_0000).unwrap_err();
+    assert_eq!(e.to_string(), "Go (0x21) at 0x08000000: expected ACK or NACK after the address, got 0x42");
+    h.assert_done();
+}
+
+#[test]
+fn commands_not_listed_by_get_are_refused_locally() {
+    let (mut c, h) = client(get_exchange(&[0x00, 0x01, 0x02, 0x11]));
+    c.get().unwrap();
+    let e = c.go(0x0800_0000).unwrap_err();
+    assert_eq!(e.to_string(), "Go (0x21): not offered by this bootloader (Get lists 00 01 02 11)");
+    h.assert_done();
+}
+
+#[test]
+fn malformed_replies_do_not_panic() {
+    // Get ID claiming 0 bytes of PID.
+    let (mut c, _h) = client(vec![Host(vec![0x02, 0xFD]), Device(vec![A, 0x00, 0x04, A])]);
+    let e = c.get_id().unwrap_err();
+    assert!(e.to_string().contains("1 byte(s) of product ID"), "{e}");
+    // Get with a huge N and a short body: times out instead of waiting forever.
+    let (mut c, _h) = client(vec![Host(vec![0x00, 0xFF]), Device(vec![A, 0xFF, 0x31])]);
+    assert!(c.get().unwrap_err().is_timeout());
+}
+
+#[test]
+fn pty_like_ports_keep_8n1_and_that_is_not_an_error() {
+    let (mut port, h) = ScriptedPort::new(vec![]);
+    h.state().drops_parity = true;
+    let s = configure_port(port.as_mut(), 115_200).unwrap();
+    assert_eq!(s, LineSettings { baud_rate: 115_200, parity: Parity::None, parity_applied: false });
+    h.state().drops_parity = false;
+    assert!(configure_port(port.as_mut(), 57_600).unwrap().parity_applied);
+}
+
+#[test]
+fn pages_touched_by_ranges() {
+    let pages =
+        pages_touched(0x0800_0000, 0x800, [(0x0800_0000, 0x10), (0x0800_07FC, 8), (0x0800_4000, 0x801)]).unwrap();
+    assert_eq!(pages, [0, 1, 8, 9]);
+    assert!(pages_touched(0x0800_0000, 0x800, [(0x0700_0000, 4)]).is_err());
+    assert_eq!(pages_touched(0x0800_0000, 0x800, [(0x0800_0000, 0)]).unwrap(), Vec::<u16>::new());
+}
+
+/// Over a real Linux PTY: the client asks for 8E1, the PTY keeps 8N1 (reference 7), and the
+/// protocol still works. The peer here is a few lines answering two commands, not a ROM model.
+#[cfg(target_os = "linux")]
+#[test]
+fn works_over_a_real_pty_that_drops_parity() {
+    use std::io::{Read as _, Write as _};
+
+    use nix::fcntl::OFlag;
+    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let path = ptsname_r(&master).unwrap();
+    let (port, settings) = open_port(&path, 115_200).unwrap();
+    assert!(!settings.parity_applied, "Linux PTYs keep 8N1: {settings:?}");
+
+    let peer = std::thread::spawn(move || {
+        let mut master = master;
+        let mut b = [0u8; 2];
+        master.read_exact(&mut b[..1]).unwrap();
+        assert_eq!(b[0], 0x7F);
+        master.write_all(&[ACK]).unwrap();
+        master.read_exact(&mut b).unwrap();
+        assert_eq!(b, [0x02, 0xFD]);
+        master.write_all(&[ACK, 0x01, 0x04, 0x60, ACK]).unwrap();
+        // Keep the master open until the client is done reading.
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let mut c = UartClient::new(port, Config::default());
+    assert_eq!(c.sync().unwrap(), SyncOutcome::Synced);
+    assert_eq!(c.get_id().unwrap().pid, 0x460);
+    peer.join().unwrap();
+}

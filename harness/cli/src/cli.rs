@@ -1,0 +1,190 @@
+//! Command-line syntax (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hil",
+    version,
+    about = "Conformance rig for STM32 bootloader flows, on virtual and lab boards",
+    after_help = "Exit codes: 0 all passed / valid, 1 a scenario failed, 2 configuration or usage error.\n\
+                  Logs: -v info, -vv debug, -vvv trace; RUST_LOG overrides."
+)]
+pub struct Cli {
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// Board inventory.
+    #[arg(long, default_value = "boards.yaml", value_name = "FILE")]
+    pub boards: PathBuf,
+    /// Scenario files or directories (default: scenarios/).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+impl ConfigArgs {
+    pub fn scenario_paths(&self) -> Vec<PathBuf> {
+        if self.paths.is_empty() { vec![PathBuf::from("scenarios")] } else { self.paths.clone() }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check boards.yaml and scenario files; print FILE:LINE:COL: message per problem.
+    Validate(ConfigArgs),
+    /// List boards or scenarios.
+    List {
+        what: ListWhat,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Run scenarios on boards and write reports.
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Run on this board (repeatable; default: the boards marked `default: true`).
+        #[arg(long = "board", id = "board", value_name = "NAME")]
+        board_names: Vec<String>,
+        /// Where the per-run report directory goes.
+        #[arg(long, default_value = "reports", value_name = "DIR")]
+        report_dir: PathBuf,
+    },
+    /// Flash an image through a board's bootloader or probe.
+    Flash {
+        #[arg(long, default_value = "boards.yaml", value_name = "FILE")]
+        boards: PathBuf,
+        #[arg(long, value_name = "NAME")]
+        board: String,
+        #[arg(long, value_enum)]
+        via: FlashVia,
+        /// Verify after writing (bootloader checksum where available, else read-back).
+        #[arg(long)]
+        verify: bool,
+        /// Start the image afterwards (Go / DFU leave / reset).
+        #[arg(long)]
+        go: bool,
+        /// Load address of a raw .bin file.
+        #[arg(long, value_name = "ADDR")]
+        base: Option<String>,
+        file: PathBuf,
+    },
+    /// Firmware image tools.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Run a virtual board on its own.
+    Sim {
+        #[command(subcommand)]
+        command: SimCommand,
+    },
+    /// Benchmarks that print JSON.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+    /// Print the JSON Schema of a file format (for editors).
+    Schema { what: SchemaWhat },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListWhat {
+    Boards,
+    Scenarios,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaWhat {
+    Boards,
+    Scenario,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlashVia {
+    Uart,
+    Dfu,
+    Probe,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    High,
+    Low,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Preflight an image for a board (also run before every flash).
+    Check {
+        #[arg(long, default_value = "boards.yaml", value_name = "FILE")]
+        boards: PathBuf,
+        #[arg(long, value_name = "NAME")]
+        board: String,
+        /// Load address of a raw .bin file.
+        #[arg(long, value_name = "ADDR")]
+        base: Option<String>,
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SimCommand {
+    /// Run a virtual board standalone, its USART on a PTY, until Ctrl-C / SIGTERM.
+    Serve {
+        #[arg(long, default_value = "boards.yaml", value_name = "FILE")]
+        boards: PathBuf,
+        #[arg(long, value_name = "NAME")]
+        board: String,
+        /// Symlink the PTY here.
+        #[arg(long, value_name = "PATH")]
+        uart_link: Option<PathBuf>,
+        /// Image to put into flash first (default: erased flash, factory option bytes).
+        #[arg(long, value_name = "FILE")]
+        image: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        boot0: Option<Level>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Flash over UART with the rig's AN3155 client and with stm32flash; print JSON.
+    FlashUart {
+        #[arg(long, default_value = "boards.yaml", value_name = "FILE")]
+        boards: PathBuf,
+        #[arg(long, value_name = "NAME")]
+        board: String,
+        /// Image size (e.g. 64K).
+        #[arg(long, default_value = "64K")]
+        size: String,
+    },
+    /// Flash a 64 KiB image through probe-rs on the virtual board; print JSON.
+    FlashProbe {
+        #[arg(long, default_value = "boards.yaml", value_name = "FILE")]
+        boards: PathBuf,
+        #[arg(long, value_name = "NAME")]
+        board: String,
+    },
+    /// Run the whole scenario suite in `timing: fast`; print wall time per scenario as JSON.
+    Suite {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,88 @@
+//! The `hil` binary: exit codes and output of the commands.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn hil(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hil")).args(args).current_dir(cwd).env_remove("RUST_LOG").output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn validate_accepts_the_shipped_configuration() {
+    let o = hil(&["validate"], &repo());
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+    assert!(text(&o.stdout).starts_with("ok: boards.yaml ("), "{}", text(&o.stdout));
+}
+
+#[test]
+fn validate_reports_each_problem_as_file_line_col_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo().join("boards.yaml"), dir.path().join("boards.yaml")).unwrap();
+    std::fs::write(dir.path().join("a.yaml"), "name: a\nboards: [nope]\nsteps: [reset]\n").unwrap();
+    std::fs::write(dir.path().join("b.yaml"), "name: b\nsteps:\n  - go: { address: 0x0800_000G }\n").unwrap();
+    std::fs::write(dir.path().join("c.yaml"), "").unwrap();
+    let o = hil(&["validate", "a.yaml", "b.yaml", "c.yaml", "missing.yaml"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 5, "{err}");
+    assert!(lines[0].starts_with("a.yaml:2:10: unknown board `nope`"), "{err}");
+    assert!(lines[1].starts_with("b.yaml:3:20: bad value `0x0800_000G`"), "{err}");
+    assert!(lines[2].starts_with("c.yaml:1:1: empty file"), "{err}");
+    assert!(lines[3].starts_with("missing.yaml:1:1: cannot read a scenario: file not found"), "{err}");
+    assert_eq!(lines[4], "4 problems in 4 files");
+}
+
+#[test]
+fn list_shows_boards_with_capabilities_and_scenarios() {
+    let o = hil(&["list", "boards"], &repo());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let g0b1 = out.lines().find(|l| l.starts_with("g0b1-virtual ")).expect("g0b1 listed");
+    assert!(g0b1.contains("usb"), "{g0b1}");
+    let g071 = out.lines().find(|l| l.starts_with("g071-virtual ")).expect("g071 listed");
+    assert!(!g071.contains("usb"), "the G071 ROM has no USB DFU: {g071}");
+    let o = hil(&["list", "scenarios"], &repo());
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o.stdout).starts_with("NAME"));
+}
+
+#[test]
+fn schemas_are_json() {
+    for what in ["boards", "scenario"] {
+        let o = hil(&["schema", what], &repo());
+        assert_eq!(o.status.code(), Some(0));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+        assert_eq!(v["$schema"], "https://json-schema.org/draft/2020-12/schema");
+        assert!(v["title"].as_str().unwrap().starts_with("hil "));
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(hil(&["frobnicate"], &repo()).status.code(), Some(2));
+    assert_eq!(hil(&["list", "nothing"], &repo()).status.code(), Some(2));
+    let o = hil(&["run", "--board", "no-such-board"], &repo());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("unknown board `no-such-board`"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn run_refuses_an_invalid_configuration_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("boards.yaml"), "boards: []\n").unwrap();
+    std::fs::create_dir(dir.path().join("scenarios")).unwrap();
+    std::fs::write(dir.path().join("scenarios/a.yaml"), "name: a\nsteps: [reset]\n").unwrap();
+    let o = hil(&["run"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("boards.yaml:1:1: no boards defined"), "{}", text(&o.stderr));
+    assert!(!dir.path().join("reports").exists(), "no report for a run that never started");
+}

@@ -1,0 +1,60 @@
+//! JUnit XML as GitHub Actions (test reporters) and GitLab (`artifacts:reports:junit`) read it:
+//! one <testsuite> per board, one <testcase> per scenario, failures with the step and diagnosis.
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+
+use crate::model::{RunReport, ScenarioResult, Status};
+use crate::text::{evidence_text, failure_details};
+
+pub fn render_junit(report: &RunReport) -> String {
+    let mut out = Report::new(format!("hil run {}", report.run_id));
+    out.set_time(std::time::Duration::from_millis(report.duration_ms));
+    for board in &report.boards {
+        let mut suite = TestSuite::new(board.name.clone());
+        suite.add_property(("chip", board.chip.as_str()));
+        suite.add_property(("kind", board.kind.as_str()));
+        for r in report.scenarios.iter().filter(|r| r.board == board.name) {
+            suite.add_test_case(test_case(r));
+        }
+        out.add_test_suite(suite);
+    }
+    out.to_string().unwrap_or_else(|e| format!("<!-- JUnit rendering failed: {e} -->\n"))
+}
+
+fn test_case(r: &ScenarioResult) -> TestCase {
+    let status = match r.status {
+        Status::Passed => TestCaseStatus::success(),
+        Status::Skipped | Status::NotRun => {
+            let mut s = TestCaseStatus::skipped();
+            if let Some(m) = &r.message {
+                s.set_message(m.clone());
+            }
+            s
+        }
+        Status::Failed | Status::Error => {
+            let kind = if r.status == Status::Failed { NonSuccessKind::Failure } else { NonSuccessKind::Error };
+            let mut s = TestCaseStatus::non_success(kind);
+            let headline = match (&r.diagnosis, &r.message) {
+                (Some(d), Some(m)) => format!("{m} [likely cause: {}]", d.title),
+                (None, Some(m)) => m.clone(),
+                (Some(d), None) => d.title.clone(),
+                (None, None) => "failed".into(),
+            };
+            s.set_message(headline);
+            s.set_type(match &r.diagnosis {
+                Some(d) => d.cause.clone(),
+                None => r.status.as_str().to_string(),
+            });
+            s.set_description(failure_details(r));
+            s
+        }
+    };
+    let mut tc = TestCase::new(r.scenario.clone(), status);
+    tc.set_classname(format!("{}.{}", r.board, r.file));
+    tc.set_time(std::time::Duration::from_millis(r.duration_ms));
+    let out = evidence_text(r);
+    if !out.is_empty() {
+        tc.set_system_out(out);
+    }
+    tc
+}

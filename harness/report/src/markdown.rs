@@ -1,0 +1,81 @@
+//! A Markdown summary for humans (CI job summaries, chat).
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use crate::model::{RunReport, Status};
+use crate::text::failure_details;
+
+pub fn render_markdown(r: &RunReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# hil run `{}`: {}\n", r.run_id, format!("{:?}", r.status).to_uppercase());
+    let _ = writeln!(
+        s,
+        "Started {} - {:.1} s - {} scenario runs: {} passed, {} failed, {} errors, {} skipped.\n",
+        r.started_at,
+        r.duration_ms as f64 / 1000.0,
+        r.summary.total,
+        r.summary.passed,
+        r.summary.failed,
+        r.summary.errors,
+        r.summary.skipped
+    );
+    // Board x scenario matrix.
+    let boards: Vec<&str> = r.boards.iter().map(|b| b.name.as_str()).collect();
+    let scenarios: BTreeSet<&str> = r.scenarios.iter().map(|x| x.scenario.as_str()).collect();
+    let _ = writeln!(s, "| scenario | {} |", boards.join(" | "));
+    let _ = writeln!(s, "|---|{}", "---|".repeat(boards.len()));
+    for sc in &scenarios {
+        let cells: Vec<String> = boards
+            .iter()
+            .map(|b| match r.scenarios.iter().find(|x| x.scenario == *sc && x.board == *b) {
+                Some(x) => cell(x.status),
+                None => "-".into(),
+            })
+            .collect();
+        let _ = writeln!(s, "| {} | {} |", md_text(sc), cells.join(" | "));
+    }
+    if !r.conformance.is_empty() {
+        let _ = writeln!(s, "\n## Conformance\n");
+        let _ = writeln!(s, "| failure class | {} |", boards.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---|".repeat(boards.len()));
+        for row in &r.conformance {
+            let cells: Vec<String> = boards
+                .iter()
+                .map(|b| match row.cells.get(*b) {
+                    Some(c) => {
+                        format!("{} expected {}, seen {}", if c.ok { "ok" } else { "**MISMATCH**" }, c.expected, c.seen)
+                    }
+                    None => "-".into(),
+                })
+                .collect();
+            let _ = writeln!(s, "| {} | {} |", md_text(&row.class), cells.join(" | "));
+        }
+    }
+    let failures: Vec<_> = r.scenarios.iter().filter(|x| matches!(x.status, Status::Failed | Status::Error)).collect();
+    if !failures.is_empty() {
+        let _ = writeln!(s, "\n## Failures\n");
+        for f in failures {
+            let _ = writeln!(s, "### {} on {} ({})\n", md_text(&f.scenario), md_text(&f.board), md_text(&f.file));
+            if let Some(m) = &f.message {
+                let _ = writeln!(s, "{}\n", md_text(m));
+            }
+            let _ = writeln!(s, "```text\n{}```\n", failure_details(f));
+        }
+    }
+    s
+}
+
+/// Text outside code blocks: no raw HTML, no table breaks.
+fn md_text(t: &str) -> String {
+    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('|', "\\|")
+}
+
+fn cell(status: Status) -> String {
+    match status {
+        Status::Passed => "passed".into(),
+        Status::Failed => "**FAILED**".into(),
+        Status::Error => "**ERROR**".into(),
+        other => other.as_str().into(),
+    }
+}

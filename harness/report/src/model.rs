@@ -1,0 +1,238 @@
+//! The report document. JSON is the source of truth; every other format is rendered from it.
+//! Bump [`SCHEMA_VERSION`] on any change that is not a pure addition of optional fields.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub tool: Tool,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    pub duration_ms: u64,
+    pub status: RunStatus,
+    /// The command line that produced this run.
+    #[serde(default)]
+    pub command: Vec<String>,
+    pub boards: Vec<BoardInfo>,
+    pub scenarios: Vec<ScenarioResult>,
+    pub summary: Summary,
+    /// Rows: failure classes; columns: boards (conformance scenarios only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conformance: Vec<ConformanceRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+}
+
+/// State of the whole run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// Still going (the report on disk is rewritten as scenarios finish).
+    Running,
+    Passed,
+    Failed,
+    /// Stopped by Ctrl-C / SIGTERM: what ran is reported, the rest is missing.
+    Interrupted,
+    /// The rig itself failed (not the firmware).
+    Error,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardInfo {
+    pub name: String,
+    pub chip: String,
+    /// `virtual` or `lab`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Outcome of a scenario or step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Passed,
+    Failed,
+    /// The rig could not carry the step out (timeout of the harness itself, backend error).
+    Error,
+    Skipped,
+    /// Not run because an earlier step failed.
+    NotRun,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Passed => "passed",
+            Status::Failed => "failed",
+            Status::Error => "error",
+            Status::Skipped => "skipped",
+            Status::NotRun => "not-run",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    pub scenario: String,
+    pub board: String,
+    /// Scenario file, as given on the command line.
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub status: Status,
+    /// For conformance scenarios: the outcome the scenario expects, and whether it was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<ExpectedResult>,
+    pub started_at: String,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub steps: Vec<StepResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<Diagnosis>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedResult {
+    /// `pass` or `fail`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// What happened: the firmware's own outcome before comparing with the expectation.
+    pub observed_outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_cause: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub index: usize,
+    /// The step keyword (`flash`, `expect-serial`, ...).
+    pub keyword: String,
+    /// One line: what the step did ("flash fixture:app via uart").
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub status: Status,
+    /// Start, relative to the scenario start.
+    pub offset_ms: u64,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Evidence>,
+}
+
+/// Raw evidence a step collected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Evidence {
+    /// Bytes on a link, in order.
+    Transcript { channel: String, entries: Vec<TranscriptEntry> },
+    /// Named register values.
+    Registers { label: String, values: BTreeMap<String, u32> },
+    /// Free text (serial output, tool output).
+    Text { label: String, text: String },
+    /// A measured quantity.
+    Measurement { label: String, value: f64, unit: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscriptEntry {
+    pub offset_ms: u64,
+    /// `tx` (host to device) or `rx`.
+    pub direction: String,
+    /// Hex bytes, space separated.
+    pub bytes: String,
+    /// What the bytes mean ("Get ID", "ACK", "PID 0x0460").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoded: Option<String>,
+}
+
+/// Why a failure happened, with the evidence behind the reasoning.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    /// Stable id of the cause (`primask-set-at-jump`), or `unknown`.
+    pub cause: String,
+    pub title: String,
+    pub explanation: String,
+    /// The facts the rule looked at (name -> value as shown), in the order it checked them.
+    #[serde(default)]
+    pub facts: Vec<Fact>,
+    /// Raw snapshot at the failure: register name -> value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub snapshot: BTreeMap<String, u32>,
+    /// How to fix it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fact {
+    pub name: String,
+    pub value: String,
+    /// Whether this fact supports the named cause.
+    pub supports: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub total: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub errors: usize,
+    pub skipped: usize,
+}
+
+impl Summary {
+    pub fn of(results: &[ScenarioResult]) -> Summary {
+        let count = |s: Status| results.iter().filter(|r| r.status == s).count();
+        Summary {
+            total: results.len(),
+            passed: count(Status::Passed),
+            failed: count(Status::Failed),
+            errors: count(Status::Error),
+            skipped: count(Status::Skipped),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConformanceRow {
+    /// Failure class ("jump with PRIMASK set").
+    pub class: String,
+    /// Board -> cell.
+    pub cells: BTreeMap<String, ConformanceCell>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConformanceCell {
+    pub expected: String,
+    pub seen: String,
+    pub ok: bool,
+    pub scenarios: Vec<String>,
+}
+
+impl RunReport {
+    /// Recompute the summary and the overall status from the scenario results.
+    pub fn finish_status(&mut self) {
+        self.summary = Summary::of(&self.scenarios);
+        if self.status == RunStatus::Running {
+            self.status =
+                if self.summary.failed + self.summary.errors > 0 { RunStatus::Failed } else { RunStatus::Passed };
+        }
+    }
+}
