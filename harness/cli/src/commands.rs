@@ -9,7 +9,6 @@ use hil_config::{Config, Diagnostic, ValidationContext, load_and_validate};
 use crate::cli::{BenchCommand, Cli, Command, ConfigArgs, ImageCommand, ListWhat, SchemaWhat, SimCommand};
 use crate::output::table;
 
-pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 
@@ -32,8 +31,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Flash { .. } => Err(not_yet_supported("flashing through a board's bootloader or probe (`hil flash`)")),
-        Command::Image { command: ImageCommand::Check { .. } } => {
-            Err(not_yet_supported("image preflight (`hil image check`)"))
+        Command::Image { command: ImageCommand::Check { boards, board, base, file } } => {
+            image_check(&boards, &board, base.as_deref(), &file)
         }
         Command::Sim { command: SimCommand::Serve { .. } } => {
             Err(not_yet_supported("running a standalone virtual board (`hil sim serve`)"))
@@ -158,6 +157,69 @@ fn run(cfg: &ConfigArgs, boards: &[String], report_dir: &Path) -> Result<ExitCod
     Err(not_yet_supported("running scenarios (the scenario engine)")).context("hil run")
 }
 
+/// Load boards.yaml alone (for commands that take `--board` but no scenarios) and find a board.
+pub fn board_from(boards_path: &Path, name: &str) -> Result<(hil_config::LoadedBoards, String), ExitCode> {
+    let loaded = match hil_config::load_boards(boards_path) {
+        Ok(b) => b,
+        Err(d) => {
+            print_diagnostics(&[d]);
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let diags = hil_config::validate::validate_boards(&loaded);
+    if !diags.is_empty() {
+        print_diagnostics(&diags);
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    if loaded.get(name).is_none() {
+        eprintln!("error: unknown board `{name}`; boards in {}: {}", boards_path.display(), loaded.names().join(", "));
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    Ok((loaded, name.to_string()))
+}
+
+/// What preflight checks an image against, from a board's chip and layout.
+pub fn preflight_target(board: &hil_config::Board) -> hil_image::preflight::Target<'static> {
+    let chip = Config::chip_of(board);
+    hil_image::preflight::Target {
+        chip,
+        app_base: board.application_base(chip),
+        bootloader: board
+            .layout
+            .bootloader
+            .as_ref()
+            .map(|r| hil_image::preflight::Region { base: r.value.base.0, size: r.value.size.0 }),
+    }
+}
+
+fn parse_base(base: Option<&str>) -> Result<Option<u32>> {
+    base.map(|b| hil_config::values::parse_u32(b, "--base address").map_err(anyhow::Error::msg)).transpose()
+}
+
+/// `hil image check`: 0 when the image may be flashed (warnings allowed), 1 when preflight refuses
+/// it, 2 when the board or file cannot be used at all.
+fn image_check(boards: &Path, board: &str, base: Option<&str>, file: &Path) -> Result<ExitCode> {
+    let (loaded, name) = match board_from(boards, board) {
+        Ok(b) => b,
+        Err(code) => return Ok(code),
+    };
+    let board = loaded.get(&name).expect("checked by board_from");
+    let image =
+        hil_image::Image::load(file, parse_base(base)?).with_context(|| format!("loading {}", file.display()))?;
+    let report = hil_image::preflight::check(&image, &preflight_target(board));
+    for seg in &image.segments {
+        println!("segment {:#010x}..{:#010x} ({} bytes): {}", seg.address, seg.end(), seg.data.len(), seg.describe());
+    }
+    print!("{report}");
+    if report.passed() {
+        println!("ok: {} may be flashed on {} ({})", file.display(), name, board.chip.value);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("refused: {} must not be flashed on {}", file.display(), name);
+        Ok(ExitCode::from(EXIT_FAILED))
+    }
+}
+
 /// `--board` names, or the default boards.
 pub fn select_boards<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a hil_config::Board>> {
     if names.is_empty() {
@@ -183,9 +245,3 @@ pub fn select_boards<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a
         })
         .collect()
 }
-
-#[allow(dead_code)]
-const _: () = {
-    let _ = EXIT_OK;
-    let _ = EXIT_FAILED;
-};

@@ -86,3 +86,30 @@ fn run_refuses_an_invalid_configuration_with_exit_2() {
     assert!(text(&o.stderr).contains("boards.yaml:1:1: no boards defined"), "{}", text(&o.stderr));
     assert!(!dir.path().join("reports").exists(), "no report for a run that never started");
 }
+
+#[test]
+fn image_check_exit_codes() {
+    let smoke = hil_fixtures::get("smoke", 0x0800_0000).unwrap().path;
+    let o = hil(&["image", "check", "--board", "g071-virtual", smoke], &repo());
+    assert_eq!(o.status.code(), Some(0), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(text(&o.stdout).contains("segment 0x08000000.."), "{}", text(&o.stdout));
+    // Linked at 0x08000000, but this board's application lives behind a 32 KiB bootloader.
+    let o = hil(&["image", "check", "--board", "g071-custom-bootloader", smoke], &repo());
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o.stdout);
+    assert!(out.contains("error[bootloader-overlap]") && out.contains("error[vector-table-not-at-app-base]"), "{out}");
+    let o = hil(&["image", "check", "--board", "g071-virtual", "README.md"], &repo());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("unknown image format"), "{}", text(&o.stderr));
+    let o = hil(&["image", "check", "--board", "nope", smoke], &repo());
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn backends_not_built_yet_say_so_with_exit_2() {
+    let o = hil(&["sim", "serve", "--board", "g071-virtual"], &repo());
+    if o.status.code() == Some(2) && text(&o.stderr).contains("not yet supported") {
+        return;
+    }
+    panic!("expected exit 2 with `not yet supported`, got {:?}: {}", o.status.code(), text(&o.stderr));
+}
