@@ -1,0 +1,539 @@
+//! The scenario engine: boards in parallel (one task per board, bounded), scenarios on a board in
+//! sequence, every step with a deadline, Ctrl-C / SIGTERM cancellation that still leaves a valid
+//! report, and the board lock held for the whole run.
+//!
+//! Steps are blocking work (probe-rs, serial, USB): each runs on the blocking pool while the async
+//! side enforces the deadline. Backends also honour the deadline themselves ([`StepCx::deadline`]),
+//! so the async timeout is a safety net, not the mechanism.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hil_config::scenario::{Action, Outcome};
+use hil_config::{Board, Config, Step};
+use hil_report::{
+    BoardInfo, Diagnosis, Evidence, ExpectedResult, RunDir, RunReport, RunStatus, ScenarioResult, Status, StepResult,
+    Tool,
+};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::lock::BoardLock;
+use crate::plan::{BoardPlan, PlannedScenario};
+
+/// Shared "stop now" flag (Ctrl-C, SIGTERM).
+#[derive(Clone, Debug, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a step sees of the run.
+#[derive(Clone, Debug)]
+pub struct StepCx {
+    /// The step must be over by then (wall clock).
+    pub deadline: Instant,
+    pub cancel: CancelFlag,
+    /// The scenario file (relative paths in steps are relative to it).
+    pub scenario_file: PathBuf,
+    pub index: usize,
+}
+
+impl StepCx {
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// What a step produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepOutcome {
+    /// Passed, Failed (the board did not do what was expected) or Error (the rig could not do it).
+    pub status: Status,
+    pub message: Option<String>,
+    pub evidence: Vec<Evidence>,
+}
+
+impl StepOutcome {
+    pub fn passed() -> Self {
+        StepOutcome { status: Status::Passed, message: None, evidence: vec![] }
+    }
+    pub fn failed(message: impl Into<String>) -> Self {
+        StepOutcome { status: Status::Failed, message: Some(message.into()), evidence: vec![] }
+    }
+    pub fn error(message: impl Into<String>) -> Self {
+        StepOutcome { status: Status::Error, message: Some(message.into()), evidence: vec![] }
+    }
+    pub fn with_evidence(mut self, e: Evidence) -> Self {
+        self.evidence.push(e);
+        self
+    }
+}
+
+/// One board opened for a run: how steps are carried out.
+pub trait BoardSession: Send {
+    /// Prepare for a scenario (e.g. forget the serial output of the previous one).
+    fn begin_scenario(&mut self, scenario: &hil_config::Scenario) -> Result<(), String>;
+    /// Carry out one step. Blocking; must return by `cx.deadline` and check `cx.cancel` in long waits.
+    fn run_step(&mut self, step: &Step, cx: &StepCx) -> StepOutcome;
+    /// After a failure: snapshot the board and name the likely cause.
+    fn diagnose(&mut self, failed_step: &Step, outcome: &StepOutcome) -> Option<Diagnosis>;
+    /// Evidence collected across the scenario (serial transcript ...), attached to the last step run.
+    fn take_scenario_evidence(&mut self) -> Vec<Evidence> {
+        Vec::new()
+    }
+    /// Release everything (the board is left powered as it is).
+    fn close(&mut self) {}
+}
+
+/// Opens boards for a run (virtual boards are started, lab boards connected).
+pub trait BoardOpener: Send + Sync {
+    fn open(&self, board: &Board, cancel: &CancelFlag) -> Result<Box<dyn BoardSession>, String>;
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Boards run at the same time.
+    pub parallel_boards: usize,
+    pub lock_dir: PathBuf,
+    /// How long to wait for a board another run holds.
+    pub lock_wait: Duration,
+    /// Step deadline when neither the step nor the scenario sets one.
+    pub default_step_timeout: Duration,
+    /// Deadline of slow steps (flash, erase, option bytes) when nothing sets one.
+    pub default_slow_step_timeout: Duration,
+    /// Extra time the engine gives a step past its deadline before declaring it stuck.
+    pub grace: Duration,
+    pub command: Vec<String>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            parallel_boards: 2,
+            lock_dir: crate::lock::default_lock_dir(),
+            lock_wait: Duration::from_secs(0),
+            default_step_timeout: Duration::from_secs(10),
+            default_slow_step_timeout: Duration::from_secs(120),
+            grace: Duration::from_secs(5),
+            command: std::env::args().collect(),
+        }
+    }
+}
+
+fn step_timeout(step: &Step, scenario: &hil_config::Scenario, opts: &EngineOptions) -> Duration {
+    if let Some(t) = step.timeout {
+        return t.std();
+    }
+    let slow = matches!(step.action, Action::Flash(_) | Action::WriteOptionBytes(_) | Action::ReadoutUnprotect(_));
+    match scenario.timeout {
+        Some(t) if !slow => t.std(),
+        Some(t) => t.std().max(opts.default_slow_step_timeout),
+        None if slow => opts.default_slow_step_timeout,
+        None => opts.default_step_timeout,
+    }
+}
+
+/// The boards' info for the report.
+pub fn board_info(board: &Board) -> BoardInfo {
+    BoardInfo {
+        name: board.name.value.clone(),
+        chip: board.chip.value.clone(),
+        kind: if board.virtual_board.is_some() { "virtual" } else { "lab" }.into(),
+        description: board.description.clone(),
+    }
+}
+
+/// Run the plan and write reports into `report_root/<run>/` as scenarios finish.
+pub async fn run(
+    plans: Vec<BoardPlan>,
+    opener: Arc<dyn BoardOpener>,
+    report_root: &Path,
+    opts: EngineOptions,
+    cancel: CancelFlag,
+) -> Result<(RunReport, RunDir), hil_report::ReportError> {
+    let started = Instant::now();
+    let mut report = RunReport {
+        schema_version: hil_report::SCHEMA_VERSION,
+        run_id: run_id(),
+        tool: Tool { name: "hil".into(), version: env!("CARGO_PKG_VERSION").into() },
+        started_at: hil_report::now_rfc3339(),
+        finished_at: None,
+        duration_ms: 0,
+        status: RunStatus::Running,
+        command: opts.command.clone(),
+        boards: plans.iter().map(|p| board_info(&p.board)).collect(),
+        scenarios: vec![],
+        summary: Default::default(),
+        conformance: vec![],
+    };
+    let dir = RunDir::create(report_root, &report)?;
+    dir.write_all(&report)?;
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<ScenarioResult>();
+    let limit = Arc::new(Semaphore::new(opts.parallel_boards.max(1)));
+    let mut tasks = Vec::new();
+    for plan in plans {
+        let (tx, opener, opts, cancel, limit) =
+            (tx.clone(), opener.clone(), opts.clone(), cancel.clone(), limit.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            run_board(plan, opener, opts, cancel, tx).await;
+        }));
+    }
+    drop(tx);
+    while let Some(result) = rx.recv().await {
+        report.scenarios.push(result);
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        report.summary = hil_report::Summary::of(&report.scenarios);
+        if let Err(e) = dir.write_all(&report) {
+            tracing::error!("updating the report failed: {e}");
+        }
+    }
+    for t in tasks {
+        if let Err(e) = t.await {
+            tracing::error!("a board task panicked: {e}");
+            report.status = RunStatus::Error;
+        }
+    }
+    report.finished_at = Some(hil_report::now_rfc3339());
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    if cancel.is_cancelled() {
+        report.status = RunStatus::Interrupted;
+    }
+    report.finish_status();
+    dir.write_all(&report)?;
+    dir.mark_latest(report_root);
+    Ok((report, dir))
+}
+
+fn run_id() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{:08x}", ((nanos >> 10) as u64 ^ ((std::process::id() as u64) << 20)) as u32)
+}
+
+fn skipped(p: &PlannedScenario, board: &str, why: String) -> ScenarioResult {
+    let s = &p.loaded.scenario;
+    ScenarioResult {
+        scenario: s.name.value.clone(),
+        board: board.into(),
+        file: p.loaded.path.display().to_string(),
+        description: s.description.clone(),
+        status: Status::Skipped,
+        expected: None,
+        started_at: hil_report::now_rfc3339(),
+        duration_ms: 0,
+        message: Some(why),
+        steps: vec![],
+        diagnosis: None,
+    }
+}
+
+fn errored(p: &PlannedScenario, board: &str, why: String) -> ScenarioResult {
+    ScenarioResult { status: Status::Error, ..skipped(p, board, why) }
+}
+
+async fn run_board(
+    plan: BoardPlan,
+    opener: Arc<dyn BoardOpener>,
+    opts: EngineOptions,
+    cancel: CancelFlag,
+    tx: mpsc::UnboundedSender<ScenarioResult>,
+) {
+    let name = plan.board.name.value.clone();
+    let runnable: Vec<&PlannedScenario> = plan.scenarios.iter().filter(|p| p.skip.is_none()).collect();
+    for p in plan.scenarios.iter().filter(|p| p.skip.is_some()) {
+        let _ = tx.send(skipped(p, &name, p.skip.clone().unwrap_or_default()));
+    }
+    if runnable.is_empty() {
+        return;
+    }
+    // Lock, then open, on the blocking pool.
+    let (lock_dir, wait, c) = (opts.lock_dir.clone(), opts.lock_wait, cancel.clone());
+    let lock_name = name.clone();
+    let lock =
+        tokio::task::spawn_blocking(move || BoardLock::acquire(&lock_dir, &lock_name, wait, &|| c.is_cancelled()))
+            .await;
+    let _lock = match lock {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            for p in runnable {
+                let _ = tx.send(errored(p, &name, e.to_string()));
+            }
+            return;
+        }
+        Err(e) => {
+            for p in runnable {
+                let _ = tx.send(errored(p, &name, format!("locking the board failed: {e}")));
+            }
+            return;
+        }
+    };
+    let board = plan.board.clone();
+    let (op, c) = (opener.clone(), cancel.clone());
+    let session = match tokio::task::spawn_blocking(move || op.open(&board, &c)).await {
+        Ok(Ok(s)) => Arc::new(Mutex::new(s)),
+        Ok(Err(e)) => {
+            for p in runnable {
+                let _ = tx.send(errored(p, &name, format!("opening board `{name}` failed: {e}")));
+            }
+            return;
+        }
+        Err(e) => {
+            for p in runnable {
+                let _ = tx.send(errored(p, &name, format!("opening board `{name}` panicked: {e}")));
+            }
+            return;
+        }
+    };
+    let mut usable = true;
+    for p in runnable {
+        if cancel.is_cancelled() {
+            break;
+        }
+        if !usable {
+            let _ = tx.send(errored(p, &name, "not run: the board did not come back from a stuck step".into()));
+            continue;
+        }
+        let (result, still_usable) = run_scenario(p, &name, session.clone(), &opts, &cancel).await;
+        usable = still_usable;
+        let _ = tx.send(result);
+    }
+    let s = session.clone();
+    let _ = tokio::time::timeout(
+        opts.grace,
+        tokio::task::spawn_blocking(move || {
+            if let Ok(mut s) = s.lock() {
+                s.close();
+            }
+        }),
+    )
+    .await;
+}
+
+/// Run one scenario; returns its result and whether the board session can still be used.
+async fn run_scenario(
+    p: &PlannedScenario,
+    board: &str,
+    session: Arc<Mutex<Box<dyn BoardSession>>>,
+    opts: &EngineOptions,
+    cancel: &CancelFlag,
+) -> (ScenarioResult, bool) {
+    let s = &p.loaded.scenario;
+    let started = Instant::now();
+    let started_at = hil_report::now_rfc3339();
+    let mut steps: Vec<StepResult> = Vec::new();
+    let mut failure: Option<(usize, StepOutcome)> = None;
+    let mut usable = true;
+
+    let begin = {
+        let (sess, scenario) = (session.clone(), s.clone());
+        tokio::task::spawn_blocking(move || {
+            sess.lock().map_err(|_| "board session poisoned".to_string())?.begin_scenario(&scenario)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("panicked: {e}")))
+    };
+    if let Err(e) = begin {
+        let mut r = errored(p, board, format!("preparing the board for the scenario failed: {e}"));
+        r.started_at = started_at;
+        return (r, true);
+    }
+
+    for (i, located) in s.steps.iter().enumerate() {
+        let step = &located.value;
+        let offset = started.elapsed();
+        if failure.is_some() || cancel.is_cancelled() {
+            steps.push(step_result(i, step, Status::NotRun, offset, Duration::ZERO, None, vec![]));
+            continue;
+        }
+        let limit = step_timeout(step, s, opts);
+        let cx = StepCx {
+            deadline: Instant::now() + limit,
+            cancel: cancel.clone(),
+            scenario_file: p.loaded.path.clone(),
+            index: i,
+        };
+        let (sess, st, cx2) = (session.clone(), step.clone(), cx.clone());
+        let handle = tokio::task::spawn_blocking(move || match sess.lock() {
+            Ok(mut s) => s.run_step(&st, &cx2),
+            Err(_) => StepOutcome::error("board session poisoned by an earlier panic"),
+        });
+        let t0 = Instant::now();
+        let outcome = match tokio::time::timeout(limit + opts.grace, handle).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => StepOutcome::error(format!("the step panicked: {e}")),
+            Err(_) => {
+                // The backend missed its own deadline; wait a little more for it to give the board back.
+                let back = tokio::time::timeout(opts.grace, {
+                    let sess = session.clone();
+                    tokio::task::spawn_blocking(move || drop(sess.lock()))
+                })
+                .await
+                .is_ok();
+                usable = back;
+                StepOutcome::error(format!(
+                    "step did not finish within its {} deadline{}",
+                    humantime(limit),
+                    if back { "" } else { "; the board is stuck and its remaining scenarios are not run" }
+                ))
+            }
+        };
+        let duration = t0.elapsed();
+        if outcome.status != Status::Passed {
+            failure = Some((i, outcome.clone()));
+        }
+        steps.push(step_result(i, step, outcome.status, offset, duration, outcome.message.clone(), outcome.evidence));
+    }
+    if cancel.is_cancelled() && failure.is_none() && steps.iter().any(|s| s.status == Status::NotRun) {
+        failure = Some((steps.len(), StepOutcome::error("interrupted")));
+    }
+
+    // Diagnosis of a firmware failure (not of rig errors or interruptions).
+    let mut diagnosis = None;
+    if let Some((i, outcome)) = &failure
+        && outcome.status == Status::Failed
+        && usable
+        && let Some(step) = s.steps.get(*i)
+    {
+        let (sess, st, o) = (session.clone(), step.value.clone(), outcome.clone());
+        diagnosis = tokio::time::timeout(
+            opts.default_step_timeout,
+            tokio::task::spawn_blocking(move || sess.lock().ok().and_then(|mut s| s.diagnose(&st, &o))),
+        )
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .flatten();
+    }
+    if usable {
+        let sess = session.clone();
+        if let Ok(Ok(extra)) = tokio::time::timeout(
+            opts.grace,
+            tokio::task::spawn_blocking(move || {
+                sess.lock().map(|mut s| s.take_scenario_evidence()).unwrap_or_default()
+            }),
+        )
+        .await
+            && let Some(last) = steps.iter_mut().rev().find(|s| s.status != Status::NotRun)
+        {
+            last.evidence.extend(extra);
+        }
+    }
+
+    let observed_fail = failure.as_ref().is_some_and(|(_, o)| o.status == Status::Failed);
+    let rig_error = failure.as_ref().filter(|(_, o)| o.status == Status::Error);
+    let observed_cause = diagnosis.as_ref().map(|d| d.cause.clone());
+    let expect = s.expect.as_ref().map(|e| &e.value);
+    let (status, message, expected) = match (rig_error, expect) {
+        (Some((i, o)), _) => (
+            Status::Error,
+            Some(format!("step {} {}: {}", i + 1, step_kw(s, *i), o.message.clone().unwrap_or_default())),
+            None,
+        ),
+        (None, Some(e)) if e.outcome == Outcome::Fail => {
+            let want = e.cause.as_ref().map(|c| c.value.clone());
+            let exp = ExpectedResult {
+                outcome: "fail".into(),
+                cause: want.clone(),
+                observed_outcome: if observed_fail { "fail" } else { "pass" }.into(),
+                observed_cause: observed_cause.clone(),
+            };
+            if !observed_fail {
+                (Status::Failed, Some("expected this scenario to fail, but every step passed".into()), Some(exp))
+            } else if want.is_some() && want != observed_cause {
+                let seen = observed_cause.clone().unwrap_or_else(|| "no diagnosis".into());
+                (
+                    Status::Failed,
+                    Some(format!(
+                        "failed as expected, but the diagnosis is `{seen}` instead of `{}`",
+                        want.unwrap_or_default()
+                    )),
+                    Some(exp),
+                )
+            } else {
+                (
+                    Status::Passed,
+                    Some(format!("failed as expected with cause `{}`", observed_cause.clone().unwrap_or_default())),
+                    Some(exp),
+                )
+            }
+        }
+        (None, _) => match &failure {
+            Some((i, o)) => (
+                Status::Failed,
+                Some(format!("step {} {}: {}", i + 1, step_kw(s, *i), o.message.clone().unwrap_or_default())),
+                None,
+            ),
+            None if cancel.is_cancelled() => (Status::Error, Some("interrupted".into()), None),
+            None => (Status::Passed, None, None),
+        },
+    };
+    let result = ScenarioResult {
+        scenario: s.name.value.clone(),
+        board: board.into(),
+        file: p.loaded.path.display().to_string(),
+        description: s.description.clone(),
+        status,
+        expected,
+        started_at,
+        duration_ms: started.elapsed().as_millis() as u64,
+        message,
+        steps,
+        diagnosis,
+    };
+    (result, usable)
+}
+
+fn step_kw(s: &hil_config::Scenario, i: usize) -> String {
+    s.steps.get(i).map(|st| st.value.action.keyword().to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn step_result(
+    index: usize,
+    step: &Step,
+    status: Status,
+    offset: Duration,
+    duration: Duration,
+    message: Option<String>,
+    evidence: Vec<Evidence>,
+) -> StepResult {
+    StepResult {
+        index,
+        keyword: step.action.keyword().into(),
+        summary: step.action.summary(),
+        name: step.name.clone(),
+        status,
+        offset_ms: offset.as_millis() as u64,
+        duration_ms: duration.as_millis() as u64,
+        message,
+        evidence,
+    }
+}
+
+fn humantime(d: Duration) -> String {
+    if d.as_millis() % 1000 == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+}
+
+/// Convenience for callers: run a validated config on the selected boards.
+pub async fn run_config(
+    config: &Config,
+    boards: &[&Board],
+    opener: Arc<dyn BoardOpener>,
+    report_root: &Path,
+    opts: EngineOptions,
+    cancel: CancelFlag,
+) -> Result<(RunReport, RunDir), hil_report::ReportError> {
+    run(crate::plan::plan(config, boards), opener, report_root, opts, cancel).await
+}

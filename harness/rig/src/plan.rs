@@ -1,0 +1,54 @@
+//! Which scenarios run on which boards. A scenario that names boards runs only on those; otherwise
+//! on every selected board. A board that lacks a capability the scenario needs gets the scenario
+//! as skipped, with the reason.
+
+use std::collections::BTreeSet;
+
+use hil_config::{Board, Capability, Config, LoadedScenario};
+
+#[derive(Clone, Debug)]
+pub struct PlannedScenario {
+    pub loaded: LoadedScenario,
+    /// Why it is skipped on this board, if it is.
+    pub skip: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct BoardPlan {
+    pub board: Board,
+    pub scenarios: Vec<PlannedScenario>,
+}
+
+/// Everything a scenario needs: its `requires` plus what its steps need.
+pub fn needs(s: &hil_config::Scenario) -> BTreeSet<Capability> {
+    s.steps.iter().flat_map(|st| st.value.action.needs()).chain(s.requires.iter().map(|r| r.value)).collect()
+}
+
+pub fn plan(config: &Config, boards: &[&Board]) -> Vec<BoardPlan> {
+    boards
+        .iter()
+        .map(|board| {
+            let chip = Config::chip_of(board);
+            let caps = board.capabilities(chip);
+            let scenarios = config
+                .scenarios
+                .iter()
+                .filter(|ls| {
+                    ls.scenario.boards.is_empty() || ls.scenario.boards.iter().any(|b| b.value == board.name.value)
+                })
+                .map(|ls| {
+                    let missing: Vec<&str> = needs(&ls.scenario).difference(&caps).map(|c| c.name()).collect();
+                    let skip = (!missing.is_empty()).then(|| {
+                        let mut why = format!("board lacks {}", missing.join(", "));
+                        if missing.contains(&"usb") && !chip.bootloader.usb_dfu {
+                            why.push_str(&format!(" ({}'s ROM bootloader has no USB DFU)", chip.name));
+                        }
+                        why
+                    });
+                    PlannedScenario { loaded: ls.clone(), skip }
+                })
+                .collect();
+            BoardPlan { board: (*board).clone(), scenarios }
+        })
+        .collect()
+}

@@ -1,0 +1,307 @@
+//! The engine with a scripted board: `send: { text: ... }` steps tell the fake what to do.
+
+use std::path::Path;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use hil_config::scenario::Action;
+use hil_config::{Board, Config, Step, ValidationContext, load_and_validate};
+use hil_report::{Diagnosis, Evidence, RunReport, RunStatus, Status};
+use hil_rig::engine::{self, BoardOpener, BoardSession, CancelFlag, EngineOptions, StepCx, StepOutcome};
+
+const BOARDS: &str = "\
+boards:
+  - { name: a, chip: STM32G071RB, default: true, virtual: {} }
+  - { name: b, chip: STM32G0B1RE, default: true, virtual: {} }
+";
+
+struct Fake {
+    barrier: Arc<Barrier>,
+    log: Arc<Mutex<Vec<String>>>,
+    board: String,
+}
+
+impl BoardSession for Fake {
+    fn begin_scenario(&mut self, s: &hil_config::Scenario) -> Result<(), String> {
+        self.log.lock().unwrap().push(format!("{}: begin {}", self.board, s.name.value));
+        Ok(())
+    }
+    fn run_step(&mut self, step: &Step, cx: &StepCx) -> StepOutcome {
+        let Action::Send(s) = &step.action else { return StepOutcome::passed() };
+        let cmd = s.text.clone().unwrap_or_default();
+        self.log.lock().unwrap().push(format!("{}: {cmd}", self.board));
+        match cmd.split_once(':').unwrap_or((&cmd, "")) {
+            ("pass", _) => StepOutcome::passed(),
+            ("fail", why) => StepOutcome::failed(why.to_string()),
+            ("error", why) => StepOutcome::error(why.to_string()),
+            ("sleep", ms) => {
+                // A well-behaved backend: waits, but not past its deadline or a cancellation.
+                let end = Instant::now() + Duration::from_millis(ms.parse().unwrap());
+                while Instant::now() < end && Instant::now() < cx.deadline && !cx.cancel.is_cancelled() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if Instant::now() >= cx.deadline {
+                    StepOutcome::failed("waited until the deadline")
+                } else {
+                    StepOutcome::passed()
+                }
+            }
+            ("hang", ms) => {
+                // A misbehaving backend that ignores its deadline.
+                std::thread::sleep(Duration::from_millis(ms.parse().unwrap()));
+                StepOutcome::passed()
+            }
+            ("barrier", _) => {
+                self.barrier.wait();
+                StepOutcome::passed()
+            }
+            other => panic!("unknown fake command {other:?}"),
+        }
+    }
+    fn diagnose(&mut self, _: &Step, o: &StepOutcome) -> Option<Diagnosis> {
+        Some(Diagnosis {
+            cause: o.message.clone().unwrap_or_default(),
+            title: "scripted".into(),
+            explanation: String::new(),
+            facts: vec![],
+            snapshot: Default::default(),
+            fix: None,
+        })
+    }
+    fn take_scenario_evidence(&mut self) -> Vec<Evidence> {
+        vec![Evidence::Text { label: "serial output".into(), text: format!("{} output", self.board) }]
+    }
+}
+
+struct Opener {
+    barrier: Arc<Barrier>,
+    log: Arc<Mutex<Vec<String>>>,
+    fail_open: bool,
+}
+
+impl BoardOpener for Opener {
+    fn open(&self, board: &Board, _: &CancelFlag) -> Result<Box<dyn BoardSession>, String> {
+        if self.fail_open {
+            return Err("probe not found".into());
+        }
+        Ok(Box::new(Fake { barrier: self.barrier.clone(), log: self.log.clone(), board: board.name.value.clone() }))
+    }
+}
+
+struct Run {
+    report: RunReport,
+    dir: std::path::PathBuf,
+    log: Vec<String>,
+    _tmp: tempfile::TempDir,
+}
+
+fn setup(scenarios: &[(&str, &str)]) -> (tempfile::TempDir, Config) {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("boards.yaml"), BOARDS).unwrap();
+    std::fs::create_dir(tmp.path().join("sc")).unwrap();
+    for (name, body) in scenarios {
+        std::fs::write(tmp.path().join("sc").join(format!("{name}.yaml")), body).unwrap();
+    }
+    let (config, diags) =
+        load_and_validate(&tmp.path().join("boards.yaml"), &[tmp.path().join("sc")], &ValidationContext::default());
+    assert!(diags.is_empty(), "{diags:?}");
+    (tmp, config.unwrap())
+}
+
+fn opts(tmp: &Path) -> EngineOptions {
+    EngineOptions {
+        lock_dir: tmp.join("locks"),
+        grace: Duration::from_millis(300),
+        command: vec!["test".into()],
+        ..Default::default()
+    }
+}
+
+fn run_with(scenarios: &[(&str, &str)], boards: &[&str], cancel_after: Option<Duration>, fail_open: bool) -> Run {
+    let (tmp, config) = setup(scenarios);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let opener = Arc::new(Opener { barrier: Arc::new(Barrier::new(2)), log: log.clone(), fail_open });
+    let selected: Vec<&Board> = boards.iter().map(|b| config.boards.get(b).unwrap()).collect();
+    let cancel = CancelFlag::new();
+    if let Some(after) = cancel_after {
+        let c = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            c.cancel();
+        });
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (report, dir) = rt
+        .block_on(engine::run_config(&config, &selected, opener, &tmp.path().join("reports"), opts(tmp.path()), cancel))
+        .unwrap();
+    let log = log.lock().unwrap().clone();
+    Run { report, dir: dir.path().to_path_buf(), log, _tmp: tmp }
+}
+
+fn result<'a>(r: &'a RunReport, scenario: &str, board: &str) -> &'a hil_report::ScenarioResult {
+    r.scenarios
+        .iter()
+        .find(|s| s.scenario == scenario && s.board == board)
+        .unwrap_or_else(|| panic!("no {scenario} on {board}"))
+}
+
+#[test]
+fn a_failing_step_stops_the_scenario_and_gets_a_diagnosis() {
+    let run = run_with(
+        &[
+            ("ok", "name: ok\nsteps:\n  - send: { text: pass }\n  - send: { text: pass }\n"),
+            (
+                "bad",
+                "name: bad\nsteps:\n  - send: { text: pass }\n  - send: { text: 'fail:remap-not-done' }\n  - send: { text: pass }\n",
+            ),
+        ],
+        &["a"],
+        None,
+        false,
+    );
+    let r = &run.report;
+    assert_eq!(r.status, RunStatus::Failed);
+    assert_eq!((r.summary.passed, r.summary.failed), (1, 1));
+    let bad = result(r, "bad", "a");
+    let statuses: Vec<Status> = bad.steps.iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [Status::Passed, Status::Failed, Status::NotRun]);
+    assert_eq!(bad.message.as_deref(), Some("step 2 send: remap-not-done"));
+    assert_eq!(bad.diagnosis.as_ref().unwrap().cause, "remap-not-done");
+    assert!(bad.steps[1].evidence.iter().any(|e| matches!(e, Evidence::Text { text, .. } if text == "a output")));
+    // The files on disk are the final report.
+    let on_disk: RunReport = serde_json::from_slice(&std::fs::read(run.dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(&on_disk, r);
+    for f in ["junit.xml", "summary.md", "report.html"] {
+        assert!(run.dir.join(f).is_file());
+    }
+}
+
+#[test]
+fn expected_failures_pass_only_with_the_named_cause() {
+    let exp = "expect: { outcome: fail, cause: primask-set-at-jump }\n";
+    let run = run_with(
+        &[
+            ("right", &format!("name: right\n{exp}steps:\n  - send: {{ text: 'fail:primask-set-at-jump' }}\n")),
+            ("wrong", &format!("name: wrong\n{exp}steps:\n  - send: {{ text: 'fail:remap-not-done' }}\n")),
+            ("none", &format!("name: none\n{exp}steps:\n  - send: {{ text: pass }}\n")),
+        ],
+        &["a"],
+        None,
+        false,
+    );
+    let r = &run.report;
+    assert_eq!(result(r, "right", "a").status, Status::Passed);
+    let wrong = result(r, "wrong", "a");
+    assert_eq!(wrong.status, Status::Failed);
+    assert_eq!(
+        wrong.message.as_deref(),
+        Some("failed as expected, but the diagnosis is `remap-not-done` instead of `primask-set-at-jump`")
+    );
+    let none = result(r, "none", "a");
+    assert_eq!(none.status, Status::Failed);
+    assert_eq!(none.expected.as_ref().unwrap().observed_outcome, "pass");
+}
+
+#[test]
+fn deadlines_are_enforced_even_for_a_backend_that_ignores_them() {
+    let run = run_with(
+        &[
+            ("polite", "name: polite\nsteps:\n  - send: { text: 'sleep:5000' }\n    timeout: 200ms\n"),
+            ("rude", "name: rude\nsteps:\n  - send: { text: 'hang:1500' }\n    timeout: 100ms\n"),
+            ("zz-after", "name: zz-after\nsteps:\n  - send: { text: pass }\n"),
+        ],
+        &["a"],
+        None,
+        false,
+    );
+    let r = &run.report;
+    let polite = result(r, "polite", "a");
+    assert_eq!(polite.status, Status::Failed, "the backend reported the deadline itself");
+    assert!(polite.steps[0].duration_ms < 1000, "{}", polite.steps[0].duration_ms);
+    let rude = result(r, "rude", "a");
+    assert_eq!(rude.status, Status::Error);
+    assert!(
+        rude.message.as_ref().unwrap().contains("did not finish within its 100ms deadline; the board is stuck"),
+        "{:?}",
+        rude.message
+    );
+    let after = result(r, "zz-after", "a");
+    assert_eq!(after.status, Status::Error, "a stuck board runs nothing more");
+}
+
+#[test]
+fn cancellation_leaves_a_valid_interrupted_report() {
+    let run = run_with(
+        &[
+            (
+                "long",
+                "name: long\nsteps:\n  - send: { text: 'sleep:20000' }\n    timeout: 60s\n  - send: { text: pass }\n",
+            ),
+            ("zz-later", "name: zz-later\nsteps:\n  - send: { text: pass }\n"),
+        ],
+        &["a"],
+        Some(Duration::from_millis(300)),
+        false,
+    );
+    let r = &run.report;
+    assert_eq!(r.status, RunStatus::Interrupted);
+    let long = result(r, "long", "a");
+    assert_eq!(long.steps[1].status, Status::NotRun);
+    assert!(r.scenarios.iter().all(|s| s.scenario != "zz-later"), "nothing starts after cancellation");
+    let on_disk: RunReport = serde_json::from_slice(&std::fs::read(run.dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(on_disk.status, RunStatus::Interrupted);
+}
+
+#[test]
+fn scenarios_needing_what_a_board_lacks_are_skipped_with_the_reason() {
+    let run = run_with(&[("dfu", "name: dfu\nsteps:\n  - expect-usb: {}\n")], &["a", "b"], None, false);
+    let skipped = result(&run.report, "dfu", "a");
+    assert_eq!(skipped.status, Status::Skipped);
+    assert_eq!(skipped.message.as_deref(), Some("board lacks usb (STM32G071RB's ROM bootloader has no USB DFU)"));
+    assert_eq!(result(&run.report, "dfu", "b").status, Status::Passed);
+}
+
+#[test]
+fn boards_run_in_parallel() {
+    // Each board's step waits at a 2-party barrier: only parallel boards get through.
+    let run = run_with(
+        &[("meet", "name: meet\nsteps:\n  - send: { text: barrier }\n    timeout: 20s\n")],
+        &["a", "b"],
+        None,
+        false,
+    );
+    assert_eq!(run.report.summary.passed, 2, "{:?}", run.report.scenarios);
+}
+
+#[test]
+fn a_board_that_cannot_be_opened_errors_its_scenarios() {
+    let run = run_with(&[("x", "name: x\nsteps: [halt]\n")], &["a"], None, true);
+    let x = result(&run.report, "x", "a");
+    assert_eq!(x.status, Status::Error);
+    assert_eq!(x.message.as_deref(), Some("opening board `a` failed: probe not found"));
+    assert_eq!(run.report.status, RunStatus::Failed);
+}
+
+#[test]
+fn a_board_locked_by_another_run_is_not_touched() {
+    let (tmp, config) = setup(&[("x", "name: x\nsteps: [halt]\n")]);
+    let held = hil_rig::lock::BoardLock::acquire(&tmp.path().join("locks"), "a", Duration::ZERO, &|| false).unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let opener = Arc::new(Opener { barrier: Arc::new(Barrier::new(1)), log: log.clone(), fail_open: false });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (report, _) = rt
+        .block_on(engine::run_config(
+            &config,
+            &[config.boards.get("a").unwrap()],
+            opener,
+            &tmp.path().join("reports"),
+            opts(tmp.path()),
+            CancelFlag::new(),
+        ))
+        .unwrap();
+    let x = result(&report, "x", "a");
+    assert_eq!(x.status, Status::Error);
+    assert!(x.message.as_ref().unwrap().starts_with("board `a` is in use by pid"), "{:?}", x.message);
+    assert!(log.lock().unwrap().is_empty(), "the board was not opened");
+    drop(held);
+}
