@@ -3,5 +3,6 @@
 pub mod engine;
 pub mod lock;
 pub mod plan;
+pub mod serial_link;
 
 pub use engine::{BoardOpener, BoardSession, CancelFlag, EngineOptions, StepCx, StepOutcome};
