@@ -96,6 +96,20 @@ pub struct MemoryMap {
     pub option_bytes: Area,
     /// Address of the flash-size word (KiB) the flash algorithms and bootloader read.
     pub flash_size_register: u32,
+    /// One-time-programmable area (programmed through the flash controller, never erased).
+    #[serde(default)]
+    pub otp: Option<Area>,
+    /// Factory engineering bytes (package code, unique ID, flash size), read-only.
+    #[serde(default)]
+    pub engineering_bytes: Option<Area>,
+    /// 96-bit unique device ID.
+    #[serde(default)]
+    pub uid_address: Option<u32>,
+    /// Package data register.
+    #[serde(default)]
+    pub package_address: Option<u32>,
+    #[serde(default)]
+    pub package_code: Option<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +154,9 @@ pub struct Bootloader {
     pub usb_dfu: bool,
     /// SRAM the ROM uses for itself; writes there through the bootloader fail.
     pub reserved_ram: Area,
+    /// Stack pointer word of the ROM's vector table (what a boot into system memory loads).
+    #[serde(default)]
+    pub initial_sp: Option<u32>,
     pub source: String,
 }
 
@@ -158,11 +175,385 @@ pub struct Chip {
     pub interrupts: Interrupts,
     pub identity: Identity,
     pub bootloader: Bootloader,
+    /// Clock tree facts the virtual board needs (reset clocks, LSI).
+    #[serde(default)]
+    pub clocks: Option<Clocks>,
+    /// Flash program / erase durations (datasheet figures).
+    #[serde(default)]
+    pub flash_timing: Option<FlashTiming>,
+    /// Flash controller (FLASH peripheral) parameters.
+    #[serde(default)]
+    pub flash_controller: Option<FlashController>,
+    /// Option byte layout, fields and factory values.
+    #[serde(default)]
+    pub option_bytes: Option<OptionBytesLayout>,
+    /// Boot selection rules and the empty check.
+    #[serde(default)]
+    pub boot: Option<BootConfig>,
+    /// How the 0x00000000 alias is remapped at run time.
+    #[serde(default)]
+    pub remap: Option<Remap>,
+    /// Pins of the reference board the fixtures use (LED).
+    #[serde(default)]
+    pub pins: Option<BoardPins>,
+    /// Peripheral instances: base addresses, model kinds, interrupt lines, clock gates.
+    #[serde(default)]
+    pub peripherals: Vec<Peripheral>,
+    #[serde(default)]
+    pub peripherals_source: Option<String>,
     /// Documents cited by short tag in `source` fields.
     pub documents: BTreeMap<String, String>,
     /// Facts not tied to a primary source: key (dotted path) -> why it is believed.
     #[serde(default)]
     pub unverified: BTreeMap<String, String>,
+}
+
+/// Reset clocks of the chip.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Clocks {
+    /// HSI16 RC oscillator: SYSCLK source after reset.
+    pub hsi16_hz: u32,
+    /// LSI RC oscillator (IWDG clock).
+    pub lsi_hz: u32,
+    pub source: String,
+}
+
+/// A datasheet duration: typical and maximum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimingFigure {
+    pub typ: u32,
+    pub max: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlashTiming {
+    /// One 64-bit (double-word) program operation, microseconds.
+    pub program_double_word_us: TimingFigure,
+    /// One page erase, microseconds.
+    pub page_erase_us: TimingFigure,
+    /// Mass erase, microseconds.
+    pub mass_erase_us: TimingFigure,
+    pub source: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlashController {
+    /// Base address of the FLASH register block.
+    pub base: u32,
+    /// NVIC line of the flash interrupt.
+    pub irq: u32,
+    /// FLASH_KEYR unlock sequence.
+    pub keys: [u32; 2],
+    /// FLASH_OPTKEYR unlock sequence.
+    pub option_keys: [u32; 2],
+    /// Bytes programmed by one operation (8: a double word written as two words).
+    pub program_unit: u32,
+    /// FLASH_CR.PNB position and width.
+    pub pnb_shift: u8,
+    pub pnb_width: u8,
+    /// Dual-bank parts: page number of the first page of bank 2.
+    #[serde(default)]
+    pub bank2_first_page: Option<u32>,
+    /// Dual-bank parts: FLASH_CR bit that mass-erases bank 2.
+    #[serde(default)]
+    pub mer2_bit: Option<u8>,
+    /// Dual-bank parts: FLASH_SR busy bit of bank 2.
+    #[serde(default)]
+    pub bsy2_bit: Option<u8>,
+    pub source: String,
+}
+
+/// One option word: stored in the option area at `offset` (its complement at
+/// `offset + complement_offset`), loaded into the FLASH register at `register`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptionWord {
+    pub name: String,
+    pub offset: u32,
+    /// Offset of the FLASH register the word is loaded into.
+    pub register: u32,
+    /// Value as shipped by ST.
+    pub factory: u32,
+}
+
+/// A bit field of an option word.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptionField {
+    pub word: String,
+    pub shift: u8,
+    pub width: u8,
+}
+
+impl OptionField {
+    pub fn mask(&self) -> u32 {
+        if self.width >= 32 { u32::MAX } else { (1u32 << self.width) - 1 }
+    }
+    pub fn get(&self, word: u32) -> u32 {
+        (word >> self.shift) & self.mask()
+    }
+    pub fn set(&self, word: u32, value: u32) -> u32 {
+        (word & !(self.mask() << self.shift)) | ((value & self.mask()) << self.shift)
+    }
+}
+
+/// A write-protection area register: pages `start..=end` are protected when start <= end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WrpArea {
+    pub word: String,
+    pub start_shift: u8,
+    pub end_shift: u8,
+    pub width: u8,
+    /// Bank the page numbers count in (1 or 2).
+    #[serde(default = "one")]
+    pub bank: u8,
+}
+
+fn one() -> u8 {
+    1
+}
+
+/// RDP byte values; every other value is level 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RdpLevels {
+    pub level0: u8,
+    pub level2: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptionBytesLayout {
+    /// Where each word's complement sits, relative to the word.
+    pub complement_offset: u32,
+    pub words: Vec<OptionWord>,
+    /// Named bit fields (RDP, nBOOT0, nBOOT1, nBOOT_SEL, BOOT_LOCK, IWDG_SW ...).
+    pub fields: BTreeMap<String, OptionField>,
+    pub wrp: Vec<WrpArea>,
+    pub rdp_levels: RdpLevels,
+    pub source: String,
+}
+
+impl OptionBytesLayout {
+    pub fn word(&self, name: &str) -> Option<&OptionWord> {
+        self.words.iter().find(|w| w.name == name)
+    }
+    pub fn field(&self, name: &str) -> Option<&OptionField> {
+        self.fields.get(name)
+    }
+    /// The option area as ST ships it: every word and its complement, other bytes 0xFF.
+    pub fn factory_image(&self, area_size: u32) -> Vec<u8> {
+        let mut img = vec![0xFF; area_size as usize];
+        for w in &self.words {
+            for (off, v) in [(w.offset, w.factory), (w.offset + self.complement_offset, !w.factory)] {
+                if let Some(dst) = img.get_mut(off as usize..off as usize + 4) {
+                    dst.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        img
+    }
+}
+
+/// What the 0x00000000 alias shows, and where a boot fetches its vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootTarget {
+    MainFlash,
+    SystemMemory,
+    Sram,
+}
+
+/// One row of the boot mode table: every input named in `when` must have that value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootRule {
+    pub when: BTreeMap<String, u8>,
+    pub select: BootTarget,
+    /// The empty check applies to this row (an empty main flash boots system memory instead).
+    #[serde(default)]
+    pub empty_check: bool,
+}
+
+/// When option bytes are loaded (and the empty check evaluated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadEvent {
+    PowerOn,
+    OptionByteLoad,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyCheck {
+    /// The word checked for 0xFFFFFFFF.
+    pub first_word_address: u32,
+    pub evaluated_at: Vec<LoadEvent>,
+    pub redirect: BootTarget,
+}
+
+/// Inputs a boot rule may name.
+pub const BOOT_INPUTS: &[&str] = &["BOOT0", "nBOOT0", "nBOOT1", "nBOOT_SEL", "BOOT_LOCK"];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootConfig {
+    /// The pin sampled as BOOT0 at reset.
+    pub boot0_pin: String,
+    pub rules: Vec<BootRule>,
+    #[serde(default)]
+    pub empty_check: Option<EmptyCheck>,
+    pub source: String,
+}
+
+impl BootConfig {
+    /// The first rule whose inputs all match (`input` answers for each named input).
+    pub fn select(&self, mut input: impl FnMut(&str) -> Option<u8>) -> Option<&BootRule> {
+        self.rules.iter().find(|r| r.when.iter().all(|(k, v)| input(k) == Some(*v)))
+    }
+}
+
+/// An RCC enable or reset bit, written `REGISTER.bit` in chip files (`APBENR2.14`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClockGate {
+    pub register: String,
+    pub bit: u8,
+}
+
+impl TryFrom<String> for ClockGate {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let (reg, bit) = s.split_once('.').ok_or_else(|| format!("{s:?}: expected REGISTER.bit"))?;
+        let bit: u8 = bit.parse().map_err(|_| format!("{s:?}: bit is not a number"))?;
+        if bit > 31 || reg.is_empty() {
+            return Err(format!("{s:?}: expected REGISTER.bit with bit 0..31"));
+        }
+        Ok(ClockGate { register: reg.to_string(), bit })
+    }
+}
+
+impl From<ClockGate> for String {
+    fn from(g: ClockGate) -> String {
+        format!("{}.{}", g.register, g.bit)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Remap {
+    /// Address of the register holding the field.
+    pub register: u32,
+    pub shift: u8,
+    pub width: u8,
+    /// Field value -> what the alias shows.
+    pub values: BTreeMap<u8, BootTarget>,
+    /// Clock that must be on for writes to take effect.
+    pub clock: ClockGate,
+    pub source: String,
+}
+
+impl Remap {
+    /// The field value that shows `target` (the lowest one).
+    pub fn value_of(&self, target: BootTarget) -> Option<u8> {
+        self.values.iter().find(|(_, t)| **t == target).map(|(v, _)| *v)
+    }
+}
+
+/// A GPIO pin such as `PA5`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PinId {
+    /// Port index: 0 = A, 1 = B, ...
+    pub port: u8,
+    pub pin: u8,
+}
+
+impl PinId {
+    pub fn parse(s: &str) -> Option<PinId> {
+        let b = s.as_bytes();
+        if b.len() < 3 || b[0] != b'P' || !b[1].is_ascii_uppercase() {
+            return None;
+        }
+        let pin: u8 = s[2..].parse().ok()?;
+        (pin < 16).then_some(PinId { port: b[1] - b'A', pin })
+    }
+    pub fn port_letter(&self) -> char {
+        (b'A' + self.port) as char
+    }
+}
+
+impl std::fmt::Display for PinId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "P{}{}", self.port_letter(), self.pin)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinRef {
+    pub pin: String,
+    pub active_high: bool,
+    pub source: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardPins {
+    #[serde(default)]
+    pub led: Option<PinRef>,
+}
+
+/// Which model of the virtual board implements a peripheral instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeripheralKind {
+    Flash,
+    Rcc,
+    Syscfg,
+    Usart,
+    Iwdg,
+    Wwdg,
+    Dbgmcu,
+    Gpio,
+    /// Not modelled: a register file that reads back what was written.
+    Generic,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peripheral {
+    pub name: String,
+    pub kind: PeripheralKind,
+    pub base: u32,
+    pub size: u32,
+    #[serde(default)]
+    pub irq: Option<u32>,
+    /// RCC clock-enable bit (none: always clocked).
+    #[serde(default)]
+    pub clock: Option<ClockGate>,
+    /// RCC reset bit.
+    #[serde(default)]
+    pub reset: Option<ClockGate>,
+    /// USARTs: position of the kernel clock selection field in RCC_CCIPR.
+    #[serde(default)]
+    pub kernel_clock_select: Option<u8>,
+}
+
+impl Chip {
+    /// The peripheral instance called `name`.
+    pub fn peripheral(&self, name: &str) -> Option<&Peripheral> {
+        self.peripherals.iter().find(|p| p.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Peripheral instances of one kind.
+    pub fn peripherals_of(&self, kind: PeripheralKind) -> impl Iterator<Item = &Peripheral> {
+        self.peripherals.iter().filter(move |p| p.kind == kind)
+    }
 }
 
 impl Chip {
@@ -205,7 +596,7 @@ pub fn parse_chip(file: &str, text: &str) -> Result<Chip, ChipError> {
     let chip: Chip = serde_yaml::from_str(text).map_err(|source| ChipError::Parse { file: file.into(), source })?;
     let invalid = |message: String| ChipError::Invalid { file: file.into(), message };
     let m = &chip.memory;
-    if m.flash.size % m.flash.page_size != 0 {
+    if !m.flash.size.is_multiple_of(m.flash.page_size) {
         return Err(invalid(format!(
             "flash size {:#x} is not a whole number of {:#x}-byte pages",
             m.flash.size, m.flash.page_size
@@ -220,6 +611,9 @@ pub fn parse_chip(file: &str, text: &str) -> Result<Chip, ChipError> {
     if !m.sram.contains_range(chip.bootloader.reserved_ram.base, chip.bootloader.reserved_ram.size as u64) {
         return Err(invalid("bootloader.reserved_ram is not inside SRAM".into()));
     }
+    if chip.virtual_board {
+        validate_model(&chip).map_err(invalid)?;
+    }
     for (key, _) in chip.unverified.iter() {
         if key.trim().is_empty() {
             return Err(invalid("empty key in unverified".into()));
@@ -233,10 +627,90 @@ pub fn parse_chip(file: &str, text: &str) -> Result<Chip, ChipError> {
     Ok(chip)
 }
 
+/// What the virtual board needs from a chip it models.
+fn validate_model(chip: &Chip) -> Result<(), String> {
+    let need = |what: &str| format!("virtual_board is true but `{what}` is missing");
+    chip.clocks.as_ref().ok_or_else(|| need("clocks"))?;
+    chip.flash_timing.as_ref().ok_or_else(|| need("flash_timing"))?;
+    let fc = chip.flash_controller.as_ref().ok_or_else(|| need("flash_controller"))?;
+    let ob = chip.option_bytes.as_ref().ok_or_else(|| need("option_bytes"))?;
+    let boot = chip.boot.as_ref().ok_or_else(|| need("boot"))?;
+    let remap = chip.remap.as_ref().ok_or_else(|| need("remap"))?;
+    chip.bootloader.initial_sp.ok_or_else(|| need("bootloader.initial_sp"))?;
+    if chip.peripherals.is_empty() {
+        return Err(need("peripherals"));
+    }
+    if fc.program_unit != 8 {
+        return Err(format!("flash_controller.program_unit {} is not modelled (only 8)", fc.program_unit));
+    }
+    for (name, f) in &ob.fields {
+        if ob.word(&f.word).is_none() {
+            return Err(format!("option_bytes.fields.{name} names unknown word {:?}", f.word));
+        }
+        if f.width == 0 || f.shift as u32 + f.width as u32 > 32 {
+            return Err(format!("option_bytes.fields.{name}: bits {}+{} do not fit a word", f.shift, f.width));
+        }
+    }
+    for w in &ob.words {
+        if w.offset + ob.complement_offset + 4 > chip.memory.option_bytes.size {
+            return Err(format!("option word {} at +{:#x} lies outside the option area", w.name, w.offset));
+        }
+    }
+    for a in &ob.wrp {
+        if ob.word(&a.word).is_none() {
+            return Err(format!("option_bytes.wrp names unknown word {:?}", a.word));
+        }
+    }
+    if ob.field("RDP").is_none() {
+        return Err("option_bytes.fields has no RDP".into());
+    }
+    for (i, r) in boot.rules.iter().enumerate() {
+        for k in r.when.keys() {
+            if !BOOT_INPUTS.contains(&k.as_str()) {
+                return Err(format!("boot.rules[{i}] names unknown input {k:?} (known: {BOOT_INPUTS:?})"));
+            }
+            if k != "BOOT0" && ob.field(k).is_none() {
+                return Err(format!("boot.rules[{i}] uses {k}, which option_bytes.fields does not define"));
+            }
+        }
+    }
+    PinId::parse(&boot.boot0_pin).ok_or_else(|| format!("boot.boot0_pin {:?} is not a pin name", boot.boot0_pin))?;
+    if let Some(led) = chip.pins.as_ref().and_then(|p| p.led.as_ref()) {
+        PinId::parse(&led.pin).ok_or_else(|| format!("pins.led {:?} is not a pin name", led.pin))?;
+    }
+    if remap.width == 0 || remap.width > 8 || (1u32 << remap.width) as usize != remap.values.len() {
+        return Err("remap.values must name every value of the field".into());
+    }
+    let mut sorted: Vec<&Peripheral> = chip.peripherals.iter().collect();
+    sorted.sort_by_key(|p| p.base);
+    for w in sorted.windows(2) {
+        if w[0].base as u64 + w[0].size as u64 > w[1].base as u64 {
+            return Err(format!("peripherals {} and {} overlap", w[0].name, w[1].name));
+        }
+    }
+    for kind in [PeripheralKind::Flash, PeripheralKind::Rcc, PeripheralKind::Syscfg, PeripheralKind::Dbgmcu] {
+        if chip.peripherals_of(kind).count() != 1 {
+            return Err(format!("exactly one {kind:?} peripheral is required"));
+        }
+    }
+    if chip.peripherals_of(PeripheralKind::Flash).next().map(|p| p.base) != Some(fc.base) {
+        return Err("the flash peripheral's base differs from flash_controller.base".into());
+    }
+    for u in &chip.bootloader.usart {
+        let p = chip
+            .peripheral(&u.instance)
+            .ok_or_else(|| format!("bootloader USART {} is not a peripheral", u.instance))?;
+        if p.kind != PeripheralKind::Usart {
+            return Err(format!("bootloader USART {} is not modelled as a usart", u.instance));
+        }
+    }
+    Ok(())
+}
+
 /// Document tags cited at the start of `source` strings ("RM0444 3.3.1" cites RM0444).
 fn cited_tags(chip: &Chip) -> Vec<String> {
     let m = &chip.memory;
-    [
+    let mut sources: Vec<&String> = vec![
         &m.flash.source,
         &m.sram.source,
         &m.system_memory.source,
@@ -245,12 +719,23 @@ fn cited_tags(chip: &Chip) -> Vec<String> {
         &chip.identity.source,
         &chip.bootloader.source,
         &chip.bootloader.reserved_ram.source,
-    ]
-    .iter()
-    .flat_map(|s| s.split(';'))
-    .filter_map(|s| s.split_whitespace().next())
-    .map(|t| t.trim_end_matches(',').to_string())
-    .collect()
+    ];
+    sources.extend(m.otp.iter().map(|a| &a.source));
+    sources.extend(m.engineering_bytes.iter().map(|a| &a.source));
+    sources.extend(chip.clocks.iter().map(|c| &c.source));
+    sources.extend(chip.flash_timing.iter().map(|c| &c.source));
+    sources.extend(chip.flash_controller.iter().map(|c| &c.source));
+    sources.extend(chip.option_bytes.iter().map(|c| &c.source));
+    sources.extend(chip.boot.iter().map(|c| &c.source));
+    sources.extend(chip.remap.iter().map(|c| &c.source));
+    sources.extend(chip.pins.iter().flat_map(|p| p.led.iter()).map(|l| &l.source));
+    sources.extend(chip.peripherals_source.iter());
+    sources
+        .iter()
+        .flat_map(|s| s.split(';'))
+        .filter_map(|s| s.split_whitespace().next())
+        .map(|t| t.trim_end_matches(',').to_string())
+        .collect()
 }
 
 #[cfg(test)]
@@ -282,6 +767,78 @@ mod tests {
         assert_ne!(0x0800_3080 % f103.vtor_alignment(), 0);
         // G071: 16 + 32 vectors = 192 bytes -> 256.
         assert_eq!(Chip::by_name("STM32G071RB").unwrap().vtor_alignment(), 256);
+    }
+
+    #[test]
+    fn g071_boot_table_rows() {
+        let g071 = Chip::by_name("STM32G071RB").unwrap();
+        let boot = g071.boot.as_ref().unwrap();
+        let sel = |boot0: u8, sel: u8, n0: u8, n1: u8, lock: u8| {
+            let r = boot
+                .select(|k| match k {
+                    "BOOT0" => Some(boot0),
+                    "nBOOT_SEL" => Some(sel),
+                    "nBOOT0" => Some(n0),
+                    "nBOOT1" => Some(n1),
+                    "BOOT_LOCK" => Some(lock),
+                    _ => None,
+                })
+                .unwrap();
+            (r.select, r.empty_check)
+        };
+        // Factory options (nBOOT_SEL = nBOOT0 = nBOOT1 = 1): the pin is ignored.
+        assert_eq!(sel(1, 1, 1, 1, 0), (BootTarget::MainFlash, true));
+        assert_eq!(sel(0, 0, 1, 1, 0), (BootTarget::MainFlash, true));
+        assert_eq!(sel(1, 0, 1, 1, 0), (BootTarget::SystemMemory, false));
+        assert_eq!(sel(1, 0, 1, 0, 0), (BootTarget::Sram, false));
+        assert_eq!(sel(0, 1, 0, 1, 0), (BootTarget::SystemMemory, false));
+        assert_eq!(sel(0, 1, 0, 0, 0), (BootTarget::Sram, false));
+        assert_eq!(sel(1, 0, 0, 0, 1), (BootTarget::MainFlash, false));
+    }
+
+    #[test]
+    fn factory_option_image_holds_words_and_complements() {
+        let g071 = Chip::by_name("STM32G071RB").unwrap();
+        let ob = g071.option_bytes.as_ref().unwrap();
+        let img = ob.factory_image(g071.memory.option_bytes.size);
+        assert_eq!(img.len(), 0x80);
+        assert_eq!(u32::from_le_bytes(img[0..4].try_into().unwrap()), 0xFFFF_FEAA);
+        assert_eq!(u32::from_le_bytes(img[4..8].try_into().unwrap()), !0xFFFF_FEAAu32);
+        let rdp = ob.field("RDP").unwrap();
+        assert_eq!(rdp.get(0xFFFF_FEAA), 0xAA);
+        assert_eq!(rdp.set(0xFFFF_FEAA, 0xBB), 0xFFFF_FEBB);
+        assert_eq!(ob.field("nBOOT0").unwrap().get(0xFFFF_FEAA), 1);
+    }
+
+    #[test]
+    fn clock_gates_and_pins_parse() {
+        let g071 = Chip::by_name("STM32G071RB").unwrap();
+        let u1 = g071.peripheral("usart1").unwrap();
+        assert_eq!(u1.clock, Some(ClockGate { register: "APBENR2".into(), bit: 14 }));
+        assert_eq!(u1.irq, Some(27));
+        assert!(ClockGate::try_from("APBENR2".to_string()).is_err());
+        assert!(ClockGate::try_from("APBENR2.32".to_string()).is_err());
+        assert_eq!(PinId::parse("PA14"), Some(PinId { port: 0, pin: 14 }));
+        assert_eq!(PinId::parse("PF1").unwrap().to_string(), "PF1");
+        assert_eq!(PinId::parse("PA16"), None);
+        assert_eq!(g071.remap.as_ref().unwrap().value_of(BootTarget::SystemMemory), Some(1));
+        let g0b1 = Chip::by_name("STM32G0B1RE").unwrap();
+        assert_eq!(g0b1.flash_controller.as_ref().unwrap().bank2_first_page, Some(256));
+    }
+
+    #[test]
+    fn model_sections_are_checked() {
+        let g071 = CHIP_FILES[0].1;
+        let e =
+            parse_chip("x.yaml", &g071.replace("{ nBOOT_SEL: 0, BOOT0: 0 }", "{ nBOOT_SL: 0, BOOT0: 0 }")).unwrap_err();
+        assert!(e.to_string().contains("unknown input \"nBOOT_SL\""), "{e}");
+        let e = parse_chip("x.yaml", &g071.replace("base: 0x40003800, size: 0x400", "base: 0x40003000, size: 0x400"))
+            .unwrap_err();
+        assert!(e.to_string().contains("overlap"), "{e}");
+        let e = parse_chip("x.yaml", &g071.replace("  initial_sp: 0x20002700\n", "")).unwrap_err();
+        assert!(e.to_string().contains("bootloader.initial_sp"), "{e}");
+        let e = parse_chip("x.yaml", &g071.replace("DS12232 5.3.10", "DSXXXX 5.3.10")).unwrap_err();
+        assert!(e.to_string().contains("DSXXXX"), "{e}");
     }
 
     #[test]

@@ -119,7 +119,27 @@ pub trait Bus {
     fn deadline_cycle(&self) -> u64 {
         u64::MAX
     }
+
+    /// Code-fetch acceleration (optional): copy the [`CODE_LINE_BYTES`]-aligned line of executable
+    /// memory at `line_addr` into `out` (little-endian halfwords) and watch those bytes, so that any
+    /// later change to them, through any alias and by any initiator, advances
+    /// [`Bus::code_generation`]. Returns false (and the core fetches with [`Bus::fetch16`]) when
+    /// the line is not plain executable memory.
+    fn fetch_code_line(&mut self, line_addr: u32, out: &mut [u16; CODE_LINE_HALFWORDS]) -> bool {
+        let _ = (line_addr, out);
+        false
+    }
+    /// Advances whenever bytes handed out by [`Bus::fetch_code_line`] may have changed; the core
+    /// drops its decoded-instruction cache when it does.
+    fn code_generation(&self) -> u64 {
+        0
+    }
 }
+
+/// Size of the lines [`Bus::fetch_code_line`] copies.
+pub const CODE_LINE_BYTES: u32 = 128;
+/// Halfwords per code line.
+pub const CODE_LINE_HALFWORDS: usize = CODE_LINE_BYTES as usize / 2;
 
 /// Reported by [`Bus::take_attention`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -4,8 +4,21 @@
 //! CONTRACT: the public items of this file are used by the virtual board (hil-virtual-board) and the
 //! simulated probe (hil-virtual-probe). Keep their signatures; extend freely.
 
-use crate::bus::{Bus, BusFault, Size};
+mod decode;
+mod exceptions;
+mod exec;
+mod icache;
+mod ppb;
+mod systick;
+
+pub use exceptions::{FaultKind, FaultRecord};
+
+use crate::bus::{Bus, BusFault, Initiator, Size};
 use crate::device::ResetCause;
+use exceptions::Nvic;
+use icache::ICache;
+use ppb::{CCR_VALUE, DEMCR_VC_CORERESET, DFSR_BKPT, DFSR_HALTED, DFSR_VCATCH, DebugRegs};
+use systick::SysTick;
 
 /// Static properties of the core as a chip integrates it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,7 +115,8 @@ pub enum Stop {
     Halted(HaltReason),
     /// SYSRESETREQ, or a device requested a reset: the board performs it.
     ResetRequested(ResetCause),
-    /// Locked up (e.g. a fault while in HardFault): the core no longer executes.
+    /// Locked up (e.g. a fault while in HardFault): the core no longer executes. `pc` is the
+    /// instruction whose fault locked it up; the architectural PC reads [`LOCKUP_PC`].
     Lockup { pc: u32 },
     /// `UDF #imm` with the configured native trap immediate at `pc` (PC is left at `pc`).
     NativeTrap { pc: u32, imm: u8 },
@@ -155,106 +169,756 @@ pub struct CoreSnapshot {
 }
 
 /// The core.
+///
+/// One instance per board, driven from the board's thread: [`Cpu::run`] executes against a
+/// [`Bus`] until a budget, a device deadline or an event the board must handle.
 pub struct Cpu {
-    _todo: (),
+    cfg: CpuConfig,
+    /// R0-R15. `r[13]` is the SP in use (MSP or PSP), `r[15]` the address of the next instruction.
+    pub(crate) r: [u32; 16],
+    /// The banked SP that is not in use.
+    pub(crate) sp_other: u32,
+    pub(crate) n: bool,
+    pub(crate) z: bool,
+    pub(crate) c: bool,
+    pub(crate) v: bool,
+    /// EPSR.T: executing with it clear is an INVSTATE fault (B1.4.2).
+    pub(crate) t: bool,
+    pub(crate) ipsr: u32,
+    pub(crate) primask: bool,
+    pub(crate) spsel: bool,
+    pub(crate) npriv: bool,
+    /// The WFE event register (B1.5.18).
+    pub(crate) event: bool,
+    pub(crate) nvic: Nvic,
+    pub(crate) vtor: u32,
+    pub(crate) scr: u32,
+    pub(crate) systick: SysTick,
+    pub(crate) dbg: DebugRegs,
+    pub(crate) halted: Option<HaltReason>,
+    pub(crate) sleep: Option<Sleep>,
+    pub(crate) locked_up: bool,
+    pub(crate) lockup_pc: u32,
+    /// DHCSR.C_STEP was set when the core left debug state: retire one instruction, then halt.
+    pub(crate) step_armed: bool,
+    /// SYSRESETREQ written (by software or the debugger), not yet handed to the board.
+    pub(crate) pending_reset: Option<ResetCause>,
+    /// A device asked for a reset (bus attention), not yet handed to the board.
+    pub(crate) device_reset: Option<ResetCause>,
+    pub(crate) trap: Option<u8>,
+    /// Set by anything that may change what the run loop must do next (interrupt masking,
+    /// pending exceptions, halts, bus attention...): the inner loop stops and re-evaluates.
+    pub(crate) service: bool,
+    pub(crate) cycles: u64,
+    pub(crate) retired: u64,
+    pub(crate) deadline: u64,
+    pub(crate) icache: ICache,
+    pub(crate) last_fault: Option<FaultRecord>,
+    /// NVIC line levels as last sampled from the bus.
+    pub(crate) irq_levels: [u64; 4],
 }
+
+/// Why the core sleeps (B1.5.19 WFI, B1.5.18 WFE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sleep {
+    Wfi,
+    Wfe,
+}
+
+/// What ended an instruction abnormally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exc {
+    Fault(FaultKind),
+    Svc,
+    Bkpt,
+    FpbBreak,
+    NativeTrap(u8),
+}
+
+impl From<FaultKind> for Exc {
+    fn from(k: FaultKind) -> Self {
+        Exc::Fault(k)
+    }
+}
+
+/// Exception numbers (B1.5.2).
+pub(crate) const EXC_NMI: u32 = 2;
+pub(crate) const EXC_HARDFAULT: u32 = 3;
+pub(crate) const EXC_SVCALL: u32 = 11;
+pub(crate) const EXC_PENDSV: u32 = 14;
+pub(crate) const EXC_SYSTICK: u32 = 15;
+pub(crate) const EXC_IRQ0: u32 = 16;
+
+/// The PC of a locked-up Cortex-M0+ (ARMv6-M B1.5.15 and the M0+ TRM: lockup fetches from
+/// 0xFFFFFFFE).
+pub const LOCKUP_PC: u32 = 0xFFFF_FFFE;
 
 impl Cpu {
     pub fn new(config: CpuConfig) -> Cpu {
-        let _ = config;
-        todo!("issue 3")
+        let mut config = config;
+        // The bus models 256 interrupt lines; ARMv6-M allows 32 and ARMv7-M 496.
+        config.external_interrupts = config.external_interrupts.min(256);
+        config.priority_bits = config.priority_bits.clamp(1, 8);
+        config.fpb_comparators = config.fpb_comparators.min(15);
+        let nvic = Nvic::new(config.external_interrupts, config.priority_bits);
+        let dbg = DebugRegs::new(config.fpb_comparators);
+        let mut cpu = Cpu {
+            cfg: config,
+            r: [0; 16],
+            sp_other: 0,
+            n: false,
+            z: false,
+            c: false,
+            v: false,
+            t: true,
+            ipsr: 0,
+            primask: false,
+            spsel: false,
+            npriv: false,
+            event: false,
+            nvic,
+            vtor: 0,
+            scr: 0,
+            // STM32 integrations clock the SysTick reference from HCLK/8 (RM0444 5.4.x "SysTick
+            // calibration"); boards override with set_systick_reference.
+            systick: SysTick::new(Some(8), 0),
+            dbg,
+            halted: None,
+            sleep: None,
+            locked_up: false,
+            lockup_pc: 0,
+            step_armed: false,
+            pending_reset: None,
+            device_reset: None,
+            trap: None,
+            service: true,
+            cycles: 0,
+            retired: 0,
+            deadline: u64::MAX,
+            icache: ICache::new(),
+            last_fault: None,
+            irq_levels: [0; 4],
+        };
+        cpu.r[15] = 0;
+        cpu
     }
 
     pub fn config(&self) -> &CpuConfig {
-        todo!("issue 3")
+        &self.cfg
     }
 
     /// Power-on reset: every register of the core and its PPB, debug registers included, then the
     /// reset sequence (SP_main from [VTOR=0], PC from [VTOR+4], read through `bus`).
+    ///
+    /// The cycle count is not reset: it is the board's time base and only moves forward.
     pub fn power_on_reset<B: Bus>(&mut self, bus: &mut B) {
-        let _ = bus;
-        todo!("issue 3")
+        self.dbg = DebugRegs::new(self.cfg.fpb_comparators);
+        self.reset_common(bus);
     }
 
     /// System reset (SYSRESETREQ, NRST, watchdog...): like power-on but the debug registers
     /// (DHCSR.C_DEBUGEN, DEMCR, FPB) survive; DHCSR.S_RESET_ST is set. With DEMCR.VC_CORERESET and
     /// C_DEBUGEN the core halts before the first instruction.
     pub fn system_reset<B: Bus>(&mut self, bus: &mut B) {
-        let _ = bus;
-        todo!("issue 3")
+        // A local reset leaves debug state (ARMv6-M C1.4): only a vector catch halts again.
+        self.dbg.c_halt = false;
+        self.dbg.c_step = false;
+        self.dbg.c_maskints = false;
+        self.reset_common(bus);
+    }
+
+    /// B1.5.5 TakeReset.
+    fn reset_common<B: Bus>(&mut self, bus: &mut B) {
+        self.r = [0; 16];
+        self.r[14] = 0xFFFF_FFFF;
+        self.sp_other = 0;
+        (self.n, self.z, self.c, self.v) = (false, false, false, false);
+        self.ipsr = 0;
+        self.primask = false;
+        self.spsel = false;
+        self.npriv = false;
+        self.event = false;
+        self.nvic.reset();
+        self.vtor = 0;
+        self.scr = 0;
+        self.systick.reset(self.cycles);
+        self.halted = None;
+        self.sleep = None;
+        self.locked_up = false;
+        self.step_armed = false;
+        self.pending_reset = None;
+        self.device_reset = None;
+        self.trap = None;
+        self.service = true;
+        self.irq_levels = [0; 4];
+        self.dbg.s_reset_st = true;
+        self.icache.flush(bus.code_generation());
+        let sp = bus.read(0, Size::Word, Initiator::Cpu, self.cycles);
+        let pc = bus.read(4, Size::Word, Initiator::Cpu, self.cycles);
+        match (sp, pc) {
+            (Ok(sp), Ok(pc)) => {
+                self.r[13] = sp & !3;
+                self.r[15] = pc & !1;
+                self.t = pc & 1 != 0;
+            }
+            (Err(f), _) | (_, Err(f)) => {
+                // A reset vector that cannot be read locks the core up (B1.5.15).
+                self.t = true;
+                self.record_fault(FaultKind::VectorRead(f), 0);
+                self.lockup(0);
+            }
+        }
+        if self.dbg.c_debugen && self.dbg.demcr & DEMCR_VC_CORERESET != 0 {
+            self.enter_debug(HaltReason::VectorCatch);
+        }
     }
 
     /// Execute until the core's cycle count reaches `until_cycle` (or earlier, see [`Stop`]).
     /// The core also stops at the bus's [`Bus::deadline_cycle`] and at its own SysTick wrap.
+    ///
+    /// SysTick wraps are handled inside (the exception is pended at the exact cycle; `run` does
+    /// not return for them). While the core sleeps or is locked up, `run` moves the cycle count
+    /// itself to the earlier of `until_cycle` and the bus deadline (SysTick may wake it on the
+    /// way) and returns [`Stop::Sleeping`] / [`Stop::Lockup`] there, so a board loop only has to
+    /// dispatch due events and call `run` again. While halted, `run` returns at once and the
+    /// cycle count stays (use [`Cpu::skip_cycles`] to let time pass).
     pub fn run<B: Bus>(&mut self, bus: &mut B, until_cycle: u64) -> Stop {
-        let _ = (bus, until_cycle);
-        todo!("issue 3")
+        self.deadline = bus.deadline_cycle();
+        loop {
+            if let Some(stop) = self.service_point(bus, until_cycle) {
+                return stop;
+            }
+            if self.cycles >= until_cycle || self.cycles >= self.deadline {
+                return Stop::Budget;
+            }
+            if self.step_armed {
+                self.debug_step(bus);
+                continue;
+            }
+            let limit = until_cycle.min(self.deadline).min(self.systick.next_event);
+            self.exec_loop(bus, limit);
+        }
     }
 
     /// Execute exactly one instruction (or take one exception entry), ignoring halt state.
     pub fn step<B: Bus>(&mut self, bus: &mut B) -> Stop {
-        let _ = bus;
-        todo!("issue 3")
+        self.deadline = bus.deadline_cycle();
+        if bus.attention() {
+            self.take_attention(bus);
+        }
+        if let Some(stop) = self.pending_stop() {
+            return stop;
+        }
+        self.sync_code(bus);
+        if self.cycles >= self.systick.next_event {
+            self.tick_systick();
+        }
+        if self.locked_up {
+            return Stop::Lockup { pc: self.lockup_pc };
+        }
+        self.sleep = None;
+        if !self.t {
+            let pc = self.r[15];
+            self.raise(bus, Exc::Fault(FaultKind::InvalidState), pc);
+        } else if let Some(exc) = self.pending_to_take() {
+            let ret = self.r[15];
+            self.take_exception(bus, exc, ret);
+        } else {
+            self.exec_one(bus);
+        }
+        if let Some(stop) = self.pending_stop() {
+            return stop;
+        }
+        if self.locked_up {
+            return Stop::Lockup { pc: self.lockup_pc };
+        }
+        match (self.halted, self.sleep) {
+            (Some(h), _) => Stop::Halted(h),
+            (None, Some(_)) => Stop::Sleeping,
+            (None, None) => Stop::Budget,
+        }
     }
 
-    /// Core cycles since power-on.
+    /// Core cycles since the `Cpu` was created (resets do not rewind it: it is the time base).
     pub fn cycles(&self) -> u64 {
-        todo!("issue 3")
+        self.cycles
+    }
+
+    /// Instructions retired since the `Cpu` was created.
+    pub fn instructions(&self) -> u64 {
+        self.retired
     }
 
     /// Let `n` cycles pass without executing (asleep or halted): SysTick and the cycle count move.
     pub fn skip_cycles(&mut self, n: u64) {
-        let _ = n;
-        todo!("issue 3")
+        self.cycles = self.cycles.saturating_add(n);
+        if self.cycles >= self.systick.next_event {
+            self.tick_systick();
+        }
     }
 
     pub fn run_state(&self) -> RunState {
-        todo!("issue 3")
+        if let Some(h) = self.halted {
+            RunState::Halted(h)
+        } else if self.locked_up {
+            RunState::Lockup
+        } else if self.sleep.is_some() {
+            RunState::Sleeping
+        } else {
+            RunState::Running
+        }
     }
 
     /// Enter debug state as if DHCSR.C_HALT had been written (needs C_DEBUGEN like the hardware).
     pub fn halt(&mut self) {
-        todo!("issue 3")
+        if self.dbg.c_debugen && self.halted.is_none() {
+            self.enter_debug(HaltReason::Request);
+        }
     }
 
     /// Leave debug state.
     pub fn resume(&mut self) {
-        todo!("issue 3")
+        self.dbg.c_halt = false;
+        self.dbg.c_step = false;
+        self.leave_debug();
     }
 
     pub fn reg(&self, r: Reg) -> u32 {
-        let _ = r;
-        todo!("issue 3")
+        match r {
+            Reg::Pc => self.r[15],
+            Reg::Xpsr => self.xpsr(),
+            Reg::Msp => self.msp(),
+            Reg::Psp => self.psp(),
+            Reg::SpecialPacked => self.control() << 24 | self.primask as u32,
+            other => self.r[other as usize],
+        }
     }
 
     pub fn set_reg(&mut self, r: Reg, value: u32) {
-        let _ = (r, value);
-        todo!("issue 3")
+        self.service = true;
+        match r {
+            // DebugReturnAddress is halfword aligned (C1.6.3).
+            Reg::Pc => self.r[15] = value & !1,
+            Reg::Sp => self.r[13] = value & !3,
+            Reg::Xpsr => {
+                self.set_apsr(value);
+                self.t = value & XPSR_T != 0;
+                self.set_stack_state(value & IPSR_MASK, self.spsel);
+            }
+            Reg::Msp => self.set_msp(value),
+            Reg::Psp => self.set_psp(value),
+            Reg::SpecialPacked => {
+                self.primask = value & 1 != 0;
+                let control = value >> 24;
+                self.npriv = control & 1 != 0;
+                self.set_stack_state(self.ipsr, control & 2 != 0);
+            }
+            other => self.r[other as usize] = value,
+        }
     }
 
     pub fn vtor(&self) -> u32 {
-        todo!("issue 3")
+        self.vtor
     }
 
     /// The debugger's view of the address space (what an AHB-AP reaches): the PPB, debug
     /// registers included, is served by the core; everything else goes to `bus` as a debug access.
     pub fn debug_read<B: Bus>(&mut self, bus: &mut B, addr: u32, size: Size) -> Result<u32, BusFault> {
-        let _ = (bus, addr, size);
-        todo!("issue 3")
+        if is_ppb(addr) {
+            return self.debug_ppb_read(addr, size);
+        }
+        bus.read(addr, size, Initiator::Debug, self.cycles)
     }
 
     pub fn debug_write<B: Bus>(&mut self, bus: &mut B, addr: u32, size: Size, value: u32) -> Result<(), BusFault> {
-        let _ = (bus, addr, size, value);
-        todo!("issue 3")
+        if is_ppb(addr) {
+            return self.debug_ppb_write(addr, size, value);
+        }
+        bus.write(addr, size, value, Initiator::Debug, self.cycles)
     }
 
     /// A reset the core requested outside `run` (e.g. the debugger wrote AIRCR.SYSRESETREQ while
     /// the core was halted). The board performs it.
     pub fn take_reset_request(&mut self) -> Option<ResetCause> {
-        todo!("issue 3")
+        self.pending_reset.take()
     }
 
     pub fn snapshot(&self) -> CoreSnapshot {
-        todo!("issue 3")
+        let words = self.cfg.external_interrupts.div_ceil(32) as usize;
+        let word = |bits: &[u64], first_exc: u32, i: usize| -> u32 {
+            let mut w = 0;
+            for b in 0..32u32 {
+                let irq = i as u32 * 32 + b;
+                if irq < self.cfg.external_interrupts && bit(bits, first_exc + irq) {
+                    w |= 1 << b;
+                }
+            }
+            w
+        };
+        CoreSnapshot {
+            r: self.r,
+            xpsr: self.xpsr(),
+            msp: self.msp(),
+            psp: self.psp(),
+            primask: self.primask,
+            control: self.control(),
+            ipsr: self.ipsr,
+            vtor: self.vtor,
+            icsr: self.icsr(),
+            aircr: self.aircr(),
+            scr: self.scr,
+            ccr: CCR_VALUE,
+            shpr2: self.shpr2(),
+            shpr3: self.shpr3(),
+            systick_csr: {
+                let mut st = self.systick.clone();
+                st.read_csr(false)
+            },
+            systick_rvr: self.systick.rvr,
+            systick_cvr: self.systick.current(self.cycles),
+            nvic_iser: (0..words).map(|i| word(&self.nvic.enabled_ext_as_exc(), 0, i)).collect(),
+            nvic_ispr: (0..words).map(|i| word(&self.nvic.pending, EXC_IRQ0, i)).collect(),
+            nvic_iabr: (0..words).map(|i| word(&self.nvic.active, EXC_IRQ0, i)).collect(),
+            nvic_ipr: (0..self.cfg.external_interrupts.div_ceil(4)).map(|i| self.nvic.ipr_word(i)).collect(),
+            active_exceptions: self.nvic.stack.clone(),
+            dhcsr: self.dhcsr_peek(),
+            demcr: self.dbg.demcr,
+            dfsr: self.dbg.dfsr,
+            locked_up: self.locked_up,
+            cycles: self.cycles,
+        }
+    }
+
+    /// The last fault the core took (HardFault or lockup), with the address or register involved.
+    pub fn last_fault(&self) -> Option<&FaultRecord> {
+        self.last_fault.as_ref()
+    }
+
+    /// Pend NMI (a board's NMI source, e.g. the clock security system).
+    pub fn pend_nmi(&mut self) {
+        self.set_pending(EXC_NMI);
+    }
+
+    /// How the chip clocks the SysTick reference (CSR.CLKSOURCE = 0): `Some(d)` = one tick per
+    /// `d` core cycles, `None` = no reference clock (CALIB.NOREF). `calib` is CALIB[30:0].
+    pub fn set_systick_reference(&mut self, divider: Option<u32>, calib: u32) {
+        self.systick.sync(self.cycles);
+        self.systick.ref_divider = divider.map(|d| d.max(1));
+        self.systick.calib = calib;
+        let csr = self.systick.read_csr(false);
+        self.systick.write_csr(self.cycles, csr);
+    }
+
+    /// Cycle of SysTick's next 1 -> 0 transition, if it is counting.
+    pub fn systick_next_event(&self) -> Option<u64> {
+        (self.systick.next_event != u64::MAX).then_some(self.systick.next_event)
+    }
+
+    // ---- register helpers -------------------------------------------------------------------
+
+    pub(crate) fn xpsr(&self) -> u32 {
+        self.apsr() | (self.t as u32) << 24 | self.ipsr
+    }
+
+    #[inline]
+    pub(crate) fn apsr(&self) -> u32 {
+        (self.n as u32) << 31 | (self.z as u32) << 30 | (self.c as u32) << 29 | (self.v as u32) << 28
+    }
+
+    pub(crate) fn set_apsr(&mut self, v: u32) {
+        self.n = v & (1 << 31) != 0;
+        self.z = v & (1 << 30) != 0;
+        self.c = v & (1 << 29) != 0;
+        self.v = v & (1 << 28) != 0;
+    }
+
+    pub(crate) fn control(&self) -> u32 {
+        self.npriv as u32 | (self.spsel as u32) << 1
+    }
+
+    #[inline]
+    pub(crate) fn using_psp(&self) -> bool {
+        self.spsel && self.ipsr == 0
+    }
+
+    pub(crate) fn msp(&self) -> u32 {
+        if self.using_psp() { self.sp_other } else { self.r[13] }
+    }
+
+    pub(crate) fn psp(&self) -> u32 {
+        if self.using_psp() { self.r[13] } else { self.sp_other }
+    }
+
+    /// B1.4.1: SP_main and SP_process have bits[1:0] zero.
+    pub(crate) fn set_msp(&mut self, v: u32) {
+        if self.using_psp() {
+            self.sp_other = v & !3;
+        } else {
+            self.r[13] = v & !3;
+        }
+    }
+
+    pub(crate) fn set_psp(&mut self, v: u32) {
+        if self.using_psp() {
+            self.r[13] = v & !3;
+        } else {
+            self.sp_other = v & !3;
+        }
+    }
+
+    /// Change IPSR and CONTROL.SPSEL together, re-banking SP when the selected stack changes
+    /// (B1.4.1: Handler mode always uses SP_main).
+    pub(crate) fn set_stack_state(&mut self, ipsr: u32, spsel: bool) {
+        let before = self.using_psp();
+        self.ipsr = ipsr;
+        self.spsel = spsel;
+        if before != self.using_psp() {
+            std::mem::swap(&mut self.r[13], &mut self.sp_other);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn privileged(&self) -> bool {
+        self.ipsr != 0 || !self.npriv
+    }
+
+    pub(crate) fn record_fault(&mut self, kind: FaultKind, pc: u32) {
+        self.last_fault = Some(FaultRecord { kind, pc, cycle: self.cycles, lockup: false });
+    }
+
+    /// B1.5.15: the core stops executing; PC reads 0xFFFFFFFE.
+    pub(crate) fn lockup(&mut self, pc: u32) {
+        self.locked_up = true;
+        self.lockup_pc = pc;
+        self.r[15] = LOCKUP_PC;
+        self.sleep = None;
+        self.service = true;
+        if let Some(f) = &mut self.last_fault {
+            f.lockup = true;
+        }
+    }
+
+    fn pending_stop(&mut self) -> Option<Stop> {
+        if let Some(cause) = self.device_reset.take() {
+            return Some(Stop::ResetRequested(cause));
+        }
+        if let Some(cause) = self.pending_reset.take() {
+            return Some(Stop::ResetRequested(cause));
+        }
+        if let Some(imm) = self.trap.take() {
+            return Some(Stop::NativeTrap { pc: self.r[15], imm });
+        }
+        None
+    }
+
+    pub(crate) fn take_attention<B: Bus>(&mut self, bus: &mut B) {
+        let a = bus.take_attention();
+        if let Some(cause) = a.reset {
+            self.device_reset.get_or_insert(cause);
+        }
+        if a.irq_changed {
+            self.sample_irqs(bus);
+        }
+        if a.event {
+            self.event = true;
+        }
+        if a.deadline_changed {
+            self.deadline = bus.deadline_cycle();
+        }
+        self.service = true;
+    }
+
+    pub(crate) fn sync_code<B: Bus>(&mut self, bus: &B) {
+        let g = bus.code_generation();
+        if g != self.icache.generation {
+            self.icache.flush(g);
+        }
+    }
+
+    fn tick_systick(&mut self) {
+        if self.systick.sync(self.cycles) {
+            self.set_pending(EXC_SYSTICK);
+        }
+        self.service = true;
+    }
+
+    /// Everything between batches of instructions. Returns a [`Stop`] when `run` must return.
+    fn service_point<B: Bus>(&mut self, bus: &mut B, until: u64) -> Option<Stop> {
+        loop {
+            self.service = false;
+            if bus.attention() {
+                self.take_attention(bus);
+                self.service = false;
+            }
+            if let Some(stop) = self.pending_stop() {
+                return Some(stop);
+            }
+            self.sync_code(bus);
+            if let Some(h) = self.halted {
+                return Some(Stop::Halted(h));
+            }
+            if self.cycles >= self.systick.next_event {
+                self.tick_systick();
+                self.service = false;
+            }
+            if self.locked_up {
+                let target = until.min(self.deadline);
+                if target > self.cycles {
+                    self.cycles = target;
+                    if self.cycles >= self.systick.next_event {
+                        self.tick_systick();
+                    }
+                }
+                return Some(Stop::Lockup { pc: self.lockup_pc });
+            }
+            if !self.t {
+                let pc = self.r[15];
+                self.raise(bus, Exc::Fault(FaultKind::InvalidState), pc);
+                continue;
+            }
+            if let Some(exc) = self.pending_to_take() {
+                self.sleep = None;
+                let ret = self.r[15];
+                self.take_exception(bus, exc, ret);
+                if self.step_armed && self.halted.is_none() {
+                    // C1.5: a step that takes an exception halts before the handler's first instruction.
+                    self.step_armed = false;
+                    self.enter_debug(HaltReason::Step);
+                }
+                continue;
+            }
+            if let Some(kind) = self.sleep {
+                if self.wake_ready(kind) {
+                    self.sleep = None;
+                    continue;
+                }
+                let target = until.min(self.deadline).min(self.systick.next_event);
+                if target > self.cycles {
+                    self.cycles = target;
+                }
+                if self.cycles >= self.systick.next_event {
+                    continue;
+                }
+                return Some(Stop::Sleeping);
+            }
+            return None;
+        }
+    }
+
+    /// The inner loop: fetch from the decoded-code cache, execute, until the limit or until
+    /// something needs the service point.
+    #[inline(never)]
+    fn exec_loop<B: Bus>(&mut self, bus: &mut B, limit: u64) {
+        while self.cycles < limit && !self.service {
+            let pc = self.r[15];
+            let e = match self.fetch(bus, pc) {
+                Ok(e) => e,
+                Err(f) => {
+                    self.raise(bus, Exc::Fault(FaultKind::InstructionBus(f)), pc);
+                    continue;
+                }
+            };
+            match self.exec(bus, e, pc) {
+                Ok(()) => self.retired += 1,
+                Err(x) => self.raise(bus, x, pc),
+            }
+        }
+    }
+
+    /// One instruction, outside the inner loop (public step, debug step).
+    fn exec_one<B: Bus>(&mut self, bus: &mut B) {
+        let pc = self.r[15];
+        match self.fetch(bus, pc) {
+            Ok(e) => match self.exec(bus, e, pc) {
+                Ok(()) => self.retired += 1,
+                Err(x) => self.raise(bus, x, pc),
+            },
+            Err(f) => self.raise(bus, Exc::Fault(FaultKind::InstructionBus(f)), pc),
+        }
+    }
+
+    /// DHCSR.C_STEP: retire one instruction, then halt (C1.5). WFI/WFE complete at once.
+    fn debug_step<B: Bus>(&mut self, bus: &mut B) {
+        self.step_armed = false;
+        self.exec_one(bus);
+        self.sleep = None;
+        if self.halted.is_none() {
+            self.enter_debug(HaltReason::Step);
+        }
+    }
+
+    /// Handle what ended an instruction at `pc`.
+    pub(crate) fn raise<B: Bus>(&mut self, bus: &mut B, x: Exc, pc: u32) {
+        self.service = true;
+        self.r[15] = pc;
+        match x {
+            Exc::Fault(kind) => self.take_fault(bus, kind, pc, pc),
+            Exc::Svc => {
+                // B1.5.6/B1.5.4: SVCall must be taken at once; if its priority does not preempt,
+                // it escalates to HardFault.
+                let ret = pc.wrapping_add(2);
+                if self.nvic.priority(EXC_SVCALL) < self.exec_priority() {
+                    self.take_exception(bus, EXC_SVCALL, ret);
+                } else {
+                    self.take_fault(bus, FaultKind::SvcEscalated, ret, pc);
+                }
+            }
+            Exc::Bkpt | Exc::FpbBreak => {
+                // C1.4: a breakpoint halts when halting debug is enabled; otherwise, with no
+                // DebugMonitor on ARMv6-M, it escalates to HardFault.
+                if self.dbg.c_debugen {
+                    self.enter_debug(HaltReason::Breakpoint);
+                } else {
+                    let kind = if x == Exc::Bkpt { FaultKind::Breakpoint } else { FaultKind::FpbBreakpoint };
+                    self.take_fault(bus, kind, pc, pc);
+                }
+            }
+            Exc::NativeTrap(imm) => self.trap = Some(imm),
+        }
+    }
+
+    /// A fault at `pc` (stacked return address `ret`): HardFault, or lockup when the core already
+    /// runs at HardFault or NMI priority (B1.5.15).
+    pub(crate) fn take_fault<B: Bus>(&mut self, bus: &mut B, kind: FaultKind, ret: u32, pc: u32) {
+        self.record_fault(kind, pc);
+        if self.exec_priority() < 0 {
+            self.lockup(pc);
+            return;
+        }
+        self.take_exception(bus, EXC_HARDFAULT, ret);
+    }
+
+    pub(crate) fn enter_debug(&mut self, reason: HaltReason) {
+        self.halted = Some(reason);
+        self.dbg.c_halt = true;
+        self.dbg.dfsr |= match reason {
+            HaltReason::Request | HaltReason::Step => DFSR_HALTED,
+            HaltReason::Breakpoint => DFSR_BKPT,
+            HaltReason::VectorCatch => DFSR_VCATCH,
+        };
+        // Debug state wakes a sleeping core and ends lockup (B1.5.15).
+        self.sleep = None;
+        self.locked_up = false;
+        self.service = true;
+    }
+
+    pub(crate) fn leave_debug(&mut self) {
+        if self.halted.take().is_some() {
+            self.step_armed = self.dbg.c_step;
+        }
+        self.service = true;
     }
 }
+
+#[inline]
+pub(crate) fn is_ppb(addr: u32) -> bool {
+    addr >> 20 == 0xE00
+}
+
+#[inline]
+pub(crate) fn bit(bits: &[u64], n: u32) -> bool {
+    bits.get((n / 64) as usize).is_some_and(|w| w & (1 << (n % 64)) != 0)
+}
+
+pub(crate) const XPSR_T: u32 = 1 << 24;
+pub(crate) const IPSR_MASK: u32 = 0x3F;

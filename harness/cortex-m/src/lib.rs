@@ -18,8 +18,8 @@ pub mod scheduler;
 pub mod system;
 pub mod time;
 
-pub use bus::{Attention, Bus, BusFault, BusFaultKind, Initiator, Size};
-pub use cpu::{CoreSnapshot, Cpu, CpuConfig, HaltReason, Reg, RunState, Stop};
+pub use bus::{Attention, Bus, BusFault, BusFaultKind, CODE_LINE_BYTES, CODE_LINE_HALFWORDS, Initiator, Size};
+pub use cpu::{CoreSnapshot, Cpu, CpuConfig, FaultKind, FaultRecord, HaltReason, LOCKUP_PC, Reg, RunState, Stop};
 pub use device::{Device, DeviceCx, IrqLines, ResetCause};
 pub use memory::{DeviceId, MapError, Memory, Region, RegionId, StoreId, Target, WritePolicy};
 pub use scheduler::Scheduler;

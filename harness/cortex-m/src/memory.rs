@@ -5,7 +5,7 @@
 //! mapped at several addresses (the boot alias at 0x0000_0000 and its home address), and a region
 //! can be re-targeted at run time (SYSCFG memory remap) without touching the page tables.
 
-use crate::bus::{BusFault, BusFaultKind, Size};
+use crate::bus::{BusFault, BusFaultKind, CODE_LINE_BYTES, CODE_LINE_HALFWORDS, Size};
 
 /// Smallest unit of the address map. 256 bytes fits the smallest STM32 areas we map on their own
 /// (the G0 option bytes at 0x1FFF7800 are 0x80 long and share their page with nothing else).
@@ -65,6 +65,27 @@ impl Region {
 pub struct Store {
     pub name: String,
     pub data: Vec<u8>,
+    /// One bit per [`CODE_LINE_BYTES`] of `data`: the core holds a decoded copy of those bytes,
+    /// so a write to them must advance the generation.
+    code_watch: Vec<u64>,
+}
+
+impl Store {
+    #[inline]
+    fn watch_hit(&mut self, off: usize, len: usize) -> bool {
+        let (first, last) = (off / CODE_LINE_BYTES as usize, (off + len - 1) / CODE_LINE_BYTES as usize);
+        let mut hit = false;
+        for line in first..=last {
+            if let Some(w) = self.code_watch.get_mut(line / 64) {
+                let bit = 1u64 << (line % 64);
+                if *w & bit != 0 {
+                    *w &= !bit;
+                    hit = true;
+                }
+            }
+        }
+        hit
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,15 +120,16 @@ impl Memory {
         Memory { stores: Vec::new(), regions: Vec::new(), dir: (0..4096).map(|_| None).collect(), generation: 0 }
     }
 
-    /// Incremented whenever the map or a store changes through any path other than a CPU write
-    /// to a `Direct` region (remap, flash programming, debugger or host writes). Caches of decoded
-    /// code check it; CPU stores to RAM are not counted here (the core sees those itself).
+    /// Incremented whenever the map or a store changes through any path other than a write to a
+    /// `Direct` region (remap, flash programming, host writes), and by `Direct` writes into bytes
+    /// handed out by [`Memory::fetch_code_line`]. Caches of decoded code check it.
     pub fn generation(&self) -> u64 {
         self.generation
     }
 
     pub fn add_store(&mut self, name: impl Into<String>, len: usize, fill: u8) -> StoreId {
-        self.stores.push(Store { name: name.into(), data: vec![fill; len] });
+        let lines = len.div_ceil(CODE_LINE_BYTES as usize);
+        self.stores.push(Store { name: name.into(), data: vec![fill; len], code_watch: vec![0; lines.div_ceil(64)] });
         StoreId((self.stores.len() - 1) as u16)
     }
 
@@ -292,6 +314,31 @@ impl Memory {
         }
     }
 
+    /// Copy the executable code line at `line_addr` (aligned to [`CODE_LINE_BYTES`]) and watch it
+    /// (see [`crate::Bus::fetch_code_line`]). Regions are page-aligned, so a line never straddles
+    /// two regions.
+    pub fn fetch_code_line(&mut self, line_addr: u32, out: &mut [u16; CODE_LINE_HALFWORDS]) -> bool {
+        let Some(id) = self.page_region(line_addr) else { return false };
+        let r = &self.regions[id as usize];
+        let Target::Store { store, offset, .. } = r.target else { return false };
+        if !r.executable {
+            return false;
+        }
+        let off = (offset + (line_addr - r.base)) as usize;
+        let s = &mut self.stores[store.0 as usize];
+        let Some(bytes) = s.data.get(off..off + CODE_LINE_BYTES as usize) else { return false };
+        for (hw, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            *hw = u16::from_le_bytes([b[0], b[1]]);
+        }
+        let (first, last) = (off / CODE_LINE_BYTES as usize, (off + CODE_LINE_BYTES as usize - 1) / CODE_LINE_BYTES as usize);
+        for line in first..=last {
+            if let Some(w) = s.code_watch.get_mut(line / 64) {
+                *w |= 1u64 << (line % 64);
+            }
+        }
+        true
+    }
+
     /// Read from a store-backed address (no device dispatch). `None` if not store-backed.
     #[inline]
     pub fn read_store(&self, addr: u32, size: Size) -> Option<Result<u32, BusFault>> {
@@ -342,8 +389,14 @@ impl Memory {
         match r.target {
             Target::Store { store, offset, writes: WritePolicy::Direct } => {
                 let off = (offset + (addr - r.base)) as usize;
-                let data = &mut self.stores[store.0 as usize].data;
-                Some(write_le(data, off, size, value).ok_or(BusFault::new(addr, size, BusFaultKind::Unmapped)))
+                let s = &mut self.stores[store.0 as usize];
+                if write_le(&mut s.data, off, size, value).is_none() {
+                    return Some(Err(BusFault::new(addr, size, BusFaultKind::Unmapped)));
+                }
+                if s.watch_hit(off, size.bytes() as usize) {
+                    self.generation += 1;
+                }
+                Some(Ok(()))
             }
             Target::Store { writes: WritePolicy::Fault, .. } => {
                 Some(Err(BusFault::new(addr, size, BusFaultKind::ReadOnly)))

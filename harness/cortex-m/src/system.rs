@@ -3,7 +3,7 @@
 
 use std::any::Any;
 
-use crate::bus::{Attention, Bus, BusFault, BusFaultKind, Initiator, Size};
+use crate::bus::{Attention, Bus, BusFault, BusFaultKind, CODE_LINE_HALFWORDS, Initiator, Size};
 use crate::device::{Device, DeviceCx, IrqLines, ResetCause, Signals};
 use crate::memory::{DeviceId, Memory, Target, WritePolicy, read_le};
 use crate::scheduler::Scheduler;
@@ -277,6 +277,16 @@ impl<S: 'static> Bus for System<S> {
             Some(t) => self.clock.cycle_at(t),
             None => u64::MAX,
         }
+    }
+
+    #[inline]
+    fn fetch_code_line(&mut self, line_addr: u32, out: &mut [u16; CODE_LINE_HALFWORDS]) -> bool {
+        self.memory.fetch_code_line(line_addr, out)
+    }
+
+    #[inline]
+    fn code_generation(&self) -> u64 {
+        self.memory.generation()
     }
 }
 

@@ -1,0 +1,334 @@
+//! Thumb decode: every 16-bit halfword maps to an [`Op`] once (when its code line is cached), and
+//! execution dispatches on it. Field extraction stays in the executor: it is a few shifts.
+//!
+//! Encoding tables: ARMv6-M ARM (DDI0419) A5.2 (16-bit) and A5.3 (32-bit). ARMv7-M adds encodings
+//! in the slots that are `Undefined` here (CBZ/CBNZ, IT, the whole 32-bit space), so its decoder
+//! extends this one rather than replacing it.
+
+/// What a halfword is, as the first (or only) halfword of an instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Op {
+    // A5.2.1 shift (immediate), add, subtract, move, compare
+    LslImm,
+    LsrImm,
+    AsrImm,
+    AddReg3,
+    SubReg3,
+    AddImm3,
+    SubImm3,
+    MovImm8,
+    CmpImm8,
+    AddImm8,
+    SubImm8,
+    // A5.2.2 data processing
+    And,
+    Eor,
+    LslReg,
+    LsrReg,
+    AsrReg,
+    Adc,
+    Sbc,
+    RorReg,
+    Tst,
+    Rsb,
+    CmpReg,
+    Cmn,
+    Orr,
+    Mul,
+    Bic,
+    Mvn,
+    // A5.2.3 special data instructions and branch and exchange
+    AddHi,
+    CmpHi,
+    MovHi,
+    Bx,
+    Blx,
+    LdrLit,
+    // A5.2.4 load/store single data item
+    StrReg,
+    StrhReg,
+    StrbReg,
+    LdrsbReg,
+    LdrReg,
+    LdrhReg,
+    LdrbReg,
+    LdrshReg,
+    StrImm,
+    LdrImm,
+    StrbImm,
+    LdrbImm,
+    StrhImm,
+    LdrhImm,
+    StrSp,
+    LdrSp,
+    Adr,
+    AddRdSp,
+    // A5.2.5 miscellaneous 16-bit instructions
+    AddSpImm,
+    SubSpImm,
+    Sxth,
+    Sxtb,
+    Uxth,
+    Uxtb,
+    Push,
+    Pop,
+    Cps,
+    Rev,
+    Rev16,
+    Revsh,
+    Bkpt,
+    Hint,
+    Stm,
+    Ldm,
+    BCond,
+    Udf,
+    Svc,
+    B,
+    /// First halfword of a 32-bit instruction (A5.1: bits[15:11] = 0b11101/0b11110/0b11111).
+    Wide,
+    Undefined,
+    /// An FPB comparator matches this address: a breakpoint debug event before the instruction.
+    FpbBreak,
+}
+
+/// A cached instruction slot: the halfword in bits [15:0], its [`Op`] in bits [23:16].
+pub(crate) type Entry = u32;
+
+#[inline]
+pub(crate) fn entry(hw: u16, op: Op) -> Entry {
+    hw as u32 | (op as u32) << 16
+}
+
+#[inline(always)]
+pub(crate) fn entry_op(e: Entry) -> Op {
+    let v = (e >> 16) as u8;
+    debug_assert!(v <= Op::FpbBreak as u8);
+    // A table lookup rather than a transmute: `entry` only stores valid discriminants.
+    OPS[v as usize]
+}
+
+/// Indexed by the stored byte; padded to 256 so the lookup needs no bounds check.
+const OPS: [Op; 256] = {
+    use Op::*;
+    const LIST: [Op; FpbBreak as usize + 1] = [
+        LslImm, LsrImm, AsrImm, AddReg3, SubReg3, AddImm3, SubImm3, MovImm8, CmpImm8, AddImm8, SubImm8, And, Eor,
+        LslReg, LsrReg, AsrReg, Adc, Sbc, RorReg, Tst, Rsb, CmpReg, Cmn, Orr, Mul, Bic, Mvn, AddHi, CmpHi, MovHi, Bx,
+        Blx, LdrLit, StrReg, StrhReg, StrbReg, LdrsbReg, LdrReg, LdrhReg, LdrbReg, LdrshReg, StrImm, LdrImm, StrbImm,
+        LdrbImm, StrhImm, LdrhImm, StrSp, LdrSp, Adr, AddRdSp, AddSpImm, SubSpImm, Sxth, Sxtb, Uxth, Uxtb, Push, Pop,
+        Cps, Rev, Rev16, Revsh, Bkpt, Hint, Stm, Ldm, BCond, Udf, Svc, B, Wide, Undefined, FpbBreak,
+    ];
+    let mut all = [Undefined; 256];
+    let mut i = 0;
+    while i < LIST.len() {
+        all[i] = LIST[i];
+        i += 1;
+    }
+    all
+};
+
+/// Decode a 16-bit halfword as an ARMv6-M instruction (A5.2).
+pub(crate) fn decode16(hw: u16) -> Op {
+    use Op::*;
+    let h = hw as u32;
+    match h >> 11 {
+        0b00000 => LslImm,
+        0b00001 => LsrImm,
+        0b00010 => AsrImm,
+        0b00011 => match (h >> 9) & 3 {
+            0 => AddReg3,
+            1 => SubReg3,
+            2 => AddImm3,
+            _ => SubImm3,
+        },
+        0b00100 => MovImm8,
+        0b00101 => CmpImm8,
+        0b00110 => AddImm8,
+        0b00111 => SubImm8,
+        0b01000 => {
+            if h & (1 << 10) == 0 {
+                const DP: [Op; 16] = [And, Eor, LslReg, LsrReg, AsrReg, Adc, Sbc, RorReg, Tst, Rsb, CmpReg, Cmn, Orr, Mul, Bic, Mvn];
+                DP[((h >> 6) & 0xF) as usize]
+            } else {
+                match (h >> 8) & 3 {
+                    0 => AddHi,
+                    1 => CmpHi,
+                    2 => MovHi,
+                    _ => {
+                        if h & (1 << 7) == 0 {
+                            Bx
+                        } else {
+                            Blx
+                        }
+                    }
+                }
+            }
+        }
+        0b01001 => LdrLit,
+        0b01010 | 0b01011 => {
+            const LS: [Op; 8] = [StrReg, StrhReg, StrbReg, LdrsbReg, LdrReg, LdrhReg, LdrbReg, LdrshReg];
+            LS[((h >> 9) & 7) as usize]
+        }
+        0b01100 => StrImm,
+        0b01101 => LdrImm,
+        0b01110 => StrbImm,
+        0b01111 => LdrbImm,
+        0b10000 => StrhImm,
+        0b10001 => LdrhImm,
+        0b10010 => StrSp,
+        0b10011 => LdrSp,
+        0b10100 => Adr,
+        0b10101 => AddRdSp,
+        0b10110 | 0b10111 => decode_misc(h),
+        0b11000 => Stm,
+        0b11001 => Ldm,
+        0b11010 | 0b11011 => match (h >> 8) & 0xF {
+            0xE => Udf,
+            0xF => Svc,
+            _ => BCond,
+        },
+        0b11100 => B,
+        // 0b11101: 32-bit space; ARMv6-M defines nothing there, but it is still 32 bits long.
+        _ => Wide,
+    }
+}
+
+/// A5.2.5: miscellaneous 16-bit instructions (bits[15:12] = 0b1011).
+fn decode_misc(h: u32) -> Op {
+    use Op::*;
+    let op = (h >> 5) & 0x7F; // bits[11:5]
+    match op {
+        0b0000000..=0b0000011 => AddSpImm,
+        0b0000100..=0b0000111 => SubSpImm,
+        0b0010000..=0b0010001 => Sxth,
+        0b0010010..=0b0010011 => Sxtb,
+        0b0010100..=0b0010101 => Uxth,
+        0b0010110..=0b0010111 => Uxtb,
+        0b0100000..=0b0101111 => Push,
+        0b0110011 => Cps,
+        0b1010000..=0b1010001 => Rev,
+        0b1010010..=0b1010011 => Rev16,
+        0b1010110..=0b1010111 => Revsh,
+        0b1100000..=0b1101111 => Pop,
+        0b1110000..=0b1110111 => Bkpt,
+        0b1111000..=0b1111111 => {
+            // Hints have bits[3:0] = 0; otherwise it is IT, which ARMv6-M does not have.
+            if h & 0xF == 0 { Hint } else { Undefined }
+        }
+        // CBZ/CBNZ, SETEND and the unallocated slots: UNDEFINED on ARMv6-M.
+        _ => Undefined,
+    }
+}
+
+/// What a 32-bit instruction is (A5.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wide {
+    Bl,
+    Msr,
+    Mrs,
+    Dsb,
+    Dmb,
+    Isb,
+    Udf,
+    Undefined,
+}
+
+/// Decode a 32-bit ARMv6-M instruction from its two halfwords (A5.3, A5.3.1, A5.3.2).
+pub(crate) fn decode32(hw1: u16, hw2: u16) -> Wide {
+    let (h1, h2) = (hw1 as u32, hw2 as u32);
+    // op1 = hw1[12:11] must be 0b10 and op = hw2[15] must be 1: "branch and miscellaneous control".
+    if h1 >> 11 != 0b11110 || h2 & 0x8000 == 0 {
+        return Wide::Undefined;
+    }
+    let op1 = (h1 >> 4) & 0x7F; // hw1[10:4]
+    let op2 = (h2 >> 12) & 0x7; // hw2[14:12]
+    if op2 & 0b101 == 0b101 {
+        return Wide::Bl;
+    }
+    match op2 {
+        // A5.3.1: op1 = 0b1111111 with op2 = 0b010 is the permanently undefined space (UDF.W).
+        0b010 if op1 == 0b1111111 => Wide::Udf,
+        0b000 => match op1 {
+            0b0111000 | 0b0111001 => Wide::Msr,
+            0b0111011 => match (h2 >> 4) & 0xF {
+                0b0100 => Wide::Dsb,
+                0b0101 => Wide::Dmb,
+                0b0110 => Wide::Isb,
+                _ => Wide::Undefined,
+            },
+            0b0111110 | 0b0111111 => Wide::Mrs,
+            _ => Wide::Undefined,
+        },
+        _ => Wide::Undefined,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_round_trips_through_an_entry() {
+        for (i, op) in OPS.iter().take(Op::FpbBreak as usize + 1).enumerate() {
+            assert_eq!(*op as usize, i, "OPS table out of order at {op:?}");
+            assert_eq!(entry_op(entry(0xBEEF, *op)), *op);
+        }
+    }
+
+    #[test]
+    fn representative_encodings() {
+        use Op::*;
+        let cases: &[(u16, Op)] = &[
+            (0x0000, LslImm), // movs r0, r0
+            (0x1888, AddReg3),
+            (0x1E48, SubImm3),
+            (0x2001, MovImm8),
+            (0x4008, And),
+            (0x4348, Mul),
+            (0x4485, AddHi), // add sp, r0
+            (0x4770, Bx),    // bx lr
+            (0x47C0, Blx),
+            (0x4801, LdrLit),
+            (0x5E08, LdrshReg),
+            (0x9001, StrSp),
+            (0xA001, Adr),
+            (0xB082, SubSpImm),
+            (0xB2C0, Uxtb),
+            (0xB510, Push),
+            (0xB672, Cps),    // cpsid i
+            (0xBA08, Rev),
+            (0xBA88, Undefined), // HLT slot
+            (0xBD10, Pop),
+            (0xBE00, Bkpt),
+            (0xBF30, Hint),      // wfi
+            (0xBF08, Undefined), // IT
+            (0xB100, Undefined), // CBZ is ARMv7-M
+            (0xC103, Stm),
+            (0xD0FE, BCond),
+            (0xDE00, Udf),
+            (0xDF00, Svc),
+            (0xE7FE, B),
+            (0xE800, Wide),
+            (0xF000, Wide),
+        ];
+        for &(hw, op) in cases {
+            assert_eq!(decode16(hw), op, "{hw:#06x}");
+        }
+    }
+
+    #[test]
+    fn wide_encodings() {
+        assert_eq!(decode32(0xF000, 0xF800), Wide::Bl);
+        assert_eq!(decode32(0xF7FF, 0xFFFE), Wide::Bl);
+        assert_eq!(decode32(0xF380, 0x8810), Wide::Msr); // msr primask, r0
+        assert_eq!(decode32(0xF3EF, 0x8009), Wide::Mrs); // mrs r0, psp
+        assert_eq!(decode32(0xF3BF, 0x8F4F), Wide::Dsb);
+        assert_eq!(decode32(0xF3BF, 0x8F5F), Wide::Dmb);
+        assert_eq!(decode32(0xF3BF, 0x8F6F), Wide::Isb);
+        assert_eq!(decode32(0xF3BF, 0x8F7F), Wide::Undefined);
+        assert_eq!(decode32(0xF7F0, 0xA000), Wide::Udf);
+        assert_eq!(decode32(0xF000, 0xA000), Wide::Undefined);
+        assert_eq!(decode32(0xE800, 0x8000), Wide::Undefined, "0b11101 space is ARMv7-M only");
+        assert_eq!(decode32(0xF000, 0x0000), Wide::Undefined, "hw2[15] = 0 is ARMv7-M data processing");
+    }
+}

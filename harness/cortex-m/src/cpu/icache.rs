@@ -1,0 +1,74 @@
+//! Decoded-instruction cache: direct-mapped lines of [`CODE_LINE_HALFWORDS`] pre-decoded
+//! halfwords, filled through [`Bus::fetch_code_line`]. Coherence: the bus watches every line it
+//! hands out and advances [`Bus::code_generation`] when one is written (any alias, any initiator);
+//! the core compares generations after its own stores and at every service point, and FPB
+//! changes flush it (breakpoints are baked into the entries).
+
+use super::decode::{Entry, Op, decode16, entry};
+use super::{Cpu, is_ppb};
+use crate::bus::{Bus, BusFault, BusFaultKind, CODE_LINE_BYTES, CODE_LINE_HALFWORDS, Size};
+
+const LINES: usize = 512;
+const LINE_SHIFT: u32 = CODE_LINE_BYTES.trailing_zeros();
+
+pub(crate) struct ICache {
+    /// Line number + 1 held by each slot (0 = empty).
+    tags: Box<[u32; LINES]>,
+    data: Box<[[Entry; CODE_LINE_HALFWORDS]; LINES]>,
+    /// The bus's code generation the contents belong to.
+    pub generation: u64,
+}
+
+impl ICache {
+    pub fn new() -> Self {
+        ICache {
+            tags: Box::new([0; LINES]),
+            data: vec![[0; CODE_LINE_HALFWORDS]; LINES].into_boxed_slice().try_into().unwrap_or_else(|_| unreachable!()),
+            generation: 0,
+        }
+    }
+
+    pub fn flush(&mut self, generation: u64) {
+        self.tags.fill(0);
+        self.generation = generation;
+    }
+}
+
+impl Cpu {
+    /// The decoded halfword at `pc`.
+    #[inline(always)]
+    pub(crate) fn fetch<B: Bus>(&mut self, bus: &mut B, pc: u32) -> Result<Entry, BusFault> {
+        let line = pc >> LINE_SHIFT;
+        let slot = line as usize & (LINES - 1);
+        if self.icache.tags[slot] == line + 1 {
+            return Ok(self.icache.data[slot][(pc >> 1) as usize & (CODE_LINE_HALFWORDS - 1)]);
+        }
+        self.fetch_miss(bus, pc)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fetch_miss<B: Bus>(&mut self, bus: &mut B, pc: u32) -> Result<Entry, BusFault> {
+        // B3.1: the system region 0xE0000000-0xFFFFFFFF is execute-never.
+        if pc >= 0xE000_0000 || is_ppb(pc) {
+            return Err(BusFault::new(pc, Size::Half, BusFaultKind::NotExecutable));
+        }
+        let line = pc >> LINE_SHIFT;
+        let base = line << LINE_SHIFT;
+        let mut raw = [0u16; CODE_LINE_HALFWORDS];
+        if bus.fetch_code_line(base, &mut raw) {
+            let slot = line as usize & (LINES - 1);
+            for (i, hw) in raw.iter().enumerate() {
+                self.icache.data[slot][i] = self.decode_at(base + 2 * i as u32, *hw);
+            }
+            self.icache.tags[slot] = line + 1;
+            return Ok(self.icache.data[slot][(pc >> 1) as usize & (CODE_LINE_HALFWORDS - 1)]);
+        }
+        let hw = bus.fetch16(pc)?;
+        Ok(self.decode_at(pc, hw))
+    }
+
+    fn decode_at(&self, addr: u32, hw: u16) -> Entry {
+        if self.fpb_matches(addr) { entry(hw, Op::FpbBreak) } else { entry(hw, decode16(hw)) }
+    }
+}

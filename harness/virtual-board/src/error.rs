@@ -1,0 +1,45 @@
+//! Errors of the virtual board. Each names the register, address, pin or board it is about.
+
+use std::time::Duration;
+
+use hil_cortex_m::{BusFault, MapError};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BoardError {
+    #[error("unknown chip {name:?} (shipped chips: {known})")]
+    UnknownChip { name: String, known: String },
+    #[error("chip {chip} cannot be modelled: {message}")]
+    ChipModel { chip: String, message: String },
+    #[error("chip {chip}: memory map: {source}")]
+    Map { chip: String, source: MapError },
+    #[error("a virtual board named {0:?} is already running")]
+    NameTaken(String),
+    #[error("no virtual board named {0:?} is running")]
+    NotFound(String),
+    #[error("board {board}: {what} did not complete within {deadline:?}")]
+    Timeout { board: String, what: String, deadline: Duration },
+    #[error("board {0}: the board thread has stopped")]
+    Gone(String),
+    #[error("board {board}: the board is powered off ({what} needs power)")]
+    PoweredOff { board: String, what: String },
+    #[error("board {board}: the chip is held in reset by NRST ({what} needs it released)")]
+    InReset { board: String, what: String },
+    #[error("board {board}: {fault}")]
+    Bus { board: String, fault: BusFault },
+    #[error("board {board}: debug access refused: {why}")]
+    DebugRefused { board: String, why: String },
+    #[error("board {board}: no USART {usart:?} (modelled: {known})")]
+    NoUsart { board: String, usart: String, known: String },
+    #[error("board {board}: no pin {pin:?}")]
+    NoPin { board: String, pin: String },
+    #[error("image: {0}")]
+    Image(String),
+    #[error("board {board}: PTY for {usart}: {message}")]
+    Pty { board: String, usart: String, message: String },
+    #[error("board {board}: the core is not halted ({what} needs a halted core)")]
+    NotHalted { board: String, what: String },
+    #[error("board {board}: {usart} did not send {expected:?} within {deadline:?}; received {received:?}")]
+    UartTimeout { board: String, usart: String, expected: String, received: String, deadline: Duration },
+    #[error("board {board}: {message}")]
+    Other { board: String, message: String },
+}

@@ -1,0 +1,165 @@
+//! A USART exposed as a pseudo-terminal. The peer (stm32flash, the harness's serialport client)
+//! opens the slave path; the board holds the master.
+//!
+//! The board keeps its own slave descriptor open (in raw mode) so that the master never reads
+//! EIO while no peer is connected. Linux PTYs carry no parity (the pty driver clears PARENB;
+//! shared/reference/bootloader-protocols.md section 7): the board sees plain bytes, so parity
+//! errors can only be injected in process. The peer's configured input speed (termios, shared
+//! between both ends) is passed on as the host's baud rate.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::termios::{BaudRate, SetArg, cfgetispeed, cfmakeraw, cfsetspeed, tcgetattr, tcsetattr};
+
+/// Bytes a PTY reader received from the peer, with the peer's baud rate.
+pub struct PtyInput {
+    pub usart: usize,
+    pub bytes: Vec<u8>,
+    pub baud: Option<u32>,
+}
+
+/// One PTY: master and the board's own slave descriptor.
+pub struct Pty {
+    pub usart: usize,
+    pub path: PathBuf,
+    pub link: Option<PathBuf>,
+    master: Arc<OwnedFd>,
+    _slave: Arc<OwnedFd>,
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
+    /// Device output bytes the peer was too slow to take (PTY buffer full).
+    pub dropped: u64,
+}
+
+/// Numeric value of a termios speed.
+pub fn baud_value(b: BaudRate) -> Option<u32> {
+    Some(match b {
+        BaudRate::B1200 => 1200,
+        BaudRate::B2400 => 2400,
+        BaudRate::B4800 => 4800,
+        BaudRate::B9600 => 9600,
+        BaudRate::B19200 => 19_200,
+        BaudRate::B38400 => 38_400,
+        BaudRate::B57600 => 57_600,
+        BaudRate::B115200 => 115_200,
+        BaudRate::B230400 => 230_400,
+        BaudRate::B460800 => 460_800,
+        BaudRate::B500000 => 500_000,
+        BaudRate::B576000 => 576_000,
+        BaudRate::B921600 => 921_600,
+        BaudRate::B1000000 => 1_000_000,
+        BaudRate::B1152000 => 1_152_000,
+        BaudRate::B1500000 => 1_500_000,
+        BaudRate::B2000000 => 2_000_000,
+        BaudRate::B2500000 => 2_500_000,
+        BaudRate::B3000000 => 3_000_000,
+        BaudRate::B3500000 => 3_500_000,
+        BaudRate::B4000000 => 4_000_000,
+        _ => return None,
+    })
+}
+
+impl Pty {
+    /// Open a PTY for USART `usart` and start its reader, which calls `deliver` with the peer's
+    /// bytes (until the PTY is dropped).
+    pub fn open(
+        usart: usize,
+        link: Option<&Path>,
+        deliver: impl Fn(PtyInput) -> bool + Send + 'static,
+    ) -> Result<Pty, String> {
+        let r = nix::pty::openpty(None, None).map_err(|e| format!("openpty: {e}"))?;
+        let path = nix::unistd::ttyname(&r.slave).map_err(|e| format!("ttyname: {e}"))?;
+        // Raw mode so that the line discipline neither echoes nor edits the device's bytes, and
+        // 115200 Bd until the peer configures its own rate (a fresh PTY says 38400, which the
+        // board would take as a rate mismatch with the fixtures' 115200 Bd USART).
+        let mut t = tcgetattr(&r.slave).map_err(|e| format!("tcgetattr {}: {e}", path.display()))?;
+        cfmakeraw(&mut t);
+        cfsetspeed(&mut t, BaudRate::B115200).map_err(|e| format!("cfsetspeed {}: {e}", path.display()))?;
+        tcsetattr(&r.slave, SetArg::TCSANOW, &t).map_err(|e| format!("tcsetattr {}: {e}", path.display()))?;
+        let flags = fcntl(&r.master, FcntlArg::F_GETFL).map_err(|e| format!("fcntl: {e}"))?;
+        fcntl(&r.master, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK))
+            .map_err(|e| format!("fcntl O_NONBLOCK: {e}"))?;
+        if let Some(l) = link {
+            let _ = std::fs::remove_file(l);
+            std::os::unix::fs::symlink(&path, l)
+                .map_err(|e| format!("symlink {} -> {}: {e}", l.display(), path.display()))?;
+        }
+        let master = Arc::new(r.master);
+        let slave = Arc::new(r.slave);
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (master, slave, stop) = (master.clone(), slave.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(format!("pty-usart{usart}"))
+                .spawn(move || read_loop(usart, &master, &slave, &stop, deliver))
+                .map_err(|e| format!("spawn PTY reader: {e}"))?
+        };
+        Ok(Pty {
+            usart,
+            path,
+            link: link.map(Path::to_path_buf),
+            master,
+            _slave: slave,
+            stop,
+            reader: Some(reader),
+            dropped: 0,
+        })
+    }
+
+    /// Write device output to the peer without blocking; bytes that do not fit are dropped.
+    pub fn write(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match nix::unistd::write(self.master.as_fd(), bytes) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(Errno::EINTR) => continue,
+                Err(_) => {
+                    self.dropped += bytes.len() as u64;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.reader.take() {
+            let _ = h.join();
+        }
+        if let Some(l) = &self.link {
+            let _ = std::fs::remove_file(l);
+        }
+    }
+}
+
+fn read_loop(usart: usize, master: &OwnedFd, slave: &OwnedFd, stop: &AtomicBool, deliver: impl Fn(PtyInput) -> bool) {
+    let mut buf = [0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(50u8)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        match nix::unistd::read(master.as_fd(), &mut buf) {
+            Ok(0) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Ok(n) => {
+                let baud = tcgetattr(slave).ok().and_then(|t| baud_value(cfgetispeed(&t)));
+                if !deliver(PtyInput { usart, bytes: buf[..n].to_vec(), baud }) {
+                    return;
+                }
+            }
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+            // EIO: no peer (cannot happen while the board holds the slave open); back off.
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+}

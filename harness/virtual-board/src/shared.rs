@@ -1,0 +1,439 @@
+//! Board state that several peripherals need (devices never call each other): RCC clock enables
+//! and frequencies, the option bytes the flash controller loaded, pin levels, debug state,
+//! fault injection, and the queues the board thread drains (UART output, pin changes).
+
+use hil_chips::{BootTarget, Chip, ClockGate, PinId};
+use hil_cortex_m::{ResetCause, VirtualTime};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::{FaultConfig, Quirks, UartFaults};
+use crate::error::BoardError;
+
+/// RCC registers that hold clock-enable or reset bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GateReg {
+    IopEnr,
+    AhbEnr,
+    ApbEnr1,
+    ApbEnr2,
+    IopRstr,
+    AhbRstr,
+    ApbRstr1,
+    ApbRstr2,
+}
+
+impl GateReg {
+    fn parse(name: &str) -> Option<GateReg> {
+        Some(match name {
+            "IOPENR" => GateReg::IopEnr,
+            "AHBENR" => GateReg::AhbEnr,
+            "APBENR1" => GateReg::ApbEnr1,
+            "APBENR2" => GateReg::ApbEnr2,
+            "IOPRSTR" => GateReg::IopRstr,
+            "AHBRSTR" => GateReg::AhbRstr,
+            "APBRSTR1" => GateReg::ApbRstr1,
+            "APBRSTR2" => GateReg::ApbRstr2,
+            _ => return None,
+        })
+    }
+    fn index(self) -> usize {
+        match self {
+            GateReg::IopEnr | GateReg::IopRstr => 0,
+            GateReg::AhbEnr | GateReg::AhbRstr => 1,
+            GateReg::ApbEnr1 | GateReg::ApbRstr1 => 2,
+            GateReg::ApbEnr2 | GateReg::ApbRstr2 => 3,
+        }
+    }
+}
+
+/// A resolved RCC bit (clock enable or peripheral reset).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Gate {
+    pub reg: GateReg,
+    pub bit: u8,
+}
+
+impl Gate {
+    pub fn resolve(chip: &Chip, g: &ClockGate, what: &str) -> Result<Gate, BoardError> {
+        let reg = GateReg::parse(&g.register).ok_or_else(|| BoardError::ChipModel {
+            chip: chip.name.clone(),
+            message: format!("{what}: unknown RCC register {:?} in {:?}", g.register, String::from(g.clone())),
+        })?;
+        Ok(Gate { reg, bit: g.bit })
+    }
+}
+
+/// What RCC exposes to the other peripherals.
+#[derive(Clone, Debug)]
+pub struct RccShared {
+    /// IOPENR, AHBENR, APBENR1, APBENR2.
+    pub enr: [u32; 4],
+    /// Reset pulses seen per RSTR bit (peripherals compare with the count they last saw).
+    pub reset_count: [[u32; 32]; 4],
+    pub sysclk_hz: u32,
+    pub hclk_hz: u32,
+    pub pclk_hz: u32,
+    pub hsi16_hz: u32,
+    pub lsi_hz: u32,
+    /// RCC_CCIPR (USART kernel clock selection).
+    pub ccipr: u32,
+    /// LSI forced on by the IWDG (RM0444 5.2.6: starting the IWDG starts the LSI).
+    pub lsi_forced: bool,
+    /// RCC_CSR reset flags (bits 25..31), kept across non-POR resets.
+    pub csr_flags: u32,
+}
+
+impl RccShared {
+    pub fn new(hsi16_hz: u32, lsi_hz: u32) -> Self {
+        RccShared {
+            enr: [0, 0x100, 0, 0],
+            reset_count: [[0; 32]; 4],
+            sysclk_hz: hsi16_hz,
+            hclk_hz: hsi16_hz,
+            pclk_hz: hsi16_hz,
+            hsi16_hz,
+            lsi_hz,
+            ccipr: 0,
+            lsi_forced: false,
+            csr_flags: 0,
+        }
+    }
+    /// Whether the clock behind `gate` runs (`None`: always clocked).
+    pub fn clocked(&self, gate: Option<Gate>) -> bool {
+        gate.is_none_or(|g| self.enr[g.reg.index()] & (1 << g.bit) != 0)
+    }
+    pub fn reset_pulses(&self, gate: Option<Gate>) -> u32 {
+        gate.map_or(0, |g| self.reset_count[g.reg.index()][g.bit as usize])
+    }
+    /// USART kernel clock for the 2-bit selection field at `shift` of RCC_CCIPR
+    /// (RM0444 5.4.21: 00 PCLK, 01 SYSCLK, 10 HSI16, 11 LSE).
+    pub fn usart_kernel_hz(&self, shift: Option<u8>) -> u32 {
+        match shift.map(|s| (self.ccipr >> s) & 3).unwrap_or(0) {
+            0 => self.pclk_hz,
+            1 => self.sysclk_hz,
+            2 => self.hsi16_hz,
+            // LSE: no 32.768 kHz crystal on the virtual board, the clock does not run.
+            _ => 0,
+        }
+    }
+}
+
+/// Serialize a [`VirtualTime`] as picoseconds since power-on.
+pub fn ser_time<S: serde::Serializer>(t: &VirtualTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(t.as_ps())
+}
+
+/// RDP level (RM0444 3.5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum RdpLevel {
+    Level0,
+    Level1,
+    Level2,
+}
+
+/// Option values as last loaded by option byte loading, and the latches the flash controller
+/// owns (EMPTY, DBG_SWEN).
+#[derive(Clone, Debug)]
+pub struct FlashShared {
+    /// Register offset -> value loaded at the last OBL (FLASH_OPTR at 0x20, SECR at 0x80 ...).
+    pub loaded: std::collections::BTreeMap<u32, u32>,
+    pub rdp: RdpLevel,
+    /// FLASH_ACR.EMPTY (RM0444 3.3.2): set by OBL from the first flash word, writable.
+    pub empty: bool,
+    /// FLASH_ACR.DBG_SWEN (RM0444 3.7.1): debugger access enabled.
+    pub dbg_swen: bool,
+    /// The option word values by name (same data as `loaded`, for boot selection).
+    pub words: std::collections::BTreeMap<String, u32>,
+}
+
+/// Externally driven pin levels (what the board's wiring applies to each GPIO pin).
+#[derive(Clone, Debug, Default)]
+pub struct Pins {
+    /// Per port: bit n set = pin n driven by the outside world.
+    pub driven: [u16; 8],
+    /// Per port: level of the driven pins.
+    pub level: [u16; 8],
+}
+
+impl Pins {
+    pub fn drive(&mut self, pin: PinId, level: Option<bool>) {
+        let (p, b) = (pin.port as usize & 7, 1u16 << pin.pin);
+        match level {
+            Some(l) => {
+                self.driven[p] |= b;
+                if l {
+                    self.level[p] |= b;
+                } else {
+                    self.level[p] &= !b;
+                }
+            }
+            None => self.driven[p] &= !b,
+        }
+    }
+    pub fn external(&self, pin: PinId) -> Option<bool> {
+        let (p, b) = (pin.port as usize & 7, 1u16 << pin.pin);
+        (self.driven[p] & b != 0).then_some(self.level[p] & b != 0)
+    }
+}
+
+/// Debug-related state shared by DBGMCU, the watchdogs and the board.
+#[derive(Clone, Debug, Default)]
+pub struct DebugShared {
+    /// The core is halted by the debugger (watchdogs with their DBG_xxx_STOP bit freeze).
+    pub core_halted: bool,
+    /// DBGMCU_CR, APB_FZ1, APB_FZ2 (RM0444 40.4.2-40.4.4).
+    pub cr: u32,
+    pub apb_fz1: u32,
+    pub apb_fz2: u32,
+}
+
+impl DebugShared {
+    /// DBG_IWDG_STOP (APB_FZ1 bit 12) with the core halted.
+    pub fn iwdg_frozen(&self) -> bool {
+        self.core_halted && self.apb_fz1 & (1 << 12) != 0
+    }
+    /// DBG_WWDG_STOP (APB_FZ1 bit 11) with the core halted.
+    pub fn wwdg_frozen(&self) -> bool {
+        self.core_halted && self.apb_fz1 & (1 << 11) != 0
+    }
+}
+
+/// Boot selection made at the last reset.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BootInfo {
+    /// What the core booted from (the 0x00000000 alias after reset).
+    pub target: BootTargetName,
+    /// What the boot table row selected before the empty check.
+    pub table_target: BootTargetName,
+    /// The empty check redirected a main-flash boot to system memory.
+    pub empty_redirect: bool,
+    /// BOOT0 pin level latched at this reset.
+    pub boot0: bool,
+    /// Inputs of the boot table (BOOT0, nBOOT_SEL, nBOOT0, nBOOT1, BOOT_LOCK) and EMPTY.
+    pub inputs: Vec<(String, u8)>,
+    pub cause: ResetCauseName,
+}
+
+/// Serializable mirror of [`BootTarget`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum BootTargetName {
+    MainFlash,
+    SystemMemory,
+    Sram,
+}
+
+impl From<BootTarget> for BootTargetName {
+    fn from(t: BootTarget) -> Self {
+        match t {
+            BootTarget::MainFlash => BootTargetName::MainFlash,
+            BootTarget::SystemMemory => BootTargetName::SystemMemory,
+            BootTarget::Sram => BootTargetName::Sram,
+        }
+    }
+}
+
+/// Serializable mirror of [`ResetCause`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum ResetCauseName {
+    PowerOn,
+    Pin,
+    Software,
+    IndependentWatchdog,
+    WindowWatchdog,
+    OptionByteLoad,
+    LowPower,
+}
+
+impl From<ResetCause> for ResetCauseName {
+    fn from(c: ResetCause) -> Self {
+        match c {
+            ResetCause::PowerOn => ResetCauseName::PowerOn,
+            ResetCause::Pin => ResetCauseName::Pin,
+            ResetCause::Software => ResetCauseName::Software,
+            ResetCause::IndependentWatchdog => ResetCauseName::IndependentWatchdog,
+            ResetCause::WindowWatchdog => ResetCauseName::WindowWatchdog,
+            ResetCause::OptionByteLoad => ResetCauseName::OptionByteLoad,
+            ResetCause::LowPower => ResetCauseName::LowPower,
+        }
+    }
+}
+
+/// A byte a USART finished transmitting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UartOut {
+    /// Index of the USART in [`crate::Layout::usarts`].
+    pub usart: usize,
+    pub byte: u8,
+    pub at: VirtualTime,
+}
+
+/// An output pin changed level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PinChange {
+    pub pin: PinId,
+    pub level: bool,
+    pub at: VirtualTime,
+}
+
+/// Access counters a test can use to prove who touched what (e.g. that ST's flash algorithm ran).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    pub flash_reg_reads_cpu: u64,
+    pub flash_reg_writes_cpu: u64,
+    pub flash_reg_reads_debug: u64,
+    pub flash_reg_writes_debug: u64,
+    /// Double words programmed successfully.
+    pub flash_programs: u64,
+    pub flash_page_erases: u64,
+    pub flash_mass_erases: u64,
+    pub option_programs: u64,
+    /// Bytes the USARTs received from the host side (delivered or lost).
+    pub uart_rx_frames: u64,
+    pub uart_rx_dropped: u64,
+}
+
+/// Fault injection state (seeded, deterministic).
+#[derive(Clone, Debug)]
+pub struct FaultState {
+    pub config: FaultConfig,
+    rng: ChaCha8Rng,
+    rx_seen: Vec<u64>,
+}
+
+/// What happens to one received frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RxFate {
+    Deliver,
+    Drop,
+    /// Deliver with this XOR mask applied to the data bits.
+    Corrupt(u8),
+}
+
+impl FaultState {
+    pub fn new(config: FaultConfig) -> Self {
+        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        FaultState { config, rng, rx_seen: Vec::new() }
+    }
+    pub fn set(&mut self, config: FaultConfig) {
+        *self = FaultState::new(config);
+    }
+    /// Decide the fate of the next frame received by USART `name`.
+    pub fn rx_fate(&mut self, usart: usize, name: &str) -> RxFate {
+        let Some(f) = self.config.uart_rx.get(name).copied() else { return RxFate::Deliver };
+        if self.rx_seen.len() <= usart {
+            self.rx_seen.resize(usart + 1, 0);
+        }
+        self.rx_seen[usart] += 1;
+        let n = self.rx_seen[usart];
+        let UartFaults { drop_every, drop_probability, corrupt_every, corrupt_probability } = f;
+        if drop_every.is_some_and(|k| k > 0 && n.is_multiple_of(k as u64))
+            || (drop_probability > 0.0 && self.rng.random_bool(drop_probability.clamp(0.0, 1.0)))
+        {
+            return RxFate::Drop;
+        }
+        if corrupt_every.is_some_and(|k| k > 0 && n.is_multiple_of(k as u64))
+            || (corrupt_probability > 0.0 && self.rng.random_bool(corrupt_probability.clamp(0.0, 1.0)))
+        {
+            let mask = 1u8 << self.rng.random_range(0..8);
+            return RxFate::Corrupt(mask);
+        }
+        RxFate::Deliver
+    }
+    /// Whether programming the double word at `addr` fails (and consumes one `fail_next_programs`).
+    pub fn program_fails(&mut self, addr: u32) -> bool {
+        if self.config.flash_fail_next_programs > 0 {
+            self.config.flash_fail_next_programs -= 1;
+            return true;
+        }
+        self.config.flash_program_fail.iter().any(|r| r.contains(&addr))
+    }
+}
+
+/// Everything devices share. Owned by the [`hil_cortex_m::System`].
+pub struct Shared {
+    pub chip: &'static Chip,
+    pub quirks: Quirks,
+    pub rcc: RccShared,
+    pub flash: FlashShared,
+    pub pins: Pins,
+    pub debug: DebugShared,
+    pub faults: FaultState,
+    /// Bytes the USARTs transmitted, drained by the board.
+    pub uart_out: Vec<UartOut>,
+    /// Output level changes of GPIO pins, drained by the board.
+    pub pin_changes: Vec<PinChange>,
+    pub counters: Counters,
+    /// Boot selection made at the last reset.
+    pub boot: Option<BootInfo>,
+    /// Cause of the reset being performed (set by the board before devices reset).
+    pub reset_cause: ResetCause,
+    /// Unmodelled peripherals already reported (name), so each is traced once.
+    pub touched_generic: Vec<String>,
+}
+
+impl Shared {
+    pub fn new(chip: &'static Chip, quirks: Quirks, faults: FaultConfig) -> Result<Self, BoardError> {
+        let clocks = chip
+            .clocks
+            .as_ref()
+            .ok_or_else(|| BoardError::ChipModel { chip: chip.name.clone(), message: "no `clocks` section".into() })?;
+        Ok(Shared {
+            chip,
+            quirks,
+            rcc: RccShared::new(clocks.hsi16_hz, clocks.lsi_hz),
+            flash: FlashShared {
+                loaded: Default::default(),
+                rdp: RdpLevel::Level0,
+                empty: false,
+                dbg_swen: true,
+                words: Default::default(),
+            },
+            pins: Pins::default(),
+            debug: DebugShared::default(),
+            faults: FaultState::new(faults),
+            uart_out: Vec::new(),
+            pin_changes: Vec::new(),
+            counters: Counters::default(),
+            boot: None,
+            reset_cause: ResetCause::PowerOn,
+            touched_generic: Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_are_deterministic_per_seed() {
+        let mut cfg = FaultConfig::default();
+        cfg.uart_rx.insert("USART2".into(), UartFaults { drop_every: Some(3), ..Default::default() });
+        let mut f = FaultState::new(cfg.clone());
+        let fates: Vec<_> = (0..6).map(|_| f.rx_fate(0, "USART2")).collect();
+        assert_eq!(fates.iter().filter(|x| **x == RxFate::Drop).count(), 2);
+        assert_eq!(fates[2], RxFate::Drop);
+        assert_eq!(f.rx_fate(1, "USART1"), RxFate::Deliver);
+        cfg.uart_rx.insert("USART2".into(), UartFaults { corrupt_probability: 0.5, ..Default::default() });
+        let run = |cfg: &FaultConfig| {
+            let mut f = FaultState::new(cfg.clone());
+            (0..64).map(|_| f.rx_fate(0, "USART2")).collect::<Vec<_>>()
+        };
+        assert_eq!(run(&cfg), run(&cfg));
+        assert!(run(&cfg).iter().any(|x| matches!(x, RxFate::Corrupt(_))));
+    }
+
+    #[test]
+    fn pins_drive_and_release() {
+        let mut p = Pins::default();
+        let pa14 = PinId::parse("PA14").unwrap();
+        assert_eq!(p.external(pa14), None);
+        p.drive(pa14, Some(true));
+        assert_eq!(p.external(pa14), Some(true));
+        p.drive(pa14, Some(false));
+        assert_eq!(p.external(pa14), Some(false));
+        p.drive(pa14, None);
+        assert_eq!(p.external(pa14), None);
+    }
+}
