@@ -34,8 +34,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Image { command: ImageCommand::Check { boards, board, base, file } } => {
             image_check(&boards, &board, base.as_deref(), &file)
         }
-        Command::Sim { command: SimCommand::Serve { .. } } => {
-            Err(not_yet_supported("running a standalone virtual board (`hil sim serve`)"))
+        Command::Sim { command: SimCommand::Serve { boards, board, uart_link, image, boot0 } } => {
+            crate::sim::serve(&boards, &board, uart_link.as_deref(), image.as_deref(), boot0)
         }
         Command::Bench { command } => Err(not_yet_supported(match command {
             BenchCommand::FlashUart { .. } => "the UART flashing benchmark (`hil bench flash-uart`)",

@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod output;
+mod sim;
 
 use std::process::ExitCode;
 

@@ -36,6 +36,7 @@
 pub mod board;
 pub mod boot;
 pub mod config;
+pub mod debug_ext;
 pub mod error;
 pub mod image;
 pub mod machine;

@@ -1,0 +1,1 @@
+//! Extensions of the debug port for the simulated probe (hil-virtual-probe).
