@@ -201,6 +201,9 @@ pub struct Chip {
     pub peripherals: Vec<Peripheral>,
     #[serde(default)]
     pub peripherals_source: Option<String>,
+    /// Registers a failure diagnosis reads through the probe, and where the reset flags are.
+    #[serde(default)]
+    pub diagnosis: Option<DiagnosisRegisters>,
     /// Documents cited by short tag in `source` fields.
     pub documents: BTreeMap<String, String>,
     /// Facts not tied to a primary source: key (dotted path) -> why it is believed.
@@ -544,6 +547,43 @@ pub struct Peripheral {
     pub kernel_clock_select: Option<u8>,
 }
 
+/// A memory-mapped register by name, for diagnosis snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedRegister {
+    pub name: String,
+    pub address: u32,
+}
+
+/// Where the reset flags of the last reset live (RCC_CSR on STM32): register and bit per cause.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetFlags {
+    pub register: String,
+    pub power_on: u8,
+    pub pin: u8,
+    pub software: u8,
+    pub independent_watchdog: u8,
+    pub window_watchdog: u8,
+    pub option_byte_load: u8,
+    pub low_power: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiagnosisRegisters {
+    /// Read (in this order) into every failure snapshot.
+    pub registers: Vec<NamedRegister>,
+    pub reset_flags: ResetFlags,
+    pub source: String,
+}
+
+impl DiagnosisRegisters {
+    pub fn address_of(&self, name: &str) -> Option<u32> {
+        self.registers.iter().find(|r| r.name == name).map(|r| r.address)
+    }
+}
+
 impl Chip {
     /// The peripheral instance called `name`.
     pub fn peripheral(&self, name: &str) -> Option<&Peripheral> {
@@ -730,6 +770,7 @@ fn cited_tags(chip: &Chip) -> Vec<String> {
     sources.extend(chip.remap.iter().map(|c| &c.source));
     sources.extend(chip.pins.iter().flat_map(|p| p.led.iter()).map(|l| &l.source));
     sources.extend(chip.peripherals_source.iter());
+    sources.extend(chip.diagnosis.iter().map(|d| &d.source));
     sources
         .iter()
         .flat_map(|s| s.split(';'))

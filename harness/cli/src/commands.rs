@@ -49,7 +49,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
 pub fn validation_context() -> ValidationContext {
     ValidationContext {
         fixtures: hil_fixtures::all().iter().map(|f| (f.name.to_string(), f.base)).collect(),
-        causes: Vec::new(),
+        causes: hil_rig::diagnosis::cause_ids(),
     }
 }
 
@@ -152,9 +152,98 @@ fn run(cfg: &ConfigArgs, boards: &[String], report_dir: &Path) -> Result<ExitCod
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let selected = select_boards(&config, boards)?;
-    let _ = (selected, report_dir);
-    Err(not_yet_supported("running scenarios (the scenario engine)")).context("hil run")
+    let selected = match select_boards(&config, boards) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let plans = hil_rig::plan::plan(&config, &selected);
+    let total: usize = plans.iter().map(|p| p.scenarios.len()).sum();
+    if total == 0 {
+        eprintln!(
+            "error: no scenario runs on the selected boards ({})",
+            selected.iter().map(|b| b.name.value.as_str()).collect::<Vec<_>>().join(", ")
+        );
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let cancel = hil_rig::CancelFlag::new();
+    let outcome = runtime.block_on(async {
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            eprintln!("stopping: finishing the current steps and writing the report (again to force)");
+            c.cancel();
+            wait_for_stop_signal().await;
+            std::process::exit(130);
+        });
+        let progress = crate::output::progress(None, format!("running {total} scenario runs"));
+        let r = hil_rig::engine::run(
+            plans,
+            std::sync::Arc::new(hil_rig::opener::rig_opener()),
+            report_dir,
+            Default::default(),
+            cancel.clone(),
+        )
+        .await;
+        progress.finish_and_clear();
+        r
+    });
+    let (report, dir) = outcome.context("writing the report")?;
+    print!("{}", run_summary(&report));
+    println!("reports: {}", dir.path().display());
+    Ok(ExitCode::from(if report.status == hil_report::RunStatus::Passed { 0 } else { EXIT_FAILED }))
+}
+
+/// Ctrl-C or SIGTERM.
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// One line per scenario run, then the totals.
+fn run_summary(r: &hil_report::RunReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    for x in &r.scenarios {
+        let _ = write!(s, "{:<8} {:<40} {:<24} {:>7} ms", x.status.as_str(), x.scenario, x.board, x.duration_ms);
+        if let Some(m) = &x.message {
+            let _ = write!(s, "  {m}");
+        }
+        if let Some(d) = &x.diagnosis {
+            let _ = write!(s, "  [cause: {}]", d.cause);
+        }
+        s.push('\n');
+    }
+    let m = &r.summary;
+    let _ = writeln!(
+        s,
+        "{}: {} passed, {} failed, {} errors, {} skipped ({:.1} s)",
+        format!("{:?}", r.status).to_uppercase(),
+        m.passed,
+        m.failed,
+        m.errors,
+        m.skipped,
+        r.duration_ms as f64 / 1000.0
+    );
+    s
 }
 
 /// Load boards.yaml alone (for commands that take `--board` but no scenarios) and find a board.

@@ -7,7 +7,13 @@ use anyhow::Result;
 
 use crate::cli::Level;
 
-pub fn serve(boards: &Path, board: &str, uart_link: Option<&Path>, image: Option<&Path>, boot0: Option<Level>) -> Result<ExitCode> {
+pub fn serve(
+    boards: &Path,
+    board: &str,
+    uart_link: Option<&Path>,
+    image: Option<&Path>,
+    boot0: Option<Level>,
+) -> Result<ExitCode> {
     let _ = (boards, board, uart_link, image, boot0);
     Err(crate::commands::not_yet_supported("running a standalone virtual board (`hil sim serve`)"))
 }

@@ -1,9 +1,17 @@
 //! The rig: board facade and backends, strategy, scenario engine, diagnosis.
 
+pub mod backend;
+pub mod diagnosis;
 pub mod engine;
 pub mod lock;
+pub mod opener;
 pub mod plan;
 pub mod probe;
+pub mod probe_ops;
 pub mod serial_link;
+pub mod session;
+pub mod strategy;
+pub mod usb;
+pub mod virtual_backend;
 
 pub use engine::{BoardOpener, BoardSession, CancelFlag, EngineOptions, StepCx, StepOutcome};

@@ -90,6 +90,11 @@ impl SerialLink {
         &self.name
     }
 
+    /// Another handle to the port (for its modem-control lines: DTR/RTS driving BOOT0/NRST).
+    pub fn clone_port(&self) -> Result<Box<dyn SerialPort>, LinkError> {
+        self.port.try_clone().map_err(|source| LinkError::Port { port: self.name.clone(), source })
+    }
+
     /// Send bytes to the board (the application's command protocol).
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
         let port = self.name.clone();
@@ -149,7 +154,8 @@ impl SerialLink {
     }
 
     /// Run `f` with the port to itself (an AN3155 session): the console reader pauses first and
-    /// resumes afterwards. Input left in the OS buffer is discarded on both sides of the session.
+    /// resumes afterwards. Console input not yet read is discarded before the session (the client
+    /// needs a clean line); what arrives after it (an application started by Go) is console again.
     pub fn exclusive<R>(&mut self, f: impl FnOnce(Box<dyn SerialPort>) -> R) -> Result<R, LinkError> {
         self.pause(true);
         let result = (|| {
@@ -157,7 +163,6 @@ impl SerialLink {
             let _ = port.clear(serialport::ClearBuffer::Input);
             Ok(f(port))
         })();
-        let _ = self.port.clear(serialport::ClearBuffer::Input);
         self.pause(false);
         result
     }

@@ -1,0 +1,204 @@
+//! The strategy layer: the states a board can be in and how to get from one to another on this
+//! board, with what it has (labgrid's strategies, in Rust). Scenario steps say what they want
+//! (`enter: { state: system-bootloader }`); the strategy picks the transition the board supports,
+//! or the one the step names.
+//!
+//! States: off, application, system-bootloader, custom-bootloader, halted. The trampoline is not a
+//! state one stays in: Go to it resets into the application.
+
+use std::time::{Duration, Instant};
+
+use hil_config::Capability;
+use hil_config::scenario::{BoardState, ResetVia, Transition};
+
+use crate::engine::{StepCx, StepOutcome};
+use crate::session::RigSession;
+
+/// The application fixture's command byte asking for a jump into the ROM (fixtures-firmware/app).
+pub const JUMP_COMMAND: u8 = b'j';
+
+fn caps(s: &RigSession) -> std::collections::BTreeSet<Capability> {
+    s.board.capabilities(s.chip)
+}
+
+/// Which transition reaches `state` when the step does not say.
+pub fn default_transition(s: &RigSession, state: BoardState) -> Option<Transition> {
+    let c = caps(s);
+    match state {
+        BoardState::SystemBootloader if c.contains(&Capability::Boot0) && c.contains(&Capability::Nrst) => {
+            Some(Transition::Boot0Pin)
+        }
+        BoardState::SystemBootloader if c.contains(&Capability::Probe) => Some(Transition::OptionBits),
+        BoardState::SystemBootloader if c.contains(&Capability::Uart) => Some(Transition::Jump),
+        BoardState::Application | BoardState::CustomBootloader if c.contains(&Capability::Power) => {
+            Some(Transition::PowerCycle)
+        }
+        BoardState::Application | BoardState::CustomBootloader if c.contains(&Capability::Nrst) => {
+            Some(Transition::Reset)
+        }
+        _ => None,
+    }
+}
+
+pub fn enter(s: &mut RigSession, state: BoardState, via: Option<Transition>, cx: &StepCx) -> StepOutcome {
+    let r = enter_inner(s, state, via, cx);
+    match r {
+        Ok(()) => {
+            s.state = Some(state);
+            StepOutcome::passed()
+        }
+        Err(e) => StepOutcome::failed(format!("entering {}: {e}", name(state))),
+    }
+}
+
+fn name(state: BoardState) -> &'static str {
+    match state {
+        BoardState::Off => "off",
+        BoardState::Application => "the application",
+        BoardState::SystemBootloader => "the system bootloader",
+        BoardState::CustomBootloader => "the custom bootloader",
+        BoardState::Halted => "halted",
+    }
+}
+
+fn set_boot0(s: &mut RigSession, high: bool) -> Result<(), String> {
+    match s.backends.lines.as_mut() {
+        Some(l) => l.set_boot0(high).map_err(|e| e.to_string()),
+        None => Ok(()),
+    }
+}
+
+fn enter_inner(s: &mut RigSession, state: BoardState, via: Option<Transition>, cx: &StepCx) -> Result<(), String> {
+    if state == BoardState::Halted {
+        return s.probe.as_mut().ok_or("halting needs a probe")?.halt().map(|_| ());
+    }
+    if state == BoardState::Off {
+        return Err("keeping a board off is not supported (power switches here only cycle)".into());
+    }
+    let via = via
+        .or_else(|| default_transition(s, state))
+        .ok_or_else(|| format!("board `{}` has no way to reach this state", s.board.name.value))?;
+    match (state, via) {
+        (BoardState::SystemBootloader, Transition::Boot0Pin) => {
+            // BOOT0 is sampled at reset (RM0444 2.5); release it afterwards so that a later reset
+            // starts the application again.
+            set_boot0(s, true)?;
+            reset(s, ResetVia::Nrst, cx)?;
+            s.backends.clock.wait(Duration::from_millis(5));
+            set_boot0(s, false)?;
+        }
+        (BoardState::SystemBootloader, Transition::OptionBits) => {
+            let w = hil_config::scenario::WriteOptionBytes {
+                via: hil_config::scenario::Via::Probe,
+                nboot_sel: Some(true),
+                nboot0: Some(false),
+                nboot1: Some(true),
+                launch: true,
+                ..Default::default()
+            };
+            let step = hil_config::Step { action: hil_config::Action::WriteOptionBytes(w), timeout: None, name: None };
+            let o = crate::engine::BoardSession::run_step(s, &step, cx);
+            if o.status != hil_report::Status::Passed {
+                return Err(o.message.unwrap_or_default());
+            }
+        }
+        (BoardState::SystemBootloader, Transition::Jump) => {
+            s.backends.serial.as_mut().ok_or("no serial link")?.send(&[JUMP_COMMAND]).map_err(|e| e.to_string())?;
+            s.backends.clock.wait(Duration::from_millis(20));
+        }
+        (BoardState::Application | BoardState::CustomBootloader, Transition::Reset) => {
+            set_boot0(s, false)?;
+            reset(s, ResetVia::Nrst, cx)?;
+        }
+        (BoardState::Application | BoardState::CustomBootloader, Transition::PowerCycle) => {
+            set_boot0(s, false)?;
+            reset(s, ResetVia::Power, cx)?;
+        }
+        (BoardState::Application, Transition::Go) => {
+            let base = s.application_base();
+            s.uart_session(cx, |c| {
+                c.connect()?;
+                Ok(c.go(base)?)
+            })?;
+        }
+        (BoardState::Application, Transition::Leave) => {
+            let step = hil_config::Step {
+                action: hil_config::Action::Leave(hil_config::scenario::Leave {
+                    address: Some(hil_config::Located::new(hil_config::scenario::ValueRef::Named(
+                        hil_config::scenario::NamedValue::ApplicationBase,
+                    ))),
+                }),
+                timeout: None,
+                name: None,
+            };
+            let o = crate::engine::BoardSession::run_step(s, &step, cx);
+            if o.status != hil_report::Status::Passed {
+                return Err(o.message.unwrap_or_default());
+            }
+        }
+        (state, via) => return Err(format!("{via:?} does not lead to {}", name(state))),
+    }
+    // Confirm where the board is when the board can tell.
+    if s.probe.is_some() {
+        s.backends.clock.wait(Duration::from_millis(20));
+        let seen = detect(s, cx)?;
+        if seen != state {
+            return Err(format!("the board is in {} instead", name(seen)));
+        }
+    }
+    Ok(())
+}
+
+fn reset(s: &mut RigSession, via: ResetVia, cx: &StepCx) -> Result<(), String> {
+    let step = hil_config::Step {
+        action: hil_config::Action::Reset(hil_config::scenario::Reset { via }),
+        timeout: None,
+        name: None,
+    };
+    let o = crate::engine::BoardSession::run_step(s, &step, cx);
+    if o.status == hil_report::Status::Passed { Ok(()) } else { Err(o.message.unwrap_or_default()) }
+}
+
+/// Where the board is, from the PC (through the probe); the core is left as it was.
+pub fn detect(s: &mut RigSession, cx: &StepCx) -> Result<BoardState, String> {
+    let chip = s.chip;
+    let app = s.application_base();
+    let bl = s.board.layout.bootloader.as_ref().map(|r| r.value);
+    let p = s.probe.as_mut().ok_or("telling the state needs a probe")?;
+    if p.is_halted()? {
+        return Ok(BoardState::Halted);
+    }
+    let _ = cx;
+    let pc = p.halt()?;
+    p.resume()?;
+    Ok(if chip.memory.system_memory.contains(pc) {
+        BoardState::SystemBootloader
+    } else if bl.is_some_and(|r| r.contains(pc)) {
+        BoardState::CustomBootloader
+    } else if pc >= app && (pc as u64) < chip.memory.flash.area().end() {
+        BoardState::Application
+    } else {
+        return Err(format!("the core runs at {pc:#010x}, in no known region (RAM code or a fault?)"));
+    })
+}
+
+pub fn expect_state(s: &mut RigSession, want: BoardState, cx: &StepCx) -> StepOutcome {
+    if s.probe.is_none() && want == BoardState::SystemBootloader {
+        // Without a probe the ROM is recognised by its AN3155 answer.
+        return match s.uart_session(cx, |c| Ok(c.connect()?)) {
+            Ok(_) => StepOutcome::passed(),
+            Err(e) => StepOutcome::failed(format!("the system bootloader does not answer: {e}")),
+        };
+    }
+    let deadline = cx.deadline.min(Instant::now() + Duration::from_secs(2));
+    loop {
+        match detect(s, cx) {
+            Ok(seen) if seen == want => return StepOutcome::passed(),
+            Ok(seen) if Instant::now() >= deadline => {
+                return StepOutcome::failed(format!("the board is in {}, not {}", name(seen), name(want)));
+            }
+            Err(e) if Instant::now() >= deadline => return StepOutcome::failed(e),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}

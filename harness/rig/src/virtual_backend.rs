@@ -1,0 +1,259 @@
+//! The virtual board behind the seams: a `hil-virtual-board` board started from its boards.yaml
+//! entry, its USART on a PTY (opened with serialport like a tty), its pins, power and clock, and its
+//! probe registered as a probe-rs driver (opened by selector like an ST-Link).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use hil_bootloader_host::control::{ControlError, ControlLines, Line};
+use hil_config::boards::{RamInit, Timing, VirtualBoard};
+use hil_virtual_board::Board;
+use hil_virtual_board::config::{BoardConfig, FaultConfig, PtyConfig, UartFaults};
+
+use crate::backend::{Backends, BoardClock, PowerSwitch};
+
+/// The USART the rig's serial link uses: USART2 where the ROM serves it (a Nucleo's ST-Link VCP),
+/// else the first USART the ROM serves.
+pub fn console_usart(chip: &hil_chips::Chip) -> String {
+    let usarts = &chip.bootloader.usart;
+    usarts
+        .iter()
+        .find(|u| u.instance == "USART2")
+        .or(usarts.first())
+        .map(|u| u.instance.clone())
+        .unwrap_or_else(|| "USART2".into())
+}
+
+/// A registry name unique in this process (boards.yaml names may run twice in one process, e.g.
+/// in tests).
+fn instance_name(board: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{board}.{}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The board configuration for a boards.yaml entry.
+pub fn board_config(name: &str, chip: &hil_chips::Chip, v: &VirtualBoard) -> BoardConfig {
+    let usart = console_usart(chip);
+    let seed = v.seed.unwrap_or(1);
+    let mut faults = FaultConfig { seed, ..Default::default() };
+    if v.faults.uart_rx_drop_every.is_some() || v.faults.uart_rx_corrupt_every.is_some() {
+        faults.uart_rx.insert(
+            usart.clone(),
+            UartFaults {
+                drop_every: v.faults.uart_rx_drop_every,
+                corrupt_every: v.faults.uart_rx_corrupt_every,
+                ..Default::default()
+            },
+        );
+    }
+    if let Some(a) = v.faults.flash_program_error_at {
+        // Programming is per double word (RM0444 3.3.7): the double word holding the address fails.
+        let dw = a.0 & !7;
+        faults.flash_program_fail.push(dw..dw.saturating_add(8));
+    }
+    BoardConfig {
+        name: instance_name(name),
+        chip: chip.name.clone(),
+        timing: match v.timing {
+            Timing::Fast => hil_virtual_board::config::Timing::Fast,
+            Timing::Realistic => hil_virtual_board::config::Timing::Realistic,
+        },
+        ram_init: match v.ram_at_power_on {
+            RamInit::Zero => hil_virtual_board::config::RamInit::Zero,
+            RamInit::Random => hil_virtual_board::config::RamInit::Random { seed },
+        },
+        boot0: v.boot0 == hil_config::PinLevel::High,
+        power_on: true,
+        ptys: vec![PtyConfig { usart, link: None }],
+        faults,
+        ..Default::default()
+    }
+}
+
+/// The USER option word with boards.yaml's option bits applied to the factory value; `None` when
+/// nothing differs from the factory.
+pub fn user_option_word(chip: &hil_chips::Chip, bits: &hil_config::boards::OptionBits) -> Result<Option<u32>, String> {
+    let layout = chip
+        .option_bytes
+        .as_ref()
+        .ok_or_else(|| format!("{} has no option byte layout in its chip data", chip.name))?;
+    let user = layout.word("USER").ok_or_else(|| format!("{}: no USER option word in the chip data", chip.name))?;
+    let nothing = bits.nboot0.is_none()
+        && bits.nboot1.is_none()
+        && bits.nboot_sel.is_none()
+        && bits.hardware_watchdog.is_none()
+        && bits.rdp.is_none();
+    if nothing {
+        return Ok(None);
+    }
+    apply_option_bits(chip, user.factory, bits).map(Some)
+}
+
+/// `word` (a USER option word) with the given option bits changed (field positions from the chip
+/// data; RM0444 3.4.1 FLASH_OPTR).
+pub fn apply_option_bits(
+    chip: &hil_chips::Chip,
+    word: u32,
+    bits: &hil_config::boards::OptionBits,
+) -> Result<u32, String> {
+    let layout = chip
+        .option_bytes
+        .as_ref()
+        .ok_or_else(|| format!("{} has no option byte layout in its chip data", chip.name))?;
+    let mut v = word;
+    let mut set = |field: &str, value: u32| -> Result<(), String> {
+        let f =
+            layout.field(field).ok_or_else(|| format!("{}: option bit {field} is not in the chip data", chip.name))?;
+        v = (v & !(f.mask() << f.shift)) | ((value & f.mask()) << f.shift);
+        Ok(())
+    };
+    if let Some(b) = bits.nboot0 {
+        set("nBOOT0", b as u32)?;
+    }
+    if let Some(b) = bits.nboot1 {
+        set("nBOOT1", b as u32)?;
+    }
+    if let Some(b) = bits.nboot_sel {
+        set("nBOOT_SEL", b as u32)?;
+    }
+    if let Some(hw) = bits.hardware_watchdog {
+        // IWDG_SW = 0 selects the hardware watchdog (RM0444 3.4.1).
+        set("IWDG_SW", (!hw) as u32)?;
+    }
+    if let Some(level) = bits.rdp {
+        let rdp = match level {
+            0 => layout.rdp_levels.level0 as u32,
+            2 => layout.rdp_levels.level2 as u32,
+            // Any other value is level 1 (RM0444 3.5.1); use the conventional 0xBB.
+            _ => 0xBB,
+        };
+        set("RDP", rdp)?;
+    }
+    Ok(v)
+}
+
+/// Start the virtual board of a boards.yaml entry and open its seams.
+pub fn open(board: &hil_config::Board) -> Result<Backends, String> {
+    let v = &board.virtual_board.as_ref().ok_or("not a virtual board")?.value;
+    let chip =
+        hil_chips::Chip::by_name(&board.chip.value).ok_or_else(|| format!("unknown chip {}", board.chip.value))?;
+    let cfg = board_config(&board.name.value, chip, v);
+    let usart = cfg.ptys[0].usart.clone();
+    let vb = Board::start(cfg).map_err(|e| e.to_string())?;
+    if let Some(bits) = &v.option_bytes
+        && let Some(word) = user_option_word(chip, bits)?
+    {
+        vb.set_option_word("USER", word).wait().map_err(|e| e.to_string())?;
+        // Option bytes are loaded at power-on (RM0444 3.4.2): start from them.
+        vb.power_cycle(Duration::from_millis(1)).wait().map_err(|e| e.to_string())?;
+    }
+    let uart = vb.uart(&usart).map_err(|e| e.to_string())?;
+    let pty = uart.pty_path().ok_or_else(|| format!("{usart} of the virtual board has no PTY"))?;
+    let serial =
+        crate::serial_link::SerialLink::open(&pty.display().to_string(), 115_200).map_err(|e| e.to_string())?;
+    Ok(Backends {
+        serial: Some(serial),
+        lines: Some(Box::new(VirtualPins { board: vb.clone() })),
+        power: Some(Box::new(VirtualPower { board: vb.clone() })),
+        usb: None,
+        clock: Box::new(VirtualClock { board: vb.clone() }),
+        probe_selector: Some(vb.name().to_string()),
+        probe_speed_khz: None,
+        connect_under_reset: false,
+        description: format!("virtual board {} ({}, {usart} on {})", vb.name(), chip.name, pty.display()),
+        keep_alive: Some(Box::new(VirtualKeepAlive(Some(vb)))),
+    })
+}
+
+/// Shuts the board thread down when the session ends.
+struct VirtualKeepAlive(Option<Board>);
+
+impl Drop for VirtualKeepAlive {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take()
+            && let Err(e) = b.shutdown()
+        {
+            tracing::warn!("shutting the virtual board down: {e}");
+        }
+    }
+}
+
+/// BOOT0 and NRST of the virtual board.
+pub struct VirtualPins {
+    pub board: Board,
+}
+
+impl ControlLines for VirtualPins {
+    fn set_boot0(&mut self, high: bool) -> Result<(), ControlError> {
+        self.board.set_boot0(high).wait().map_err(|e| ControlError::Other { line: Line::Boot0, message: e.to_string() })
+    }
+    fn set_reset(&mut self, asserted: bool) -> Result<(), ControlError> {
+        self.board
+            .set_nrst(asserted)
+            .wait()
+            .map_err(|e| ControlError::Other { line: Line::Reset, message: e.to_string() })
+    }
+    fn wait(&mut self, d: Duration) {
+        VirtualClock { board: self.board.clone() }.wait(d)
+    }
+}
+
+pub struct VirtualPower {
+    pub board: Board,
+}
+
+impl PowerSwitch for VirtualPower {
+    fn power_cycle(&mut self, off_for: Duration) -> Result<(), String> {
+        self.board.power_cycle(off_for).wait().map_err(|e| e.to_string())
+    }
+}
+
+/// Waits until `d` of virtual time has passed, or `d` of wall time (a board with nothing scheduled
+/// in `timing: fast` does not advance its clock: nothing can happen on it meanwhile anyway).
+pub struct VirtualClock {
+    pub board: Board,
+}
+
+impl BoardClock for VirtualClock {
+    fn wait(&mut self, d: Duration) {
+        let wall_end = Instant::now() + d;
+        let Ok(start) = self.board.now().wait() else {
+            std::thread::sleep(d);
+            return;
+        };
+        let target = start.as_ps().saturating_add(d.as_nanos().min(u64::MAX as u128) as u64 * 1000);
+        while Instant::now() < wall_end {
+            match self.board.now().wait() {
+                Ok(t) if t.as_ps() >= target => return,
+                Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+                Err(_) => {
+                    std::thread::sleep(wall_end.saturating_duration_since(Instant::now()));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_bits_map_onto_the_user_word() {
+        let chip = hil_chips::Chip::by_name("STM32G071RB").unwrap();
+        let layout = chip.option_bytes.as_ref().unwrap();
+        let factory = layout.word("USER").unwrap().factory;
+        let none = hil_config::boards::OptionBits::default();
+        assert_eq!(user_option_word(chip, &none).unwrap(), None);
+        let bits = hil_config::boards::OptionBits { nboot_sel: Some(true), nboot0: Some(false), ..Default::default() };
+        let w = user_option_word(chip, &bits).unwrap().unwrap();
+        assert_eq!(layout.field("nBOOT_SEL").unwrap().get(w), 1);
+        assert_eq!(layout.field("nBOOT0").unwrap().get(w), 0);
+        assert_eq!(w & 0xFF, factory & 0xFF, "RDP untouched");
+        let hw = hil_config::boards::OptionBits { hardware_watchdog: Some(true), rdp: Some(1), ..Default::default() };
+        let w = user_option_word(chip, &hw).unwrap().unwrap();
+        assert_eq!(layout.field("IWDG_SW").unwrap().get(w), 0);
+        assert_eq!(w & 0xFF, 0xBB);
+    }
+}
