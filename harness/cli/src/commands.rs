@@ -309,10 +309,20 @@ fn image_check(boards: &Path, board: &str, base: Option<&str>, file: &Path) -> R
     }
 }
 
-/// `--board` names, or the default boards.
+/// `--board` names; without them the default boards plus the boards scenarios name explicitly
+/// (a scenario written for one board's layout brings that board into the run).
 pub fn select_boards<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a hil_config::Board>> {
     if names.is_empty() {
-        let d: Vec<_> = config.boards.defaults().collect();
+        let named: std::collections::BTreeSet<&str> =
+            config.scenarios.iter().flat_map(|s| s.scenario.boards.iter().map(|b| b.value.as_str())).collect();
+        let d: Vec<_> = config
+            .boards
+            .file
+            .boards
+            .iter()
+            .map(|b| &b.value)
+            .filter(|b| b.default || named.contains(b.name.value.as_str()))
+            .collect();
         if d.is_empty() {
             bail!(
                 "no board selected: {} marks no board `default: true`; pass --board NAME",
