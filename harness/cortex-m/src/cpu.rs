@@ -3,6 +3,13 @@
 //!
 //! CONTRACT: the public items of this file are used by the virtual board (hil-virtual-board) and the
 //! simulated probe (hil-virtual-probe). Keep their signatures; extend freely.
+//!
+//! Layout: `decode` (Thumb encodings to ops), `exec` (instruction semantics), `exceptions`
+//! (priorities, entry/return, faults, lockup), `ppb` (NVIC/SCB/SysTick/debug/FPB registers),
+//! `systick`, `icache` (decoded-code cache). ARMv7-M extends this without rewriting it: the
+//! 32-bit decoder and IT state go into `decode`/`exec`, BASEPRI/FAULTMASK into the execution
+//! priority (`exceptions`), and the configurable faults map [`FaultKind`]s that ARMv6-M escalates
+//! to HardFault onto MemManage/BusFault/UsageFault.
 
 mod decode;
 mod exceptions;
@@ -78,15 +85,34 @@ pub enum Reg {
     Xpsr = 16,
     Msp = 17,
     Psp = 18,
-    /// CONTROL[31:24], FAULTMASK[23:16], BASEPRI[15:8], PRIMASK[7:0] (REGSEL 0b10100).
+    /// CONTROL\[31:24\], FAULTMASK\[23:16\], BASEPRI\[15:8\], PRIMASK\[7:0\] (REGSEL 0b10100).
     SpecialPacked = 20,
 }
 
 impl Reg {
     pub fn from_regsel(sel: u32) -> Option<Reg> {
-        use Reg::*;
-        const ALL: [Reg; 20] =
-            [R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, R11, R12, Sp, Lr, Pc, Xpsr, Msp, Psp, SpecialPacked];
+        const ALL: [Reg; 20] = [
+            Reg::R0,
+            Reg::R1,
+            Reg::R2,
+            Reg::R3,
+            Reg::R4,
+            Reg::R5,
+            Reg::R6,
+            Reg::R7,
+            Reg::R8,
+            Reg::R9,
+            Reg::R10,
+            Reg::R11,
+            Reg::R12,
+            Reg::Sp,
+            Reg::Lr,
+            Reg::Pc,
+            Reg::Xpsr,
+            Reg::Msp,
+            Reg::Psp,
+            Reg::SpecialPacked,
+        ];
         ALL.iter().copied().find(|r| *r as u32 == sel)
     }
 }
@@ -262,7 +288,7 @@ impl Cpu {
         config.fpb_comparators = config.fpb_comparators.min(15);
         let nvic = Nvic::new(config.external_interrupts, config.priority_bits);
         let dbg = DebugRegs::new(config.fpb_comparators);
-        let mut cpu = Cpu {
+        Cpu {
             cfg: config,
             r: [0; 16],
             sp_other: 0,
@@ -279,8 +305,8 @@ impl Cpu {
             nvic,
             vtor: 0,
             scr: 0,
-            // STM32 integrations clock the SysTick reference from HCLK/8 (RM0444 5.4.x "SysTick
-            // calibration"); boards override with set_systick_reference.
+            // STM32 integrations feed the SysTick reference clock from HCLK/8 (RM0444 clock tree,
+            // PM0223 4.4); boards override it with set_systick_reference.
             systick: SysTick::new(Some(8), 0),
             dbg,
             halted: None,
@@ -298,9 +324,7 @@ impl Cpu {
             icache: ICache::new(),
             last_fault: None,
             irq_levels: [0; 4],
-        };
-        cpu.r[15] = 0;
-        cpu
+        }
     }
 
     pub fn config(&self) -> &CpuConfig {
@@ -600,7 +624,7 @@ impl Cpu {
     }
 
     /// How the chip clocks the SysTick reference (CSR.CLKSOURCE = 0): `Some(d)` = one tick per
-    /// `d` core cycles, `None` = no reference clock (CALIB.NOREF). `calib` is CALIB[30:0].
+    /// `d` core cycles, `None` = no reference clock (CALIB.NOREF). `calib` is CALIB\[30:0\].
     pub fn set_systick_reference(&mut self, divider: Option<u32>, calib: u32) {
         self.systick.sync(self.cycles);
         self.systick.ref_divider = divider.map(|d| d.max(1));
@@ -683,7 +707,7 @@ impl Cpu {
     }
 
     pub(crate) fn record_fault(&mut self, kind: FaultKind, pc: u32) {
-        self.last_fault = Some(FaultRecord { kind, pc, cycle: self.cycles, lockup: false });
+        self.last_fault = Some(FaultRecord { kind, pc, cycle: self.cycles, during_entry: None, lockup: false });
     }
 
     /// B1.5.15: the core stops executing; PC reads 0xFFFFFFFE.
@@ -762,6 +786,12 @@ impl Cpu {
                 self.service = false;
             }
             if self.locked_up {
+                // B1.5.15: NMI still preempts a lockup at HardFault priority and ends it.
+                if self.nvic.is_pending(EXC_NMI) && self.exec_priority() > self.nvic.priority(EXC_NMI) {
+                    self.locked_up = false;
+                    self.take_exception(bus, EXC_NMI, LOCKUP_PC);
+                    continue;
+                }
                 let target = until.min(self.deadline);
                 if target > self.cycles {
                     self.cycles = target;
@@ -922,3 +952,25 @@ pub(crate) fn bit(bits: &[u64], n: u32) -> bool {
 
 pub(crate) const XPSR_T: u32 = 1 << 24;
 pub(crate) const IPSR_MASK: u32 = 0x3F;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_is_send_for_the_board_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Cpu>();
+    }
+
+    #[test]
+    fn regsel_numbers_round_trip() {
+        for sel in 0..32 {
+            if let Some(r) = Reg::from_regsel(sel) {
+                assert_eq!(r as u32, sel);
+            }
+        }
+        assert_eq!(Reg::from_regsel(19), None);
+        assert_eq!(Reg::from_regsel(20), Some(Reg::SpecialPacked));
+    }
+}

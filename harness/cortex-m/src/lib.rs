@@ -9,6 +9,11 @@
 //! - [`system`]: [`System`], the board's bus (memory + devices + scheduler + IRQ lines + clock).
 //! - [`bus`]: the [`Bus`] trait the core executes against.
 //! - [`cpu`]: the core itself ([`Cpu`]), with NVIC, SCB, SysTick and the debug registers.
+//!
+//! Speed: the core keeps a decoded copy of the code it runs (lines fetched through
+//! [`Bus::fetch_code_line`], kept coherent through [`Bus::code_generation`]), polls
+//! [`Bus::attention`] only after loads and stores, and stops only at its budget, the bus deadline
+//! or its SysTick wrap. `cargo bench -p hil-cortex-m` prints the figures.
 
 pub mod bus;
 pub mod cpu;

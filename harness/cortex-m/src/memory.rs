@@ -156,6 +156,7 @@ impl Memory {
     }
 
     /// Place `len` bytes of `store` (from `offset`) at `base`.
+    #[allow(clippy::too_many_arguments)]
     pub fn map_store(
         &mut self,
         name: &str,
@@ -201,7 +202,7 @@ impl Memory {
     ) -> Result<(), MapError> {
         let old = self.regions.get(region.0 as usize).ok_or(MapError::NoRegion(region))?.clone();
         self.check_store_range(&old.name, store, offset, len)?;
-        if len % PAGE_SIZE != 0 || len == 0 {
+        if !len.is_multiple_of(PAGE_SIZE) || len == 0 {
             return Err(MapError::Unaligned { name: old.name, base: old.base, len });
         }
         if old.base as u64 + len as u64 > 1u64 << 32 {
@@ -330,8 +331,8 @@ impl Memory {
         for (hw, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
             *hw = u16::from_le_bytes([b[0], b[1]]);
         }
-        let (first, last) = (off / CODE_LINE_BYTES as usize, (off + CODE_LINE_BYTES as usize - 1) / CODE_LINE_BYTES as usize);
-        for line in first..=last {
+        let (line_bytes, last_byte) = (CODE_LINE_BYTES as usize, off + CODE_LINE_BYTES as usize - 1);
+        for line in off / line_bytes..=last_byte / line_bytes {
             if let Some(w) = s.code_watch.get_mut(line / 64) {
                 *w |= 1u64 << (line % 64);
             }

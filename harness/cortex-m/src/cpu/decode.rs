@@ -110,15 +110,83 @@ pub(crate) fn entry_op(e: Entry) -> Op {
 
 /// Indexed by the stored byte; padded to 256 so the lookup needs no bounds check.
 const OPS: [Op; 256] = {
-    use Op::*;
-    const LIST: [Op; FpbBreak as usize + 1] = [
-        LslImm, LsrImm, AsrImm, AddReg3, SubReg3, AddImm3, SubImm3, MovImm8, CmpImm8, AddImm8, SubImm8, And, Eor,
-        LslReg, LsrReg, AsrReg, Adc, Sbc, RorReg, Tst, Rsb, CmpReg, Cmn, Orr, Mul, Bic, Mvn, AddHi, CmpHi, MovHi, Bx,
-        Blx, LdrLit, StrReg, StrhReg, StrbReg, LdrsbReg, LdrReg, LdrhReg, LdrbReg, LdrshReg, StrImm, LdrImm, StrbImm,
-        LdrbImm, StrhImm, LdrhImm, StrSp, LdrSp, Adr, AddRdSp, AddSpImm, SubSpImm, Sxth, Sxtb, Uxth, Uxtb, Push, Pop,
-        Cps, Rev, Rev16, Revsh, Bkpt, Hint, Stm, Ldm, BCond, Udf, Svc, B, Wide, Undefined, FpbBreak,
+    const LIST: [Op; Op::FpbBreak as usize + 1] = [
+        Op::LslImm,
+        Op::LsrImm,
+        Op::AsrImm,
+        Op::AddReg3,
+        Op::SubReg3,
+        Op::AddImm3,
+        Op::SubImm3,
+        Op::MovImm8,
+        Op::CmpImm8,
+        Op::AddImm8,
+        Op::SubImm8,
+        Op::And,
+        Op::Eor,
+        Op::LslReg,
+        Op::LsrReg,
+        Op::AsrReg,
+        Op::Adc,
+        Op::Sbc,
+        Op::RorReg,
+        Op::Tst,
+        Op::Rsb,
+        Op::CmpReg,
+        Op::Cmn,
+        Op::Orr,
+        Op::Mul,
+        Op::Bic,
+        Op::Mvn,
+        Op::AddHi,
+        Op::CmpHi,
+        Op::MovHi,
+        Op::Bx,
+        Op::Blx,
+        Op::LdrLit,
+        Op::StrReg,
+        Op::StrhReg,
+        Op::StrbReg,
+        Op::LdrsbReg,
+        Op::LdrReg,
+        Op::LdrhReg,
+        Op::LdrbReg,
+        Op::LdrshReg,
+        Op::StrImm,
+        Op::LdrImm,
+        Op::StrbImm,
+        Op::LdrbImm,
+        Op::StrhImm,
+        Op::LdrhImm,
+        Op::StrSp,
+        Op::LdrSp,
+        Op::Adr,
+        Op::AddRdSp,
+        Op::AddSpImm,
+        Op::SubSpImm,
+        Op::Sxth,
+        Op::Sxtb,
+        Op::Uxth,
+        Op::Uxtb,
+        Op::Push,
+        Op::Pop,
+        Op::Cps,
+        Op::Rev,
+        Op::Rev16,
+        Op::Revsh,
+        Op::Bkpt,
+        Op::Hint,
+        Op::Stm,
+        Op::Ldm,
+        Op::BCond,
+        Op::Udf,
+        Op::Svc,
+        Op::B,
+        Op::Wide,
+        Op::Undefined,
+        Op::FpbBreak,
     ];
-    let mut all = [Undefined; 256];
+    let mut all = [Op::Undefined; 256];
     let mut i = 0;
     while i < LIST.len() {
         all[i] = LIST[i];
@@ -129,94 +197,118 @@ const OPS: [Op; 256] = {
 
 /// Decode a 16-bit halfword as an ARMv6-M instruction (A5.2).
 pub(crate) fn decode16(hw: u16) -> Op {
-    use Op::*;
     let h = hw as u32;
     match h >> 11 {
-        0b00000 => LslImm,
-        0b00001 => LsrImm,
-        0b00010 => AsrImm,
+        0b00000 => Op::LslImm,
+        0b00001 => Op::LsrImm,
+        0b00010 => Op::AsrImm,
         0b00011 => match (h >> 9) & 3 {
-            0 => AddReg3,
-            1 => SubReg3,
-            2 => AddImm3,
-            _ => SubImm3,
+            0 => Op::AddReg3,
+            1 => Op::SubReg3,
+            2 => Op::AddImm3,
+            _ => Op::SubImm3,
         },
-        0b00100 => MovImm8,
-        0b00101 => CmpImm8,
-        0b00110 => AddImm8,
-        0b00111 => SubImm8,
+        0b00100 => Op::MovImm8,
+        0b00101 => Op::CmpImm8,
+        0b00110 => Op::AddImm8,
+        0b00111 => Op::SubImm8,
         0b01000 => {
             if h & (1 << 10) == 0 {
-                const DP: [Op; 16] = [And, Eor, LslReg, LsrReg, AsrReg, Adc, Sbc, RorReg, Tst, Rsb, CmpReg, Cmn, Orr, Mul, Bic, Mvn];
+                const DP: [Op; 16] = [
+                    Op::And,
+                    Op::Eor,
+                    Op::LslReg,
+                    Op::LsrReg,
+                    Op::AsrReg,
+                    Op::Adc,
+                    Op::Sbc,
+                    Op::RorReg,
+                    Op::Tst,
+                    Op::Rsb,
+                    Op::CmpReg,
+                    Op::Cmn,
+                    Op::Orr,
+                    Op::Mul,
+                    Op::Bic,
+                    Op::Mvn,
+                ];
                 DP[((h >> 6) & 0xF) as usize]
             } else {
                 match (h >> 8) & 3 {
-                    0 => AddHi,
-                    1 => CmpHi,
-                    2 => MovHi,
+                    0 => Op::AddHi,
+                    1 => Op::CmpHi,
+                    2 => Op::MovHi,
                     _ => {
                         if h & (1 << 7) == 0 {
-                            Bx
+                            Op::Bx
                         } else {
-                            Blx
+                            Op::Blx
                         }
                     }
                 }
             }
         }
-        0b01001 => LdrLit,
+        0b01001 => Op::LdrLit,
         0b01010 | 0b01011 => {
-            const LS: [Op; 8] = [StrReg, StrhReg, StrbReg, LdrsbReg, LdrReg, LdrhReg, LdrbReg, LdrshReg];
+            const LS: [Op; 8] = [
+                Op::StrReg,
+                Op::StrhReg,
+                Op::StrbReg,
+                Op::LdrsbReg,
+                Op::LdrReg,
+                Op::LdrhReg,
+                Op::LdrbReg,
+                Op::LdrshReg,
+            ];
             LS[((h >> 9) & 7) as usize]
         }
-        0b01100 => StrImm,
-        0b01101 => LdrImm,
-        0b01110 => StrbImm,
-        0b01111 => LdrbImm,
-        0b10000 => StrhImm,
-        0b10001 => LdrhImm,
-        0b10010 => StrSp,
-        0b10011 => LdrSp,
-        0b10100 => Adr,
-        0b10101 => AddRdSp,
+        0b01100 => Op::StrImm,
+        0b01101 => Op::LdrImm,
+        0b01110 => Op::StrbImm,
+        0b01111 => Op::LdrbImm,
+        0b10000 => Op::StrhImm,
+        0b10001 => Op::LdrhImm,
+        0b10010 => Op::StrSp,
+        0b10011 => Op::LdrSp,
+        0b10100 => Op::Adr,
+        0b10101 => Op::AddRdSp,
         0b10110 | 0b10111 => decode_misc(h),
-        0b11000 => Stm,
-        0b11001 => Ldm,
+        0b11000 => Op::Stm,
+        0b11001 => Op::Ldm,
         0b11010 | 0b11011 => match (h >> 8) & 0xF {
-            0xE => Udf,
-            0xF => Svc,
-            _ => BCond,
+            0xE => Op::Udf,
+            0xF => Op::Svc,
+            _ => Op::BCond,
         },
-        0b11100 => B,
+        0b11100 => Op::B,
         // 0b11101: 32-bit space; ARMv6-M defines nothing there, but it is still 32 bits long.
-        _ => Wide,
+        _ => Op::Wide,
     }
 }
 
 /// A5.2.5: miscellaneous 16-bit instructions (bits[15:12] = 0b1011).
 fn decode_misc(h: u32) -> Op {
-    use Op::*;
     let op = (h >> 5) & 0x7F; // bits[11:5]
     match op {
-        0b0000000..=0b0000011 => AddSpImm,
-        0b0000100..=0b0000111 => SubSpImm,
-        0b0010000..=0b0010001 => Sxth,
-        0b0010010..=0b0010011 => Sxtb,
-        0b0010100..=0b0010101 => Uxth,
-        0b0010110..=0b0010111 => Uxtb,
-        0b0100000..=0b0101111 => Push,
-        0b0110011 => Cps,
-        0b1010000..=0b1010001 => Rev,
-        0b1010010..=0b1010011 => Rev16,
-        0b1010110..=0b1010111 => Revsh,
-        0b1100000..=0b1101111 => Pop,
-        0b1110000..=0b1110111 => Bkpt,
+        0b0000000..=0b0000011 => Op::AddSpImm,
+        0b0000100..=0b0000111 => Op::SubSpImm,
+        0b0010000..=0b0010001 => Op::Sxth,
+        0b0010010..=0b0010011 => Op::Sxtb,
+        0b0010100..=0b0010101 => Op::Uxth,
+        0b0010110..=0b0010111 => Op::Uxtb,
+        0b0100000..=0b0101111 => Op::Push,
+        0b0110011 => Op::Cps,
+        0b1010000..=0b1010001 => Op::Rev,
+        0b1010010..=0b1010011 => Op::Rev16,
+        0b1010110..=0b1010111 => Op::Revsh,
+        0b1100000..=0b1101111 => Op::Pop,
+        0b1110000..=0b1110111 => Op::Bkpt,
         0b1111000..=0b1111111 => {
             // Hints have bits[3:0] = 0; otherwise it is IT, which ARMv6-M does not have.
-            if h & 0xF == 0 { Hint } else { Undefined }
+            if h & 0xF == 0 { Op::Hint } else { Op::Undefined }
         }
         // CBZ/CBNZ, SETEND and the unallocated slots: UNDEFINED on ARMv6-M.
-        _ => Undefined,
+        _ => Op::Undefined,
     }
 }
 
@@ -277,39 +369,38 @@ mod tests {
 
     #[test]
     fn representative_encodings() {
-        use Op::*;
         let cases: &[(u16, Op)] = &[
-            (0x0000, LslImm), // movs r0, r0
-            (0x1888, AddReg3),
-            (0x1E48, SubImm3),
-            (0x2001, MovImm8),
-            (0x4008, And),
-            (0x4348, Mul),
-            (0x4485, AddHi), // add sp, r0
-            (0x4770, Bx),    // bx lr
-            (0x47C0, Blx),
-            (0x4801, LdrLit),
-            (0x5E08, LdrshReg),
-            (0x9001, StrSp),
-            (0xA001, Adr),
-            (0xB082, SubSpImm),
-            (0xB2C0, Uxtb),
-            (0xB510, Push),
-            (0xB672, Cps),    // cpsid i
-            (0xBA08, Rev),
-            (0xBA88, Undefined), // HLT slot
-            (0xBD10, Pop),
-            (0xBE00, Bkpt),
-            (0xBF30, Hint),      // wfi
-            (0xBF08, Undefined), // IT
-            (0xB100, Undefined), // CBZ is ARMv7-M
-            (0xC103, Stm),
-            (0xD0FE, BCond),
-            (0xDE00, Udf),
-            (0xDF00, Svc),
-            (0xE7FE, B),
-            (0xE800, Wide),
-            (0xF000, Wide),
+            (0x0000, Op::LslImm), // movs r0, r0
+            (0x1888, Op::AddReg3),
+            (0x1E48, Op::SubImm3),
+            (0x2001, Op::MovImm8),
+            (0x4008, Op::And),
+            (0x4348, Op::Mul),
+            (0x4485, Op::AddHi), // add sp, r0
+            (0x4770, Op::Bx),    // bx lr
+            (0x47C0, Op::Blx),
+            (0x4801, Op::LdrLit),
+            (0x5E08, Op::LdrshReg),
+            (0x9001, Op::StrSp),
+            (0xA001, Op::Adr),
+            (0xB082, Op::SubSpImm),
+            (0xB2C0, Op::Uxtb),
+            (0xB510, Op::Push),
+            (0xB672, Op::Cps), // cpsid i
+            (0xBA08, Op::Rev),
+            (0xBA88, Op::Undefined), // HLT slot
+            (0xBD10, Op::Pop),
+            (0xBE00, Op::Bkpt),
+            (0xBF30, Op::Hint),      // wfi
+            (0xBF08, Op::Undefined), // IT
+            (0xB100, Op::Undefined), // CBZ is ARMv7-M
+            (0xC103, Op::Stm),
+            (0xD0FE, Op::BCond),
+            (0xDE00, Op::Udf),
+            (0xDF00, Op::Svc),
+            (0xE7FE, Op::B),
+            (0xE800, Op::Wide),
+            (0xF000, Op::Wide),
         ];
         for &(hw, op) in cases {
             assert_eq!(decode16(hw), op, "{hw:#06x}");

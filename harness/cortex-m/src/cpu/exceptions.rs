@@ -74,20 +74,23 @@ pub struct FaultRecord {
     pub pc: u32,
     /// Core cycle at which it happened.
     pub cycle: u64,
+    /// A second fault while entering HardFault for this one (stacking or vector read): what
+    /// locked the core up, when `lockup` is set.
+    pub during_entry: Option<FaultKind>,
     /// It locked the core up instead of entering HardFault.
     pub lockup: bool,
 }
 
 impl fmt::Display for FaultRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} at pc {:#010x} (cycle {}){}",
-            self.kind,
-            self.pc,
-            self.cycle,
-            if self.lockup { ", core locked up" } else { "" }
-        )
+        write!(f, "{} at pc {:#010x} (cycle {})", self.kind, self.pc, self.cycle)?;
+        if let Some(second) = &self.during_entry {
+            write!(f, ", then {second} while entering HardFault")?;
+        }
+        if self.lockup {
+            write!(f, ", core locked up")?;
+        }
+        Ok(())
     }
 }
 
@@ -292,8 +295,8 @@ impl Cpu {
     pub(crate) fn sample_irqs<B: Bus>(&mut self, bus: &mut B) {
         self.irq_levels = bus.irq_levels();
         let pulses = bus.take_irq_pulses();
-        for w in 0..4 {
-            let mut bits = self.irq_levels[w] | pulses[w];
+        for (w, pulse) in pulses.iter().enumerate() {
+            let mut bits = self.irq_levels[w] | pulse;
             while bits != 0 {
                 let b = bits.trailing_zeros();
                 bits &= bits - 1;
@@ -302,7 +305,7 @@ impl Cpu {
                     break;
                 }
                 let exc = EXC_IRQ0 + irq;
-                if pulses[w] & (1 << b) != 0 || !self.nvic.is_active(exc) {
+                if pulse & (1 << b) != 0 || !self.nvic.is_active(exc) {
                     self.set_pending(exc);
                 }
             }
@@ -327,14 +330,23 @@ impl Cpu {
                 }
             }
             Err(kind) => {
-                self.record_fault(kind, ret);
+                self.record_entry_fault(kind, ret);
                 if self.nvic.priority(exc) < 0 || self.exec_priority() < 0 {
                     self.lockup(ret);
                 } else if let Err(kind) = self.enter_exception(bus, EXC_HARDFAULT, ret) {
-                    self.record_fault(kind, ret);
+                    self.record_entry_fault(kind, ret);
                     self.lockup(ret);
                 }
             }
+        }
+    }
+
+    /// A fault while entering an exception: attached to the fault that caused the entry when there
+    /// is one at this cycle, recorded on its own otherwise.
+    fn record_entry_fault(&mut self, kind: FaultKind, pc: u32) {
+        match &mut self.last_fault {
+            Some(f) if f.cycle == self.cycles && f.during_entry.is_none() => f.during_entry = Some(kind),
+            _ => self.record_fault(kind, pc),
         }
     }
 

@@ -608,11 +608,7 @@ impl Cpu {
         let privileged = self.privileged();
         match sysm >> 3 {
             // xPSR group: only the APSR flags are writable (SYSm<2> = 0 selects APSR).
-            0 => {
-                if sysm & 4 == 0 {
-                    self.set_apsr(v);
-                }
-            }
+            0 if sysm & 4 == 0 => self.set_apsr(v),
             1 if privileged => match sysm & 7 {
                 0 => self.set_msp(v),
                 1 => self.set_psp(v),
@@ -635,8 +631,10 @@ impl Cpu {
         }
     }
 
-    /// B4.2.2 MRS. EPSR reads as zero.
+    /// B4.2.2 MRS. EPSR reads as zero; unprivileged code reads MSP, PSP and PRIMASK as zero
+    /// (only the xPSR group and CONTROL are readable without privilege).
     pub(crate) fn mrs(&self, sysm: u32) -> u32 {
+        let privileged = self.privileged();
         match sysm >> 3 {
             0 => {
                 let mut v = 0;
@@ -648,13 +646,13 @@ impl Cpu {
                 }
                 v
             }
-            1 => match sysm & 7 {
+            1 if privileged => match sysm & 7 {
                 0 => self.msp(),
                 1 => self.psp(),
                 _ => 0,
             },
             2 => match sysm & 7 {
-                0 => self.primask as u32,
+                0 if privileged => self.primask as u32,
                 4 => self.control(),
                 _ => 0,
             },

@@ -23,7 +23,10 @@ impl ICache {
     pub fn new() -> Self {
         ICache {
             tags: Box::new([0; LINES]),
-            data: vec![[0; CODE_LINE_HALFWORDS]; LINES].into_boxed_slice().try_into().unwrap_or_else(|_| unreachable!()),
+            data: vec![[0; CODE_LINE_HALFWORDS]; LINES]
+                .into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| unreachable!()),
             generation: 0,
         }
     }

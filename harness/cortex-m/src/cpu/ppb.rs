@@ -98,16 +98,16 @@ fn coresight_id(block: u32, off: u32) -> u32 {
     };
     let idx = (off - 0xFD0) / 4;
     match idx {
-        0 => 0x04,                  // PID4: 4 KiB block, JEP106 continuation 4
-        1..=3 => 0,                 // PID5-7
-        4 => part & 0xFF,           // PID0
-        5 => (part >> 8) | 0xB0,    // PID1: JEP106 id[3:0] = 0xB
-        6 => 0x0B,                  // PID2: JEP106 id[6:4] = 3, JEDEC used
-        7 => 0,                     // PID3
-        8 => 0x0D,                  // CID0
-        9 => class << 4,            // CID1: component class
-        10 => 0x05,                 // CID2
-        _ => 0xB1,                  // CID3
+        0 => 0x04,               // PID4: 4 KiB block, JEP106 continuation 4
+        1..=3 => 0,              // PID5-7
+        4 => part & 0xFF,        // PID0
+        5 => (part >> 8) | 0xB0, // PID1: JEP106 id[3:0] = 0xB
+        6 => 0x0B,               // PID2: JEP106 id[6:4] = 3, JEDEC used
+        7 => 0,                  // PID3
+        8 => 0x0D,               // CID0
+        9 => class << 4,         // CID1: component class
+        10 => 0x05,              // CID2
+        _ => 0xB1,               // CID3
     }
 }
 
@@ -130,7 +130,11 @@ impl Cpu {
         }
         // B3.2: ARMv6-M SCS registers are word-accessible only (sub-word is UNPREDICTABLE; we fault).
         if size != Size::Word {
-            return Err(BusFault::new(addr, size, BusFaultKind::Device("PPB registers are word-access only on ARMv6-M")));
+            return Err(BusFault::new(
+                addr,
+                size,
+                BusFaultKind::Device("PPB registers are word-access only on ARMv6-M"),
+            ));
         }
         Ok(())
     }
@@ -167,7 +171,7 @@ impl Cpu {
             DWT => Ok(match off {
                 // DWT_CTRL: NUMCOMP = 0, no comparators modelled.
                 0x000 => 0,
-                // C1.8.? DWT_PCSR: the sampled PC; all ones while halted.
+                // DWT_PCSR (ARMv6-M C1.8, DWT): the sampled PC; all ones while halted.
                 0x01C => {
                     if self.halted.is_some() {
                         0xFFFF_FFFF
@@ -208,7 +212,7 @@ impl Cpu {
             }
             FPB => {
                 match off {
-                    // The write takes effect only with KEY (bit 1) set (C1.8.?, M0+ BP_CTRL).
+                    // The write takes effect only with KEY (bit 1) set (ARMv6-M C1.9 BPU, M0+ TRM BP_CTRL).
                     0x000 if value & 2 != 0 => self.dbg.fpb_enable = value & 1 != 0,
                     o if (0x008..0x008 + 4 * self.dbg.fpb_comp.len() as u32).contains(&o) => {
                         self.dbg.fpb_comp[((o - 8) / 4) as usize] = value & BP_COMP_MASK;
@@ -293,7 +297,7 @@ impl Cpu {
             0xD14 => CCR_VALUE,
             0xD1C => self.shpr2(),
             0xD20 => self.shpr3(),
-            // C1.6.? SHCSR.SVCALLPENDED is visible to the debugger only.
+            // ARMv6-M C1.6: SHCSR (SVCALLPENDED) exists for the debugger only.
             0xD24 if debug => (self.nvic.is_pending(EXC_SVCALL) as u32) << 15,
             0xD30 => self.dbg.dfsr,
             0xDF0 => {
@@ -352,17 +356,16 @@ impl Cpu {
             }
             0xD04 => self.icsr_write(v),
             0xD08 if self.config().vtor_present => self.vtor = v & self.vtor_mask(),
-            0xD0C => {
-                if v >> 16 == 0x05FA {
-                    if v & (1 << 2) != 0 {
-                        // B3.2.6 SYSRESETREQ: the board performs the system reset.
-                        self.pending_reset.get_or_insert(ResetCause::Software);
-                    }
-                    if v & (1 << 1) != 0 && debug && self.halted.is_some() {
-                        // VECTCLRACTIVE, only defined from the debugger in Debug state.
-                        self.nvic.clear_active();
-                        self.set_stack_state(0, self.spsel);
-                    }
+            // B3.2.6: writes without VECTKEY 0x05FA are ignored.
+            0xD0C if v >> 16 == 0x05FA => {
+                if v & (1 << 2) != 0 {
+                    // SYSRESETREQ: the board performs the system reset.
+                    self.pending_reset.get_or_insert(ResetCause::Software);
+                }
+                if v & (1 << 1) != 0 && debug && self.halted.is_some() {
+                    // VECTCLRACTIVE, only defined from the debugger in Debug state.
+                    self.nvic.clear_active();
+                    self.set_stack_state(0, self.spsel);
                 }
             }
             0xD10 => self.scr = v & SCR_MASK,

@@ -204,7 +204,7 @@ mod tests {
 
     #[test]
     fn reload_zero_stops_after_reaching_zero_and_disable_freezes() {
-        let mut s = started(0, 0);
+        let s = started(0, 0);
         assert_eq!(s.next_event, u64::MAX);
         let mut s = started(5, 0);
         assert!(s.sync(1000), "several wraps while skipping still pend once");

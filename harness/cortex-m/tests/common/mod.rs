@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use hil_cortex_m::{
-    Bus, BusFaultKind, Cpu, CpuConfig, Device, DeviceCx, DeviceId, Initiator, ResetCause, Size, Stop, StoreId,
-    System, VirtualDuration, WritePolicy,
+    Bus, BusFaultKind, Cpu, CpuConfig, Device, DeviceCx, DeviceId, Initiator, ResetCause, Size, Stop, StoreId, System,
+    VirtualDuration, WritePolicy,
 };
 
 pub const FLASH: u32 = 0x0800_0000;
@@ -38,6 +38,8 @@ pub mod reg {
 pub struct TestDev {
     pub log: Vec<u32>,
     pub exit: Option<u32>,
+    /// Virtual time of the EXIT write.
+    pub exit_at: Option<hil_cortex_m::VirtualTime>,
     timer_irq: u32,
     /// Virtual time at which each timer event fired.
     pub fired_at: Vec<hil_cortex_m::VirtualTime>,
@@ -66,7 +68,10 @@ impl Device<()> for TestDev {
         }
         match offset {
             reg::LOG => self.log.push(value),
-            reg::EXIT => self.exit = Some(value),
+            reg::EXIT => {
+                self.exit = Some(value);
+                self.exit_at = Some(cx.now);
+            }
             reg::IRQ_SET | reg::IRQ_CLR | reg::IRQ_PULSE => {
                 for irq in 0..32 {
                     if value & (1 << irq) != 0 {
@@ -140,6 +145,28 @@ impl Board {
         self.load_flash(0, &image);
     }
 
+    /// Put `code` at FLASH + 0x100 (the reset vector points at its start) with the given vectors
+    /// (exception number, halfword index into `code`); the others are zero.
+    pub fn load(&mut self, code: &[u16], vectors: &[(u32, usize)]) {
+        let code_base = FLASH + 0x100;
+        let mut image = vec![0u8; 0x100];
+        image[0..4].copy_from_slice(&(SRAM + SRAM_LEN).to_le_bytes());
+        image[4..8].copy_from_slice(&(code_base | 1).to_le_bytes());
+        for &(exc, at) in vectors {
+            let v = (code_base + 2 * at as u32) | 1;
+            image[4 * exc as usize..4 * exc as usize + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        for hw in code {
+            image.extend_from_slice(&hw.to_le_bytes());
+        }
+        self.load_flash(0, &image);
+    }
+
+    /// Address of halfword `at` of the code placed by [`Board::load`].
+    pub fn addr(at: usize) -> u32 {
+        FLASH + 0x100 + 2 * at as u32
+    }
+
     pub fn load_flash(&mut self, offset: usize, bytes: &[u8]) {
         self.sys.memory.store_mut(self.flash)[offset..offset + bytes.len()].copy_from_slice(bytes);
     }
@@ -147,6 +174,10 @@ impl Board {
     /// Load an ELF's PT_LOAD segments at their load (physical) addresses, as a flasher does.
     pub fn load_elf(&mut self, elf: &[u8]) {
         use object::read::elf::{ElfFile32, ProgramHeader};
+        // The object crate reads headers in place: give it a heap copy (8-byte aligned) rather
+        // than include_bytes! data of arbitrary alignment.
+        let elf_copy: Vec<u8> = elf.to_vec();
+        let elf = elf_copy.as_slice();
         let file = ElfFile32::<object::Endianness>::parse(elf).expect("parse ELF");
         let endian = file.endian();
         for ph in file.elf_program_headers() {
@@ -168,6 +199,11 @@ impl Board {
 
     pub fn dev(&self) -> &TestDev {
         self.sys.device::<TestDev>(self.dev).unwrap()
+    }
+
+    /// Core cycle at which the program wrote EXIT.
+    pub fn exit_cycle(&self) -> Option<u64> {
+        self.dev().exit_at.map(|t| self.sys.clock().cycle_at(t))
     }
 
     pub fn dev_mut(&mut self) -> &mut TestDev {
@@ -215,4 +251,91 @@ impl Board {
 /// Run the bus through Bus explicitly so generic code paths are exercised in tests.
 pub fn bus_read<B: Bus>(bus: &mut B, addr: u32) -> u32 {
     bus.read(addr, Size::Word, Initiator::Debug, 0).unwrap()
+}
+
+/// A tiny Thumb assembler for directed tests: instructions by name, labels for branches, and a
+/// literal pool for 32-bit constants (`ldr rt, =value`).
+#[derive(Default)]
+pub struct Asm {
+    pub code: Vec<u16>,
+    /// (index of the LDR literal, constant)
+    lits: Vec<(usize, u32)>,
+}
+
+impl Asm {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Halfword index of the next instruction.
+    pub fn here(&self) -> usize {
+        self.code.len()
+    }
+    pub fn hw(&mut self, h: u16) -> &mut Self {
+        self.code.push(h);
+        self
+    }
+    pub fn ldr_const(&mut self, rt: u16, value: u32) -> &mut Self {
+        self.lits.push((self.code.len(), value));
+        self.hw(0x4800 | rt << 8)
+    }
+    pub fn movs(&mut self, rd: u16, imm: u16) -> &mut Self {
+        self.hw(0x2000 | rd << 8 | imm)
+    }
+    pub fn adds(&mut self, rd: u16, imm: u16) -> &mut Self {
+        self.hw(0x3000 | rd << 8 | imm)
+    }
+    /// str rt, [rn, #4*imm]
+    pub fn str(&mut self, rt: u16, rn: u16, imm: u16) -> &mut Self {
+        self.hw(0x6000 | imm << 6 | rn << 3 | rt)
+    }
+    /// ldr rt, [rn, #4*imm]
+    pub fn ldr(&mut self, rt: u16, rn: u16, imm: u16) -> &mut Self {
+        self.hw(0x6800 | imm << 6 | rn << 3 | rt)
+    }
+    pub fn bx(&mut self, rm: u16) -> &mut Self {
+        self.hw(0x4700 | rm << 3)
+    }
+    /// b to halfword index `target`.
+    pub fn b_to(&mut self, target: usize) -> &mut Self {
+        let off = (target as i32 - (self.code.len() as i32 + 2)) as u16 & 0x7FF;
+        self.hw(0xE000 | off)
+    }
+    pub fn b_self(&mut self) -> &mut Self {
+        self.hw(0xE7FE)
+    }
+    /// Align the code to a word and place the literal pool; returns the finished halfwords.
+    pub fn finish(&mut self) -> Vec<u16> {
+        if self.code.len() % 2 == 1 {
+            self.code.push(0xBF00);
+        }
+        let pool = self.code.len();
+        for (i, (at, value)) in self.lits.clone().into_iter().enumerate() {
+            let lit = pool + 2 * i; // halfword index of the literal
+            // Align(PC, 4) + 4*imm where PC = address of the LDR + 4 (halfword indices * 2).
+            let pc = ((at * 2 + 4) & !3) as u32;
+            let imm = ((lit * 2) as u32 - pc) / 4;
+            assert!(imm < 256, "literal out of range");
+            self.code[at] |= imm as u16;
+            self.code.push(value as u16);
+            self.code.push((value >> 16) as u16);
+        }
+        std::mem::take(&mut self.code)
+    }
+}
+
+/// Encodings used by the directed tests.
+pub mod op {
+    pub const NOP: u16 = 0xBF00;
+    pub const WFI: u16 = 0xBF30;
+    pub const WFE: u16 = 0xBF20;
+    pub const SEV: u16 = 0xBF40;
+    pub const CPSID_I: u16 = 0xB672;
+    pub const CPSIE_I: u16 = 0xB662;
+    pub const BKPT: u16 = 0xBE00;
+    pub const fn svc(n: u16) -> u16 {
+        0xDF00 | n
+    }
+    pub const fn udf(n: u16) -> u16 {
+        0xDE00 | n
+    }
 }

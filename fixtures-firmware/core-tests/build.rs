@@ -1,0 +1,5 @@
+include!("../memory_x.rs");
+
+fn main() {
+    write_memory_x();
+}
