@@ -93,6 +93,18 @@ pub enum Command {
     },
     /// Print the JSON Schema of a file format (for editors).
     Schema { what: SchemaWhat },
+    /// Show, for the failures of a run, the named cause and the evidence behind it.
+    Explain {
+        /// A run directory, its report.json, or nothing for reports/latest.
+        #[arg(value_name = "RUN")]
+        run: Option<PathBuf>,
+        /// Only this scenario.
+        #[arg(long)]
+        scenario: Option<String>,
+        /// Only this board.
+        #[arg(long)]
+        board: Option<String>,
+    },
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,6 +30,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Explain { run, scenario, board } => explain(run.as_deref(), scenario.as_deref(), board.as_deref()),
         Command::Flash { .. } => Err(not_yet_supported("flashing through a board's bootloader or probe (`hil flash`)")),
         Command::Image { command: ImageCommand::Check { boards, board, base, file } } => {
             image_check(&boards, &board, base.as_deref(), &file)
@@ -343,4 +344,65 @@ pub fn select_boards<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a
             })
         })
         .collect()
+}
+
+/// `hil explain`: the reasoning behind each diagnosis of a run.
+fn explain(run: Option<&Path>, scenario: Option<&str>, board: Option<&str>) -> Result<ExitCode> {
+    let path = match run {
+        Some(p) if p.is_dir() => p.join(hil_report::write::JSON),
+        Some(p) => p.to_path_buf(),
+        None => Path::new("reports").join("latest").join(hil_report::write::JSON),
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let report: hil_report::RunReport =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a hil report", path.display()))?;
+    print!("{}", explain_text(&report, scenario, board));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn explain_text(report: &hil_report::RunReport, scenario: Option<&str>, board: Option<&str>) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let mut shown = 0;
+    for r in &report.scenarios {
+        if scenario.is_some_and(|n| n != r.scenario) || board.is_some_and(|b| b != r.board) {
+            continue;
+        }
+        let Some(d) = &r.diagnosis else { continue };
+        shown += 1;
+        let _ = writeln!(s, "{} on {}: {}", r.scenario, r.board, r.status.as_str());
+        if let Some(m) = &r.message {
+            let _ = writeln!(s, "  failure:  {m}");
+        }
+        if let Some(e) = &r.expected {
+            let _ = writeln!(
+                s,
+                "  expected: {}{}",
+                e.outcome,
+                e.cause.as_ref().map(|c| format!(" with cause {c}")).unwrap_or_default()
+            );
+        }
+        let _ = writeln!(s, "  cause:    {} ({})", d.title, d.cause);
+        let _ = writeln!(s, "  because:  {}", d.explanation);
+        if !d.facts.is_empty() {
+            let _ = writeln!(s, "  evidence (+ supports the cause, - checked and does not):");
+            for f in &d.facts {
+                let _ = writeln!(s, "    {} {:<36} {}", if f.supports { "+" } else { "-" }, f.name, f.value);
+            }
+        }
+        if let Some(fix) = &d.fix {
+            let _ = writeln!(s, "  fix:      {fix}");
+        }
+        if !d.snapshot.is_empty() {
+            let _ = writeln!(s, "  registers at failure:");
+            for (k, v) in &d.snapshot {
+                let _ = writeln!(s, "    {k:<14} {v:#010x}");
+            }
+        }
+        s.push('\n');
+    }
+    if shown == 0 {
+        let _ = writeln!(s, "no diagnosed failures in run {}", report.run_id);
+    }
+    s
 }

@@ -113,3 +113,65 @@ fn backends_not_built_yet_say_so_with_exit_2() {
     }
     panic!("expected exit 2 with `not yet supported`, got {:?}: {}", o.status.code(), text(&o.stderr));
 }
+
+#[test]
+fn explain_shows_the_evidence_behind_each_cause() {
+    use hil_report::*;
+    let dir = tempfile::tempdir().unwrap();
+    let diagnosis = Diagnosis {
+        cause: "remap-not-done".into(),
+        title: "System memory is not mapped at 0x0".into(),
+        explanation: "An interrupt taken in the ROM vectored through 0x0, which still shows flash.".into(),
+        facts: vec![
+            Fact { name: "SYSCFG_CFGR1.MEM_MODE".into(), value: "not 01: flash at 0x0".into(), supports: true },
+            Fact { name: "PRIMASK".into(), value: "0".into(), supports: false },
+        ],
+        snapshot: [("pc".to_string(), 0x0800_0140u32)].into_iter().collect(),
+        fix: Some("Remap system memory.".into()),
+    };
+    let result = ScenarioResult {
+        scenario: "jump-no-remap".into(),
+        board: "g071-virtual".into(),
+        file: "x.yaml".into(),
+        description: None,
+        status: Status::Passed,
+        expected: Some(ExpectedResult {
+            outcome: "fail".into(),
+            cause: Some("remap-not-done".into()),
+            observed_outcome: "fail".into(),
+            observed_cause: Some("remap-not-done".into()),
+        }),
+        started_at: "t".into(),
+        duration_ms: 1,
+        message: Some("failed as expected".into()),
+        steps: vec![],
+        diagnosis: Some(diagnosis),
+    };
+    let mut report = RunReport {
+        schema_version: SCHEMA_VERSION,
+        run_id: "r1".into(),
+        tool: Tool { name: "hil".into(), version: "0".into() },
+        started_at: "t".into(),
+        finished_at: None,
+        duration_ms: 1,
+        status: RunStatus::Passed,
+        command: vec![],
+        boards: vec![],
+        scenarios: vec![result],
+        summary: Default::default(),
+        conformance: vec![],
+    };
+    report.finish_status();
+    std::fs::write(dir.path().join("report.json"), render_json(&report).unwrap()).unwrap();
+    let o = hil(&["explain", dir.path().to_str().unwrap()], &repo());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("cause:    System memory is not mapped at 0x0 (remap-not-done)"), "{out}");
+    assert!(out.contains("+ SYSCFG_CFGR1.MEM_MODE"), "{out}");
+    assert!(out.contains("- PRIMASK"), "{out}");
+    assert!(out.contains("pc             0x08000140"), "{out}");
+    let o = hil(&["explain", dir.path().to_str().unwrap(), "--board", "other"], &repo());
+    assert!(text(&o.stdout).contains("no diagnosed failures"));
+    let o = hil(&["explain", "/nonexistent/run"], &repo());
+    assert_eq!(o.status.code(), Some(2));
+}
