@@ -134,6 +134,7 @@ fn explain_shows_the_evidence_behind_each_cause() {
         board: "g071-virtual".into(),
         file: "x.yaml".into(),
         description: None,
+        class: Some("3. remap".into()),
         status: Status::Passed,
         expected: Some(ExpectedResult {
             outcome: "fail".into(),

@@ -43,6 +43,9 @@ pub struct Scenario {
     pub expect: Option<Located<ExpectedOutcome>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The failure class this scenario checks: a row of the conformance matrix in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
     pub steps: Vec<Located<Step>>,
 }
 

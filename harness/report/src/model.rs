@@ -92,6 +92,9 @@ pub struct ScenarioResult {
     pub file: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Failure class (conformance matrix row) the scenario checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
     pub status: Status,
     /// For conformance scenarios: the outcome the scenario expects, and whether it was seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,9 +230,48 @@ pub struct ConformanceCell {
 }
 
 impl RunReport {
+    /// The conformance matrix from the scenario results that carry a failure class: one row per
+    /// class, one cell per board; a cell is ok when every scenario of it passed (a deliberately
+    /// faulty fixture passes when it fails with the expected cause).
+    pub fn conformance_matrix(&self) -> Vec<ConformanceRow> {
+        let mut rows: BTreeMap<String, BTreeMap<String, ConformanceCell>> = BTreeMap::new();
+        for r in &self.scenarios {
+            let Some(class) = &r.class else { continue };
+            if r.status == Status::Skipped {
+                continue;
+            }
+            let expected = match &r.expected {
+                Some(e) => match &e.cause {
+                    Some(c) => format!("{}: {c}", e.outcome),
+                    None => e.outcome.clone(),
+                },
+                None => "pass".into(),
+            };
+            let seen = match (&r.expected, r.status, &r.diagnosis) {
+                (Some(e), _, _) => match &e.observed_cause {
+                    Some(c) => format!("{}: {c}", e.observed_outcome),
+                    None => e.observed_outcome.clone(),
+                },
+                (None, Status::Passed, _) => "pass".into(),
+                (None, _, Some(d)) => format!("fail: {}", d.cause),
+                (None, s, None) => s.as_str().into(),
+            };
+            let cell = rows.entry(class.clone()).or_default().entry(r.board.clone()).or_insert_with(|| {
+                ConformanceCell { expected: String::new(), seen: String::new(), ok: true, scenarios: vec![] }
+            });
+            let sep = if cell.scenarios.is_empty() { "" } else { "; " };
+            cell.expected.push_str(&format!("{sep}{expected}"));
+            cell.seen.push_str(&format!("{sep}{seen}"));
+            cell.ok &= r.status == Status::Passed;
+            cell.scenarios.push(r.scenario.clone());
+        }
+        rows.into_iter().map(|(class, cells)| ConformanceRow { class, cells }).collect()
+    }
+
     /// Recompute the summary and the overall status from the scenario results.
     pub fn finish_status(&mut self) {
         self.summary = Summary::of(&self.scenarios);
+        self.conformance = self.conformance_matrix();
         if self.status == RunStatus::Running {
             self.status =
                 if self.summary.failed + self.summary.errors > 0 { RunStatus::Failed } else { RunStatus::Passed };

@@ -100,3 +100,40 @@ fn writing_into_a_missing_directory_names_the_path() {
     let e = write_atomic(std::path::Path::new("/nonexistent-dir-hil/x.json"), b"{}").unwrap_err();
     assert!(e.to_string().contains("/nonexistent-dir-hil/x.json"), "{e}");
 }
+
+#[test]
+fn conformance_cells_pair_the_faulty_and_the_correct_fixture() {
+    let mut r = sample();
+    let base = r.scenarios[0].clone();
+    let faulty = ScenarioResult {
+        scenario: "remap-faulty".into(),
+        class: Some("3. remap".into()),
+        status: Status::Passed,
+        expected: Some(ExpectedResult {
+            outcome: "fail".into(),
+            cause: Some("remap-not-done".into()),
+            observed_outcome: "fail".into(),
+            observed_cause: Some("remap-not-done".into()),
+        }),
+        ..base.clone()
+    };
+    let correct = ScenarioResult {
+        scenario: "remap-correct".into(),
+        class: Some("3. remap".into()),
+        status: Status::Passed,
+        ..base.clone()
+    };
+    let elsewhere = ScenarioResult { board: "g0b1-virtual".into(), status: Status::Failed, ..correct.clone() };
+    r.scenarios = vec![faulty, correct, elsewhere];
+    r.finish_status();
+    assert_eq!(r.conformance.len(), 1);
+    let row = &r.conformance[0];
+    assert_eq!(row.class, "3. remap");
+    let g071 = &row.cells["g071-virtual"];
+    assert_eq!(
+        (g071.expected.as_str(), g071.seen.as_str(), g071.ok),
+        ("fail: remap-not-done; pass", "fail: remap-not-done; pass", true)
+    );
+    assert_eq!(g071.scenarios, ["remap-faulty", "remap-correct"]);
+    assert!(!row.cells["g0b1-virtual"].ok, "a correct fixture that fails is a mismatch");
+}

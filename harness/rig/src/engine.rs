@@ -196,6 +196,7 @@ pub async fn run(
         report.scenarios.push(result);
         report.duration_ms = started.elapsed().as_millis() as u64;
         report.summary = hil_report::Summary::of(&report.scenarios);
+        report.conformance = report.conformance_matrix();
         if let Err(e) = dir.write_all(&report) {
             tracing::error!("updating the report failed: {e}");
         }
@@ -230,6 +231,7 @@ fn skipped(p: &PlannedScenario, board: &str, why: String) -> ScenarioResult {
         board: board.into(),
         file: p.loaded.path.display().to_string(),
         description: s.description.clone(),
+        class: s.class.clone(),
         status: Status::Skipped,
         expected: None,
         started_at: hil_report::now_rfc3339(),
@@ -485,6 +487,7 @@ async fn run_scenario(
         board: board.into(),
         file: p.loaded.path.display().to_string(),
         description: s.description.clone(),
+        class: s.class.clone(),
         status,
         expected,
         started_at,
