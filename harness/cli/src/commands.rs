@@ -129,8 +129,7 @@ fn list(what: ListWhat, cfg: &ConfigArgs) -> Result<ExitCode> {
                 .map(|s| {
                     let needs: std::collections::BTreeSet<_> = s
                         .scenario
-                        .steps
-                        .iter()
+                        .all_steps()
                         .flat_map(|st| st.value.action.needs())
                         .chain(s.scenario.requires.iter().map(|r| r.value))
                         .collect();

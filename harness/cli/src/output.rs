@@ -6,9 +6,11 @@ use tracing_subscriber::EnvFilter;
 
 /// `-v` info, `-vv` debug, `-vvv` trace; RUST_LOG wins when set. Logs go to stderr.
 pub fn init_logging(verbose: u8) {
+    // probe-rs warns about states the rig creates on purpose (attaching to a running core);
+    // its messages show from -vv on.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,probe_rs=error",
+        1 => "info,probe_rs=error",
         2 => "debug",
         _ => "trace",
     };

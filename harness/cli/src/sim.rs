@@ -193,6 +193,10 @@ pub fn serve(
         chip.name,
         pty.display()
     ));
+    if chip.bootloader.usb_dfu {
+        say("note: the ROM's USB DFU device is reachable in process only (hil_virtual_board::UsbPort); this \
+             command exposes no USB device to the host's USB stack");
+    }
 
     // Board events to stdout until the board stops.
     let stop = Arc::new(AtomicBool::new(false));

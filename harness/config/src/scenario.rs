@@ -47,6 +47,17 @@ pub struct Scenario {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<String>,
     pub steps: Vec<Located<Step>>,
+    /// Steps that run after `steps` whatever happened (restore option bytes, release BOOT0), so
+    /// the next scenario starts from a known board. A failing cleanup makes the scenario an error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleanup: Vec<Located<Step>>,
+}
+
+impl Scenario {
+    /// Steps, then cleanup steps.
+    pub fn all_steps(&self) -> impl Iterator<Item = &Located<Step>> {
+        self.steps.iter().chain(self.cleanup.iter())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -483,7 +483,7 @@ fn check_scenario(
             }
         }
     }
-    for step in &s.steps {
+    for step in s.all_steps() {
         for need in step.value.action.needs() {
             for (b, caps) in &board_caps {
                 if !caps.contains(&need) {

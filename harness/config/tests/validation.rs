@@ -76,7 +76,7 @@ fn the_baseline_is_valid() {
 
 #[test]
 fn unknown_key_in_a_scenario() {
-    insta::assert_snapshot!(check(&[("s.yaml", b"name: s\nstep:\n  - reset\n")]), @"<dir>/s.yaml:2:1: unknown field `step`, expected one of name, description, requires, boards, timeout, expect, tags, class, steps");
+    insta::assert_snapshot!(check(&[("s.yaml", b"name: s\nstep:\n  - reset\n")]), @"<dir>/s.yaml:2:1: unknown field `step`, expected one of name, description, requires, boards, timeout, expect, tags, class, steps, cleanup");
 }
 
 #[test]

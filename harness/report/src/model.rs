@@ -123,6 +123,9 @@ pub struct ExpectedResult {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepResult {
     pub index: usize,
+    /// A cleanup step (runs whatever happened before).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cleanup: bool,
     /// The step keyword (`flash`, `expect-serial`, ...).
     pub keyword: String,
     /// One line: what the step did ("flash fixture:app via uart").

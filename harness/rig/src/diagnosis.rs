@@ -191,7 +191,9 @@ pub fn diagnose(s: &mut RigSession, step: &Step, outcome: &StepOutcome) -> Optio
         .as_ref()
         .map(|d| d.registers.iter().map(|r| (r.name.clone(), r.address)).collect())
         .unwrap_or_default();
-    let Some(probe) = s.probe.as_mut() else {
+    let last_go = s.last_go;
+    let app_base = s.board.application_base(chip);
+    let Ok(probe) = s.probe() else {
         return Some(Diagnosis {
             cause: "unknown".into(),
             title: "No probe on this board to look at the core".into(),
@@ -222,9 +224,8 @@ pub fn diagnose(s: &mut RigSession, step: &Step, outcome: &StepOutcome) -> Optio
         let b = p.read_memory(a, 8).ok()?;
         Some((u32::from_le_bytes(b[0..4].try_into().ok()?), u32::from_le_bytes(b[4..8].try_into().ok()?)))
     };
-    let last_go = s.last_go;
     let go_words = last_go.and_then(|a| read_pair(probe, a));
-    let app_vectors = read_pair(probe, s.board.application_base(chip));
+    let app_vectors = read_pair(probe, app_base);
     // In handler mode the interrupted PC sits at SP + 24 of the exception frame (ARMv6-M ARM B1.5.6).
     let ipsr = snapshot.get("xpsr").copied().unwrap_or(0) & 0x1FF;
     let stacked_pc = if ipsr != 0 {
@@ -236,7 +237,7 @@ pub fn diagnose(s: &mut RigSession, step: &Step, outcome: &StepOutcome) -> Optio
     let ev = Evidence {
         snapshot,
         chip,
-        app_base: s.board.application_base(chip),
+        app_base,
         failed_keyword: step.action.keyword().into(),
         failure: msg,
         last_go,

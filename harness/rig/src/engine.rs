@@ -360,39 +360,8 @@ async fn run_scenario(
             steps.push(step_result(i, step, Status::NotRun, offset, Duration::ZERO, None, vec![]));
             continue;
         }
-        let limit = step_timeout(step, s, opts);
-        let cx = StepCx {
-            deadline: Instant::now() + limit,
-            cancel: cancel.clone(),
-            scenario_file: p.loaded.path.clone(),
-            index: i,
-        };
-        let (sess, st, cx2) = (session.clone(), step.clone(), cx.clone());
-        let handle = tokio::task::spawn_blocking(move || match sess.lock() {
-            Ok(mut s) => s.run_step(&st, &cx2),
-            Err(_) => StepOutcome::error("board session poisoned by an earlier panic"),
-        });
-        let t0 = Instant::now();
-        let outcome = match tokio::time::timeout(limit + opts.grace, handle).await {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => StepOutcome::error(format!("the step panicked: {e}")),
-            Err(_) => {
-                // The backend missed its own deadline; wait a little more for it to give the board back.
-                let back = tokio::time::timeout(opts.grace, {
-                    let sess = session.clone();
-                    tokio::task::spawn_blocking(move || drop(sess.lock()))
-                })
-                .await
-                .is_ok();
-                usable = back;
-                StepOutcome::error(format!(
-                    "step did not finish within its {} deadline{}",
-                    humantime(limit),
-                    if back { "" } else { "; the board is stuck and its remaining scenarios are not run" }
-                ))
-            }
-        };
-        let duration = t0.elapsed();
+        let (outcome, duration, still_usable) = exec_step(&session, step, i, p, opts, cancel).await;
+        usable = still_usable;
         if outcome.status != Status::Passed {
             failure = Some((i, outcome.clone()));
         }
@@ -419,6 +388,34 @@ async fn run_scenario(
         .and_then(|r| r.ok())
         .flatten();
     }
+    // Cleanup: whatever happened, so the next scenario starts from a known board.
+    let mut cleanup_failure: Option<String> = None;
+    for (j, located) in s.cleanup.iter().enumerate() {
+        let i = s.steps.len() + j;
+        let step = &located.value;
+        let offset = started.elapsed();
+        if !usable {
+            let mut r = step_result(i, step, Status::NotRun, offset, Duration::ZERO, None, vec![]);
+            r.cleanup = true;
+            steps.push(r);
+            continue;
+        }
+        // Cleanup runs even after Ctrl-C: restoring the board is worth its few seconds.
+        let (outcome, duration, still_usable) = exec_step(&session, step, i, p, opts, &CancelFlag::new()).await;
+        usable = still_usable;
+        if outcome.status != Status::Passed && cleanup_failure.is_none() {
+            cleanup_failure = Some(format!(
+                "cleanup step {} {}: {}",
+                i + 1,
+                step.action.keyword(),
+                outcome.message.clone().unwrap_or_default()
+            ));
+        }
+        let mut r = step_result(i, step, outcome.status, offset, duration, outcome.message.clone(), outcome.evidence);
+        r.cleanup = true;
+        steps.push(r);
+    }
+
     if usable {
         let sess = session.clone();
         if let Ok(Ok(extra)) = tokio::time::timeout(
@@ -482,6 +479,11 @@ async fn run_scenario(
             None => (Status::Passed, None, None),
         },
     };
+    let (status, message) = match cleanup_failure {
+        Some(c) if status == Status::Passed => (Status::Error, Some(c)),
+        Some(c) => (status, Some(format!("{}; {c}", message.unwrap_or_default()))),
+        None => (status, message),
+    };
     let result = ScenarioResult {
         scenario: s.name.value.clone(),
         board: board.into(),
@@ -499,6 +501,52 @@ async fn run_scenario(
     (result, usable)
 }
 
+/// Run one step on the blocking pool under its deadline. Returns the outcome, how long it took,
+/// and whether the board came back (a backend that ignores its deadline keeps the board).
+async fn exec_step(
+    session: &Arc<Mutex<Box<dyn BoardSession>>>,
+    step: &Step,
+    index: usize,
+    p: &PlannedScenario,
+    opts: &EngineOptions,
+    cancel: &CancelFlag,
+) -> (StepOutcome, Duration, bool) {
+    let limit = step_timeout(step, &p.loaded.scenario, opts);
+    let cx = StepCx {
+        deadline: Instant::now() + limit,
+        cancel: cancel.clone(),
+        scenario_file: p.loaded.path.clone(),
+        index,
+    };
+    let (sess, st) = (session.clone(), step.clone());
+    let handle = tokio::task::spawn_blocking(move || match sess.lock() {
+        Ok(mut s) => s.run_step(&st, &cx),
+        Err(_) => StepOutcome::error("board session poisoned by an earlier panic"),
+    });
+    let t0 = Instant::now();
+    let mut usable = true;
+    let outcome = match tokio::time::timeout(limit + opts.grace, handle).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => StepOutcome::error(format!("the step panicked: {e}")),
+        Err(_) => {
+            // The backend missed its own deadline; wait a little more for it to give the board back.
+            let back = tokio::time::timeout(opts.grace, {
+                let sess = session.clone();
+                tokio::task::spawn_blocking(move || drop(sess.lock()))
+            })
+            .await
+            .is_ok();
+            usable = back;
+            StepOutcome::error(format!(
+                "step did not finish within its {} deadline{}",
+                humantime(limit),
+                if back { "" } else { "; the board is stuck and its remaining scenarios are not run" }
+            ))
+        }
+    };
+    (outcome, t0.elapsed(), usable)
+}
+
 fn step_kw(s: &hil_config::Scenario, i: usize) -> String {
     s.steps.get(i).map(|st| st.value.action.keyword().to_string()).unwrap_or_else(|| "-".into())
 }
@@ -514,6 +562,7 @@ fn step_result(
 ) -> StepResult {
     StepResult {
         index,
+        cleanup: false,
         keyword: step.action.keyword().into(),
         summary: step.action.summary(),
         name: step.name.clone(),

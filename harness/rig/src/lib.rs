@@ -7,6 +7,7 @@ pub mod lock;
 pub mod opener;
 pub mod plan;
 pub mod probe;
+pub mod probe_adapter;
 pub mod probe_ops;
 pub mod serial_link;
 pub mod session;

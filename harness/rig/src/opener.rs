@@ -15,7 +15,7 @@ pub type ProbeOpener =
     dyn Fn(&str, &hil_chips::Chip, Option<u32>, bool) -> Result<Box<dyn ProbeOps>, String> + Send + Sync;
 
 pub struct RigOpener {
-    pub open_probe: Box<ProbeOpener>,
+    pub open_probe: std::sync::Arc<ProbeOpener>,
 }
 
 impl BoardOpener for RigOpener {
@@ -30,11 +30,12 @@ impl BoardOpener for RigOpener {
             return Err(format!("board `{}` is neither virtual nor lab", board.name.value));
         };
         tracing::info!(board = %board.name.value, "opened {}", backends.description);
-        let probe = match &backends.probe_selector {
-            Some(sel) => Some((self.open_probe)(sel, chip, backends.probe_speed_khz, backends.connect_under_reset)?),
-            None => None,
-        };
-        Ok(Box::new(RigSession::new(board.clone(), backends, probe)?))
+        let factory: Option<crate::session::ProbeFactory> = backends.probe_selector.clone().map(|sel| {
+            let open = self.open_probe.clone();
+            let (speed, cur) = (backends.probe_speed_khz, backends.connect_under_reset);
+            Box::new(move || open(&sel, chip, speed, cur)) as crate::session::ProbeFactory
+        });
+        Ok(Box::new(RigSession::new(board.clone(), backends, factory)?))
     }
 }
 
@@ -109,15 +110,18 @@ mod tests {
 
 /// The opener `hil run` uses: boards as configured, probes through the probe layer.
 pub fn rig_opener() -> RigOpener {
-    RigOpener { open_probe: Box::new(open_probe_ops) }
+    RigOpener { open_probe: std::sync::Arc::new(open_probe_ops) }
 }
 
 /// Opens a probe through the probe layer and adapts it to what steps use.
 fn open_probe_ops(
     selector: &str,
     chip: &hil_chips::Chip,
-    _speed_khz: Option<u32>,
-    _connect_under_reset: bool,
+    speed_khz: Option<u32>,
+    connect_under_reset: bool,
 ) -> Result<Box<dyn ProbeOps>, String> {
-    Err(format!("not yet supported: opening probe {selector} for {} (the probe layer)", chip.name))
+    let opts = crate::probe::ProbeOptions { speed_khz, connect_under_reset, ..Default::default() };
+    crate::probe::ProbeSession::open_chip(selector, chip, &opts)
+        .map(|p| Box::new(p) as Box<dyn ProbeOps>)
+        .map_err(|e| e.to_string())
 }

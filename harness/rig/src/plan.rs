@@ -21,7 +21,7 @@ pub struct BoardPlan {
 
 /// Everything a scenario needs: its `requires` plus what its steps need.
 pub fn needs(s: &hil_config::Scenario) -> BTreeSet<Capability> {
-    s.steps.iter().flat_map(|st| st.value.action.needs()).chain(s.requires.iter().map(|r| r.value)).collect()
+    s.all_steps().flat_map(|st| st.value.action.needs()).chain(s.requires.iter().map(|r| r.value)).collect()
 }
 
 pub fn plan(config: &Config, boards: &[&Board]) -> Vec<BoardPlan> {

@@ -25,8 +25,15 @@ pub trait ProbeOps: Send {
     fn read_register(&mut self, r: Register) -> Result<u32, String>;
     fn read_memory(&mut self, address: u32, len: usize) -> Result<Vec<u8>, String>;
     fn write_memory(&mut self, address: u32, data: &[u8]) -> Result<(), String>;
-    /// Program an image (already preflighted) into flash with probe-rs's flash loader.
-    fn flash(&mut self, image: &hil_image::Image, verify: bool) -> Result<ProbeFlashStats, String>;
+    /// Program an image (already preflighted) into flash with probe-rs's flash loader; `elf` is
+    /// the ELF file the image came from, when it came from one.
+    fn flash(
+        &mut self,
+        name: &str,
+        image: &hil_image::Image,
+        elf: Option<&[u8]>,
+        verify: bool,
+    ) -> Result<ProbeFlashStats, String>;
     /// Core registers plus the listed memory-mapped registers, read at one instant (the core is
     /// halted for the read and left as it was).
     fn snapshot(&mut self, extra: &[(String, u32)]) -> Result<BTreeMap<String, u32>, String>;

@@ -54,12 +54,18 @@ impl FlashedImage {
     }
 }
 
+/// Opens (or re-opens) the board's probe.
+pub type ProbeFactory = Box<dyn Fn() -> Result<Box<dyn ProbeOps>, String> + Send>;
+
 /// The steps' view of one board.
 pub struct RigSession {
     pub board: Board,
     pub chip: &'static Chip,
     pub backends: Backends,
     pub probe: Option<Box<dyn ProbeOps>>,
+    /// Opens the probe again: a power cycle ends a debug session on real hardware (the core's
+    /// debug registers reset at power-on), so the session re-attaches after one.
+    pub probe_factory: Option<ProbeFactory>,
     /// Bootloader protocol traffic of the current scenario.
     pub transcript: Transcript,
     pub last_image: Option<FlashedImage>,
@@ -77,13 +83,16 @@ fn outcome_from<T>(r: Result<T, String>) -> StepOutcome {
 }
 
 impl RigSession {
-    pub fn new(board: Board, backends: Backends, probe: Option<Box<dyn ProbeOps>>) -> Result<RigSession, String> {
+    /// A session; with a probe factory the probe is opened at once (a bad probe fails early).
+    pub fn new(board: Board, backends: Backends, probe_factory: Option<ProbeFactory>) -> Result<RigSession, String> {
         let chip = Chip::by_name(&board.chip.value).ok_or_else(|| format!("unknown chip {}", board.chip.value))?;
+        let probe = probe_factory.as_ref().map(|f| f()).transpose()?;
         Ok(RigSession {
             board,
             chip,
             backends,
             probe,
+            probe_factory,
             transcript: Transcript::new(),
             last_image: None,
             state: None,
@@ -91,8 +100,19 @@ impl RigSession {
         })
     }
 
-    fn probe(&mut self) -> Result<&mut Box<dyn ProbeOps>, String> {
+    /// The probe, re-attached if a power cycle ended the previous session.
+    pub fn probe(&mut self) -> Result<&mut Box<dyn ProbeOps>, String> {
+        if self.probe.is_none()
+            && let Some(f) = &self.probe_factory
+        {
+            self.probe = Some(f().map_err(|e| format!("re-attaching the probe: {e}"))?);
+        }
         self.probe.as_mut().ok_or_else(|| format!("board `{}` has no debug probe", self.board.name.value))
+    }
+
+    /// The board lost power: its debug session is gone.
+    fn forget_probe(&mut self) {
+        self.probe = None;
     }
 
     fn serial(&mut self) -> Result<&mut crate::serial_link::SerialLink, String> {
@@ -285,7 +305,10 @@ impl RigSession {
         let started = Instant::now();
         let bytes: u64 = img.image.segments.iter().map(|s| s.data.len() as u64).sum();
         let result = match f.via {
-            Via::Probe => self.probe().and_then(|p| p.flash(&img.image, f.verify).map(|_| ())),
+            Via::Probe => {
+                let (name, elf) = (img.name.clone(), img.elf.clone());
+                self.probe().and_then(|p| p.flash(&name, &img.image, elf.as_deref(), f.verify).map(|_| ()))
+            }
             Via::Uart => self.flash_uart(&img, f.erase, f.verify, cx),
             Via::Dfu => self.flash_dfu(&img, f.erase, f.verify),
         };
@@ -682,6 +705,8 @@ impl RigSession {
 
     fn power_cycle(&mut self, off: Duration) -> Result<(), String> {
         let name = self.board.name.value.clone();
+        // Detach first, as a probe loses its target when power goes.
+        self.forget_probe();
         self.backends.power.as_mut().ok_or_else(|| format!("board `{name}` cannot switch its power"))?.power_cycle(off)
     }
 
@@ -889,6 +914,7 @@ impl BoardSession for RigSession {
 
     fn close(&mut self) {
         self.probe = None;
+        self.probe_factory = None;
         self.backends.serial = None;
         self.backends.keep_alive = None;
     }

@@ -70,7 +70,7 @@ fn set_boot0(s: &mut RigSession, high: bool) -> Result<(), String> {
 
 fn enter_inner(s: &mut RigSession, state: BoardState, via: Option<Transition>, cx: &StepCx) -> Result<(), String> {
     if state == BoardState::Halted {
-        return s.probe.as_mut().ok_or("halting needs a probe")?.halt().map(|_| ());
+        return s.probe()?.halt().map(|_| ());
     }
     if state == BoardState::Off {
         return Err("keeping a board off is not supported (power switches here only cycle)".into());
@@ -139,7 +139,7 @@ fn enter_inner(s: &mut RigSession, state: BoardState, via: Option<Transition>, c
         (state, via) => return Err(format!("{via:?} does not lead to {}", name(state))),
     }
     // Confirm where the board is when the board can tell.
-    if s.probe.is_some() {
+    if s.probe_factory.is_some() {
         s.backends.clock.wait(Duration::from_millis(20));
         let seen = detect(s, cx)?;
         if seen != state {
@@ -164,7 +164,7 @@ pub fn detect(s: &mut RigSession, cx: &StepCx) -> Result<BoardState, String> {
     let chip = s.chip;
     let app = s.application_base();
     let bl = s.board.layout.bootloader.as_ref().map(|r| r.value);
-    let p = s.probe.as_mut().ok_or("telling the state needs a probe")?;
+    let p = s.probe()?;
     if p.is_halted()? {
         return Ok(BoardState::Halted);
     }
@@ -183,7 +183,7 @@ pub fn detect(s: &mut RigSession, cx: &StepCx) -> Result<BoardState, String> {
 }
 
 pub fn expect_state(s: &mut RigSession, want: BoardState, cx: &StepCx) -> StepOutcome {
-    if s.probe.is_none() && want == BoardState::SystemBootloader {
+    if s.probe_factory.is_none() && want == BoardState::SystemBootloader {
         // Without a probe the ROM is recognised by its AN3155 answer.
         return match s.uart_session(cx, |c| Ok(c.connect()?)) {
             Ok(_) => StepOutcome::passed(),

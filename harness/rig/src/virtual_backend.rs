@@ -157,7 +157,11 @@ pub fn open(board: &hil_config::Board) -> Result<Backends, String> {
         power: Some(Box::new(VirtualPower { board: vb.clone() })),
         usb: None,
         clock: Box::new(VirtualClock { board: vb.clone() }),
-        probe_selector: Some(vb.name().to_string()),
+        probe_selector: Some({
+            // The virtual board's probe is a probe-rs driver, opened by selector like an ST-Link.
+            hil_virtual_probe::register();
+            hil_virtual_probe::selector_for(vb.name())
+        }),
         probe_speed_khz: None,
         connect_under_reset: false,
         description: format!("virtual board {} ({}, {usart} on {})", vb.name(), chip.name, pty.display()),

@@ -305,3 +305,34 @@ fn a_board_locked_by_another_run_is_not_touched() {
     assert!(log.lock().unwrap().is_empty(), "the board was not opened");
     drop(held);
 }
+
+#[test]
+fn cleanup_runs_after_a_failure_and_a_failing_cleanup_is_an_error() {
+    let run = run_with(
+        &[
+            (
+                "a",
+                "name: a\nsteps:\n  - send: { text: 'fail:boom' }\n  - send: { text: pass }\ncleanup:\n  - send: { text: 'pass' }\n",
+            ),
+            (
+                "b",
+                "name: b\nsteps:\n  - send: { text: pass }\ncleanup:\n  - send: { text: 'fail:restore failed' }\n  - send: { text: pass }\n",
+            ),
+        ],
+        &["a"],
+        None,
+        false,
+    );
+    let a = result(&run.report, "a", "a");
+    assert_eq!(a.status, Status::Failed);
+    let kinds: Vec<(Status, bool)> = a.steps.iter().map(|s| (s.status, s.cleanup)).collect();
+    assert_eq!(kinds, [(Status::Failed, false), (Status::NotRun, false), (Status::Passed, true)]);
+    assert_eq!(a.diagnosis.as_ref().unwrap().cause, "boom", "diagnosis is taken before the cleanup changes the board");
+    let b = result(&run.report, "b", "a");
+    assert_eq!(b.status, Status::Error);
+    assert_eq!(b.message.as_deref(), Some("cleanup step 2 send: restore failed"));
+    assert_eq!(b.steps[2].status, Status::Passed, "later cleanup steps still run");
+    // Order on the board: the diagnosis of `a` happened before its cleanup step.
+    let log = run.log.join("\n");
+    assert!(log.contains("a: fail:boom\na: pass"), "{log}");
+}

@@ -37,6 +37,7 @@ pub fn sample() -> RunReport {
         message: None,
         steps: vec![
             StepResult {
+                cleanup: false,
                 index: 0,
                 keyword: "set-boot0".into(),
                 summary: "set-boot0 high".into(),
@@ -48,6 +49,7 @@ pub fn sample() -> RunReport {
                 evidence: vec![],
             },
             StepResult {
+                cleanup: false,
                 index: 1,
                 keyword: "expect-bootloader".into(),
                 summary: "expect-bootloader via uart".into(),
@@ -83,6 +85,7 @@ pub fn sample() -> RunReport {
         message: Some("step 2 expect-bootloader: no answer to 0x7F within 1s <timeout>".into()),
         steps: vec![
             StepResult {
+                cleanup: false,
                 index: 0,
                 keyword: "send".into(),
                 summary: "send \"b\"".into(),
@@ -97,6 +100,7 @@ pub fn sample() -> RunReport {
                 }],
             },
             StepResult {
+                cleanup: false,
                 index: 1,
                 keyword: "expect-bootloader".into(),
                 summary: "expect-bootloader via uart".into(),
@@ -108,6 +112,7 @@ pub fn sample() -> RunReport {
                 evidence: vec![Evidence::Registers { label: "core at failure".into(), values: snapshot.clone() }],
             },
             StepResult {
+                cleanup: false,
                 index: 2,
                 keyword: "expect-pc".into(),
                 summary: "expect-register pc".into(),
