@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hil_chips::PinId;
+use hil_chips::{Chip, PinId};
 use hil_cortex_m::{Reg, RunState, Size, VirtualDuration, VirtualTime};
 
 use crate::config::{BoardConfig, FaultConfig, Timing};
@@ -29,6 +29,7 @@ use crate::image::{ImageFormat, segments};
 use crate::machine::{BoardEvent, BoardSnapshot, DebugCounters, Machine, RunOutcome};
 use crate::pending::{Pending, Reply, pending, ready};
 use crate::periph::usart::RxFrame;
+use crate::periph::usb::{UsbReply, UsbSetup};
 use crate::pty::{Pty, PtyInput};
 use crate::rom::SystemBootloader;
 
@@ -50,6 +51,7 @@ enum Waiter {
     UartRead { usart: usize, max: usize, answer_at: Instant, reply: Reply<Vec<u8>> },
     UartUntil { usart: usize, needle: Vec<u8>, answer_at: Instant, budget: Duration, reply: Reply<Vec<u8>> },
     Events { from: u64, answer_at: Instant, reply: Reply<Vec<BoardEvent>> },
+    UsbControl { id: u64, request: String, answer_at: Instant, budget: Duration, reply: Reply<UsbReply> },
 }
 
 impl Waiter {
@@ -57,15 +59,27 @@ impl Waiter {
         match self {
             Waiter::UartRead { answer_at, .. }
             | Waiter::UartUntil { answer_at, .. }
-            | Waiter::Events { answer_at, .. } => *answer_at,
+            | Waiter::Events { answer_at, .. }
+            | Waiter::UsbControl { answer_at, .. } => *answer_at,
         }
     }
+}
+
+/// A control transfer on its way to the board thread.
+struct UsbRequest {
+    setup: UsbSetup,
+    data: Vec<u8>,
+    request: String,
+    answer_at: Instant,
+    budget: Duration,
+    reply: Reply<UsbReply>,
 }
 
 enum Cmd {
     Exec(Job),
     Wait(Waiter),
     HostRx(PtyInput),
+    Usb(UsbRequest),
     Shutdown,
 }
 
@@ -450,6 +464,18 @@ impl Board {
         Ok(UartPort { board: self.clone(), index, name: self.inner.usarts[index].clone() })
     }
 
+    // ---- USB ------------------------------------------------------------------------------------
+
+    /// The host side of the board's USB device (chips whose ROM has USB DFU: the G0B1), or
+    /// [`BoardError::NoUsb`].
+    pub fn usb(&self) -> Result<UsbPort, BoardError> {
+        if Chip::by_name(&self.inner.chip).is_some_and(|c| c.bootloader.usb_dfu) {
+            Ok(UsbPort { board: self.clone() })
+        } else {
+            Err(BoardError::NoUsb { board: self.inner.name.clone(), chip: self.inner.chip.clone() })
+        }
+    }
+
     // ---- debug port -----------------------------------------------------------------------------
 
     /// What the simulated probe drives.
@@ -514,6 +540,87 @@ impl UartPort {
         let answer_at = Instant::now() + timeout;
         let w = Waiter::UartUntil { usart: self.index, needle: needle.to_vec(), answer_at, budget: timeout, reply };
         let _ = self.board.inner.tx.send(Cmd::Wait(w));
+        p
+    }
+}
+
+/// The host side of the board's USB device: what a USB host controller offers a DFU host client,
+/// in process (DESIGN.md symmetry rule: the rig's DfuSe client talks to a small control-transfer
+/// trait; nusb implements it for real devices, this port for the virtual board).
+///
+/// - **Presence**: [`attached`](Self::attached) is true while the device's D+ pull-up is on, i.e.
+///   while the ROM's DFU interface is up (from ROM entry until a USART wins the interface
+///   selection, a DfuSe leave, a reset or power-off). [`wait_attached`](Self::wait_attached) waits
+///   for a change; the board's event log has [`crate::EventKind::Usb`] entries.
+/// - **Enumeration**: when the device attaches, the virtual host resets the bus after the attach
+///   debounce (USB 2.0 7.1.7.3); the client then enumerates with standard requests over
+///   [`control`](Self::control) (GET_DESCRIPTOR, SET_ADDRESS, SET_CONFIGURATION, SET_INTERFACE) as
+///   a host stack would. [`bus_reset`](Self::bus_reset) resets the bus again.
+/// - **Control transfers**: [`control`](Self::control) sends a setup packet and, for OUT
+///   requests, exactly wLength bytes of data; the answer is the IN data, an ACK (status stage) or
+///   a STALL. The transfer takes bus time and then waits for the device's firmware to handle its
+///   interrupt: a ROM that cannot take its USB interrupt (PRIMASK set at the jump, an active
+///   exception of equal priority, VTOR elsewhere) never answers, and the call fails with
+///   [`BoardError::UsbTimeout`] when `timeout` (wall time) runs out, as a host's control
+///   transfer times out on a device that NAKs forever. A device that is not (or no longer)
+///   attached fails with [`BoardError::UsbDetached`], as a host reports "no such device".
+#[derive(Clone)]
+pub struct UsbPort {
+    board: Board,
+}
+
+impl UsbPort {
+    /// Whether the device is on the bus now.
+    pub fn attached(&self) -> Pending<bool> {
+        self.board.call("USB presence", self.board.deadline, |m, _| Ok(m.usb_attached().unwrap_or(false)))
+    }
+
+    /// Wait until the device is (`true`) or is not (`false`) on the bus.
+    pub fn wait_attached(&self, attached: bool, timeout: Duration) -> Result<(), BoardError> {
+        let end = Instant::now() + timeout;
+        loop {
+            let from = self.board.event_cursor().wait()?;
+            if self.attached().wait()? == attached {
+                return Ok(());
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(BoardError::Timeout {
+                    board: self.board.name().to_string(),
+                    what: format!("waiting for the USB device to {}", if attached { "attach" } else { "detach" }),
+                    deadline: timeout,
+                });
+            }
+            // Any attach/detach after `from` ends this round; the loop re-checks the state.
+            let _ = self.board.wait_event(from, left, |e| matches!(e.kind, crate::EventKind::Usb { .. }));
+        }
+    }
+
+    /// Reset the bus (the device returns to its default state, address 0).
+    pub fn bus_reset(&self) -> Pending<()> {
+        self.board.call("USB bus reset", self.board.deadline, |m, _| m.usb_bus_reset())
+    }
+
+    /// One control transfer on endpoint 0: `data` is the OUT data stage (exactly wLength bytes) or
+    /// empty for IN and no-data requests.
+    pub fn control(&self, setup: UsbSetup, data: Vec<u8>, timeout: Duration) -> Pending<UsbReply> {
+        let request = format!(
+            "bmRequestType {:#04x} bRequest {} wValue {:#06x} wIndex {} wLength {}",
+            setup.request_type, setup.request, setup.value, setup.index, setup.length
+        );
+        let name = self.board.inner.name.clone();
+        let (p, reply) = pending(&name, "USB control transfer", timeout + ANSWER_GRACE);
+        let expected = if setup.is_in() { 0 } else { usize::from(setup.length) };
+        if data.len() != expected {
+            reply.send(Err(BoardError::Other {
+                board: name,
+                message: format!("{request}: OUT data of {} bytes for wLength {}", data.len(), setup.length),
+            }));
+            return p;
+        }
+        let answer_at = Instant::now() + timeout;
+        let _ =
+            self.board.inner.tx.send(Cmd::Usb(UsbRequest { setup, data, request, answer_at, budget: timeout, reply }));
         p
     }
 }
@@ -685,8 +792,21 @@ fn board_loop(mut m: Machine, rx: Receiver<Cmd>, mut ctl: Ctl, mut ptys: Vec<Pty
                     had_input = true;
                 }
                 Cmd::Wait(w) => waiters.push(w),
+                Cmd::Usb(r) => {
+                    match m.usb_submit(r.setup, r.data) {
+                        Ok(id) => waiters.push(Waiter::UsbControl {
+                            id,
+                            request: r.request,
+                            answer_at: r.answer_at,
+                            budget: r.budget,
+                            reply: r.reply,
+                        }),
+                        Err(e) => r.reply.send(Err(e)),
+                    }
+                    had_input = true;
+                }
                 Cmd::HostRx(input) => {
-                    if ctl.timing == Timing::Realistic && last != RunOutcome::Progress && m.powered() {
+                    if ctl.timing == Timing::Realistic && may_skip_time(&m, last) {
                         // Catch virtual time up to wall time before the bytes arrive.
                         let target = pacer.allowed();
                         if target > m.now() {
@@ -705,7 +825,7 @@ fn board_loop(mut m: Machine, rx: Receiver<Cmd>, mut ctl: Ctl, mut ptys: Vec<Pty
         if ctl.timing == Timing::Fast && !halted {
             pacer.rebase(m.now());
         }
-        if follow_wall && last != RunOutcome::Progress && m.powered() {
+        if follow_wall && may_skip_time(&m, last) {
             let target = pacer.allowed();
             if target > m.now() {
                 m.idle_for(target - m.now());
@@ -736,6 +856,19 @@ fn board_loop(mut m: Machine, rx: Receiver<Cmd>, mut ctl: Ctl, mut ptys: Vec<Pty
     }
 }
 
+/// Whether virtual time may jump ahead without executing the core: it is halted, stopped (held in
+/// reset, locked up), or asleep with nothing scheduled. A sleeping core with device events due
+/// must run instead, so that it wakes for them (a ROM or an interrupt handler takes each received
+/// frame before the next one overruns it).
+fn may_skip_time(m: &Machine, last: RunOutcome) -> bool {
+    m.powered()
+        && match last {
+            RunOutcome::Progress => false,
+            RunOutcome::Idle => m.soc.sys.scheduler.is_empty(),
+            RunOutcome::Halted | RunOutcome::Stopped => true,
+        }
+}
+
 fn serve_waiters(m: &mut Machine, waiters: &mut Vec<Waiter>) {
     let now = Instant::now();
     let mut i = 0;
@@ -744,12 +877,21 @@ fn serve_waiters(m: &mut Machine, waiters: &mut Vec<Waiter>) {
             Waiter::UartRead { usart, answer_at, .. } => m.uart_available(*usart) > 0 || now >= *answer_at,
             Waiter::UartUntil { answer_at, .. } => now >= *answer_at,
             Waiter::Events { from, answer_at, .. } => m.next_event_seq() > *from || now >= *answer_at,
+            Waiter::UsbControl { answer_at, .. } => now >= *answer_at,
         };
         if let Waiter::UartUntil { usart, needle, .. } = &waiters[i]
             && let Some(got) = m.uart_take_until(*usart, needle)
         {
             if let Waiter::UartUntil { reply, .. } = waiters.swap_remove(i) {
                 reply.send(Ok(got));
+            }
+            continue;
+        }
+        if let Waiter::UsbControl { id, .. } = &waiters[i]
+            && let Some(done) = m.usb_completion(*id)
+        {
+            if let Waiter::UsbControl { reply, .. } = waiters.swap_remove(i) {
+                reply.send(done);
             }
             continue;
         }
@@ -760,6 +902,10 @@ fn serve_waiters(m: &mut Machine, waiters: &mut Vec<Waiter>) {
         match waiters.swap_remove(i) {
             Waiter::UartRead { usart, max, reply, .. } => reply.send(Ok(m.uart_take(usart, max))),
             Waiter::Events { from, reply, .. } => reply.send(Ok(m.events_from(from).cloned().collect())),
+            Waiter::UsbControl { id, request, budget, reply, .. } => {
+                m.usb_cancel(id);
+                reply.send(Err(BoardError::UsbTimeout { board: m.name.clone(), request, deadline: budget }))
+            }
             Waiter::UartUntil { usart, needle, budget, reply, .. } => {
                 let usart_name = m.soc.layout.usarts.get(usart).map(|(n, _)| n.clone()).unwrap_or_default();
                 reply.send(Err(BoardError::UartTimeout {

@@ -40,6 +40,12 @@ pub enum BoardError {
     NotHalted { board: String, what: String },
     #[error("board {board}: {usart} did not send {expected:?} within {deadline:?}; received {received:?}")]
     UartTimeout { board: String, usart: String, expected: String, received: String, deadline: Duration },
+    #[error("board {board}: chip {chip} has no USB device (its ROM has no USB DFU)")]
+    NoUsb { board: String, chip: String },
+    #[error("board {board}: the USB device is not attached (no D+ pull-up: the ROM's DFU is not running)")]
+    UsbDetached { board: String },
+    #[error("board {board}: USB control transfer {request} got no answer within {deadline:?} (the device NAKs)")]
+    UsbTimeout { board: String, request: String, deadline: Duration },
     #[error("board {board}: {message}")]
     Other { board: String, message: String },
 }

@@ -12,10 +12,15 @@
 //!   system reset, option byte loading, boot selection ([`boot`]), new-chip state.
 //! - [`rom`]: the system-memory image (real vector table + trap code) and the
 //!   [`SystemBootloader`] hand-off trait a ROM model implements.
+//! - [`st_rom`]: the board's default ROM, ST's system bootloader ([`StRom`]): the AN3155 / DfuSe
+//!   engines of hil-virtual-rom driving the USARTs, the FLASH controller and the USB device
+//!   through their registers, with the CPU-state behaviour of the chip's ROM (interrupt-driven or
+//!   polled service, VTOR, PRIMASK, stacks) as per-chip switches.
 //! - [`machine`]: chip + core + ROM model executed synchronously: power, NRST, resets, traps,
 //!   host UART traffic, debug port operations, diagnosis snapshot, event log.
 //! - [`board`]: the board thread and its handle [`Board`], the registry, [`UartPort`],
-//!   [`DebugPort`]; replies are [`Pending`] (`wait()` or `.await`, always resolved by a deadline).
+//!   [`UsbPort`] (in-process control transfers to the ROM's DFU device), [`DebugPort`]; replies
+//!   are [`Pending`] (`wait()` or `.await`, always resolved by a deadline).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -46,8 +51,9 @@ pub mod pty;
 pub mod rom;
 pub mod shared;
 pub mod soc;
+pub mod st_rom;
 
-pub use board::{Board, CoreState, DebugOp, DebugPort, UartPort};
+pub use board::{Board, CoreState, DebugOp, DebugPort, UartPort, UsbPort};
 pub use config::{BoardConfig, FaultConfig, FlashSpeed, PtyConfig, Quirks, RamInit, Timing, UartFaults};
 pub use error::BoardError;
 pub use image::ImageFormat;
@@ -56,6 +62,8 @@ pub use machine::{
 };
 pub use pending::Pending;
 pub use periph::usart::RxFrame;
-pub use rom::{RecordingRom, RomControl, RomCx, RomEntry, RomEntryKind, RomLayout, SystemBootloader};
+pub use periph::usb::{UsbReply, UsbSetup};
+pub use rom::{RecordingRom, RomControl, RomCx, RomEntry, RomEntryKind, RomLayout, SystemBootloader, WaitError};
 pub use shared::{BootInfo, BootTargetName, Counters, RdpLevel, ResetCauseName};
 pub use soc::{Layout, Soc};
+pub use st_rom::StRom;

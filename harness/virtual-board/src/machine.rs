@@ -17,6 +17,7 @@ use crate::periph::flash::Flash;
 use crate::periph::iwdg::Iwdg;
 use crate::periph::rcc::reset_flag_names;
 use crate::periph::usart::{RxFrame, Usart};
+use crate::periph::usb::{UsbDevice, UsbFailure, UsbReply, UsbSetup};
 use crate::periph::wwdg::Wwdg;
 use crate::rom::{self, RecordingRom, RomControl, RomCx, RomEntry, RomEntryKind, SystemBootloader};
 use crate::shared::{BootInfo, BootTargetName, Counters, RdpLevel, ResetCauseName, ser_time};
@@ -71,6 +72,10 @@ pub enum EventKind {
     /// Firmware executed the ROM trap instruction outside system memory; the core is stopped.
     ForeignTrap {
         pc: u32,
+    },
+    /// The USB device appeared on (D+ pull-up on) or left the bus.
+    Usb {
+        attached: bool,
     },
 }
 
@@ -134,6 +139,10 @@ pub struct BoardSnapshot {
     pub boot0_pin: bool,
     pub rom_active: bool,
     pub rom_model: String,
+    /// What the ROM model noticed (CPU state at entry, interface in use, ...).
+    pub rom_notes: Vec<String>,
+    /// Whether the USB device is on the bus (`None`: no USB device).
+    pub usb_attached: Option<bool>,
     pub iwdg_running: bool,
     pub usarts: Vec<UsartSnapshot>,
     pub counters: DebugCounters,
@@ -181,9 +190,21 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// Build the board (powered off). `rom`: the ROM model (default [`RecordingRom`]).
+    /// Build the board (powered off). `rom`: the ROM model; by default the model of ST's ROM
+    /// bootloader ([`crate::StRom`]) on chips whose bootloader the virtual ROM knows, else a
+    /// [`RecordingRom`].
     pub fn new(cfg: &BoardConfig, rom: Option<Box<dyn SystemBootloader>>) -> Result<Machine, BoardError> {
         let soc = Soc::new(cfg)?;
+        let rom: Box<dyn SystemBootloader> = match rom {
+            Some(r) => r,
+            None => match crate::st_rom::StRom::for_chip(soc.chip) {
+                Ok(r) => Box::new(r),
+                Err(e) => {
+                    tracing::info!(target: "hil_virtual_board", chip = %soc.chip.name, "no ROM bootloader model: {e}");
+                    Box::new(RecordingRom::default())
+                }
+            },
+        };
         let mut cc = CpuConfig::cortex_m0plus(soc.chip.interrupts.external);
         cc.priority_bits = soc.chip.interrupts.priority_bits;
         cc.native_trap = Some(rom::ROM_TRAP);
@@ -193,7 +214,7 @@ impl Machine {
             name: cfg.name.clone(),
             soc,
             cpu,
-            rom: rom.unwrap_or_else(|| Box::new(RecordingRom::default())),
+            rom,
             rom_active: false,
             powered: false,
             nrst_low: false,
@@ -270,6 +291,12 @@ impl Machine {
     pub fn power_off(&mut self) {
         if !self.powered {
             return;
+        }
+        // Without power the D+ pull-up goes: the USB device leaves the bus.
+        if let Some(id) = self.soc.layout.usb {
+            let cycle = self.cpu.cycles();
+            self.soc.sys.with_device(id, cycle, None, |d, cx| d.reset(ResetCause::PowerOn, cx));
+            self.drain_outputs();
         }
         self.powered = false;
         self.rom_active = false;
@@ -446,6 +473,10 @@ impl Machine {
         for p in pins {
             self.push_event(EventKind::Pin { pin: p.pin.to_string(), level: p.level });
         }
+        let usb = std::mem::take(&mut self.soc.sys.shared.usb_changes);
+        for u in usb {
+            self.push_event(EventKind::Usb { attached: u.attached });
+        }
     }
 
     /// Keep the shared "core halted" flag (watchdog debug freeze) and the event log in step
@@ -505,7 +536,13 @@ impl Machine {
             self.push_event(EventKind::ForeignTrap { pc });
             return;
         };
-        let mut cx = RomCx { cpu: &mut self.cpu, sys: &mut self.soc.sys, layout: l };
+        let mut cx = RomCx {
+            cpu: &mut self.cpu,
+            sys: &mut self.soc.sys,
+            layout: l,
+            wake: self.soc.layout.rom_wake,
+            usb: self.soc.layout.usb,
+        };
         let control = match site {
             0 => {
                 let entry = capture_entry(&mut cx, self.instructions_at_reset);
@@ -543,6 +580,12 @@ impl Machine {
                 self.push_event(EventKind::RomLeft { pc, msp });
             }
             RomControl::Reset(cause) => self.system_reset(cause),
+            RomControl::Hang => self.cpu.set_reg(Reg::Pc, l.default_handler),
+            RomControl::Crash => {
+                let xpsr = self.cpu.reg(Reg::Xpsr);
+                self.cpu.set_reg(Reg::Xpsr, xpsr | 1 << 24);
+                self.cpu.set_reg(Reg::Pc, l.crash);
+            }
         }
     }
 
@@ -609,6 +652,69 @@ impl Machine {
     }
     pub fn uart_available(&self, usart: usize) -> usize {
         self.uart_out.get(usart).map_or(0, |q| q.len())
+    }
+
+    // ---- host side of the USB device -----------------------------------------------------------
+
+    fn with_usb<R>(
+        &mut self,
+        f: impl FnOnce(&mut UsbDevice, &mut hil_cortex_m::DeviceCx<'_, crate::shared::Shared>) -> R,
+    ) -> Option<R> {
+        let id = self.soc.layout.usb?;
+        let cycle = self.cpu.cycles();
+        let r = self.soc.sys.with_device(id, cycle, None, |d, cx| {
+            let any: &mut dyn std::any::Any = d;
+            any.downcast_mut::<UsbDevice>().map(|u| f(u, cx))
+        });
+        self.drain_outputs();
+        r
+    }
+
+    fn no_usb(&self) -> BoardError {
+        BoardError::NoUsb { board: self.name.clone(), chip: self.soc.chip.name.clone() }
+    }
+
+    /// Whether the USB device is on the bus (`None`: the chip has no USB device model).
+    pub fn usb_attached(&self) -> Option<bool> {
+        let id = self.soc.layout.usb?;
+        Some(self.powered && !self.nrst_low && self.soc.sys.device::<UsbDevice>(id).is_some_and(|u| u.attached()))
+    }
+
+    /// Start a control transfer on endpoint 0; its result arrives through [`Machine::usb_completion`].
+    pub fn usb_submit(&mut self, setup: UsbSetup, data: Vec<u8>) -> Result<u64, BoardError> {
+        if self.soc.layout.usb.is_none() {
+            return Err(self.no_usb());
+        }
+        if !self.powered || self.nrst_low {
+            return Err(BoardError::UsbDetached { board: self.name.clone() });
+        }
+        match self.with_usb(|u, cx| u.submit(setup, data, cx)) {
+            Some(Ok(id)) => Ok(id),
+            Some(Err(UsbFailure::Detached)) => Err(BoardError::UsbDetached { board: self.name.clone() }),
+            None => Err(self.no_usb()),
+        }
+    }
+
+    /// The result of a control transfer, once there is one.
+    pub fn usb_completion(&mut self, id: u64) -> Option<Result<UsbReply, BoardError>> {
+        let name = self.name.clone();
+        let id_dev = self.soc.layout.usb?;
+        let r = self.soc.sys.device_mut::<UsbDevice>(id_dev)?.take_completion(id)?;
+        Some(r.map_err(|UsbFailure::Detached| BoardError::UsbDetached { board: name }))
+    }
+
+    /// The host gives up on a control transfer.
+    pub fn usb_cancel(&mut self, id: u64) {
+        self.with_usb(|u, cx| u.cancel(id, cx));
+    }
+
+    /// The host resets the bus.
+    pub fn usb_bus_reset(&mut self) -> Result<(), BoardError> {
+        if !self.usb_attached().ok_or_else(|| self.no_usb())? {
+            return Err(BoardError::UsbDetached { board: self.name.clone() });
+        }
+        self.with_usb(|u, cx| u.host_bus_reset(cx));
+        Ok(())
     }
 
     // ---- debug port ---------------------------------------------------------------------------
@@ -792,6 +898,8 @@ impl Machine {
             boot0_pin: shared.pins.external(soc.layout.boot0).unwrap_or(false),
             rom_active: self.rom_active,
             rom_model: self.rom.name().to_string(),
+            rom_notes: self.rom.notes(),
+            usb_attached: self.usb_attached(),
             iwdg_running: soc.layout.iwdg.and_then(|id| soc.sys.device::<Iwdg>(id)).is_some_and(|w| w.running()),
             usarts,
             counters: self.counters(),

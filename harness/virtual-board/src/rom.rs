@@ -6,10 +6,24 @@
 //! instructions around `UDF #ROM_TRAP` ([`hil_cortex_m::CpuConfig::native_trap`]):
 //!
 //! ```text
-//! ENTRY:  udf #T ; b ENTRY          reset handler: the board calls SystemBootloader::on_entry
-//! PARK:   udf #T ; wfe ; b PARK     idle loop: each pass calls SystemBootloader::poll
-//! EXC:    udf #T ; bx lr            every other vector: SystemBootloader::on_exception
+//! ENTRY:   udf #T ; b ENTRY          reset handler: the board calls SystemBootloader::on_entry
+//! PARK:    udf #T ; wfe ; b PARK     idle loop: each pass calls SystemBootloader::poll
+//! EXC:     udf #T ; bx lr            vectors of the interrupts the ROM uses: on_exception
+//! DEFAULT: wfi ; b DEFAULT           every other vector (NMI, HardFault, SysTick, other IRQs)
+//! CRASH:   udf #0xFE                 an undefined instruction: HardFault into DEFAULT
 //! ```
+//!
+//! The ROM's vector table is faithful to what a ROM built from ST's startup code has: the entries
+//! of the interrupts it serves (its USARTs, USB) lead to their handlers (here: into the native
+//! model), and every other entry is a default handler that loops forever. An exception the
+//! application left enabled and pending at the jump (SysTick, a peripheral interrupt) therefore
+//! hangs the ROM in DEFAULT once it is taken through the ROM's table, as users report it (seed 002;
+//! bootloader-protocols.md P2 "long NVIC ICER/ICPR loops"); and an application started by Go whose
+//! interrupts still vector through the ROM's table (VTOR left at the ROM, P1; candleLight_fw PR
+//! #319: "the application executes the interrupt handler defined in STM bootloader code ... this
+//! crashed the MCU") ends there too. The loop waits with WFI so that a hung board does not burn
+//! host time; what a diagnosis sees (PC in the ROM's default handler, IPSR = the exception) is the
+//! same as with a `b .` loop.
 //!
 //! While the model idles, the core really sits in `wfe` in system memory: interrupts still
 //! vector through the NVIC and VTOR, SysTick keeps counting, the watchdog keeps running. The
@@ -23,7 +37,9 @@
 use std::any::Any;
 
 use hil_chips::Chip;
-use hil_cortex_m::{Bus, BusFault, Cpu, Initiator, Reg, ResetCause, Size, System, VirtualTime};
+use hil_cortex_m::{
+    Bus, BusFault, Cpu, DeviceId, Initiator, Reg, ResetCause, Size, System, VirtualDuration, VirtualTime,
+};
 
 use crate::shared::{BootInfo, BootTargetName, RdpLevel, Shared};
 
@@ -33,7 +49,10 @@ use crate::shared::{BootInfo, BootTargetName, RdpLevel, Shared};
 pub const ROM_TRAP: u8 = 0x5B;
 
 const UDF: u16 = 0xDE00 | ROM_TRAP as u16;
+/// `udf #0xFE`: permanently undefined, a HardFault on ARMv6-M (B1.5.6).
+const UDF_CRASH: u16 = 0xDEFE;
 const WFE: u16 = 0xBF20;
+const WFI: u16 = 0xBF30;
 const BX_LR: u16 = 0x4770;
 
 /// Addresses of the hand-off code in system memory.
@@ -47,6 +66,25 @@ pub struct RomLayout {
     pub park: u32,
     /// Exception stub: `udf #T` at `exc`, `bx lr` at `exc + 2`.
     pub exc: u32,
+    /// Default handler (vectors of exceptions the ROM does not use): `wfi ; b` forever.
+    pub default_handler: u32,
+    /// An undefined instruction: executing it crashes the ROM (HardFault into the default handler).
+    pub crash: u32,
+}
+
+/// External interrupt lines whose vectors lead into the ROM model: the USARTs the chip data names
+/// for the bootloader and, on parts whose ROM has USB DFU, the USB peripheral (AN2606 bootloader
+/// configuration of the part).
+pub fn rom_irqs(chip: &Chip) -> Vec<u32> {
+    let mut names: Vec<&str> = chip.bootloader.usart.iter().map(|u| u.instance.as_str()).collect();
+    if chip.bootloader.usb_dfu {
+        names.push("USB");
+    }
+    let mut irqs: Vec<u32> =
+        names.iter().filter_map(|n| chip.peripherals.iter().find(|p| p.name == *n).and_then(|p| p.irq)).collect();
+    irqs.sort_unstable();
+    irqs.dedup();
+    irqs
 }
 
 /// Unconditional branch T2 from `at` to `target`.
@@ -66,6 +104,8 @@ pub fn build_image(chip: &Chip) -> (Vec<u8>, RomLayout) {
         entry: base + 0x200,
         park: base + 0x210,
         exc: base + 0x220,
+        default_handler: base + 0x230,
+        crash: base + 0x240,
     };
     let put16 = |img: &mut Vec<u8>, addr: u32, v: u16| {
         let o = (addr - base) as usize;
@@ -77,8 +117,10 @@ pub fn build_image(chip: &Chip) -> (Vec<u8>, RomLayout) {
     };
     put32(&mut img, base, layout.initial_sp);
     put32(&mut img, base + 4, layout.entry | 1);
+    let irqs = rom_irqs(chip);
     for n in 2..chip.vector_entries() {
-        put32(&mut img, base + 4 * n, layout.exc | 1);
+        let used = n >= 16 && irqs.contains(&(n - 16));
+        put32(&mut img, base + 4 * n, if used { layout.exc } else { layout.default_handler } | 1);
     }
     put16(&mut img, layout.entry, UDF);
     put16(&mut img, layout.entry + 2, b(layout.entry + 2, layout.entry));
@@ -87,6 +129,9 @@ pub fn build_image(chip: &Chip) -> (Vec<u8>, RomLayout) {
     put16(&mut img, layout.park + 4, b(layout.park + 4, layout.park));
     put16(&mut img, layout.exc, UDF);
     put16(&mut img, layout.exc + 2, BX_LR);
+    put16(&mut img, layout.default_handler, WFI);
+    put16(&mut img, layout.default_handler + 2, b(layout.default_handler + 2, layout.default_handler));
+    put16(&mut img, layout.crash, UDF_CRASH);
     if let Some(a) = chip.bootloader.id_address
         && sm.contains(a)
     {
@@ -142,6 +187,12 @@ pub enum RomControl {
     Jumped,
     /// Perform a system reset with this cause (e.g. after option bytes were written).
     Reset(ResetCause),
+    /// Continue in the ROM's default handler, which loops forever (an exception the ROM has no
+    /// use for, or one that reaches its handlers after the ROM was left: pitfall P1).
+    Hang,
+    /// The ROM code crashes: the core executes an undefined instruction in system memory and takes
+    /// a HardFault through the vector table in use.
+    Crash,
 }
 
 /// The ROM bootloader model the board hands control to.
@@ -158,6 +209,11 @@ pub trait SystemBootloader: Send {
     /// An exception vectored through the ROM's vector table (VTOR at system memory).
     fn on_exception(&mut self, exception: u32, cx: &mut RomCx<'_>) -> RomControl {
         default_exception(exception, cx)
+    }
+    /// What the model noticed that a diagnosis should report (CPU state at entry and what it
+    /// implies, the interface in use, why it stopped answering). Newest last.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
     }
     /// For downcasting to the concrete model (tests, diagnosis).
     fn as_any(&mut self) -> &mut dyn Any;
@@ -178,11 +234,26 @@ pub fn default_exception(exception: u32, cx: &mut RomCx<'_>) -> RomControl {
     }
 }
 
+/// Why [`RomCx::wait_until`] gave up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    #[error("condition not met within {0:?} of virtual time")]
+    Timeout(VirtualDuration),
+    /// A device requested a reset meanwhile (watchdog, option byte loading): the board performs it
+    /// as soon as the model returns.
+    #[error("a {0:?} reset is pending")]
+    Reset(ResetCause),
+}
+
 /// What a ROM model can touch: the system bus as the CPU, the core's registers, time, chip data.
 pub struct RomCx<'a> {
     pub(crate) cpu: &'a mut Cpu,
     pub(crate) sys: &'a mut System<Shared>,
     pub(crate) layout: RomLayout,
+    /// The device that wakes the idle loop.
+    pub(crate) wake: DeviceId,
+    /// The USB device model, on chips whose ROM has USB DFU.
+    pub(crate) usb: Option<DeviceId>,
 }
 
 impl<'a> RomCx<'a> {
@@ -252,6 +323,76 @@ impl<'a> RomCx<'a> {
     pub fn set_vtor(&mut self, value: u32) -> Result<(), BusFault> {
         self.write(0xE000_ED08, Size::Word, value)
     }
+    /// PRIMASK as `cpsid i` / `cpsie i` would set it.
+    pub fn set_primask(&mut self, masked: bool) {
+        let packed = self.cpu.reg(Reg::SpecialPacked);
+        self.cpu.set_reg(Reg::SpecialPacked, (packed & !1) | masked as u32);
+    }
+    /// Branch as the ROM's jump code does: MSP (when given), then `BX pc` (bit 0 is the Thumb bit:
+    /// a clear bit faults at the target, ARMv6-M A6.7.15). Nothing else changes (VTOR, remap,
+    /// CONTROL, active exceptions). Return [`RomControl::Jumped`] afterwards.
+    pub fn branch(&mut self, msp: Option<u32>, pc: u32) {
+        if let Some(sp) = msp {
+            self.cpu.set_reg(Reg::Msp, sp);
+        }
+        let xpsr = self.cpu.reg(Reg::Xpsr);
+        let t = 1 << 24;
+        self.cpu.set_reg(Reg::Xpsr, if pc & 1 != 0 { xpsr | t } else { xpsr & !t });
+        self.cpu.set_reg(Reg::Pc, pc & !1);
+    }
+    /// Call `poll` again at `at` (or now, if `at` has passed), also from an exception handler.
+    pub fn wake_at(&mut self, at: VirtualTime) {
+        let cycle = self.cpu.cycles();
+        let now = self.sys.time_at(cycle);
+        self.sys.with_device(self.wake, cycle, None, |_, cx| cx.schedule_at(at.max(now), 1));
+    }
+    /// Let virtual time pass as a CPU polling a status flag would, until `done` holds: device
+    /// events fall due on the way (flash operations complete, USART frames move, SysTick and the
+    /// watchdog count). Interrupts are not taken meanwhile (the ROM code is busy), they stay
+    /// pending. Gives up after `limit` of virtual time, or when a device requested a reset.
+    /// Returns the time waited.
+    pub fn wait_until(
+        &mut self,
+        limit: VirtualDuration,
+        mut done: impl FnMut(&mut RomCx<'_>) -> bool,
+    ) -> Result<VirtualDuration, WaitError> {
+        let start = self.now();
+        let hz = self.sys.clock().hz;
+        let end = self.cpu.cycles().saturating_add(hil_cortex_m::time::cycles_in(limit, hz).max(1));
+        loop {
+            if let Some(cause) = self.sys.pending_reset() {
+                return Err(WaitError::Reset(cause));
+            }
+            if done(self) {
+                return Ok(self.now() - start);
+            }
+            let cycle = self.cpu.cycles();
+            if cycle >= end {
+                return Err(WaitError::Timeout(limit));
+            }
+            let next = self.sys.deadline_cycle().min(end).max(cycle + 1);
+            self.cpu.skip_cycles(next - cycle);
+            self.sys.dispatch_due_events(self.cpu.cycles());
+        }
+    }
+    /// The USB device model (chips whose ROM has USB DFU).
+    pub fn usb(&mut self) -> Option<&mut crate::periph::usb::UsbDevice> {
+        let id = self.usb?;
+        self.sys.device_mut::<crate::periph::usb::UsbDevice>(id)
+    }
+    /// Run `f` on the USB device model with its device context (for state changes that schedule
+    /// events or move its interrupt line).
+    pub fn with_usb<R>(
+        &mut self,
+        f: impl FnOnce(&mut crate::periph::usb::UsbDevice, &mut hil_cortex_m::DeviceCx<'_, Shared>) -> R,
+    ) -> Option<R> {
+        let id = self.usb?;
+        let cycle = self.cpu.cycles();
+        self.sys.with_device(id, cycle, None, |d, cx| {
+            let any: &mut dyn Any = d;
+            any.downcast_mut::<crate::periph::usb::UsbDevice>().map(|u| f(u, cx))
+        })
+    }
 }
 
 /// The Private Peripheral Bus (ARMv6-M B3.1): served by the core, not the system bus.
@@ -259,9 +400,9 @@ fn is_ppb(addr: u32) -> bool {
     (0xE000_0000..0xE010_0000).contains(&addr)
 }
 
-/// The default ROM model: records every entry and exception, points VTOR at its own vector
-/// table (pitfall P1: "the ROM leaves VTOR pointing at itself") and idles. The next step plugs
-/// the AN3155 / DfuSe engines in through the same trait.
+/// A ROM model for tests of the hand-off itself: records every entry and exception, points VTOR
+/// at its own vector table and idles. The board's default ROM is [`crate::StRom`] (ST's
+/// bootloader); this one is the fallback for chips without ROM protocol data.
 #[derive(Debug, Default)]
 pub struct RecordingRom {
     pub entries: Vec<RomEntry>,
@@ -310,8 +451,18 @@ mod tests {
         let h = |a: u32| u16::from_le_bytes(img[(a - 0x1FFF_0000) as usize..][..2].try_into().unwrap());
         assert_eq!(w(0x1FFF_0000), 0x2000_2700);
         assert_eq!(w(0x1FFF_0004), l.entry | 1);
-        assert_eq!(w(0x1FFF_0008), l.exc | 1, "NMI");
-        assert_eq!(w(0x1FFF_0000 + 4 * 47), l.exc | 1, "last IRQ vector");
+        assert_eq!(w(0x1FFF_0008), l.default_handler | 1, "NMI: default handler");
+        assert_eq!(w(0x1FFF_003C), l.default_handler | 1, "SysTick: default handler");
+        assert_eq!(w(0x1FFF_0000 + 4 * 47), l.default_handler | 1, "last IRQ vector");
+        // USART1 (IRQ 27) and USART2 (IRQ 28) are the G071 ROM's interfaces (chip data).
+        assert_eq!(rom_irqs(chip), vec![27, 28]);
+        assert_eq!(w(0x1FFF_0000 + 4 * (16 + 27)), l.exc | 1, "USART1 vector into the model");
+        assert_eq!(w(0x1FFF_0000 + 4 * (16 + 28)), l.exc | 1, "USART2 vector into the model");
+        assert_eq!(h(l.default_handler), 0xBF30, "wfi");
+        assert_eq!(h(l.default_handler + 2), 0xE7FD, "b default_handler");
+        assert_eq!(h(l.crash), 0xDEFE);
+        let g0b1 = Chip::by_name("STM32G0B1RE").unwrap();
+        assert_eq!(rom_irqs(g0b1), vec![8, 27, 28], "USB DFU adds the USB interrupt");
         assert_eq!(h(l.entry), 0xDE5B);
         assert_eq!(h(l.park + 2), 0xBF20);
         // b PARK from PARK+4: offset -8 -> imm11 = -4.

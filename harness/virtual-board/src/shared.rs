@@ -363,6 +363,8 @@ pub struct Shared {
     pub uart_out: Vec<UartOut>,
     /// Output level changes of GPIO pins, drained by the board.
     pub pin_changes: Vec<PinChange>,
+    /// USB attach / detach changes, drained by the board.
+    pub usb_changes: Vec<crate::periph::usb::UsbChange>,
     pub counters: Counters,
     /// Boot selection made at the last reset.
     pub boot: Option<BootInfo>,
@@ -394,6 +396,7 @@ impl Shared {
             faults: FaultState::new(faults),
             uart_out: Vec::new(),
             pin_changes: Vec::new(),
+            usb_changes: Vec::new(),
             counters: Counters::default(),
             boot: None,
             reset_cause: ResetCause::PowerOn,

@@ -19,6 +19,7 @@ use crate::periph::iwdg::Iwdg;
 use crate::periph::rcc::Rcc;
 use crate::periph::syscfg::{AliasTargets, Syscfg};
 use crate::periph::usart::{Usart, UsartParams};
+use crate::periph::usb::UsbDevice;
 use crate::periph::wwdg::Wwdg;
 use crate::rom::{self, RomLayout};
 use crate::shared::{BootInfo, Gate, Shared};
@@ -45,6 +46,8 @@ pub struct Layout {
     pub gpios: Vec<(u8, DeviceId)>,
     /// Wakes the core from the ROM's idle loop.
     pub rom_wake: DeviceId,
+    /// The USB device (on chips whose ROM has USB DFU).
+    pub usb: Option<DeviceId>,
     pub rom: RomLayout,
     pub boot0: PinId,
     pub led: Option<PinId>,
@@ -199,6 +202,7 @@ impl Soc {
         let mut wwdg = None;
         let mut usarts = Vec::new();
         let mut gpios = Vec::new();
+        let mut usb = None;
         let remap = chip.remap.clone().ok_or_else(|| model_err(chip, "no remap"))?;
         let flash_writes = WritePolicy::Device(flash_dev);
         let alias_targets = AliasTargets {
@@ -259,6 +263,14 @@ impl Soc {
                     gpios.push((port, d));
                     d
                 }
+                // The chip data has no `usb` peripheral kind yet: the USB block of a part whose ROM
+                // has USB DFU is modelled by name (AN2606: the G0B1 ROM offers DFU on it).
+                PeripheralKind::Generic if p.name == "USB" && chip.bootloader.usb_dfu => {
+                    let irq = p.irq.ok_or_else(|| model_err(chip, "the USB peripheral has no IRQ line"))?;
+                    let d = sys.add_device(Box::new(UsbDevice::new(irq, gate)));
+                    usb = Some(d);
+                    d
+                }
                 PeripheralKind::Generic => sys.add_device(Box::new(Generic::new(&p.name, p.size, gate))),
             };
             sys.memory.map_device(&p.name, p.base, p.size, dev).map_err(map_err)?;
@@ -282,6 +294,7 @@ impl Soc {
             usarts,
             gpios,
             rom_wake,
+            usb,
             rom: rom_layout,
             boot0: PinId::parse(&boot.boot0_pin).ok_or_else(|| model_err(chip, "bad boot0_pin"))?,
             led: chip.pins.as_ref().and_then(|p| p.led.as_ref()).and_then(|l| PinId::parse(&l.pin)),

@@ -12,14 +12,14 @@ use hil_virtual_board::{
 const T: Duration = Duration::from_secs(20);
 const USART2: u32 = 0x4000_4400;
 
-/// A toy ROM: echoes each byte + 1 on USART2, `g` = Go 0x08000000, `R` = reset; runs SysTick
-/// through its own vector table and wakes itself every 10 ms.
+/// A toy ROM: echoes each byte + 1 on USART2, `g` = Go 0x08000000, `R` = reset; takes the USART2
+/// transmission-complete interrupt through its own vector table and wakes itself every 10 ms.
 #[derive(Default)]
 struct EchoRom {
     entries: Vec<RomEntry>,
     polls: u64,
     timer_polls: u64,
-    systicks: u64,
+    usart_irqs: u64,
 }
 
 impl SystemBootloader for EchoRom {
@@ -30,15 +30,13 @@ impl SystemBootloader for EchoRom {
         self.entries.push(entry.clone());
         let vt = cx.layout().vector_table;
         cx.set_vtor(vt).unwrap();
-        // USART2 115200 8N1 without interrupts, as a polling ROM would set it up.
+        // USART2 115200 8N1, received bytes polled; the TC interrupt (TCIE) enabled in the NVIC
+        // (line 28): its exceptions vector through the ROM's table into the model.
         cx.write(0x4002_103C, Size::Word, 1 << 17).unwrap();
         cx.write(USART2 + 0x0C, Size::Word, 139).unwrap();
-        cx.write(USART2, Size::Word, 0b1101).unwrap();
-        // Interrupts on, SysTick at 1 ms: its exceptions vector through the ROM's table.
-        let control = cx.cpu().reg(Reg::SpecialPacked) & !1;
-        cx.cpu().set_reg(Reg::SpecialPacked, control);
-        cx.write(0xE000_E014, Size::Word, 16_000 - 1).unwrap();
-        cx.write(0xE000_E010, Size::Word, 0b111).unwrap();
+        cx.write(USART2, Size::Word, 0b1101 | 1 << 6).unwrap();
+        cx.write(0xE000_E100, Size::Word, 1 << 28).unwrap();
+        cx.set_primask(false);
         RomControl::Idle { wake_at: Some(cx.now() + VirtualDuration::from_ms(10)) }
     }
     fn poll(&mut self, cx: &mut RomCx<'_>) -> RomControl {
@@ -52,8 +50,8 @@ impl SystemBootloader for EchoRom {
         match b {
             b'g' => {
                 cx.write(USART2 + 0x28, Size::Word, b'G' as u32).unwrap();
-                // Stop SysTick as a ROM de-initialising its peripherals would, then Go.
-                cx.write(0xE000_E010, Size::Word, 0).unwrap();
+                // Stop the USART2 interrupt as a ROM de-initialising its peripherals would, then Go.
+                cx.write(0xE000_E180, Size::Word, 1 << 28).unwrap();
                 cx.go(0x0800_0000).unwrap();
                 RomControl::Jumped
             }
@@ -64,9 +62,11 @@ impl SystemBootloader for EchoRom {
             }
         }
     }
-    fn on_exception(&mut self, exception: u32, _: &mut RomCx<'_>) -> RomControl {
-        if exception == 15 {
-            self.systicks += 1;
+    fn on_exception(&mut self, exception: u32, cx: &mut RomCx<'_>) -> RomControl {
+        if exception == 16 + 28 {
+            self.usart_irqs += 1;
+            // TCCF: clear the transmission-complete flag (RM0444 33.8.9).
+            cx.write(USART2 + 0x20, Size::Word, 1 << 6).unwrap();
         }
         RomControl::Return
     }
@@ -78,7 +78,7 @@ impl SystemBootloader for EchoRom {
 fn rom_stats(b: &Board) -> (usize, u64, u64, u64) {
     b.exec("ROM stats", |m| {
         let r = m.rom().as_any().downcast_mut::<EchoRom>().expect("EchoRom");
-        Ok((r.entries.len(), r.polls, r.timer_polls, r.systicks))
+        Ok((r.entries.len(), r.polls, r.timer_polls, r.usart_irqs))
     })
     .wait()
     .unwrap()
@@ -102,12 +102,12 @@ fn rom_model_polls_echoes_takes_exceptions_and_goes_back() {
     // Device events (received frames) wake the idle loop; the model answers through USART2.
     u.write(b"ab").wait().unwrap();
     assert_eq!(u.read_until(b"bc", T).wait().unwrap(), b"bc");
-    // Its timer wakes it too, and SysTick vectors through the ROM's table meanwhile.
+    // Its timer wakes it too, and the USART2 interrupt vectors through the ROM's table.
     std::thread::sleep(Duration::from_millis(100));
-    let (entries, polls, timer_polls, systicks) = rom_stats(&b);
+    let (entries, polls, timer_polls, usart_irqs) = rom_stats(&b);
     assert_eq!(entries, 1);
     assert!(polls >= 2 && timer_polls >= 1, "polls {polls}, timer polls {timer_polls}");
-    assert!(systicks > 10, "SysTick exceptions through the ROM's vector table: {systicks}");
+    assert!(usart_irqs >= 2, "USART2 interrupts through the ROM's vector table: {usart_irqs}");
     let snap = b.snapshot().wait().unwrap();
     assert!(snap.rom_active);
     assert_eq!(snap.core.unwrap().vtor, 0x1FFF_0000);

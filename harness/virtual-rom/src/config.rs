@@ -139,6 +139,66 @@ pub struct EntryQuirks {
     pub clear_empty_flag: bool,
 }
 
+/// How the ROM services an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    /// From the interface's interrupt handler, reached through the vector table the CPU uses
+    /// (VTOR): nothing is served while PRIMASK is set, while an exception of equal or higher
+    /// priority is active, or while VTOR leads to someone else's handlers (pitfalls P1, P2, P5).
+    Interrupt,
+    /// By polling the peripheral's flags from the ROM's main loop (\[OBL\]
+    /// `OPENBL_USART_ReadByte` spins on RXNE): PRIMASK and VTOR do not matter for the answers.
+    Polling,
+}
+
+/// What the ROM does when it starts in Thread mode on the process stack (CONTROL.SPSEL = 1, a jump
+/// from an RTOS task; pitfall P5). The jump loads MSP, but Thread mode keeps running on the PSP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessStackEntry {
+    /// The ROM runs on the task's stack and answers.
+    Runs,
+    /// The ROM crashes (HardFault into its default handler) whatever the stack.
+    Crashes,
+    /// The ROM crashes when the PSP lies in the RAM it reserves for itself (its data initialisation
+    /// overwrites the stack it runs on), and runs otherwise. This reconciles the reports in seed 002:
+    /// a FreeRTOS task jump that failed until CONTROL was cleared, and one that worked.
+    CrashesInOwnRam,
+}
+
+/// What the ROM writes to VTOR when it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VtorAtEntry {
+    /// Leaves VTOR as the application set it.
+    Untouched,
+    /// VTOR = 0x00000000: its table as the boot alias shows it. After a BOOT0 boot, or a jump with
+    /// the system memory remapped, 0x0 shows the ROM; after a jump without the remap (or with the
+    /// SYSCFG clock off, P4) it shows flash, so the ROM's interrupts run the application's handlers.
+    BootAlias,
+    /// VTOR = the system-memory address of its table.
+    SystemMemory,
+}
+
+/// How the ROM uses the core while it runs, and so which CPU state it needs when an application
+/// jumps to it (bootloader-protocols.md pitfalls P1, P2, P5; seed 002). No primary source documents
+/// the ROM's internals: every field is listed in [`RomConfig::unverified`] with the evidence behind
+/// its default, and each is a switch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Execution {
+    /// How the USART interfaces are serviced.
+    pub usart_service: Service,
+    /// How the USB DFU interface is serviced.
+    pub usb_service: Service,
+    /// What the ROM does with VTOR when it starts (after Go / leave VTOR still points at the ROM:
+    /// pitfall P1).
+    pub vtor_at_entry: VtorAtEntry,
+    /// The ROM clears PRIMASK when it starts.
+    pub enables_interrupts_at_entry: bool,
+    /// The ROM clears PRIMASK just before Go / leave (\[OBL\] `OPENBL_FLASH_JumpToAddress`
+    /// re-enables interrupts before it loads MSP and branches).
+    pub enables_interrupts_at_go: bool,
+    pub process_stack: ProcessStackEntry,
+}
+
 /// Which erase command the USART bootloader speaks (AN3155 command table note 3: a device supports
 /// either Erase 0x43 or Extended Erase 0x44, never both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -255,6 +315,8 @@ pub struct RomConfig {
     /// says the registers are NOT reset (qa-community "stm32-g071-system-bootloader-question-148428").
     pub peripherals_reset_on_go: bool,
     pub entry: EntryQuirks,
+    /// How the ROM uses the core (interrupts, VTOR, stacks).
+    pub execution: Execution,
     pub usart: UsartConfig,
     /// `None` where the ROM has no USB DFU (G071).
     pub dfu: Option<DfuConfig>,
@@ -505,6 +567,48 @@ fn stm32g0(chip: &Chip) -> RomConfig {
     if chip.identity.dev_id == 0x460 {
         note("entry.reset_peripherals", "V11.3 and later assumed to keep the early reset after the V11.4 fix");
     }
+    // Seed 002: on a G071 a jump made with interrupts disabled (`__disable_irq()`, no re-enable)
+    // "works perfectly" over the USART; the same code on a G0B1 gets "No response from target".
+    let polled_usart = chip.identity.dev_id == 0x460;
+    let execution = Execution {
+        usart_service: if polled_usart { Service::Polling } else { Service::Interrupt },
+        usb_service: Service::Interrupt,
+        vtor_at_entry: VtorAtEntry::BootAlias,
+        enables_interrupts_at_entry: false,
+        enables_interrupts_at_go: true,
+        process_stack: ProcessStackEntry::CrashesInOwnRam,
+    };
+    note(
+        "execution.usart_service",
+        if polled_usart {
+            "polling: seed 002 reports a G071 jump with PRIMASK = 1 that the USART bootloader answered"
+        } else {
+            "interrupt: seed 002 reports that a jump with PRIMASK = 1 gets no answer on a G0B1 (its G071 twin \
+             worked); pitfall P2"
+        },
+    );
+    note(
+        "execution.usb_service",
+        "interrupt: P2 (a C071 USB DFU session needs interrupts enabled; an F405 entered with interrupts \
+         disabled could not upload)",
+    );
+    note(
+        "execution.vtor_at_entry",
+        "boot alias (VTOR = 0): reconciles stm32duino Arduino_Core_STM32 PR #1653 (ST: the UART bootloader \
+         changes VTOR and does not restore it), candleLight_fw PR #319 (VTOR still points at the ROM after DFU \
+         leave on a G0B1) and ST's KB / seed 002 / pitfall P4 (an application jumping on an M0+ part must remap \
+         system memory to 0x0 with the SYSCFG clock on), which a ROM writing its absolute address would not need",
+    );
+    note("execution.enables_interrupts_at_entry", "no report of the ROM clearing PRIMASK; P2 implies it does not");
+    note(
+        "execution.enables_interrupts_at_go",
+        "[OBL] OPENBL_FLASH_JumpToAddress re-enables interrupts; assumed for the ROM",
+    );
+    note(
+        "execution.process_stack",
+        "model choice (P5, seed 002): a crash when the task stack lies in the ROM's own RAM explains both \
+         FreeRTOS reports",
+    );
     let dfu = chip.bootloader.usb_dfu.then(|| {
         note("dfu.bcd_device", "DFU protocol V2.2 assumed (F042 reports 0x2200); not read from a G0B1");
         note("dfu.bcd_usb", "1.00 as in the F4/F107 ROM lsusb logs ([DU] device-logs)");
@@ -557,6 +661,7 @@ fn stm32g0(chip: &Chip) -> RomConfig {
         allow_rdp_level2: false,
         peripherals_reset_on_go: false,
         entry,
+        execution,
         usart,
         dfu,
         unverified,
@@ -577,6 +682,8 @@ fn stm32f1_medium_density(chip: &Chip) -> RomConfig {
         "usart.commands".to_string(),
         "an old F1 ROM lists 0x43, not 0x44 (bootloader-protocols.md 1.3); exact list unverified".to_string(),
     );
+    unverified
+        .insert("execution".to_string(), "polled USART, VTOR untouched: model choice without a source".to_string());
     RomConfig {
         chip: chip.name.clone(),
         pid: chip.identity.dev_id,
@@ -593,6 +700,15 @@ fn stm32f1_medium_density(chip: &Chip) -> RomConfig {
         // used before jumping.
         peripherals_reset_on_go: true,
         entry: EntryQuirks::default(),
+        // The 2 KiB F1 ROM polls its USART (model choice, no source; not a virtual board yet).
+        execution: Execution {
+            usart_service: Service::Polling,
+            usb_service: Service::Interrupt,
+            vtor_at_entry: VtorAtEntry::Untouched,
+            enables_interrupts_at_entry: false,
+            enables_interrupts_at_go: true,
+            process_stack: ProcessStackEntry::Runs,
+        },
         usart: UsartConfig {
             version: 0x22,
             commands: vec![
@@ -650,6 +766,23 @@ mod tests {
         assert_eq!(c.usart.erase_kind(), Some(EraseKind::Extended));
         // V11.3 (0xB3): early peripheral reset and EMPTY clearing.
         assert_eq!(c.entry, EntryQuirks { reset_peripherals: true, clear_empty_flag: true });
+    }
+
+    #[test]
+    fn execution_model_per_chip_is_listed_as_unverified() {
+        let g071 = RomConfig::for_chip(Chip::by_name("STM32G071RB").unwrap()).unwrap();
+        let g0b1 = g0b1();
+        // Seed 002: the G071 answers a jump made with PRIMASK = 1, the G0B1 does not.
+        assert_eq!(g071.execution.usart_service, Service::Polling);
+        assert_eq!(g0b1.execution.usart_service, Service::Interrupt);
+        assert_eq!(g0b1.execution.usb_service, Service::Interrupt);
+        for c in [&g071, &g0b1] {
+            assert!(c.execution.vtor_at_entry == VtorAtEntry::BootAlias && !c.execution.enables_interrupts_at_entry);
+            assert_eq!(c.execution.process_stack, ProcessStackEntry::CrashesInOwnRam);
+            for key in ["execution.usart_service", "execution.vtor_at_entry", "execution.process_stack"] {
+                assert!(c.unverified.contains_key(key), "{}: {key}", c.chip);
+            }
+        }
     }
 
     #[test]

@@ -52,6 +52,13 @@
 //! 5. **Jump**: set MSP (if given) and branch to `pc` as `BX` would; leave VTOR, SYSCFG remap,
 //!    EMPTY and the option bytes alone. If `reset_peripherals`, reset the peripherals the ROM
 //!    used (its USART/USB) first. A later reset boots by the (unchanged) boot selection.
+//! 6. **CPU state**: [`RomConfig::execution`] says how the ROM uses the core, per chip: whether
+//!    each interface is served from its interrupt (so PRIMASK, active exceptions and VTOR decide
+//!    whether it answers) or polled, whether the ROM sets VTOR or clears PRIMASK, and what happens
+//!    on the process stack. None of it has a primary source; each field is listed in
+//!    [`RomConfig::unverified`] with the evidence behind its default.
+//!
+//! hil-virtual-board's `StRom` is this integration (the board's default ROM).
 //!
 //! # Sources
 //!
@@ -67,8 +74,9 @@ pub mod target;
 pub mod usart;
 
 pub use config::{
-    ConfigError, DfuConfig, EntryQuirks, EraseKind, FlashLayout, LeaveJump, Level2Marker, MemoryRegion,
-    OptionBytesLayout, RegionKind, RomConfig, UsartConfig, memory_layout_string, serial_from_uid,
+    ConfigError, DfuConfig, EntryQuirks, EraseKind, Execution, FlashLayout, LeaveJump, Level2Marker, MemoryRegion,
+    OptionBytesLayout, ProcessStackEntry, RegionKind, RomConfig, Service, UsartConfig, VtorAtEntry,
+    memory_layout_string, serial_from_uid,
 };
 pub use dfu::{ControlOutcome, ControlResponse, DfuEngine, DfuState, DfuStatus, SetupPacket};
 pub use target::{BootTarget, Jump, RdpLevel, RomAction, TargetError};

@@ -8,6 +8,7 @@ pub mod iwdg;
 pub mod rcc;
 pub mod syscfg;
 pub mod usart;
+pub mod usb;
 pub mod wwdg;
 
 use hil_cortex_m::{BusFaultKind, Size};

@@ -2,7 +2,7 @@
 //! bootloader use it.
 //!
 //! Modelled: CR1 (UE, RE, TE, RXNEIE, TCIE, TXEIE, IDLEIE, PEIE, PCE/PS parity, M1:M0 word length,
-//! OVER8), CR2 STOP bits and ABREN (auto baud rate detection), CR3 (EIE, OVRDIS), BRR and PRESC
+//! OVER8), CR2 STOP bits, ABREN and ABRMOD (auto baud rate detection), CR3 (EIE, OVRDIS), BRR and PRESC
 //! (baud rate, RM0444 33.5.7), ISR flags (PE, FE, NE, ORE, IDLE, RXNE, TC, TXE, BUSY, ABRF,
 //! TEACK, REACK), ICR, RQR (ABRRQ, RXFRQ, TXFRQ), RDR/TDR with the parity bit in the MSB
 //! (RM0444 33.5.8), frame timing on virtual time from the kernel clock (RCC_CCIPR), the
@@ -51,6 +51,8 @@ pub const CR1_M0: u32 = 1 << 12;
 pub const CR1_OVER8: u32 = 1 << 15;
 pub const CR1_M1: u32 = 1 << 28;
 pub const CR2_ABREN: u32 = 1 << 20;
+/// ABRMOD[1:0] (RM0444 33.8.2): 00 start bit, 01 falling edge, 10 0x7F frame, 11 0x55 frame.
+pub const CR2_ABRMOD: u32 = 3 << 21;
 pub const CR3_EIE: u32 = 1 << 0;
 pub const CR3_OVRDIS: u32 = 1 << 12;
 
@@ -64,6 +66,11 @@ pub const ISR_TC: u32 = 1 << 6;
 pub const ISR_TXE: u32 = 1 << 7;
 pub const ISR_ABRE: u32 = 1 << 14;
 pub const ISR_ABRF: u32 = 1 << 15;
+pub const ICR_PECF: u32 = 1 << 0;
+pub const ICR_FECF: u32 = 1 << 1;
+pub const ICR_NECF: u32 = 1 << 2;
+pub const ICR_ORECF: u32 = 1 << 3;
+pub const RQR_ABRRQ: u32 = 1 << 0;
 pub const ISR_BUSY: u32 = 1 << 16;
 pub const ISR_TEACK: u32 = 1 << 21;
 pub const ISR_REACK: u32 = 1 << 22;
@@ -370,7 +377,19 @@ impl Usart {
         // Auto baud rate detection (RM0444 33.5.10): the host's rate is measured on this frame.
         if self.cr2 & CR2_ABREN != 0 && self.isr & ISR_ABRF == 0 {
             self.isr |= ISR_ABRF;
-            if let Some(hb) = self.host_baud {
+            // ABRMOD = 10 / 11 measure on a 0x7F / 0x55 frame: another character gives a wrong
+            // measurement, flagged with ABRE and the rate left alone (UNVERIFIED detail of RM0444
+            // 33.5.10, which describes the modes by the bit edges they time).
+            let expected = match self.cr2 & CR2_ABRMOD {
+                m if m == 2 << 21 => Some(0x7F),
+                m if m == 3 << 21 => Some(0x55),
+                _ => None,
+            };
+            if expected.is_some_and(|e| e != f.byte) {
+                self.isr |= ISR_ABRE;
+            } else {
+                // An in-process host that never set its rate is measured as 115200 Bd.
+                let hb = self.host_baud.unwrap_or(115_200);
                 let ker = cx.shared.rcc.usart_kernel_hz(self.p.kernel_select);
                 let div = ker / hb.max(1);
                 if div >= 16 {
