@@ -136,6 +136,8 @@ pub struct Evidence {
     pub go_words: Option<(u32, u32)>,
     /// The exception frame on the active stack, when the core is in handler mode.
     pub stacked_pc: Option<u32>,
+    /// The level the rig last drove BOOT0 to, if it drove it.
+    pub boot0_driven: Option<bool>,
     pub app_vectors: Option<(u32, u32)>,
 }
 
@@ -192,6 +194,7 @@ pub fn diagnose(s: &mut RigSession, step: &Step, outcome: &StepOutcome) -> Optio
         .map(|d| d.registers.iter().map(|r| (r.name.clone(), r.address)).collect())
         .unwrap_or_default();
     let last_go = s.last_go;
+    let boot0_driven = s.boot0_driven;
     let app_base = s.board.application_base(chip);
     let Ok(probe) = s.probe() else {
         return Some(Diagnosis {
@@ -243,6 +246,7 @@ pub fn diagnose(s: &mut RigSession, step: &Step, outcome: &StepOutcome) -> Optio
         last_go,
         go_words,
         stacked_pc,
+        boot0_driven,
         app_vectors,
     };
     Some(run_rules(&ev))
@@ -474,12 +478,53 @@ pub fn run_rules(e: &Evidence) -> Diagnosis {
             );
         }
         let empty = e.get("FLASH_ACR").map(|v| v & (1 << 16) != 0);
-        if empty == Some(true) && e.app_vectors.is_some_and(|(sp, _)| sp != 0xFFFF_FFFF) {
+        let programmed = e.app_vectors.is_some_and(|(sp, _)| sp != 0xFFFF_FFFF);
+        if empty == Some(true) && programmed {
             facts.push(fact("FLASH_ACR.EMPTY", "1 (flash was empty at power-on)", true));
             facts.push(fact(format!("word at {}", hex(e.chip.memory.flash.base)), "programmed", true));
             return named(
                 "empty-check-latched",
                 "The EMPTY flag latched at the last power-on still selects the ROM although the flash is programmed now (evaluated at POR/OBL only).".into(),
+                facts,
+                e.snapshot.clone(),
+            );
+        }
+        // The boot inputs select flash, the flash is programmed, a plain reset landed in the ROM:
+        // only the empty-check latch does that. Some ROMs clear EMPTY when they start (G07x
+        // V11.3, AN2606 45.3.1), so it may read 0 by now.
+        let pin_reset = e.reset_flag(|f| f.pin) == Some(true)
+            && e.reset_flag(|f| f.power_on) == Some(false)
+            && e.reset_flag(|f| f.option_byte_load) == Some(false);
+        let inputs_select_flash = match (nboot_sel, nboot0) {
+            (Some(1), Some(1)) => true,
+            (Some(0), _) => e.boot0_driven == Some(false),
+            _ => false,
+        };
+        if programmed
+            && pin_reset
+            && inputs_select_flash
+            && e.chip.boot.as_ref().is_some_and(|b| b.empty_check.is_some())
+        {
+            facts.push(fact("reset", "NRST pin, no power-on since the flash was programmed", true));
+            facts.push(fact(
+                "boot inputs",
+                match nboot_sel {
+                    Some(0) => "nBOOT_SEL = 0 and BOOT0 driven low by the rig: main flash",
+                    _ => "nBOOT_SEL = 1, nBOOT0 = 1: main flash",
+                },
+                true,
+            ));
+            facts.push(fact(format!("word at {}", hex(e.chip.memory.flash.base)), "programmed", true));
+            if let Some(em) = empty {
+                facts.push(fact(
+                    "FLASH_ACR.EMPTY now",
+                    if em { "1" } else { "0 (this ROM version clears it when it starts)" },
+                    em,
+                ));
+            }
+            return named(
+                "empty-check-latched",
+                "The boot inputs select flash and the flash is programmed, yet a reset started the ROM: the empty check latched at the last power-on (the chip was blank then) still redirects to the ROM until POR or OBL_LAUNCH.".into(),
                 facts,
                 e.snapshot.clone(),
             );

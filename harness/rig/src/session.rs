@@ -73,6 +73,8 @@ pub struct RigSession {
     pub state: Option<BoardState>,
     /// Address of the last Go / DFU leave since the last reset (for diagnosis).
     pub last_go: Option<u32>,
+    /// The level the rig last drove BOOT0 to (for diagnosis).
+    pub boot0_driven: Option<bool>,
 }
 
 fn outcome_from<T>(r: Result<T, String>) -> StepOutcome {
@@ -97,6 +99,7 @@ impl RigSession {
             last_image: None,
             state: None,
             last_go: None,
+            boot0_driven: None,
         })
     }
 
@@ -820,7 +823,11 @@ impl BoardSession for RigSession {
             }
             Action::SetBoot0(level) => {
                 let high = *level == PinLevel::High;
-                outcome_from(self.lines().and_then(|l| l.set_boot0(high).map_err(|e| e.to_string())))
+                let r = self.lines().and_then(|l| l.set_boot0(high).map_err(|e| e.to_string()));
+                if r.is_ok() {
+                    self.boot0_driven = Some(high);
+                }
+                outcome_from(r)
             }
             Action::WriteOptionBytes(w) => outcome_from(self.write_option_bytes(w, cx)),
             Action::Flash(f) => self.flash_step(f, cx),

@@ -63,7 +63,11 @@ fn name(state: BoardState) -> &'static str {
 
 fn set_boot0(s: &mut RigSession, high: bool) -> Result<(), String> {
     match s.backends.lines.as_mut() {
-        Some(l) => l.set_boot0(high).map_err(|e| e.to_string()),
+        Some(l) => {
+            l.set_boot0(high).map_err(|e| e.to_string())?;
+            s.boot0_driven = Some(high);
+            Ok(())
+        }
         None => Ok(()),
     }
 }

@@ -155,7 +155,9 @@ pub fn open(board: &hil_config::Board) -> Result<Backends, String> {
         serial: Some(serial),
         lines: Some(Box::new(VirtualPins { board: vb.clone() })),
         power: Some(Box::new(VirtualPower { board: vb.clone() })),
-        usb: None,
+        usb: chip.bootloader.usb_dfu.then(|| {
+            Box::new(crate::usb::VirtualUsbConnector { board: vb.clone() }) as Box<dyn crate::backend::UsbConnector>
+        }),
         clock: Box::new(VirtualClock { board: vb.clone() }),
         probe_selector: Some({
             // The virtual board's probe is a probe-rs driver, opened by selector like an ST-Link.

@@ -140,6 +140,23 @@ impl Drop for Pty {
     }
 }
 
+/// The baud rate the peer set on the PTY. Standard rates are termios speed codes; other tools
+/// (the serialport crate on Linux, for any rate) set `BOTHER` with the rate in `termios2`
+/// (TCSETS2), which the classic termios API cannot read back: read `termios2` then.
+fn peer_baud(slave: &OwnedFd) -> Option<u32> {
+    #[cfg(all(target_os = "linux", not(any(target_arch = "powerpc", target_arch = "powerpc64"))))]
+    {
+        use std::os::fd::AsRawFd;
+        let mut t2: nix::libc::termios2 = unsafe { std::mem::zeroed() };
+        // SAFETY: TCGETS2 fills a termios2 the kernel defines; the fd is the open PTY slave.
+        let r = unsafe { nix::libc::ioctl(slave.as_raw_fd(), nix::libc::TCGETS2, &mut t2) };
+        if r == 0 && t2.c_cflag & nix::libc::CBAUD == nix::libc::BOTHER {
+            return (t2.c_ispeed > 0).then_some(t2.c_ispeed);
+        }
+    }
+    tcgetattr(slave).ok().and_then(|t| baud_value(cfgetispeed(&t)))
+}
+
 fn read_loop(usart: usize, master: &OwnedFd, slave: &OwnedFd, stop: &AtomicBool, deliver: impl Fn(PtyInput) -> bool) {
     let mut buf = [0u8; 4096];
     while !stop.load(Ordering::Relaxed) {
@@ -152,7 +169,7 @@ fn read_loop(usart: usize, master: &OwnedFd, slave: &OwnedFd, stop: &AtomicBool,
         match nix::unistd::read(master.as_fd(), &mut buf) {
             Ok(0) => std::thread::sleep(std::time::Duration::from_millis(10)),
             Ok(n) => {
-                let baud = tcgetattr(slave).ok().and_then(|t| baud_value(cfgetispeed(&t)));
+                let baud = peer_baud(slave);
                 if !deliver(PtyInput { usart, bytes: buf[..n].to_vec(), baud }) {
                     return;
                 }
