@@ -56,6 +56,9 @@ pub enum Command {
         /// Where the per-run report directory goes.
         #[arg(long, default_value = "reports", value_name = "DIR")]
         report_dir: PathBuf,
+        /// How long to wait for a board another run holds (default: fail at once, naming the holder).
+        #[arg(long, default_value = "0s", value_name = "DURATION")]
+        lock_wait: String,
     },
     /// Flash an image through a board's bootloader or probe.
     Flash {
@@ -177,6 +180,9 @@ pub enum BenchCommand {
         /// Image size (e.g. 64K).
         #[arg(long, default_value = "64K")]
         size: String,
+        /// Link baud rate (both clients use it).
+        #[arg(long, default_value_t = 115_200)]
+        baud: u32,
     },
     /// Flash a 64 KiB image through probe-rs on the virtual board; print JSON.
     FlashProbe {

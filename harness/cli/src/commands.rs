@@ -12,16 +12,13 @@ use crate::output::table;
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 
-/// An error that means "this path is not built yet": exit 2 with a clear message.
-pub fn not_yet_supported(what: &str) -> anyhow::Error {
-    anyhow::anyhow!("not yet supported: {what}")
-}
-
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate(cfg) => validate(&cfg),
         Command::List { what, config } => list(what, &config),
-        Command::Run { config, board_names, report_dir } => run(&config, &board_names, &report_dir),
+        Command::Run { config, board_names, report_dir, lock_wait } => {
+            run(&config, &board_names, &report_dir, &lock_wait)
+        }
         Command::Schema { what } => {
             let schema = match what {
                 SchemaWhat::Boards => hil_config::schema::boards_schema(),
@@ -31,18 +28,22 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain { run, scenario, board } => explain(run.as_deref(), scenario.as_deref(), board.as_deref()),
-        Command::Flash { .. } => Err(not_yet_supported("flashing through a board's bootloader or probe (`hil flash`)")),
+        Command::Flash { boards, board, via, verify, go, base, file } => {
+            crate::flash::flash(&boards, &board, via, verify, go, base.as_deref(), &file)
+        }
         Command::Image { command: ImageCommand::Check { boards, board, base, file } } => {
             image_check(&boards, &board, base.as_deref(), &file)
         }
         Command::Sim { command: SimCommand::Serve { boards, board, uart_link, image, boot0 } } => {
             crate::sim::serve(&boards, &board, uart_link.as_deref(), image.as_deref(), boot0)
         }
-        Command::Bench { command } => Err(not_yet_supported(match command {
-            BenchCommand::FlashUart { .. } => "the UART flashing benchmark (`hil bench flash-uart`)",
-            BenchCommand::FlashProbe { .. } => "the probe flashing benchmark (`hil bench flash-probe`)",
-            BenchCommand::Suite { .. } => "the suite benchmark (`hil bench suite`)",
-        })),
+        Command::Bench { command } => match command {
+            BenchCommand::FlashUart { boards, board, size, baud } => {
+                crate::bench::flash_uart(&boards, &board, &size, baud)
+            }
+            BenchCommand::FlashProbe { boards, board } => crate::bench::flash_probe(&boards, &board),
+            BenchCommand::Suite { config } => crate::bench::suite(&config),
+        },
     }
 }
 
@@ -147,7 +148,8 @@ fn list(what: ListWhat, cfg: &ConfigArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(cfg: &ConfigArgs, boards: &[String], report_dir: &Path) -> Result<ExitCode> {
+fn run(cfg: &ConfigArgs, boards: &[String], report_dir: &Path, lock_wait: &str) -> Result<ExitCode> {
+    let lock_wait: hil_config::Duration = lock_wait.parse().map_err(|e: String| anyhow::anyhow!("--lock-wait: {e}"))?;
     let config = match load_config(cfg) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -181,11 +183,12 @@ fn run(cfg: &ConfigArgs, boards: &[String], report_dir: &Path) -> Result<ExitCod
             std::process::exit(130);
         });
         let progress = crate::output::progress(None, format!("running {total} scenario runs"));
+        let opts = hil_rig::EngineOptions { lock_wait: lock_wait.std(), ..Default::default() };
         let r = hil_rig::engine::run(
             plans,
             std::sync::Arc::new(hil_rig::opener::rig_opener()),
             report_dir,
-            Default::default(),
+            opts,
             cancel.clone(),
         )
         .await;

@@ -3,8 +3,10 @@
 //! Exit codes: 0 everything passed / valid; 1 a scenario failed; 2 configuration, usage or
 //! "not yet supported" errors (the run never started).
 
+mod bench;
 mod cli;
 mod commands;
+mod flash;
 mod output;
 mod sim;
 

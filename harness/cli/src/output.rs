@@ -23,6 +23,11 @@ pub fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// A byte progress bar on a terminal; hidden when stderr is not a TTY.
+pub fn progress_bytes(total: u64, message: impl Into<String>) -> indicatif::ProgressBar {
+    progress(Some(total), message)
+}
+
 /// A spinner/progress bar on a terminal; hidden when stderr is not a TTY (CI logs stay clean).
 pub fn progress(len: Option<u64>, message: impl Into<String>) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {

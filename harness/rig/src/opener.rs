@@ -18,8 +18,9 @@ pub struct RigOpener {
     pub open_probe: std::sync::Arc<ProbeOpener>,
 }
 
-impl BoardOpener for RigOpener {
-    fn open(&self, board: &Board, _cancel: &CancelFlag) -> Result<Box<dyn BoardSession>, String> {
+impl RigOpener {
+    /// Open a board as a [`RigSession`] (for commands that drive it directly, like `hil flash`).
+    pub fn open_session(&self, board: &Board) -> Result<RigSession, String> {
         let chip =
             hil_chips::Chip::by_name(&board.chip.value).ok_or_else(|| format!("unknown chip {}", board.chip.value))?;
         let backends = if board.virtual_board.is_some() {
@@ -35,7 +36,13 @@ impl BoardOpener for RigOpener {
             let (speed, cur) = (backends.probe_speed_khz, backends.connect_under_reset);
             Box::new(move || open(&sel, chip, speed, cur)) as crate::session::ProbeFactory
         });
-        Ok(Box::new(RigSession::new(board.clone(), backends, factory)?))
+        RigSession::new(board.clone(), backends, factory)
+    }
+}
+
+impl BoardOpener for RigOpener {
+    fn open(&self, board: &Board, _cancel: &CancelFlag) -> Result<Box<dyn BoardSession>, String> {
+        Ok(Box::new(self.open_session(board)?))
     }
 }
 

@@ -75,6 +75,8 @@ pub struct RigSession {
     pub last_go: Option<u32>,
     /// The level the rig last drove BOOT0 to (for diagnosis).
     pub boot0_driven: Option<bool>,
+    /// Called with (bytes written, total) while flashing (a progress bar on a terminal).
+    pub progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
 }
 
 fn outcome_from<T>(r: Result<T, String>) -> StepOutcome {
@@ -100,6 +102,7 @@ impl RigSession {
             state: None,
             last_go: None,
             boot0_driven: None,
+            progress: None,
         })
     }
 
@@ -312,7 +315,7 @@ impl RigSession {
                 let (name, elf) = (img.name.clone(), img.elf.clone());
                 self.probe().and_then(|p| p.flash(&name, &img.image, elf.as_deref(), f.verify).map(|_| ()))
             }
-            Via::Uart => self.flash_uart(&img, f.erase, f.verify, cx),
+            Via::Uart => self.flash_uart(&img, f.erase, f.verify, cx).map(|ev| evidence.extend(ev)),
             Via::Dfu => self.flash_dfu(&img, f.erase, f.verify),
         };
         evidence.push(Evidence::Measurement { label: "bytes written".into(), value: bytes as f64, unit: "B".into() });
@@ -327,7 +330,11 @@ impl RigSession {
         out
     }
 
-    fn flash_uart(&mut self, img: &FlashedImage, erase: EraseMode, verify: bool, cx: &StepCx) -> Result<(), String> {
+    /// AN3155 flashing: erase what the image touches (or everything), write in 256-byte blocks,
+    /// then verify through the fastest path the board has: the bootloader's checksum when its Get
+    /// lists Get Checksum (0xA1), else a read-back through the probe (SWD is far faster than the
+    /// UART), else a read-back through the bootloader. Phase timings go into the evidence.
+    fn flash_uart(&mut self, img: &FlashedImage, erase: EraseMode, verify: bool, cx: &StepCx) -> Result<Vec<Evidence>, String> {
         let flash = self.chip.memory.flash.clone();
         let ranges: Vec<(u32, Vec<u8>)> = img.image.ranges().into_iter().map(|(a, d)| (a, d.to_vec())).collect();
         let mut pages: Vec<u16> = ranges
@@ -340,16 +347,49 @@ impl RigSession {
             .map(|p| p as u16)
             .collect();
         pages.dedup();
-        self.uart_session(cx, |c| {
+        let total: u64 = ranges.iter().map(|(_, d)| d.len() as u64).sum();
+        let mut progress = self.progress.take();
+        let probe_available = self.probe_factory.is_some();
+        let mut phases: Vec<(&'static str, f64)> = Vec::new();
+        let r = self.uart_session(cx, |c| {
             c.connect()?;
+            let t = Instant::now();
             match erase {
                 EraseMode::Mass => c.mass_erase()?,
                 EraseMode::Touched => c.erase_pages(&pages)?,
             }
+            phases.push(("erase time", t.elapsed().as_secs_f64()));
+            let t = Instant::now();
+            let mut done = 0u64;
             for (addr, data) in &ranges {
-                c.write(*addr, data)?;
+                // Progress per 4 KiB; the client writes 256-byte blocks either way.
+                for (i, chunk) in data.chunks(4096).enumerate() {
+                    c.write(addr + (i * 4096) as u32, chunk)?;
+                    done += chunk.len() as u64;
+                    if let Some(p) = progress.as_mut() {
+                        p(done, total);
+                    }
+                }
             }
-            if verify {
+            phases.push(("write time", t.elapsed().as_secs_f64()));
+            let checksum = c.commands().is_some_and(|g| g.supports(hil_bootloader_host::uart::Command::GetChecksum));
+            if verify && checksum {
+                let t = Instant::now();
+                for (addr, data) in &ranges {
+                    let mut padded = data.clone();
+                    padded.resize(data.len().div_ceil(4) * 4, 0xFF);
+                    let got = c.get_checksum(*addr, padded.len() as u32)?;
+                    let want = hil_bootloader_host::uart::stm32_crc(&padded);
+                    if got != want {
+                        return Err(SessionError::Check(format!(
+                            "verify: Get Checksum of {addr:#010x}+{:#x} is {got:#010x}, the image gives {want:#010x}",
+                            padded.len()
+                        )));
+                    }
+                }
+                phases.push(("verify time (Get Checksum)", t.elapsed().as_secs_f64()));
+            } else if verify && !probe_available {
+                let t = Instant::now();
                 for (addr, data) in &ranges {
                     let back = c.read(*addr, data.len())?;
                     if let Some(i) = back.iter().zip(data).position(|(a, b)| a != b) {
@@ -361,9 +401,28 @@ impl RigSession {
                         )));
                     }
                 }
+                phases.push(("verify time (read back over the UART)", t.elapsed().as_secs_f64()));
             }
-            Ok(())
-        })
+            Ok(checksum)
+        });
+        self.progress = progress;
+        let checksum_used = r?;
+        if verify && !checksum_used && probe_available {
+            let t = Instant::now();
+            for (addr, data) in &ranges {
+                let back = self.probe()?.read_memory(*addr, data.len())?;
+                if let Some(i) = back.iter().zip(data).position(|(a, b)| a != b) {
+                    return Err(format!(
+                        "verify: flash at {:#010x} reads {:#04x} through the probe, the image has {:#04x}",
+                        addr + i as u32,
+                        back[i],
+                        data[i]
+                    ));
+                }
+            }
+            phases.push(("verify time (read back through the probe)", t.elapsed().as_secs_f64()));
+        }
+        Ok(phases.into_iter().map(|(label, value)| Evidence::Measurement { label: label.into(), value, unit: "s".into() }).collect())
     }
 
     fn flash_dfu(&mut self, img: &FlashedImage, erase: EraseMode, verify: bool) -> Result<(), String> {
