@@ -20,99 +20,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use hil_config::Config;
-use hil_config::boards::{RamInit, Timing, VirtualBoard};
-use hil_virtual_board::config::{FaultConfig, PtyConfig, UartFaults};
-use hil_virtual_board::{Board, BoardConfig, BoardEvent, EventKind, ImageFormat};
+use hil_virtual_board::{Board, BoardEvent, EventKind, ImageFormat};
 
 use crate::cli::Level;
 use crate::commands::{EXIT_CONFIG, board_from};
-
-/// The USART a Nucleo's ST-Link VCP reaches: USART2 where the ROM serves it (UM2324: PA2/PA3 on
-/// the Nucleo-64 boards), else the first USART of the ROM.
-fn console_usart(chip: &hil_chips::Chip) -> Option<String> {
-    let usarts: Vec<&str> = chip
-        .bootloader
-        .usart
-        .iter()
-        .map(|u| u.instance.as_str())
-        .filter(|n| chip.peripheral(n).is_some_and(|p| p.kind == hil_chips::PeripheralKind::Usart))
-        .collect();
-    usarts.iter().find(|n| **n == "USART2").or(usarts.first()).map(|n| n.to_string())
-}
-
-/// The USER option word with the option bits boards.yaml sets (RM0444 3.4.1 FLASH_OPTR fields by
-/// their chip-data names).
-fn user_option_word(chip: &hil_chips::Chip, v: &VirtualBoard) -> Result<Option<u32>> {
-    let Some(bits) = &v.option_bytes else { return Ok(None) };
-    let layout = chip.option_bytes.as_ref().with_context(|| format!("{} has no option byte layout", chip.name))?;
-    let user = layout.word("USER").with_context(|| format!("{}: no USER option word", chip.name))?;
-    let mut word = user.factory;
-    let mut set = |field: &str, value: u32| -> Result<()> {
-        let f = layout.field(field).with_context(|| format!("{}: no option bit {field}", chip.name))?;
-        word = f.set(word, value);
-        Ok(())
-    };
-    if let Some(b) = bits.nboot0 {
-        set("nBOOT0", b as u32)?;
-    }
-    if let Some(b) = bits.nboot1 {
-        set("nBOOT1", b as u32)?;
-    }
-    if let Some(b) = bits.nboot_sel {
-        set("nBOOT_SEL", b as u32)?;
-    }
-    if let Some(hw) = bits.hardware_watchdog {
-        // IWDG_SW = 0 selects the hardware watchdog.
-        set("IWDG_SW", (!hw) as u32)?;
-    }
-    if let Some(level) = bits.rdp {
-        let code = match level {
-            0 => u32::from(layout.rdp_levels.level0),
-            2 => u32::from(layout.rdp_levels.level2),
-            // Every other RDP byte is level 1 (RM0444 3.5.1).
-            _ => 0xBB,
-        };
-        set("RDP", code)?;
-    }
-    Ok(Some(word))
-}
-
-fn board_config(name: &str, chip: &hil_chips::Chip, v: &VirtualBoard, usart: &str, link: Option<&Path>) -> BoardConfig {
-    let seed = v.seed.unwrap_or(1);
-    let mut faults = FaultConfig { seed, ..Default::default() };
-    if v.faults.uart_rx_drop_every.is_some() || v.faults.uart_rx_corrupt_every.is_some() {
-        faults.uart_rx.insert(
-            usart.to_string(),
-            UartFaults {
-                drop_every: v.faults.uart_rx_drop_every,
-                corrupt_every: v.faults.uart_rx_corrupt_every,
-                ..Default::default()
-            },
-        );
-    }
-    if let Some(a) = v.faults.flash_program_error_at {
-        // The double word holding the address fails (RM0444 3.3.7: double-word programming).
-        let dw = a.0 & !7;
-        faults.flash_program_fail.push(dw..dw.saturating_add(8));
-    }
-    BoardConfig {
-        name: format!("{name}.sim.{}", std::process::id()),
-        chip: chip.name.clone(),
-        timing: match v.timing {
-            Timing::Fast => hil_virtual_board::Timing::Fast,
-            Timing::Realistic => hil_virtual_board::Timing::Realistic,
-        },
-        ram_init: match v.ram_at_power_on {
-            RamInit::Zero => hil_virtual_board::RamInit::Zero,
-            RamInit::Random => hil_virtual_board::RamInit::Random { seed },
-        },
-        boot0: v.boot0 == hil_config::PinLevel::High,
-        power_on: false,
-        ptys: vec![PtyConfig { usart: usart.to_string(), link: link.map(Path::to_path_buf) }],
-        faults,
-        ..Default::default()
-    }
-}
 
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
@@ -158,16 +69,24 @@ pub fn serve(
         return Ok(ExitCode::from(EXIT_CONFIG));
     };
     let chip = Config::chip_of(b);
-    let Some(usart) = console_usart(chip) else {
+    if chip.bootloader.usart.is_empty() {
         bail!("{}: the chip data names no USART for the ROM bootloader that the virtual board models", chip.name);
-    };
-    let mut cfg = board_config(&name, chip, v, &usart, uart_link);
+    }
+    // The same board the rig runs (hil_rig::virtual_backend), powered on once the image is in.
+    let mut cfg = hil_rig::virtual_backend::board_config(&name, chip, v);
+    let usart = hil_rig::virtual_backend::console_usart(chip);
+    cfg.power_on = false;
+    for p in cfg.ptys.iter_mut() {
+        p.link = uart_link.map(Path::to_path_buf);
+    }
     if let Some(level) = boot0 {
         cfg.boot0 = level == Level::High;
     }
     let vb = Board::start(cfg).with_context(|| format!("starting virtual board {name}"))?;
     let run = || -> Result<()> {
-        if let Some(word) = user_option_word(chip, v)? {
+        if let Some(word) = hil_rig::virtual_backend::user_option_word(chip, v.option_bytes.as_ref().unwrap_or(&Default::default()))
+            .map_err(anyhow::Error::msg)?
+        {
             vb.set_option_word("USER", word).wait()?;
         }
         if let Some(path) = image {

@@ -12,16 +12,18 @@ use hil_virtual_board::config::{BoardConfig, FaultConfig, PtyConfig, UartFaults}
 
 use crate::backend::{Backends, BoardClock, PowerSwitch};
 
-/// The USART the rig's serial link uses: USART2 where the ROM serves it (a Nucleo's ST-Link VCP),
-/// else the first USART the ROM serves.
+/// The USART the rig's serial link uses: the one a Nucleo's ST-Link VCP reaches, USART2 where the
+/// ROM serves it (UM2324: PA2/PA3 on the Nucleo-64 boards), else the first USART of the ROM that
+/// the virtual board models.
 pub fn console_usart(chip: &hil_chips::Chip) -> String {
-    let usarts = &chip.bootloader.usart;
-    usarts
+    let usarts: Vec<&str> = chip
+        .bootloader
+        .usart
         .iter()
-        .find(|u| u.instance == "USART2")
-        .or(usarts.first())
-        .map(|u| u.instance.clone())
-        .unwrap_or_else(|| "USART2".into())
+        .map(|u| u.instance.as_str())
+        .filter(|n| chip.peripheral(n).is_some_and(|p| p.kind == hil_chips::PeripheralKind::Usart))
+        .collect();
+    usarts.iter().find(|n| **n == "USART2").or(usarts.first()).map(|n| n.to_string()).unwrap_or_else(|| "USART2".into())
 }
 
 /// A registry name unique in this process (boards.yaml names may run twice in one process, e.g.

@@ -758,9 +758,10 @@ fn board_loop(mut m: Machine, rx: Receiver<Cmd>, mut ctl: Ctl, mut ptys: Vec<Pty
         let ahead = ctl.timing == Timing::Realistic && m.now() >= allowed;
         let block = match last {
             RunOutcome::Progress if !ahead => None,
-            // Ahead of wall time: wait until it catches up (at least 100 us, at most 5 ms).
+            // Ahead of wall time: wait until it catches up (at least 10 us, so that the device answers
+            // a host within microseconds as a chip does; at most 5 ms).
             RunOutcome::Progress => {
-                Some((m.now() - allowed).to_std().clamp(Duration::from_micros(100), Duration::from_millis(5)))
+                Some((m.now() - allowed).to_std().clamp(Duration::from_micros(10), Duration::from_millis(5)))
             }
             RunOutcome::Idle if ctl.timing == Timing::Fast => Some(Duration::from_millis(200)),
             RunOutcome::Stopped if ctl.timing == Timing::Fast && m.powered() => Some(Duration::from_millis(5)),
