@@ -56,7 +56,8 @@ pub fn suite(cfg: &ConfigArgs) -> Result<ExitCode> {
         }
     }
     let selected = select_boards(&config, &[])?;
-    let plans = hil_rig::plan::plan(&config, &selected);
+    let joined = crate::commands::joined_boards(&config, &[]);
+    let plans = hil_rig::plan::plan_with(&config, &selected, &joined);
     let dir = tempfile::tempdir()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let t0 = Instant::now();

@@ -161,7 +161,8 @@ fn run(cfg: &ConfigArgs, boards: &[String], report_dir: &Path, lock_wait: &str) 
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let plans = hil_rig::plan::plan(&config, &selected);
+    let joined = joined_boards(&config, boards);
+    let plans = hil_rig::plan::plan_with(&config, &selected, &joined);
     let total: usize = plans.iter().map(|p| p.scenarios.len()).sum();
     if total == 0 {
         eprintln!(
@@ -310,6 +311,15 @@ fn image_check(boards: &Path, board: &str, base: Option<&str>, file: &Path) -> R
         println!("refused: {} must not be flashed on {}", file.display(), name);
         Ok(ExitCode::from(EXIT_FAILED))
     }
+}
+
+/// Boards that are in a default run only because scenarios name them (not `default: true`, no
+/// `--board`): they run just the scenarios that name them.
+pub fn joined_boards<'a>(config: &'a Config, names: &[String]) -> Vec<&'a str> {
+    if !names.is_empty() {
+        return Vec::new();
+    }
+    config.boards.file.boards.iter().map(|b| &b.value).filter(|b| !b.default).map(|b| b.name.value.as_str()).collect()
 }
 
 /// `--board` names; without them the default boards plus the boards scenarios name explicitly
