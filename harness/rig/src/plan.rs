@@ -25,16 +25,24 @@ pub fn needs(s: &hil_config::Scenario) -> BTreeSet<Capability> {
 }
 
 pub fn plan(config: &Config, boards: &[&Board]) -> Vec<BoardPlan> {
+    plan_with(config, boards, &[])
+}
+
+/// Like [`plan`]; boards in `named_only` run only the scenarios that name them (a board that
+/// joined a run because scenarios were written for its layout runs just those).
+pub fn plan_with(config: &Config, boards: &[&Board], named_only: &[&str]) -> Vec<BoardPlan> {
     boards
         .iter()
         .map(|board| {
             let chip = Config::chip_of(board);
             let caps = board.capabilities(chip);
+            let only_named = named_only.contains(&board.name.value.as_str());
             let scenarios = config
                 .scenarios
                 .iter()
                 .filter(|ls| {
-                    ls.scenario.boards.is_empty() || ls.scenario.boards.iter().any(|b| b.value == board.name.value)
+                    let names_it = ls.scenario.boards.iter().any(|b| b.value == board.name.value);
+                    names_it || (ls.scenario.boards.is_empty() && !only_named)
                 })
                 .map(|ls| {
                     let missing: Vec<&str> = needs(&ls.scenario).difference(&caps).map(|c| c.name()).collect();
