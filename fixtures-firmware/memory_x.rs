@@ -1,6 +1,14 @@
 // Shared by the fixtures' build scripts (`include!`d): writes memory.x for the layout the host
 // build asks for through FIXTURE_* variables, so one source builds at several flash bases.
+#[allow(dead_code)]
 fn write_memory_x() {
+    write_memory_x_capped(u32::MAX);
+}
+
+/// As `write_memory_x`, with the FLASH region at most `max_flash` bytes long (an image that must
+/// fit a fixed slot, e.g. a bootloader in front of the application).
+#[allow(dead_code)]
+fn write_memory_x_capped(max_flash: u32) {
     use std::io::Write;
     fn var(name: &str, default: u32) -> u32 {
         println!("cargo:rerun-if-env-changed={name}");
@@ -14,7 +22,7 @@ fn write_memory_x() {
     }
     // Defaults: STM32G071RB, application at the start of flash.
     let flash = var("FIXTURE_FLASH_ORIGIN", 0x0800_0000);
-    let flash_len = var("FIXTURE_FLASH_LENGTH", 128 * 1024);
+    let flash_len = var("FIXTURE_FLASH_LENGTH", 128 * 1024).min(max_flash);
     let ram = var("FIXTURE_RAM_ORIGIN", 0x2000_0000);
     let ram_len = var("FIXTURE_RAM_LENGTH", 36 * 1024);
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());

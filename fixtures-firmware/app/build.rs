@@ -2,9 +2,31 @@ include!("../memory_x.rs");
 
 fn main() {
     write_memory_x();
-    // cortex-m-rt with `device` INCLUDEs device.x (weak interrupt handler aliases a PAC would
-    // provide). The vector table below names its handlers directly, so the file stays empty.
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    // cortex-m-rt with `device` INCLUDEs device.x (weak interrupt handler aliases a PAC would
+    // provide). The vector table in src/main.rs names its handlers directly, so the file stays empty.
     std::fs::write(out.join("device.x"), "/* interrupt handlers are named in src/main.rs */\n").unwrap();
+    // The trampoline vector table at base + 0x200 (seed 004), after cortex-m-rt's .vector_table
+    // (0xC0 bytes on the G0: 16 core entries and 32 interrupts); .text starts after it.
+    std::fs::write(
+        out.join("trampoline.x"),
+        "SECTIONS\n{\n  .trampoline ADDR(.vector_table) + 0x200 :\n  {\n    KEEP(*(.trampoline));\n  } > FLASH\n}\nINSERT AFTER .vector_table;\nASSERT(ADDR(.vector_table) + SIZEOF(.vector_table) <= ADDR(.trampoline), \"the vector table runs into the trampoline\");\n",
+    )
+    .unwrap();
+    println!("cargo:rustc-link-arg=-Ttrampoline.x");
+    // .text after the trampoline: memory.x is included by cortex-m-rt's link.x, and this
+    // definition wins over its PROVIDE(_stext = ...).
+    let mut memory_x = std::fs::OpenOptions::new().append(true).open(out.join("memory.x")).unwrap();
+    std::io::Write::write_all(&mut memory_x, b"_stext = ORIGIN(FLASH) + 0x210;\n").unwrap();
+    if std::env::var_os("CARGO_FEATURE_RAM_SEGMENT").is_some() {
+        // Seed 001's linker script: an `.uninit_data` output section in RAM without (NOLOAD), so
+        // the linker gives it file contents and a PT_LOAD program header at its RAM address.
+        std::fs::write(
+            out.join("ram_segment.x"),
+            "SECTIONS\n{\n  .uninit_data : ALIGN(4)\n  {\n    KEEP(*(.uninit_data .uninit_data.*));\n    . = ALIGN(4);\n  } > RAM\n}\nINSERT AFTER .bss;\n",
+        )
+        .unwrap();
+        println!("cargo:rustc-link-arg=-Tram_segment.x");
+    }
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -22,7 +22,5 @@ fn main() -> ! {
 
 #[panic_handler]
 fn panic(_: &PanicInfo) -> ! {
-    loop {
-        cortex_m::asm::udf();
-    }
+    cortex_m::asm::udf()
 }

@@ -339,9 +339,12 @@ fn cleanup_runs_after_a_failure_and_a_failing_cleanup_is_an_error() {
 
 #[test]
 fn a_board_that_only_joined_runs_only_the_scenarios_naming_it() {
-    let (_tmp, config) = setup(&[("generic", "name: generic\nsteps: [halt]\n"), ("for-b", "name: for-b\nboards: [b]\nsteps: [halt]\n")]);
+    let (_tmp, config) =
+        setup(&[("generic", "name: generic\nsteps: [halt]\n"), ("for-b", "name: for-b\nboards: [b]\nsteps: [halt]\n")]);
     let boards = [config.boards.get("a").unwrap(), config.boards.get("b").unwrap()];
-    let names = |p: &hil_rig::plan::BoardPlan| p.scenarios.iter().map(|s| s.loaded.scenario.name.value.clone()).collect::<Vec<_>>();
+    let names = |p: &hil_rig::plan::BoardPlan| {
+        p.scenarios.iter().map(|s| s.loaded.scenario.name.value.clone()).collect::<Vec<_>>()
+    };
     let plans = hil_rig::plan::plan_with(&config, &boards, &["b"]);
     assert_eq!(names(&plans[0]), ["generic"]);
     assert_eq!(names(&plans[1]), ["for-b"]);

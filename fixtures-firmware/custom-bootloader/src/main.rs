@@ -1,0 +1,183 @@
+//! Custom bootloader fixture for the STM32G071 (seed 003: "Bootloader (32 kB)" at 0x08000000,
+//! the application from 0x08008000).
+//!
+//! At every reset it prints `hil-cbl <version> app=0x08008000` on USART2 (115200 8N1, PA2/PA3, as
+//! the application fixture), then checks the application's vector table:
+//!
+//! - word 0, the initial stack pointer, must lie in SRAM (the check of ST's IAP examples, AN4657
+//!   "Jump to user application": `(*(uint32_t *)APP & 0x2FFE0000) == 0x20000000`, made exact);
+//! - word 1, the reset handler, must be a Thumb address (bit 0 set) inside the application's flash.
+//!
+//! A valid application is started the way a bootloader should (bootloader-protocols.md P10; ST KB
+//! "jump to application"): `starting application` is printed, the peripherals the bootloader used
+//! go back to their reset state (USART2 and GPIOA through RCC_APBRSTR1 / RCC_IOPRSTR, clocks off:
+//! RM0444 5.4.9-5.4.14), no interrupt is enabled or pending (the bootloader never enabled one),
+//! VTOR points at the application's table, then MSP and PC come from it. An application that sets
+//! VTOR itself still works; one that sets it to the wrong place does not (pitfall P10).
+//!
+//! Otherwise it prints `no valid application` with the two words and stays: the LED (PA5) blinks
+//! every 50 ms from SysTick. The reset flags in RCC_CSR are left for the application to read.
+//!
+//! Direct register access (RM0444); no HAL.
+#![no_std]
+#![no_main]
+
+use core::panic::PanicInfo;
+use core::ptr::{addr_of, read_volatile, write_volatile};
+
+use cortex_m_rt::{entry, exception};
+
+/// The application's vector table: right behind the 32 KiB bootloader slot.
+const APP_BASE: u32 = 0x0800_8000;
+/// End of the STM32G071RB's 128 KiB main flash (RM0444 2.2 memory map).
+const FLASH_END: u32 = 0x0802_0000;
+
+// RM0444 2.2.2 peripheral addresses and register offsets.
+const RCC: u32 = 0x4002_1000;
+/// RM0444 5.4.9 RCC_IOPRSTR (GPIOARST is bit 0).
+const RCC_IOPRSTR: u32 = RCC + 0x24;
+/// RM0444 5.4.11 RCC_APBRSTR1 (USART2RST is bit 17).
+const RCC_APBRSTR1: u32 = RCC + 0x2C;
+const RCC_IOPENR: u32 = RCC + 0x34;
+const RCC_APBENR1: u32 = RCC + 0x3C;
+const GPIOA: u32 = 0x5000_0000;
+const GPIOA_MODER: u32 = GPIOA;
+const GPIOA_AFRL: u32 = GPIOA + 0x20;
+const GPIOA_BSRR: u32 = GPIOA + 0x18;
+const GPIOA_ODR: u32 = GPIOA + 0x14;
+const USART2: u32 = 0x4000_4400;
+const USART_CR1: u32 = USART2;
+const USART_BRR: u32 = USART2 + 0x0C;
+const USART_ISR: u32 = USART2 + 0x1C;
+const USART_TDR: u32 = USART2 + 0x28;
+const SCB_VTOR: u32 = 0xE000_ED08;
+const SYST_CSR: u32 = 0xE000_E010;
+const SYST_RVR: u32 = 0xE000_E014;
+const SYST_CVR: u32 = 0xE000_E018;
+const LED_PIN: u32 = 5;
+/// HSI16 after reset (RM0444 5.2): 16 MHz core clock.
+const HCLK: u32 = 16_000_000;
+const BAUD: u32 = 115_200;
+
+unsafe extern "C" {
+    /// SRAM bounds of the memory layout (cortex-m-rt link.x).
+    static _ram_start: u32;
+    static _ram_end: u32;
+}
+
+fn rd(addr: u32) -> u32 {
+    // SAFETY: `addr` is a peripheral register or memory word of this chip.
+    unsafe { read_volatile(addr as *const u32) }
+}
+
+fn wr(addr: u32, v: u32) {
+    // SAFETY: as above.
+    unsafe { write_volatile(addr as *mut u32, v) }
+}
+
+fn modify(addr: u32, clear: u32, set: u32) {
+    wr(addr, (rd(addr) & !clear) | set);
+}
+
+fn putc(b: u8) {
+    while rd(USART_ISR) & (1 << 7) == 0 {} // TXE
+    wr(USART_TDR, b as u32);
+}
+
+fn puts(s: &str) {
+    s.bytes().for_each(putc);
+}
+
+fn put_hex(v: u32) {
+    puts("0x");
+    for i in (0..8).rev() {
+        let d = ((v >> (i * 4)) & 0xF) as u8;
+        putc(if d < 10 { b'0' + d } else { b'A' + d - 10 });
+    }
+}
+
+fn flush() {
+    while rd(USART_ISR) & (1 << 6) == 0 {} // TC
+}
+
+/// Whether the words at APP_BASE make a vector table an application there can start from.
+fn valid_application(sp: u32, reset: u32) -> bool {
+    let ram = addr_of!(_ram_start) as u32..=addr_of!(_ram_end) as u32;
+    let code = APP_BASE + 8..FLASH_END;
+    ram.contains(&sp) && sp.is_multiple_of(4) && reset & 1 == 1 && code.contains(&(reset & !1))
+}
+
+/// Back to the state after reset for what the bootloader touched, then into the application.
+fn start_application() -> ! {
+    flush();
+    // USART2 and GPIOA: reset pulse, clock off.
+    modify(RCC_APBRSTR1, 0, 1 << 17);
+    modify(RCC_APBRSTR1, 1 << 17, 0);
+    modify(RCC_APBENR1, 1 << 17, 0);
+    modify(RCC_IOPRSTR, 0, 1);
+    modify(RCC_IOPRSTR, 1, 0);
+    modify(RCC_IOPENR, 1, 0);
+    // The application's vector table (VTOR TBLOFF, PM0223 4.3.4).
+    wr(SCB_VTOR, APP_BASE);
+    cortex_m::asm::dsb();
+    cortex_m::asm::isb();
+    // SAFETY: the table was validated; MSP and PC come from it (CONTROL.SPSEL cleared on the way).
+    unsafe { cortex_m::asm::bootload(APP_BASE as *const u32) }
+}
+
+#[entry]
+fn main() -> ! {
+    // GPIOA, USART2 clocks; PA2/PA3 alternate function 1 (USART2), PA5 output (LED).
+    modify(RCC_IOPENR, 0, 1);
+    modify(RCC_APBENR1, 0, 1 << 17);
+    modify(GPIOA_MODER, (3 << 4) | (3 << 6) | (3 << (2 * LED_PIN)), (2 << 4) | (2 << 6) | (1 << (2 * LED_PIN)));
+    modify(GPIOA_AFRL, (0xF << 8) | (0xF << 12), (1 << 8) | (1 << 12));
+    wr(USART_BRR, (HCLK + BAUD / 2) / BAUD);
+    wr(USART_CR1, (1 << 0) | (1 << 3)); // UE TE
+
+    puts("\r\nhil-cbl ");
+    puts(env!("CARGO_PKG_VERSION"));
+    puts(" app=");
+    put_hex(APP_BASE);
+    puts("\r\n");
+
+    let sp = rd(APP_BASE);
+    let reset = rd(APP_BASE + 4);
+    if valid_application(sp, reset) {
+        puts("starting application\r\n");
+        start_application();
+    }
+    puts("no valid application: SP ");
+    put_hex(sp);
+    puts(", reset ");
+    put_hex(reset);
+    puts("\r\n");
+    // Stay: blink every 50 ms (SysTick from the core clock).
+    wr(SYST_RVR, HCLK / 20 - 1);
+    wr(SYST_CVR, 0);
+    wr(SYST_CSR, 0b111);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+#[exception]
+fn SysTick() {
+    let on = rd(GPIOA_ODR) & (1 << LED_PIN) != 0;
+    wr(GPIOA_BSRR, if on { 1 << (LED_PIN + 16) } else { 1 << LED_PIN });
+}
+
+/// Every exception without a handler here. An application that took its interrupts through this
+/// table (VTOR left at 0x08000000, pitfall P10) ends here: the core waits in Handler mode with
+/// the exception number in IPSR, where a debugger sees it.
+#[exception]
+unsafe fn DefaultHandler(_irqn: i16) -> ! {
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+#[panic_handler]
+fn panic(_: &PanicInfo) -> ! {
+    cortex_m::asm::udf()
+}
