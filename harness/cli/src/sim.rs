@@ -84,8 +84,9 @@ pub fn serve(
     }
     let vb = Board::start(cfg).with_context(|| format!("starting virtual board {name}"))?;
     let run = || -> Result<()> {
-        if let Some(word) = hil_rig::virtual_backend::user_option_word(chip, v.option_bytes.as_ref().unwrap_or(&Default::default()))
-            .map_err(anyhow::Error::msg)?
+        if let Some(word) =
+            hil_rig::virtual_backend::user_option_word(chip, v.option_bytes.as_ref().unwrap_or(&Default::default()))
+                .map_err(anyhow::Error::msg)?
         {
             vb.set_option_word("USER", word).wait()?;
         }

@@ -334,7 +334,13 @@ impl RigSession {
     /// then verify through the fastest path the board has: the bootloader's checksum when its Get
     /// lists Get Checksum (0xA1), else a read-back through the probe (SWD is far faster than the
     /// UART), else a read-back through the bootloader. Phase timings go into the evidence.
-    fn flash_uart(&mut self, img: &FlashedImage, erase: EraseMode, verify: bool, cx: &StepCx) -> Result<Vec<Evidence>, String> {
+    fn flash_uart(
+        &mut self,
+        img: &FlashedImage,
+        erase: EraseMode,
+        verify: bool,
+        cx: &StepCx,
+    ) -> Result<Vec<Evidence>, String> {
         let flash = self.chip.memory.flash.clone();
         let ranges: Vec<(u32, Vec<u8>)> = img.image.ranges().into_iter().map(|(a, d)| (a, d.to_vec())).collect();
         let mut pages: Vec<u16> = ranges
@@ -422,7 +428,10 @@ impl RigSession {
             }
             phases.push(("verify time (read back through the probe)", t.elapsed().as_secs_f64()));
         }
-        Ok(phases.into_iter().map(|(label, value)| Evidence::Measurement { label: label.into(), value, unit: "s".into() }).collect())
+        Ok(phases
+            .into_iter()
+            .map(|(label, value)| Evidence::Measurement { label: label.into(), value, unit: "s".into() })
+            .collect())
     }
 
     fn flash_dfu(&mut self, img: &FlashedImage, erase: EraseMode, verify: bool) -> Result<(), String> {
