@@ -178,6 +178,10 @@ pub struct Chip {
     /// Clock tree facts the virtual board needs (reset clocks, LSI).
     #[serde(default)]
     pub clocks: Option<Clocks>,
+    /// Register bits a debugger sets on attach so that halting the core also stops the
+    /// watchdogs (otherwise a halt to read registers lets the IWDG reset the chip under test).
+    #[serde(default)]
+    pub debug_freeze: Option<DebugFreeze>,
     /// Flash program / erase durations (datasheet figures).
     #[serde(default)]
     pub flash_timing: Option<FlashTiming>,
@@ -223,6 +227,22 @@ pub struct Clocks {
 }
 
 /// A datasheet duration: typical and maximum.
+/// Bits set (read-modify-write) in one debug register.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBits {
+    pub name: String,
+    pub address: u32,
+    pub set: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebugFreeze {
+    pub registers: Vec<RegisterBits>,
+    pub source: String,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimingFigure {
@@ -763,6 +783,7 @@ fn cited_tags(chip: &Chip) -> Vec<String> {
     sources.extend(m.otp.iter().map(|a| &a.source));
     sources.extend(m.engineering_bytes.iter().map(|a| &a.source));
     sources.extend(chip.clocks.iter().map(|c| &c.source));
+    sources.extend(chip.debug_freeze.iter().map(|c| &c.source));
     sources.extend(chip.flash_timing.iter().map(|c| &c.source));
     sources.extend(chip.flash_controller.iter().map(|c| &c.source));
     sources.extend(chip.option_bytes.iter().map(|c| &c.source));

@@ -172,6 +172,7 @@ pub fn flash_uart(boards: &Path, board: &str, size: &str, baud: u32) -> Result<E
                 verify: true,
                 base: Some(hil_config::Address(base)),
                 erase: EraseMode::Touched,
+                target: Default::default(),
             }),
             timeout: None,
             name: None,

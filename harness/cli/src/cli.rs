@@ -77,6 +77,9 @@ pub enum Command {
         /// Load address of a raw .bin file.
         #[arg(long, value_name = "ADDR")]
         base: Option<String>,
+        /// What the image is: the application, or the board's custom bootloader (layout.bootloader).
+        #[arg(long, value_enum, default_value = "application")]
+        target: ImageRole,
         file: PathBuf,
     },
     /// Firmware image tools.
@@ -123,6 +126,21 @@ pub enum SchemaWhat {
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageRole {
+    Application,
+    Bootloader,
+}
+
+impl From<ImageRole> for hil_config::scenario::FlashTarget {
+    fn from(r: ImageRole) -> Self {
+        match r {
+            ImageRole::Application => hil_config::scenario::FlashTarget::Application,
+            ImageRole::Bootloader => hil_config::scenario::FlashTarget::Bootloader,
+        }
+    }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlashVia {
     Uart,
     Dfu,
@@ -146,6 +164,9 @@ pub enum ImageCommand {
         /// Load address of a raw .bin file.
         #[arg(long, value_name = "ADDR")]
         base: Option<String>,
+        /// What the image is: the application, or the board's custom bootloader (layout.bootloader).
+        #[arg(long, value_enum, default_value = "application")]
+        target: ImageRole,
         file: PathBuf,
     },
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use hil_config::scenario::FlashTarget;
 use hil_config::{Config, Diagnostic, ValidationContext, load_and_validate};
 
 use crate::cli::{BenchCommand, Cli, Command, ConfigArgs, ImageCommand, ListWhat, SchemaWhat, SimCommand};
@@ -28,11 +29,11 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain { run, scenario, board } => explain(run.as_deref(), scenario.as_deref(), board.as_deref()),
-        Command::Flash { boards, board, via, verify, go, base, file } => {
-            crate::flash::flash(&boards, &board, via, verify, go, base.as_deref(), &file)
+        Command::Flash { boards, board, via, verify, go, base, target, file } => {
+            crate::flash::flash(&boards, &board, via, verify, go, base.as_deref(), target.into(), &file)
         }
-        Command::Image { command: ImageCommand::Check { boards, board, base, file } } => {
-            image_check(&boards, &board, base.as_deref(), &file)
+        Command::Image { command: ImageCommand::Check { boards, board, base, target, file } } => {
+            image_check(&boards, &board, base.as_deref(), target.into(), &file)
         }
         Command::Sim { command: SimCommand::Serve { boards, board, uart_link, image, boot0 } } => {
             crate::sim::serve(&boards, &board, uart_link.as_deref(), image.as_deref(), boot0)
@@ -272,17 +273,17 @@ pub fn board_from(boards_path: &Path, name: &str) -> Result<(hil_config::LoadedB
 }
 
 /// What preflight checks an image against, from a board's chip and layout.
-pub fn preflight_target(board: &hil_config::Board) -> hil_image::preflight::Target<'static> {
-    let chip = Config::chip_of(board);
-    hil_image::preflight::Target {
-        chip,
-        app_base: board.application_base(chip),
-        bootloader: board
-            .layout
-            .bootloader
-            .as_ref()
-            .map(|r| hil_image::preflight::Region { base: r.value.base.0, size: r.value.size.0 }),
-    }
+/// Preflight `image` for `board` in its role; `Err` carries the exit code for a board that cannot
+/// take the role (no bootloader region).
+pub fn preflight(
+    board: &hil_config::Board,
+    image: &hil_image::Image,
+    what: FlashTarget,
+) -> std::result::Result<hil_image::preflight::Report, ExitCode> {
+    hil_rig::session::preflight_report(board, Config::chip_of(board), image, what).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 fn parse_base(base: Option<&str>) -> Result<Option<u32>> {
@@ -291,7 +292,7 @@ fn parse_base(base: Option<&str>) -> Result<Option<u32>> {
 
 /// `hil image check`: 0 when the image may be flashed (warnings allowed), 1 when preflight refuses
 /// it, 2 when the board or file cannot be used at all.
-fn image_check(boards: &Path, board: &str, base: Option<&str>, file: &Path) -> Result<ExitCode> {
+fn image_check(boards: &Path, board: &str, base: Option<&str>, what: FlashTarget, file: &Path) -> Result<ExitCode> {
     let (loaded, name) = match board_from(boards, board) {
         Ok(b) => b,
         Err(code) => return Ok(code),
@@ -299,7 +300,10 @@ fn image_check(boards: &Path, board: &str, base: Option<&str>, file: &Path) -> R
     let board = loaded.get(&name).expect("checked by board_from");
     let image =
         hil_image::Image::load(file, parse_base(base)?).with_context(|| format!("loading {}", file.display()))?;
-    let report = hil_image::preflight::check(&image, &preflight_target(board));
+    let report = match preflight(board, &image, what) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
     for seg in &image.segments {
         println!("segment {:#010x}..{:#010x} ({} bytes): {}", seg.address, seg.end(), seg.data.len(), seg.describe());
     }

@@ -6,13 +6,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use hil_config::scenario::{Action, BoardState, EraseMode, Flash, ImageRef, Via};
+use hil_config::scenario::{Action, BoardState, EraseMode, Flash, FlashTarget, ImageRef, Via};
 use hil_config::{Located, Step};
 use hil_report::{Evidence, Status};
 use hil_rig::engine::{BoardSession, CancelFlag, StepCx};
 
 use crate::cli::FlashVia;
-use crate::commands::{EXIT_CONFIG, EXIT_FAILED, board_from, preflight_target};
+use crate::commands::{EXIT_CONFIG, EXIT_FAILED, board_from, preflight};
 
 fn step(action: Action) -> Step {
     Step { action, timeout: None, name: None }
@@ -25,6 +25,7 @@ pub fn flash(
     verify: bool,
     go: bool,
     base: Option<&str>,
+    target: FlashTarget,
     file: &Path,
 ) -> Result<ExitCode> {
     let (loaded, name) = match board_from(boards, board) {
@@ -35,7 +36,10 @@ pub fn flash(
     let bin_base =
         base.map(|b| hil_config::values::parse_u32(b, "--base address").map_err(anyhow::Error::msg)).transpose()?;
     let image = hil_image::Image::load(file, bin_base).with_context(|| format!("loading {}", file.display()))?;
-    let report = hil_image::preflight::check(&image, &preflight_target(&board));
+    let report = match preflight(&board, &image, target) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
     print!("{report}");
     if !report.passed() {
         println!("refused: {} must not be flashed on {name}", file.display());
@@ -60,7 +64,7 @@ pub fn flash(
 
     let mut session = hil_rig::opener::rig_opener().open_session(&board).map_err(anyhow::Error::msg)?;
     // From here on a failure is the operation failing (exit 1), not a configuration problem.
-    let result = flash_session(&mut session, &name, via, verify, go, bin_base, image_base, &image, file);
+    let result = flash_session(&mut session, &name, via, verify, go, bin_base, target, image_base, &image, file);
     session.close();
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
@@ -79,6 +83,7 @@ fn flash_session(
     verify: bool,
     go: bool,
     bin_base: Option<u32>,
+    target: FlashTarget,
     image_base: u32,
     image: &hil_image::Image,
     file: &Path,
@@ -117,6 +122,7 @@ fn flash_session(
         verify,
         base: bin_base.map(hil_config::Address),
         erase: EraseMode::Touched,
+        target,
     });
     let evidence = run(session, action, Duration::from_secs(600));
     bar.finish_and_clear();

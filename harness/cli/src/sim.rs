@@ -105,6 +105,13 @@ pub fn serve(
         let _ = vb.shutdown();
         return Err(e);
     }
+    // Signal handlers go in before "ready": a peer may send Ctrl-C as soon as it reads that line.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (mut interrupt, mut term) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _in_runtime = rt.enter();
+        (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)
+    };
     let pty = vb.uart(&usart)?.pty_path().context("the virtual board opened no PTY")?;
     let link = uart_link.map_or(String::new(), |l| format!(", linked at {}", l.display()));
     say(&format!(
@@ -140,13 +147,11 @@ pub fn serve(
         })
     };
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let why = rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
-                r = tokio::signal::ctrl_c() => { r?; return Ok::<_, anyhow::Error>("interrupt"); }
+                _ = interrupt.recv() => return Ok::<_, anyhow::Error>("interrupt"),
                 _ = term.recv() => return Ok("SIGTERM"),
                 _ = tick.tick() => {
                     // The board thread must still answer (it ends only on shutdown or a panic).

@@ -114,6 +114,27 @@ fn image_check_exit_codes() {
 }
 
 #[test]
+fn image_check_of_a_custom_bootloader_uses_the_bootloader_region() {
+    let bl = hil_fixtures::get("custom-bootloader", 0x0800_0000).unwrap().path;
+    let check = |extra: &[&str], board: &str| {
+        let mut args = vec!["image", "check", "--board", board];
+        args.extend_from_slice(extra);
+        args.push(bl);
+        hil(&args, &repo())
+    };
+    let o = check(&["--target", "bootloader"], "g071-custom-bootloader");
+    assert_eq!(o.status.code(), Some(0), "{}{}", text(&o.stdout), text(&o.stderr));
+    // As an application it would overwrite the bootloader region it was built for.
+    let o = check(&[], "g071-custom-bootloader");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stdout).contains("error[bootloader-overlap]"), "{}", text(&o.stdout));
+    // A board without a bootloader region cannot take one: a configuration problem.
+    let o = check(&["--target", "bootloader"], "g071-virtual");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("board `g071-virtual` has no layout.bootloader region"), "{}", text(&o.stderr));
+}
+
+#[test]
 fn explain_shows_the_evidence_behind_each_cause() {
     use hil_report::*;
     let dir = tempfile::tempdir().unwrap();

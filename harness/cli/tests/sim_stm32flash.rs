@@ -294,13 +294,18 @@ fn stm32flash_reads_writes_verifies_erases_and_goes_on_the_virtual_g071() {
 
     // The app fixture, verified, then Go 0x08000000: MSP and PC from its vector table.
     let app = dir.path().join("app.bin");
-    std::fs::write(&app, app_bin()).unwrap();
+    let app_image = app_bin();
+    let reset_handler = u32::from_le_bytes(app_image[4..8].try_into().unwrap()) & !1;
+    std::fs::write(&app, &app_image).unwrap();
     let (o, _) = stm32flash(&link, &["-w", app.to_str().unwrap(), "-v", "-g", "0x08000000"], T);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("Starting execution at address 0x08000000... done."), "{}", text(&o));
     let mut serve = serve;
     let left = serve.wait_for("ROM bootloader left", Duration::from_secs(20));
-    assert!(left.contains("ROM bootloader left: PC 0x080000") && left.contains("MSP 0x20009000"), "{left}");
+    assert!(
+        left.contains(&format!("ROM bootloader left: PC {reset_handler:#010x}")) && left.contains("MSP 0x20009000"),
+        "Go starts the reset handler of the image's vector table: {left}"
+    );
     // The application answers on the USART (its first banner went out while stm32flash closed
     // the port, which flushes input); its reset (the ROM cleared FLASH_ACR.EMPTY at entry, V11.3)
     // boots it again and the banner appears.
@@ -479,7 +484,9 @@ fn serve_loads_an_image_selects_boot0_and_stops_on_ctrl_c() {
     let app = hil_fixtures::get("app", 0x0800_0000).expect("app fixture built").path;
     // --image ELF: the application boots from flash; its banner waits in the PTY.
     let mut serve = Serve::start(&repo().join("boards.yaml"), "g071-virtual", &["--image", app]);
-    assert!(serve.seen.iter().any(|l| l.starts_with("loaded: 192 bytes at 0x08000000")), "{:?}", serve.seen);
+    let first = hil_image::Image::load(Path::new(app), None).unwrap().segments.remove(0);
+    let loaded = format!("loaded: {} bytes at {:#010x}", first.data.len(), first.address);
+    assert!(serve.seen.iter().any(|l| l.starts_with(&loaded)), "{loaded:?} in {:?}", serve.seen);
     let mut raw = Raw::open(serve.link());
     let banner = raw.recv_until(b" ]\r\n", Duration::from_secs(10));
     assert!(String::from_utf8_lossy(&banner).contains("hil-app 0.1.0 base=0x08000000"), "{banner:?}");

@@ -407,6 +407,15 @@ pub enum EraseMode {
     Mass,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlashTarget {
+    #[default]
+    Application,
+    /// The custom bootloader of a board whose `layout` has a `bootloader` region.
+    Bootloader,
+}
+
 // ---- step arguments ----
 
 #[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
@@ -441,6 +450,15 @@ pub struct Flash {
     pub base: Option<Address>,
     #[serde(default)]
     pub erase: EraseMode,
+    /// What the image is: the application (checked against the board's application base and
+    /// kept out of its bootloader region) or the board's custom bootloader (checked against the
+    /// bootloader region of the board's layout).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub target: FlashTarget,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 fn yes() -> bool {

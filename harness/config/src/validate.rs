@@ -526,7 +526,22 @@ fn check_step(
         d.push(Diagnostic::at(path, step, "step timeout must be more than zero"));
     }
     match &step.value.action {
-        Action::Flash(f) => check_image(path, &f.image, ctx, d),
+        Action::Flash(f) => {
+            check_image(path, &f.image, ctx, d);
+            if f.target == crate::scenario::FlashTarget::Bootloader {
+                for b in targets.iter().filter(|b| b.layout.bootloader.is_none()) {
+                    d.push(Diagnostic::at(
+                        path,
+                        step,
+                        format!(
+                            "`target: bootloader` flashes the board's custom bootloader, but board `{}` has no \
+                             `layout.bootloader` region",
+                            b.name.value
+                        ),
+                    ));
+                }
+            }
+        }
         Action::Send(snd) => {
             if snd.text.is_some() == snd.bytes.is_some() {
                 d.push(Diagnostic::at(path, step, "send needs exactly one of `text` or `bytes`"));

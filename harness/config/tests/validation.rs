@@ -160,6 +160,13 @@ fn step_needs_a_capability_the_board_lacks() {
 }
 
 #[test]
+fn bootloader_image_for_a_board_without_a_bootloader_region() {
+    let s =
+        "name: s\nboards: [g071]\nsteps:\n  - flash: { image: 'fixture:bootloader', target: bootloader, via: probe }\n";
+    insta::assert_snapshot!(check(&[("s.yaml", s.as_bytes())]), @"<dir>/s.yaml:4:5: `target: bootloader` flashes the board's custom bootloader, but board `g071` has no `layout.bootloader` region");
+}
+
+#[test]
 fn lab_board_without_a_probe() {
     let s = "name: s\nboards: [lab-f103]\nrequires: [probe]\nsteps:\n  - halt\n";
     insta::assert_snapshot!(check(&[("s.yaml", s.as_bytes())]), @r"

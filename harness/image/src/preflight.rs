@@ -64,6 +64,7 @@ pub enum Check {
     ResetVectorNotThumb,
     ResetVectorOutsideImage,
     EntryPointMismatch,
+    BeyondBootloaderRegion,
 }
 
 impl Check {
@@ -81,6 +82,7 @@ impl Check {
             Check::ResetVectorNotThumb => "reset-vector-not-thumb",
             Check::ResetVectorOutsideImage => "reset-vector-outside-image",
             Check::EntryPointMismatch => "entry-point-mismatch",
+            Check::BeyondBootloaderRegion => "beyond-bootloader-region",
         }
     }
 }
@@ -146,6 +148,26 @@ fn range(first: u32, last: u32) -> String {
 
 fn area_range(base: u32, size: u32) -> String {
     range(base, (base as u64 + size as u64).saturating_sub(1).max(base as u64) as u32)
+}
+
+/// Checks a board's custom bootloader image: the same checks with its vector table at the start
+/// of `region`, and nothing written past the region's end (that is the application's flash).
+pub fn check_bootloader(image: &Image, chip: &Chip, region: Region) -> Report {
+    let mut report = check(image, &Target { chip, app_base: region.base, bootloader: None });
+    let flash = chip.memory.flash.area();
+    for seg in image.segments.iter().filter(|s| flash.contains(s.address) && s.end() > region.end()) {
+        report.error(
+            Check::BeyondBootloaderRegion,
+            format!(
+                "{} at {} runs past the end of the bootloader region {}: flashing it would overwrite the \
+                 application's flash. Check the bootloader's linker script against the board's layout.bootloader size.",
+                seg.describe(),
+                range(seg.address, seg.last()),
+                area_range(region.base, region.size)
+            ),
+        );
+    }
+    report
 }
 
 /// Runs every check of this module on `image` for `target`.
@@ -242,7 +264,7 @@ pub fn check(image: &Image, target: &Target) -> Report {
             Check::VtorMisaligned,
             format!(
                 "The vector table at 0x{table:08X} is not aligned for VTOR: {} has {} vectors ({} bytes), so VTOR \
-                 needs {align}-byte alignment (ARMv7-M ARM B3.2.5) and 0x{table:08X} is {} bytes past a boundary: \
+                 needs {align}-byte alignment ({} ARM B3.2.5) and 0x{table:08X} is {} bytes past a boundary: \
                  exceptions may fetch their handlers from the wrong place. Move the vector table to 0x{below:08X} or 0x{:08X} (the linker \
                  script's FLASH origin, VECT_TAB_OFFSET and the bootloader's application address together); if the \
                  bootloader insists on 0x{table:08X}, copy the table to {align}-byte aligned RAM at startup and \
@@ -250,6 +272,10 @@ pub fn check(image: &Image, target: &Target) -> Report {
                 chip.name,
                 chip.vector_entries(),
                 chip.vector_entries() * 4,
+                match chip.core {
+                    hil_chips::CoreKind::CortexM0Plus => "ARMv6-M",
+                    _ => "ARMv7-M",
+                },
                 table % align,
                 below as u64 + align as u64,
             ),

@@ -6,7 +6,7 @@ use insta::assert_snapshot;
 
 use crate::elf::testelf::{Seg, build};
 use crate::image::Image;
-use crate::preflight::{Check, Region, Severity, Target, check};
+use crate::preflight::{Check, Region, Severity, Target, check, check_bootloader};
 
 fn chip(name: &str) -> &'static Chip {
     Chip::by_name(name).expect("shipped chip")
@@ -188,4 +188,22 @@ fn findings_serialize_with_stable_codes() {
     let image = Image::from_bin("x.bin", &[0; 6], 0x0800_0000).unwrap();
     let report = check(&image, &Target { chip: chip("STM32G071RB"), app_base: 0x0800_0000, bootloader: None });
     insta::assert_json_snapshot!("json_shape", report);
+}
+
+#[test]
+fn a_bootloader_image_is_checked_against_its_region() {
+    let region = Region { base: 0x0800_0000, size: 0x4000 };
+    let fits = Image::from_bin("bl.bin", &vectors(0x2000_9000, 0x0800_0101, 0x3000), 0x0800_0000).unwrap();
+    assert!(check_bootloader(&fits, chip("STM32G071RB"), region).passed());
+    // One byte past the region: it would overwrite the application's first page.
+    let big = Image::from_bin("bl.bin", &vectors(0x2000_9000, 0x0800_0101, 0x4001), 0x0800_0000).unwrap();
+    let report = check_bootloader(&big, chip("STM32G071RB"), region);
+    let ids: Vec<_> = report.errors().map(|f| f.check.as_str()).collect();
+    assert_eq!(ids, ["beyond-bootloader-region"], "{report}");
+    assert!(report.to_string().contains("region 0x08000000-0x08003FFF"), "{report}");
+    // Its vector table belongs at the region's base.
+    let elsewhere = Image::from_bin("bl.bin", &vectors(0x2000_9000, 0x0800_1101, 0x200), 0x0800_1000).unwrap();
+    let ids: Vec<_> =
+        check_bootloader(&elsewhere, chip("STM32G071RB"), region).errors().map(|f| f.check.as_str()).collect();
+    assert!(ids.contains(&"vector-table-not-at-app-base"), "{ids:?}");
 }

@@ -268,7 +268,11 @@ impl RunReport {
             cell.ok &= r.status == Status::Passed;
             cell.scenarios.push(r.scenario.clone());
         }
-        rows.into_iter().map(|(class, cells)| ConformanceRow { class, cells }).collect()
+        let mut rows: Vec<ConformanceRow> =
+            rows.into_iter().map(|(class, cells)| ConformanceRow { class, cells }).collect();
+        // Classes are numbered ("2. ...", "10. ..."): numeric order, not text order.
+        rows.sort_by_cached_key(|r| (class_number(&r.class), r.class.clone()));
+        rows
     }
 
     /// Recompute the summary and the overall status from the scenario results.
@@ -280,4 +284,10 @@ impl RunReport {
                 if self.summary.failed + self.summary.errors > 0 { RunStatus::Failed } else { RunStatus::Passed };
         }
     }
+}
+
+/// The leading number of a class name ("10. watchdog" -> 10); unnumbered classes sort last.
+fn class_number(class: &str) -> u64 {
+    let digits: String = class.trim_start().chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or(u64::MAX)
 }

@@ -137,3 +137,16 @@ fn conformance_cells_pair_the_faulty_and_the_correct_fixture() {
     assert_eq!(g071.scenarios, ["remap-faulty", "remap-correct"]);
     assert!(!row.cells["g0b1-virtual"].ok, "a correct fixture that fails is a mismatch");
 }
+
+#[test]
+fn conformance_rows_follow_the_class_numbers() {
+    let mut r = sample();
+    let base = r.scenarios[0].clone();
+    r.scenarios = ["10. watchdog", "2. interrupt context", "1. PRIMASK", "unnumbered", "11. readout protection"]
+        .iter()
+        .map(|c| ScenarioResult { class: Some(c.to_string()), status: Status::Passed, ..base.clone() })
+        .collect();
+    r.finish_status();
+    let classes: Vec<&str> = r.conformance.iter().map(|row| row.class.as_str()).collect();
+    assert_eq!(classes, ["1. PRIMASK", "2. interrupt context", "10. watchdog", "11. readout protection", "unnumbered"]);
+}

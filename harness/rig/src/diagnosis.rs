@@ -239,7 +239,16 @@ pub fn diagnose(s: &mut RigSession, step: &Step, outcome: &StepOutcome) -> Optio
     if let Action::Flash(_) = &step.action
         && msg.starts_with("preflight refused")
     {
-        return Some(preflight_cause(&msg));
+        // The message names the first finding; the evidence holds them all.
+        let report = outcome
+            .evidence
+            .iter()
+            .find_map(|e| match e {
+                hil_report::Evidence::Text { label, text } if label == "preflight" => Some(text.as_str()),
+                _ => None,
+            })
+            .unwrap_or("");
+        return Some(preflight_cause(&msg, report));
     }
     let chip = s.chip;
     let extra: Vec<(String, u32)> = chip
@@ -381,10 +390,13 @@ pub fn exception_frame(
     None
 }
 
-fn preflight_cause(msg: &str) -> Diagnosis {
-    let (id, why) = if msg.contains("[outside-flash]") {
+/// The most specific cause among all preflight findings: a segment outside flash, then a
+/// vector table VTOR cannot point at, then any placement problem.
+fn preflight_cause(msg: &str, report: &str) -> Diagnosis {
+    let found = |check: &str| msg.contains(check) || report.contains(check);
+    let (id, why) = if found("[outside-flash]") {
         ("image-has-ram-segment", "Preflight found a load segment outside flash.")
-    } else if msg.contains("[vtor-misaligned]") {
+    } else if found("[vtor-misaligned]") {
         ("vtor-misaligned", "Preflight found the vector table misaligned for VTOR.")
     } else {
         ("image-linked-for-another-base", "Preflight refused the image's placement.")

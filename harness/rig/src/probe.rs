@@ -60,6 +60,8 @@ pub enum ProbeError {
     Register { op: &'static str, register: String, error: Box<probe_rs::Error> },
     #[error("{op} at {address:#010x} ({len} bytes): {}", chain(.error))]
     Memory { op: &'static str, address: u32, len: usize, error: Box<probe_rs::Error> },
+    #[error("set the watchdog freeze bits in {register} ({address:#010x}): {error}")]
+    DebugFreeze { register: String, address: u32, error: Box<ProbeError> },
     #[error("{op}: the core is {state}; it must be halted")]
     NotHalted { op: &'static str, state: String },
     #[error("image {image}: {message}")]
@@ -386,9 +388,33 @@ impl ProbeSession {
         }
     }
 
-    /// Open for a chip of the chip data (its probe-rs target name).
+    /// Open for a chip of the chip data (its probe-rs target name), with the chip's watchdogs
+    /// frozen while the core is halted (see [`ProbeSession::freeze_watchdogs_on_halt`]).
     pub fn open_chip(selector: &str, chip: &hil_chips::Chip, opts: &ProbeOptions) -> Result<ProbeSession, ProbeError> {
-        Self::open(selector, &chip.probe_rs_target, opts)
+        let mut session = Self::open(selector, &chip.probe_rs_target, opts)?;
+        if let Some(freeze) = &chip.debug_freeze {
+            session.freeze_watchdogs_on_halt(freeze)?;
+        }
+        Ok(session)
+    }
+
+    /// Set the chip's debug freeze bits (DBG_IWDG_STOP, DBG_WWDG_STOP): the rig halts the core to
+    /// read registers, and a watchdog that kept counting meanwhile would reset the chip it is
+    /// looking at. The registers survive everything but power-on (RM0444 40.4.2), so this is done
+    /// on every attach, and the rig re-attaches after each power cycle.
+    pub fn freeze_watchdogs_on_halt(&mut self, freeze: &hil_chips::DebugFreeze) -> Result<(), ProbeError> {
+        for r in &freeze.registers {
+            let failed = |e: ProbeError| ProbeError::DebugFreeze {
+                register: r.name.clone(),
+                address: r.address,
+                error: Box::new(e),
+            };
+            let v = self.read_u32(r.address).map_err(failed)?;
+            if v & r.set != r.set {
+                self.write_u32(r.address, v | r.set).map_err(failed)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn selector(&self) -> &str {

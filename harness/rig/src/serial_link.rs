@@ -32,6 +32,8 @@ struct Console {
     bytes: Vec<u8>,
     /// Where the next `expect` starts looking.
     cursor: usize,
+    /// When the reader last received anything.
+    last_rx: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -147,6 +149,29 @@ impl SerialLink {
         c.cursor = 0;
     }
 
+    /// Wait until the board has been silent for `quiet` (at most `max`), then forget the console:
+    /// the tail of what a previous scenario started printing must not be read by the next one.
+    /// Returns whether the line went quiet within `max`.
+    pub fn clear_when_quiet(&self, quiet: Duration, max: Duration) -> bool {
+        let give_up = Instant::now() + max;
+        let mut c = self.shared.console.lock().expect("console lock");
+        let went_quiet = loop {
+            let now = Instant::now();
+            let quiet_since = c.last_rx.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+            if quiet_since >= quiet {
+                break true;
+            }
+            if now >= give_up {
+                break false;
+            }
+            let wait = (quiet - quiet_since).min(give_up - now);
+            c = self.shared.data.wait_timeout(c, wait).expect("console lock").0;
+        };
+        c.bytes.clear();
+        c.cursor = 0;
+        went_quiet
+    }
+
     /// Skip what is already in the console (a new expectation window starts now).
     pub fn mark(&self) {
         let mut c = self.shared.console.lock().expect("console lock");
@@ -205,6 +230,7 @@ fn console_reader(mut port: Box<dyn SerialPort>, s: Arc<Shared>) {
             Ok(n) => {
                 let mut c = s.console.lock().expect("console lock");
                 c.bytes.extend_from_slice(&buf[..n]);
+                c.last_rx = Some(Instant::now());
                 s.data.notify_all();
             }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -292,6 +318,42 @@ mod tests {
         assert_eq!(link.console_text(), "", "the ACK was not taken as console output");
         board.write_all(b"after").unwrap();
         link.expect("after", Instant::now() + Duration::from_secs(5), &CancelFlag::new()).unwrap();
+    }
+
+    #[test]
+    fn clearing_waits_for_the_board_to_finish_its_line() {
+        let (mut board, path) = pty();
+        let link = SerialLink::open(&path, 115_200).unwrap();
+        board.write_all(b"reset+jump").unwrap();
+        link.expect("jump", Instant::now() + Duration::from_secs(5), &CancelFlag::new()).unwrap();
+        // The rest of the line arrives while the next scenario starts.
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            board.write_all(b"\r\n").unwrap();
+            board
+        });
+        assert!(link.clear_when_quiet(Duration::from_millis(150), Duration::from_secs(5)));
+        let _board = writer.join().unwrap();
+        assert_eq!(link.console_text(), "", "the tail of the old line was cleared with it");
+    }
+
+    #[test]
+    fn clearing_gives_up_on_a_board_that_never_stops_talking() {
+        let (mut board, path) = pty();
+        let link = SerialLink::open(&path, 115_200).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let chatter = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                board.write_all(b".").unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            board
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!link.clear_when_quiet(Duration::from_millis(100), Duration::from_millis(300)));
+        stop.store(true, Ordering::SeqCst);
+        let _board = chatter.join().unwrap();
     }
 
     #[test]

@@ -9,8 +9,8 @@ use hil_bootloader_host::transcript::{Direction, Event, Transcript};
 use hil_bootloader_host::uart::{Config as UartConfig, UartClient, UartError};
 use hil_chips::Chip;
 use hil_config::scenario::{
-    Action, BoardState, EraseMode, ExpectMemory, ExpectRegister, Flash, ImageRef, NamedRegion, NamedValue, RegionRef,
-    ResetFlag, ResetVia, ValueRef, Via, WriteOptionBytes,
+    Action, BoardState, EraseMode, ExpectMemory, ExpectRegister, Flash, FlashTarget, ImageRef, NamedRegion, NamedValue,
+    RegionRef, ResetFlag, ResetVia, ValueRef, Via, WriteOptionBytes,
 };
 use hil_config::{Board, PinLevel, Step};
 use hil_report::{Diagnosis, Evidence, Status, TranscriptEntry};
@@ -160,6 +160,7 @@ impl RigSession {
                 ] {
                     *d = (*d).min(remaining.max(Duration::from_millis(50)));
                 }
+                config.sync_attempts = sync_attempts_within(remaining, t.read, config.sync_attempts);
                 let mut client = UartClient::new(port, config);
                 client.set_transcript(Some(Box::new(transcript)));
                 f(&mut client)
@@ -270,25 +271,8 @@ impl RigSession {
         }
     }
 
-    fn preflight(&self, img: &FlashedImage) -> Result<Vec<Evidence>, StepOutcome> {
-        let target = hil_image::preflight::Target {
-            chip: self.chip,
-            app_base: self.application_base(),
-            bootloader: self
-                .board
-                .layout
-                .bootloader
-                .as_ref()
-                .map(|r| hil_image::preflight::Region { base: r.value.base.0, size: r.value.size.0 }),
-        };
-        // A custom bootloader image is meant for the bootloader region: check it against that.
-        let target = match (&self.board.layout.bootloader, img.base()) {
-            (Some(bl), Some(b)) if bl.value.contains(b) => {
-                hil_image::preflight::Target { app_base: b, bootloader: None, ..target }
-            }
-            _ => target,
-        };
-        let report = hil_image::preflight::check(&img.image, &target);
+    fn preflight(&self, img: &FlashedImage, what: FlashTarget) -> Result<Vec<Evidence>, StepOutcome> {
+        let report = preflight_report(&self.board, self.chip, &img.image, what).map_err(StepOutcome::error)?;
         let text = report.to_string();
         if report.passed() {
             Ok(if text.is_empty() { vec![] } else { vec![Evidence::Text { label: "preflight warnings".into(), text }] })
@@ -304,7 +288,7 @@ impl RigSession {
             Ok(i) => i,
             Err(e) => return StepOutcome::error(e),
         };
-        let mut evidence = match self.preflight(&img) {
+        let mut evidence = match self.preflight(&img, f.target) {
             Ok(ev) => ev,
             Err(refused) => return refused,
         };
@@ -480,6 +464,58 @@ impl RigSession {
         .map_err(|e| e.to_string())?;
         client.set_transcript(Some(Box::new(self.transcript.clone())));
         Ok(client)
+    }
+
+    /// The ROM acknowledges Readout Unprotect before it mass-erases the flash and reloads the
+    /// option bytes with a reset (AN3155 3.14; AN2606 "the device is reset" after the second ACK),
+    /// so the step ends only when that is done: through the probe, when FLASH_OPTR shows RDP level
+    /// 0 (it changes only at the option reload, RM0444 3.4.1); without a probe, after the chip's
+    /// maximum mass-erase time and a margin for the reset.
+    fn await_protection_removed(&mut self, cx: &StepCx) -> Result<(), String> {
+        let chip = self.chip;
+        let reload = (|| {
+            let layout = chip.option_bytes.as_ref()?;
+            Some((
+                chip.flash_controller.as_ref()?.base + layout.word("USER")?.register,
+                layout.field("RDP")?.clone(),
+                layout.rdp_levels.level0,
+            ))
+        })();
+        let max_erase = chip
+            .flash_timing
+            .as_ref()
+            .map_or(Duration::from_millis(100), |t| Duration::from_micros(u64::from(t.mass_erase_us.max)));
+        let margin = Duration::from_millis(50);
+        let Some((optr, rdp, level0)) = reload.filter(|_| self.probe_factory.is_some() || self.probe.is_some()) else {
+            std::thread::sleep((max_erase + margin).min(cx.remaining()));
+            return Ok(());
+        };
+        let started = Instant::now();
+        let mut last: String;
+        loop {
+            // During the reset the probe may lose its session; a fresh one is made on the next read.
+            match self.probe().and_then(|p| p.read_memory(optr, 4)) {
+                Ok(b) if b.len() >= 4 => {
+                    let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    if rdp.get(v) == u32::from(level0) {
+                        return Ok(());
+                    }
+                    last = format!("FLASH_OPTR ({optr:#010x}) = {v:#010x}, RDP = {:#04x}", rdp.get(v));
+                }
+                Ok(_) => last = format!("short read of FLASH_OPTR ({optr:#010x})"),
+                Err(e) => {
+                    last = e;
+                    self.forget_probe();
+                }
+            }
+            if cx.remaining().is_zero() || cx.cancel.is_cancelled() {
+                return Err(format!(
+                    "readout protection still active {} ms after Readout Unprotect was acknowledged: {last}",
+                    started.elapsed().as_millis()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5).min(cx.remaining()));
+        }
     }
 
     fn write_option_bytes(&mut self, w: &WriteOptionBytes, cx: &StepCx) -> Result<(), String> {
@@ -867,7 +903,10 @@ pub fn crc32(data: &[u8]) -> u32 {
 impl BoardSession for RigSession {
     fn begin_scenario(&mut self, _: &hil_config::Scenario) -> Result<(), String> {
         if let Some(s) = self.backends.serial.as_ref() {
-            s.clear();
+            // A board still printing what the last scenario started would leave its tail here.
+            if !s.clear_when_quiet(Duration::from_millis(30), Duration::from_millis(300)) {
+                tracing::debug!("{}: console still busy after 300 ms; cleared anyway", s.name());
+            }
         }
         self.transcript = Transcript::new();
         self.last_image = None;
@@ -934,14 +973,17 @@ impl BoardSession for RigSession {
                 StepOutcome::passed()
             }
             Action::Enter(e) => crate::strategy::enter(self, e.state, e.via, cx),
-            Action::ReadoutUnprotect(r) => outcome_from(match r.via {
-                Via::Uart => self.uart_session(cx, |c| {
-                    c.connect()?;
-                    Ok(c.readout_unprotect()?)
-                }),
-                Via::Dfu => self.open_dfu().and_then(|mut d| d.read_unprotect().map_err(|e| e.to_string())),
-                Via::Probe => Err("readout-unprotect goes through a bootloader".into()),
-            }),
+            Action::ReadoutUnprotect(r) => outcome_from(
+                match r.via {
+                    Via::Uart => self.uart_session(cx, |c| {
+                        c.connect()?;
+                        Ok(c.readout_unprotect()?)
+                    }),
+                    Via::Dfu => self.open_dfu().and_then(|mut d| d.read_unprotect().map_err(|e| e.to_string())),
+                    Via::Probe => Err("readout-unprotect goes through a bootloader".into()),
+                }
+                .and_then(|()| self.await_protection_removed(cx)),
+            ),
             Action::ExpectBootloader(b) => self.expect_bootloader(b.via, b.pid.as_ref().map(|p| p.value.0), cx),
             Action::ExpectSerial(e) => {
                 let (deadline, cancel) = (cx.deadline, cx.cancel.clone());
@@ -992,5 +1034,56 @@ impl BoardSession for RigSession {
         self.probe_factory = None;
         self.backends.serial = None;
         self.backends.keep_alive = None;
+    }
+}
+
+/// Preflight an image for `board`: as its application (at the application base, clear of a
+/// custom bootloader) or as its custom bootloader (inside `layout.bootloader`). Errors when the
+/// board has no bootloader region to flash a bootloader into.
+pub fn preflight_report(
+    board: &Board,
+    chip: &Chip,
+    image: &hil_image::Image,
+    what: FlashTarget,
+) -> Result<hil_image::preflight::Report, String> {
+    let bootloader = board
+        .layout
+        .bootloader
+        .as_ref()
+        .map(|r| hil_image::preflight::Region { base: r.value.base.0, size: r.value.size.0 });
+    Ok(match what {
+        FlashTarget::Application => hil_image::preflight::check(
+            image,
+            &hil_image::preflight::Target { chip, app_base: board.application_base(chip), bootloader },
+        ),
+        FlashTarget::Bootloader => {
+            let region = bootloader.ok_or_else(|| {
+                format!("`target: bootloader`: board `{}` has no layout.bootloader region", board.name.value)
+            })?;
+            hil_image::preflight::check_bootloader(image, chip, region)
+        }
+    })
+}
+
+/// How many sync attempts fit in `remaining`: each waits up to two reads (0x7F, then a second
+/// 0x7F after silence). At least one, so a short step still tries.
+fn sync_attempts_within(remaining: Duration, read: Duration, configured: u32) -> u32 {
+    let per_attempt = (read * 2).max(Duration::from_millis(1));
+    let fit = u32::try_from(remaining.as_millis() / per_attempt.as_millis()).unwrap_or(u32::MAX);
+    configured.min(fit.max(1))
+}
+
+#[cfg(test)]
+mod sync_budget_tests {
+    use super::sync_attempts_within;
+    use std::time::Duration;
+
+    #[test]
+    fn sync_attempts_never_outlast_the_step() {
+        let ms = Duration::from_millis;
+        assert_eq!(sync_attempts_within(ms(600), ms(500), 3), 1, "one attempt, even when it cannot fit");
+        assert_eq!(sync_attempts_within(ms(50), ms(50), 3), 1);
+        assert_eq!(sync_attempts_within(ms(2100), ms(500), 3), 2);
+        assert_eq!(sync_attempts_within(ms(30_000), ms(500), 3), 3, "the configured count caps a long step");
     }
 }

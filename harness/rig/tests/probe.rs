@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hil_image::Image;
 use hil_rig::probe::{CoreReg, FlashImage, ImageFormat, ProbeError, ProbeOptions, ProbeSession, RunState};
-use hil_virtual_board::{Board, BoardConfig, CoreState, Timing};
+use hil_virtual_board::{Board, BoardConfig, CoreState, EventKind, ResetCauseName, Timing};
 
 const T: Duration = Duration::from_secs(20);
 const G071: &str = "STM32G071RBTx";
@@ -222,6 +222,55 @@ fn errors_name_the_operation_and_address() {
     let e = ProbeSession::open(&hil_virtual_probe::selector_for("no-such-board"), G071, &ProbeOptions::default())
         .unwrap_err();
     assert!(format!("{e} {e:?}").contains("no-such-board"), "{e:?}");
+    drop(p);
+    b.shutdown().unwrap();
+}
+
+#[test]
+fn attaching_freezes_the_watchdog_while_the_core_is_halted() {
+    // The app refreshes the IWDG every millisecond from SysTick; a halted core refreshes nothing.
+    const IWDG_KR: u32 = 0x4000_3000;
+    let b = board("probe-layer-freeze");
+    b.power_off().wait().unwrap();
+    let f = hil_fixtures::get("app", 0x0800_0000).unwrap();
+    b.load_image(f.elf.to_vec(), hil_virtual_board::ImageFormat::Elf).wait().unwrap();
+    b.power_on().wait().unwrap();
+    banner(&b);
+    let watchdog_resets = || {
+        let events = b.events(0, Duration::from_millis(1)).wait().unwrap();
+        events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Reset { cause: ResetCauseName::IndependentWatchdog, .. }))
+            .count()
+    };
+    let chip = hil_chips::Chip::by_name("STM32G071RB").unwrap();
+    let freeze = chip.debug_freeze.as_ref().expect("G071 chip data names its freeze bits");
+    let fz1 = &freeze.registers[0];
+    let mut p =
+        ProbeSession::open_chip(&hil_virtual_probe::selector_for(b.name()), chip, &ProbeOptions::default()).unwrap();
+    assert_eq!(p.read_u32(fz1.address).unwrap() & 0x1800, 0x1800, "DBG_IWDG_STOP and DBG_WWDG_STOP set on attach");
+    // Start the IWDG: /4, reload 0x400 = 128 ms at 32 kHz (RM0444 26.4).
+    for (off, v) in [(0, 0xCCCC), (0, 0x5555), (4, 0), (8, 0x400), (0, 0xAAAA)] {
+        p.write_u32(IWDG_KR + off, v).unwrap();
+    }
+    let pc = p.halt().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(p.status().unwrap().is_halted());
+    assert_eq!(p.register(CoreReg::Pc).unwrap(), pc);
+    assert_eq!(watchdog_resets(), 0, "frozen: no watchdog reset during a 400 ms halt");
+    p.run().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(watchdog_resets(), 0, "the app keeps the running watchdog fed");
+    // The bits act while the core is halted too (RM0444 40.4.3: the counter stops "when the
+    // core is halted"): set them during a halt, then clear them during the same halt.
+    p.write_u32(fz1.address, 0).unwrap();
+    p.halt().unwrap();
+    p.write_u32(fz1.address, fz1.set).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(watchdog_resets(), 0, "frozen by bits set during the halt");
+    p.write_u32(fz1.address, 0).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(watchdog_resets(), 1, "unfrozen: the IWDG reset the chip");
     drop(p);
     b.shutdown().unwrap();
 }

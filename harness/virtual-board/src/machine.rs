@@ -493,8 +493,10 @@ impl Machine {
             }
             self.halted_seen = halted.clone();
         }
-        if self.soc.sys.shared.debug.core_halted != halted.is_some() {
-            self.soc.sys.shared.debug.core_halted = halted.is_some();
+        let debug = &mut self.soc.sys.shared.debug;
+        if debug.core_halted != halted.is_some() || debug.freeze_written {
+            debug.core_halted = halted.is_some();
+            debug.freeze_written = false;
             self.refreeze_watchdogs();
         }
     }

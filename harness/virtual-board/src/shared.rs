@@ -186,6 +186,9 @@ pub struct DebugShared {
     pub cr: u32,
     pub apb_fz1: u32,
     pub apb_fz2: u32,
+    /// A freeze bit was written: the watchdogs re-evaluate their freeze even if the core's run
+    /// state did not change (a debugger sets the bits while the core is halted).
+    pub freeze_written: bool,
 }
 
 impl DebugShared {

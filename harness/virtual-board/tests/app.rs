@@ -166,7 +166,7 @@ fn jumps_from_the_application_into_the_rom() {
     let e = rom_entry(&b, cur);
     assert_eq!(e.via, RomEntryKind::Jump);
     assert!(!e.primask, "interrupts enabled before the jump");
-    assert_eq!(e.vtor, 0x0800_0000, "VTOR still the application's");
+    assert_eq!(e.vtor, 0, "the recommended jump points VTOR at the remapped system memory");
     assert_eq!(e.syscfg_cfgr1 & 3, 1);
     assert_eq!(e.alias, BootTargetName::SystemMemory);
     assert_eq!(e.msp, 0x2000_2700);

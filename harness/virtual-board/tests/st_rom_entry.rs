@@ -112,13 +112,13 @@ fn g0b1_does_not_answer_a_jump_made_with_primask_set() {
 
 #[test]
 fn a_rom_that_leaves_vtor_alone_runs_the_applications_handlers() {
-    // The unverified switch flipped: the ROM does not set VTOR. After 'j' VTOR still points at the
-    // app's table, so the ROM's USART2 interrupt runs the app's handler (it takes the byte into its
+    // The unverified switch flipped: the ROM does not set VTOR. After 'J' (ST's KB jump, which
+    // leaves VTOR alone) VTOR still points at the app's table, so the ROM's USART2 interrupt runs the app's handler (it takes the byte into its
     // own buffer) and the ROM never sees it (P1).
     let mut c = config("STM32G0B1RE");
     c.execution.vtor_at_entry = hil_virtual_rom::VtorAtEntry::Untouched;
     let b = board("entry-g0b1-novtor", "STM32G0B1RE", Some(c));
-    let e = app_jump(&b, b'j');
+    let e = app_jump(&b, b'J');
     assert_eq!(e.vtor, 0x0800_0000);
     let h = Host::new(&b, "USART2");
     h.send(&[0x7F]);

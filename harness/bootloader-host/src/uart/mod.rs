@@ -374,19 +374,35 @@ impl UartClient {
                     UartError::Io { source, .. } => io(source),
                     other => other,
                 })?;
-                match self.read_exact(1, self.config.timeouts.read, ctx, Stage::Reply) {
-                    Ok(b) if b[0] == ACK => return Ok(SyncOutcome::Synced),
-                    Ok(b) if b[0] == NACK => return Ok(SyncOutcome::AlreadySynced),
-                    // Line noise while the board boots: start over.
-                    Ok(_) => break,
-                    Err(UartError::Timeout { .. }) if first => continue,
-                    Err(UartError::Timeout { .. }) => break,
+                match self.read_sync_reply(ctx) {
+                    Ok(Some(outcome)) => return Ok(outcome),
+                    Ok(None) if first => continue,
+                    Ok(None) => break,
                     Err(UartError::Io { source, .. }) => return Err(io(source)),
                     Err(e) => return Err(e),
                 }
             }
         }
         Err(UartError::SyncFailed { attempts: self.config.sync_attempts.max(1) })
+    }
+
+    /// The reply to one 0x7F: ACK or NACK, or `None` when the read timeout passes first. Other
+    /// bytes are skipped, not answered with another 0x7F: they are the tail of what the firmware
+    /// printed before it jumped (seen: "\r\n" after "reset+jump"), and each extra 0x7F would
+    /// leave the ROM one command byte out of step (AN3155 section 2: after the first 0x7F the ROM
+    /// reads every byte as part of a command frame).
+    fn read_sync_reply(&mut self, ctx: Ctx) -> Result<Option<SyncOutcome>> {
+        let deadline = deadline_after(self.config.timeouts.read);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_exact(1, left, ctx, Stage::Reply) {
+                Ok(b) if b[0] == ACK => return Ok(Some(SyncOutcome::Synced)),
+                Ok(b) if b[0] == NACK => return Ok(Some(SyncOutcome::AlreadySynced)),
+                Ok(_) => continue,
+                Err(UartError::Timeout { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Recovers command framing after a lost or extra byte: sends the invalid command 0xFF 0x00

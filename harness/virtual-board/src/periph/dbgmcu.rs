@@ -71,7 +71,10 @@ impl Device<Shared> for Dbgmcu {
         let d = &mut cx.shared.debug;
         match offset & !3 {
             CR => d.cr = merge_lane(d.cr, offset, size, value) & 0x6,
-            APB_FZ1 => d.apb_fz1 = merge_lane(d.apb_fz1, offset, size, value),
+            APB_FZ1 => {
+                d.apb_fz1 = merge_lane(d.apb_fz1, offset, size, value);
+                d.freeze_written = true;
+            }
             APB_FZ2 => d.apb_fz2 = merge_lane(d.apb_fz2, offset, size, value),
             _ => {}
         }
