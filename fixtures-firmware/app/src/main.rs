@@ -42,27 +42,9 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use cortex_m_rt::{entry, exception};
 
-// RM0444 2.2.2 peripheral addresses and register offsets.
-const RCC: u32 = 0x4002_1000;
-const RCC_IOPENR: u32 = RCC + 0x34;
-/// RM0444 5.4.11 RCC_APBRSTR1 (USART2RST is bit 17).
-const RCC_APBRSTR1: u32 = RCC + 0x2C;
-const RCC_APBENR1: u32 = RCC + 0x3C;
-/// RM0444 5.4.15 RCC_APBENR2 (SYSCFGEN is bit 0).
-const RCC_APBENR2: u32 = RCC + 0x40;
-const RCC_CSR: u32 = RCC + 0x60;
-const GPIOA: u32 = 0x5000_0000;
-const GPIOA_MODER: u32 = GPIOA;
-const GPIOA_AFRL: u32 = GPIOA + 0x20;
-const GPIOA_BSRR: u32 = GPIOA + 0x18;
-const GPIOA_ODR: u32 = GPIOA + 0x14;
-const USART2: u32 = 0x4000_4400;
-const USART_CR1: u32 = USART2;
-const USART_BRR: u32 = USART2 + 0x0C;
-const USART_ISR: u32 = USART2 + 0x1C;
-const USART_ICR: u32 = USART2 + 0x20;
-const USART_RDR: u32 = USART2 + 0x24;
-const USART_TDR: u32 = USART2 + 0x28;
+use g0_board::reg::*;
+use g0_board::{HCLK, LED_PIN, flush, modify, put_dec, put_hex, puts, rd, wr};
+
 /// RM0444 9.1.1 SYSCFG_CFGR1 (MEM_MODE[1:0]: 00 main flash, 01 system memory at 0x00000000).
 const SYSCFG_CFGR1: u32 = 0x4001_0000;
 /// RM0444 26.4.1 IWDG_KR.
@@ -70,17 +52,6 @@ const IWDG_KR: u32 = 0x4000_3000;
 const FLASH_KEYR: u32 = 0x4002_2008;
 const FLASH_OPTKEYR: u32 = 0x4002_200C;
 const FLASH_CR: u32 = 0x4002_2014;
-/// PM0223 4.3: SCB ICSR (PENDSTCLR is bit 25), VTOR, AIRCR.
-const SCB_ICSR: u32 = 0xE000_ED04;
-const SCB_VTOR: u32 = 0xE000_ED08;
-const SCB_AIRCR: u32 = 0xE000_ED0C;
-const NVIC_ISER: u32 = 0xE000_E100;
-const NVIC_ICER: u32 = 0xE000_E180;
-const NVIC_ISPR: u32 = 0xE000_E200;
-const NVIC_ICPR: u32 = 0xE000_E280;
-const SYST_CSR: u32 = 0xE000_E010;
-const SYST_RVR: u32 = 0xE000_E014;
-const SYST_CVR: u32 = 0xE000_E018;
 /// Main flash (RM0444 2.2 memory map): FLASH_BASE of the CMSIS device header.
 #[cfg(feature = "stale-vtor-offset")]
 const FLASH_BASE: u32 = 0x0800_0000;
@@ -89,10 +60,6 @@ const SYSTEM_MEMORY: u32 = 0x1FFF_0000;
 /// RM0444 12.3 Table 55: EXTI lines 4..15 (the Nucleo's user button B1 is PC13) and USART2.
 const EXTI4_15_IRQ: u32 = 7;
 const USART2_IRQ: u32 = 28;
-const LED_PIN: u32 = 5;
-/// HSI16 after reset (RM0444 5.2): 16 MHz core clock.
-const HCLK: u32 = 16_000_000;
-const BAUD: u32 = 115_200;
 
 const MARKER_MAGIC: u32 = 0xB007_C0DE;
 const JUMP_MAGIC: u32 = 0x0B00_710A;
@@ -132,20 +99,6 @@ unsafe extern "C" {
     static _stack_start: u32;
 }
 
-fn rd(addr: u32) -> u32 {
-    // SAFETY: `addr` is a peripheral register or memory word of this chip.
-    unsafe { read_volatile(addr as *const u32) }
-}
-
-fn wr(addr: u32, v: u32) {
-    // SAFETY: as above.
-    unsafe { write_volatile(addr as *mut u32, v) }
-}
-
-fn modify(addr: u32, clear: u32, set: u32) {
-    wr(addr, (rd(addr) & !clear) | set);
-}
-
 /// Marker word `i` (volatile: the static has no initial value, so the compiler must not assume
 /// what it holds).
 fn mget(i: usize) -> u32 {
@@ -156,44 +109,6 @@ fn mget(i: usize) -> u32 {
 fn mset(i: usize, v: u32) {
     // SAFETY: as above.
     unsafe { write_volatile(addr_of_mut!(MARKER).cast::<u32>().add(i), v) }
-}
-
-fn putc(b: u8) {
-    while rd(USART_ISR) & (1 << 7) == 0 {} // TXE
-    wr(USART_TDR, b as u32);
-}
-
-fn puts(s: &str) {
-    s.bytes().for_each(putc);
-}
-
-fn put_hex(v: u32) {
-    puts("0x");
-    for i in (0..8).rev() {
-        let d = ((v >> (i * 4)) & 0xF) as u8;
-        putc(if d < 10 { b'0' + d } else { b'A' + d - 10 });
-    }
-}
-
-fn put_dec(mut v: u32) {
-    let mut buf = [0u8; 10];
-    let mut n = 0;
-    loop {
-        buf[n] = b'0' + (v % 10) as u8;
-        n += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    while n > 0 {
-        n -= 1;
-        putc(buf[n]);
-    }
-}
-
-fn flush() {
-    while rd(USART_ISR) & (1 << 6) == 0 {} // TC
 }
 
 fn base() -> u32 {
@@ -511,15 +426,9 @@ fn main() -> ! {
         mset(2, 0);
     }
 
-    // Clocks: GPIOA, USART2.
-    modify(RCC_IOPENR, 0, 1);
-    modify(RCC_APBENR1, 0, 1 << 17);
-    // PA2/PA3 alternate function 1 (USART2), PA5 output (LED).
-    modify(GPIOA_MODER, (3 << 4) | (3 << 6) | (3 << (2 * LED_PIN)), (2 << 4) | (2 << 6) | (1 << (2 * LED_PIN)));
-    modify(GPIOA_AFRL, (0xF << 8) | (0xF << 12), (1 << 8) | (1 << 12));
-    // USART2 115200 8N1, receive interrupt.
-    wr(USART_BRR, (HCLK + BAUD / 2) / BAUD);
-    wr(USART_CR1, (1 << 0) | (1 << 2) | (1 << 3) | (1 << 5)); // UE RE TE RXNEIE
+    // USART2 115200 8N1 with its receive interrupt, PA5 output (LED).
+    use g0_board::cr1::{RE, RXNEIE, TE, UE};
+    g0_board::console_init(true, UE | RE | TE | RXNEIE);
 
     let csr = rd(RCC_CSR);
     puts("\r\nhil-app ");

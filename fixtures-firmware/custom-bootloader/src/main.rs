@@ -23,7 +23,7 @@
 #![no_main]
 
 use core::panic::PanicInfo;
-use core::ptr::{addr_of, read_volatile, write_volatile};
+use core::ptr::addr_of;
 
 use cortex_m_rt::{entry, exception};
 
@@ -32,72 +32,13 @@ const APP_BASE: u32 = 0x0800_8000;
 /// End of the STM32G071RB's 128 KiB main flash (RM0444 2.2 memory map).
 const FLASH_END: u32 = 0x0802_0000;
 
-// RM0444 2.2.2 peripheral addresses and register offsets.
-const RCC: u32 = 0x4002_1000;
-/// RM0444 5.4.9 RCC_IOPRSTR (GPIOARST is bit 0).
-const RCC_IOPRSTR: u32 = RCC + 0x24;
-/// RM0444 5.4.11 RCC_APBRSTR1 (USART2RST is bit 17).
-const RCC_APBRSTR1: u32 = RCC + 0x2C;
-const RCC_IOPENR: u32 = RCC + 0x34;
-const RCC_APBENR1: u32 = RCC + 0x3C;
-const GPIOA: u32 = 0x5000_0000;
-const GPIOA_MODER: u32 = GPIOA;
-const GPIOA_AFRL: u32 = GPIOA + 0x20;
-const GPIOA_BSRR: u32 = GPIOA + 0x18;
-const GPIOA_ODR: u32 = GPIOA + 0x14;
-const USART2: u32 = 0x4000_4400;
-const USART_CR1: u32 = USART2;
-const USART_BRR: u32 = USART2 + 0x0C;
-const USART_ISR: u32 = USART2 + 0x1C;
-const USART_TDR: u32 = USART2 + 0x28;
-const SCB_VTOR: u32 = 0xE000_ED08;
-const SYST_CSR: u32 = 0xE000_E010;
-const SYST_RVR: u32 = 0xE000_E014;
-const SYST_CVR: u32 = 0xE000_E018;
-const LED_PIN: u32 = 5;
-/// HSI16 after reset (RM0444 5.2): 16 MHz core clock.
-const HCLK: u32 = 16_000_000;
-const BAUD: u32 = 115_200;
+use g0_board::reg::*;
+use g0_board::{HCLK, LED_PIN, flush, modify, put_hex, puts, rd, wr};
 
 unsafe extern "C" {
     /// SRAM bounds of the memory layout (cortex-m-rt link.x).
     static _ram_start: u32;
     static _ram_end: u32;
-}
-
-fn rd(addr: u32) -> u32 {
-    // SAFETY: `addr` is a peripheral register or memory word of this chip.
-    unsafe { read_volatile(addr as *const u32) }
-}
-
-fn wr(addr: u32, v: u32) {
-    // SAFETY: as above.
-    unsafe { write_volatile(addr as *mut u32, v) }
-}
-
-fn modify(addr: u32, clear: u32, set: u32) {
-    wr(addr, (rd(addr) & !clear) | set);
-}
-
-fn putc(b: u8) {
-    while rd(USART_ISR) & (1 << 7) == 0 {} // TXE
-    wr(USART_TDR, b as u32);
-}
-
-fn puts(s: &str) {
-    s.bytes().for_each(putc);
-}
-
-fn put_hex(v: u32) {
-    puts("0x");
-    for i in (0..8).rev() {
-        let d = ((v >> (i * 4)) & 0xF) as u8;
-        putc(if d < 10 { b'0' + d } else { b'A' + d - 10 });
-    }
-}
-
-fn flush() {
-    while rd(USART_ISR) & (1 << 6) == 0 {} // TC
 }
 
 /// Whether the words at APP_BASE make a vector table an application there can start from.
@@ -127,13 +68,8 @@ fn start_application() -> ! {
 
 #[entry]
 fn main() -> ! {
-    // GPIOA, USART2 clocks; PA2/PA3 alternate function 1 (USART2), PA5 output (LED).
-    modify(RCC_IOPENR, 0, 1);
-    modify(RCC_APBENR1, 0, 1 << 17);
-    modify(GPIOA_MODER, (3 << 4) | (3 << 6) | (3 << (2 * LED_PIN)), (2 << 4) | (2 << 6) | (1 << (2 * LED_PIN)));
-    modify(GPIOA_AFRL, (0xF << 8) | (0xF << 12), (1 << 8) | (1 << 12));
-    wr(USART_BRR, (HCLK + BAUD / 2) / BAUD);
-    wr(USART_CR1, (1 << 0) | (1 << 3)); // UE TE
+    // USART2 transmit only, PA5 output (LED).
+    g0_board::console_init(true, g0_board::cr1::UE | g0_board::cr1::TE);
 
     puts("\r\nhil-cbl ");
     puts(env!("CARGO_PKG_VERSION"));

@@ -14,56 +14,12 @@
 #![no_main]
 
 use core::panic::PanicInfo;
-use core::ptr::{read_volatile, write_volatile};
 
-// RM0444 2.2.2 peripheral addresses and register offsets.
-const RCC_IOPENR: u32 = 0x4002_1034;
-const RCC_APBENR1: u32 = 0x4002_103C;
-const GPIOA_MODER: u32 = 0x5000_0000;
-const GPIOA_AFRL: u32 = 0x5000_0020;
-const USART2: u32 = 0x4000_4400;
-const USART_CR1: u32 = USART2;
-const USART_BRR: u32 = USART2 + 0x0C;
-const USART_ISR: u32 = USART2 + 0x1C;
-const USART_TDR: u32 = USART2 + 0x28;
-const SCB_VTOR: u32 = 0xE000_ED08;
-/// HSI16 after reset (RM0444 5.2).
-const HCLK: u32 = 16_000_000;
-const BAUD: u32 = 115_200;
+use g0_board::reg::SCB_VTOR;
+use g0_board::{put_hex, puts, rd, wr};
 
 unsafe extern "C" {
     static _stack_start: u32;
-}
-
-fn rd(addr: u32) -> u32 {
-    // SAFETY: `addr` is a peripheral register of this chip.
-    unsafe { read_volatile(addr as *const u32) }
-}
-
-fn wr(addr: u32, v: u32) {
-    // SAFETY: as above.
-    unsafe { write_volatile(addr as *mut u32, v) }
-}
-
-fn modify(addr: u32, clear: u32, set: u32) {
-    wr(addr, (rd(addr) & !clear) | set);
-}
-
-fn putc(b: u8) {
-    while rd(USART_ISR) & (1 << 7) == 0 {} // TXE
-    wr(USART_TDR, b as u32);
-}
-
-fn puts(s: &str) {
-    s.bytes().for_each(putc);
-}
-
-fn put_hex(v: u32) {
-    puts("0x");
-    for i in (0..8).rev() {
-        let d = ((v >> (i * 4)) & 0xF) as u8;
-        putc(if d < 10 { b'0' + d } else { b'A' + d - 10 });
-    }
 }
 
 /// The reset handler: no RAM to initialise (the linker script asserts an empty .bss, and there
@@ -72,12 +28,7 @@ fn put_hex(v: u32) {
 pub extern "C" fn Reset() -> ! {
     let table = &raw const __VECTORS as u32;
     wr(SCB_VTOR, table);
-    modify(RCC_IOPENR, 0, 1);
-    modify(RCC_APBENR1, 0, 1 << 17);
-    modify(GPIOA_MODER, (3 << 4) | (3 << 6), (2 << 4) | (2 << 6));
-    modify(GPIOA_AFRL, (0xF << 8) | (0xF << 12), (1 << 8) | (1 << 12));
-    wr(USART_BRR, (HCLK + BAUD / 2) / BAUD);
-    wr(USART_CR1, (1 << 0) | (1 << 3)); // UE TE
+    g0_board::console_init(false, g0_board::cr1::UE | g0_board::cr1::TE);
     puts("\r\nhil-seed000 base=");
     put_hex(table);
     puts(" vtor=");

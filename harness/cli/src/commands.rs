@@ -30,7 +30,15 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Explain { run, scenario, board } => explain(run.as_deref(), scenario.as_deref(), board.as_deref()),
         Command::Flash { boards, board, via, verify, go, base, target, file } => {
-            crate::flash::flash(&boards, &board, via, verify, go, base.as_deref(), target.into(), &file)
+            let request = crate::flash::FlashRequest {
+                via,
+                verify,
+                go,
+                base: base.as_deref(),
+                target: target.into(),
+                file: &file,
+            };
+            crate::flash::flash(&boards, &board, request)
         }
         Command::Image { command: ImageCommand::Check { boards, board, base, target, file } } => {
             image_check(&boards, &board, base.as_deref(), target.into(), &file)

@@ -18,16 +18,19 @@ fn step(action: Action) -> Step {
     Step { action, timeout: None, name: None }
 }
 
-pub fn flash(
-    boards: &Path,
-    board: &str,
-    via: FlashVia,
-    verify: bool,
-    go: bool,
-    base: Option<&str>,
-    target: FlashTarget,
-    file: &Path,
-) -> Result<ExitCode> {
+/// What `hil flash` was asked to do, from its command line.
+pub struct FlashRequest<'a> {
+    pub via: FlashVia,
+    pub verify: bool,
+    pub go: bool,
+    /// Load address of a raw .bin file (`--base`).
+    pub base: Option<&'a str>,
+    pub target: FlashTarget,
+    pub file: &'a Path,
+}
+
+pub fn flash(boards: &Path, board: &str, request: FlashRequest<'_>) -> Result<ExitCode> {
+    let FlashRequest { via, verify, go, base, target, file } = request;
     let (loaded, name) = match board_from(boards, board) {
         Ok(b) => b,
         Err(code) => return Ok(code),
@@ -64,7 +67,8 @@ pub fn flash(
 
     let mut session = hil_rig::opener::rig_opener().open_session(&board).map_err(anyhow::Error::msg)?;
     // From here on a failure is the operation failing (exit 1), not a configuration problem.
-    let result = flash_session(&mut session, &name, via, verify, go, bin_base, target, image_base, &image, file);
+    let plan = FlashPlan { via, verify, go, bin_base, target, image_base };
+    let result = flash_session(&mut session, &name, &plan, &image, file);
     session.close();
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
@@ -75,19 +79,24 @@ pub fn flash(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn flash_session(
-    session: &mut hil_rig::session::RigSession,
-    name: &str,
+/// The checked request: the backend chosen, the image's load address known.
+struct FlashPlan {
     via: Via,
     verify: bool,
     go: bool,
     bin_base: Option<u32>,
     target: FlashTarget,
     image_base: u32,
+}
+
+fn flash_session(
+    session: &mut hil_rig::session::RigSession,
+    name: &str,
+    plan: &FlashPlan,
     image: &hil_image::Image,
     file: &Path,
 ) -> Result<()> {
+    let &FlashPlan { via, verify, go, bin_base, target, image_base } = plan;
     let cancel = CancelFlag::new();
     let cx = |limit: Duration| StepCx {
         deadline: Instant::now() + limit,

@@ -329,7 +329,9 @@ pub enum Register {
 /// Where flashing / erasing goes through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[derive(Default)]
 pub enum Via {
+    #[default]
     Probe,
     Uart,
     Dfu,
@@ -528,12 +530,6 @@ pub struct WriteOptionBytes {
 
 fn probe_via() -> Via {
     Via::Probe
-}
-
-impl Default for Via {
-    fn default() -> Self {
-        Via::Probe
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]

@@ -174,20 +174,16 @@ pub fn validate_boards(boards: &LoadedBoards) -> Vec<Diagnostic> {
         if let Some(v) = &b.virtual_board {
             check_virtual(path, b, &v.value, chip, &mut d);
         }
-        if let (Some(v), Some(chip)) = (&b.virtual_board, chip) {
-            if !chip.virtual_board {
-                let modelled: Vec<_> =
-                    hil_chips::all().iter().filter(|c| c.virtual_board).map(|c| c.name.as_str()).collect();
-                d.push(Diagnostic::at(
-                    path,
-                    v,
-                    format!(
-                        "the virtual board does not model {} yet (modelled chips: {})",
-                        chip.name,
-                        modelled.join(", ")
-                    ),
-                ));
-            }
+        if let (Some(v), Some(chip)) = (&b.virtual_board, chip)
+            && !chip.virtual_board
+        {
+            let modelled: Vec<_> =
+                hil_chips::all().iter().filter(|c| c.virtual_board).map(|c| c.name.as_str()).collect();
+            d.push(Diagnostic::at(
+                path,
+                v,
+                format!("the virtual board does not model {} yet (modelled chips: {})", chip.name, modelled.join(", ")),
+            ));
         }
         if let Some(lab) = &b.lab {
             check_lab(path, &lab.value, &mut d);
@@ -507,7 +503,7 @@ fn check_scenario(
 fn lacks_hint(b: &Board, cap: Capability) -> String {
     match (cap, Chip::by_name(&b.chip.value)) {
         (Capability::Usb, Some(c)) if !c.bootloader.usb_dfu => format!(" ({}'s ROM bootloader has no USB DFU)", c.name),
-        _ if b.lab.is_some() => format!(" (add it to the board's `lab:` section to use it)"),
+        _ if b.lab.is_some() => " (add it to the board's `lab:` section to use it)".to_string(),
         _ => String::new(),
     }
 }
@@ -542,15 +538,11 @@ fn check_step(
                 }
             }
         }
-        Action::Send(snd) => {
-            if snd.text.is_some() == snd.bytes.is_some() {
-                d.push(Diagnostic::at(path, step, "send needs exactly one of `text` or `bytes`"));
-            }
+        Action::Send(snd) if snd.text.is_some() == snd.bytes.is_some() => {
+            d.push(Diagnostic::at(path, step, "send needs exactly one of `text` or `bytes`"));
         }
-        Action::ExpectRegister(r) => {
-            if r.equals.is_none() && r.within.is_none() {
-                d.push(Diagnostic::at(path, step, "expect-register needs `equals` and/or `in`"));
-            }
+        Action::ExpectRegister(r) if r.equals.is_none() && r.within.is_none() => {
+            d.push(Diagnostic::at(path, step, "expect-register needs `equals` and/or `in`"));
         }
         Action::ExpectMemory(m) => {
             let checks = [m.crc32.is_some(), m.equals.is_some(), m.erased.is_some(), m.matches_image.is_some()];
@@ -574,10 +566,8 @@ fn check_step(
                 ));
             }
         }
-        Action::ExpectSerial(e) => {
-            if e.contains.is_empty() {
-                d.push(Diagnostic::at(path, step, "expect-serial `contains` is empty"));
-            }
+        Action::ExpectSerial(e) if e.contains.is_empty() => {
+            d.push(Diagnostic::at(path, step, "expect-serial `contains` is empty"));
         }
         Action::WriteOptionBytes(w) => {
             if let Some(rdp) = &w.rdp {

@@ -60,10 +60,10 @@ pub fn render_html(r: &RunReport) -> String {
          <title>hil run {id} - {status}</title><style>{STYLE}</style></head><body>\n",
         id = esc(&r.run_id),
     );
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<header><h1>hil run <span class=\"mono\">{}</span> <span class=\"badge {status}\">{status}</span></h1>\
-         <div class=\"meta\">started {} &middot; {:.1} s &middot; {} {} &middot; schema v{}</div></header><main>\n",
+         <div class=\"meta\">started {} &middot; {:.1} s &middot; {} {} &middot; schema v{}</div></header><main>",
         esc(&r.run_id),
         esc(&r.started_at),
         r.duration_ms as f64 / 1000.0,

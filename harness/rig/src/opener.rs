@@ -92,6 +92,24 @@ fn open_lab(lab: &LabBoard) -> Result<Backends, String> {
     })
 }
 
+/// The opener `hil run` uses: boards as configured, probes through the probe layer.
+pub fn rig_opener() -> RigOpener {
+    RigOpener { open_probe: std::sync::Arc::new(open_probe_ops) }
+}
+
+/// Opens a probe through the probe layer and adapts it to what steps use.
+fn open_probe_ops(
+    selector: &str,
+    chip: &hil_chips::Chip,
+    speed_khz: Option<u32>,
+    connect_under_reset: bool,
+) -> Result<Box<dyn ProbeOps>, String> {
+    let opts = crate::probe::ProbeOptions { speed_khz, connect_under_reset, ..Default::default() };
+    crate::probe::ProbeSession::open_chip(selector, chip, &opts)
+        .map(|p| Box::new(p) as Box<dyn ProbeOps>)
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,22 +131,4 @@ mod tests {
         assert_eq!(w.polarity, Polarity::AssertedIsActive);
         assert!(wiring(&ctl(LineDriver::Probe, None), PinLevel::Low).is_none());
     }
-}
-
-/// The opener `hil run` uses: boards as configured, probes through the probe layer.
-pub fn rig_opener() -> RigOpener {
-    RigOpener { open_probe: std::sync::Arc::new(open_probe_ops) }
-}
-
-/// Opens a probe through the probe layer and adapts it to what steps use.
-fn open_probe_ops(
-    selector: &str,
-    chip: &hil_chips::Chip,
-    speed_khz: Option<u32>,
-    connect_under_reset: bool,
-) -> Result<Box<dyn ProbeOps>, String> {
-    let opts = crate::probe::ProbeOptions { speed_khz, connect_under_reset, ..Default::default() };
-    crate::probe::ProbeSession::open_chip(selector, chip, &opts)
-        .map(|p| Box::new(p) as Box<dyn ProbeOps>)
-        .map_err(|e| e.to_string())
 }

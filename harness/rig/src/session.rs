@@ -824,16 +824,16 @@ impl RigSession {
             .transcript
             .records()
             .into_iter()
-            .filter_map(|r| {
+            .map(|r| {
                 let offset_ms = r.at.saturating_duration_since(start).as_millis() as u64;
                 match r.event {
-                    Event::Bytes { direction, data } => Some(TranscriptEntry {
+                    Event::Bytes { direction, data } => TranscriptEntry {
                         offset_ms,
                         direction: if direction == Direction::HostToDevice { "tx" } else { "rx" }.into(),
                         bytes: hex(&data),
                         decoded: decode_an3155(direction, &data),
-                    }),
-                    Event::Control { setup, data, outcome } => Some(TranscriptEntry {
+                    },
+                    Event::Control { setup, data, outcome } => TranscriptEntry {
                         offset_ms,
                         direction: if setup.is_in() { "rx" } else { "tx" }.into(),
                         bytes: hex(&data),
@@ -841,13 +841,13 @@ impl RigSession {
                             Ok(()) => setup.describe(),
                             Err(e) => format!("{} -> {e}", setup.describe()),
                         }),
-                    }),
-                    Event::Note(text) => Some(TranscriptEntry {
+                    },
+                    Event::Note(text) => TranscriptEntry {
                         offset_ms,
                         direction: "note".into(),
                         bytes: String::new(),
                         decoded: Some(text),
-                    }),
+                    },
                 }
             })
             .collect();
