@@ -59,6 +59,10 @@ pub enum Command {
         /// How long to wait for a board another run holds (default: fail at once, naming the holder).
         #[arg(long, default_value = "0s", value_name = "DURATION")]
         lock_wait: String,
+        /// Also diagnose scenarios that pass: a cause named there is a false alarm and fails the
+        /// scenario (checks the diagnosis rules against a whole suite).
+        #[arg(long)]
+        audit_diagnosis: bool,
     },
     /// Flash an image through a board's bootloader or probe.
     Flash {

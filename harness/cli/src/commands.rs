@@ -17,8 +17,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate(cfg) => validate(&cfg),
         Command::List { what, config } => list(what, &config),
-        Command::Run { config, board_names, report_dir, lock_wait } => {
-            run(&config, &board_names, &report_dir, &lock_wait)
+        Command::Run { config, board_names, report_dir, lock_wait, audit_diagnosis } => {
+            run(&config, &board_names, &report_dir, &lock_wait, audit_diagnosis)
         }
         Command::Schema { what } => {
             let schema = match what {
@@ -157,7 +157,13 @@ fn list(what: ListWhat, cfg: &ConfigArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(cfg: &ConfigArgs, boards: &[String], report_dir: &Path, lock_wait: &str) -> Result<ExitCode> {
+fn run(
+    cfg: &ConfigArgs,
+    boards: &[String],
+    report_dir: &Path,
+    lock_wait: &str,
+    audit_diagnosis: bool,
+) -> Result<ExitCode> {
     let lock_wait: hil_config::Duration = lock_wait.parse().map_err(|e: String| anyhow::anyhow!("--lock-wait: {e}"))?;
     let config = match load_config(cfg) {
         Ok(c) => c,
@@ -193,7 +199,7 @@ fn run(cfg: &ConfigArgs, boards: &[String], report_dir: &Path, lock_wait: &str) 
             std::process::exit(130);
         });
         let progress = crate::output::progress(None, format!("running {total} scenario runs"));
-        let opts = hil_rig::EngineOptions { lock_wait: lock_wait.std(), ..Default::default() };
+        let opts = hil_rig::EngineOptions { lock_wait: lock_wait.std(), audit_diagnosis, ..Default::default() };
         let r = hil_rig::engine::run(
             plans,
             std::sync::Arc::new(hil_rig::opener::rig_opener()),

@@ -67,6 +67,11 @@ pub struct ExpectedOutcome {
     /// The diagnosis cause the failure must be attributed to (required for `fail`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<Located<String>>,
+    /// With `pass`: a mistake this board tolerates (the firmware makes it, the flow still works
+    /// here). `hil run --audit-diagnosis` diagnoses passing scenarios and requires this cause to be
+    /// named; on other passing scenarios it requires that no cause is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent: Option<Located<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

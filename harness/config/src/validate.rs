@@ -107,6 +107,20 @@ pub fn load_scenario(path: &Path) -> Result<LoadedScenario, Diagnostic> {
     let scenario: Scenario = parse_yaml(path, &text)?;
     Ok(LoadedScenario { path: path.to_path_buf(), scenario })
 }
+/// A diagnosis cause named by a scenario must be one the rules can name.
+fn check_cause(path: &Path, c: &Located<String>, ctx: &ValidationContext, d: &mut Vec<Diagnostic>) {
+    if ctx.causes.is_empty() || ctx.causes.contains(&c.value) {
+        return;
+    }
+    let hint = closest(&c.value, ctx.causes.iter().map(String::as_str))
+        .map(|h| format!(" (did you mean `{h}`?)"))
+        .unwrap_or_default();
+    d.push(Diagnostic::at(
+        path,
+        c,
+        format!("unknown diagnosis cause `{}`{hint}; known causes: {}", c.value, ctx.causes.join(", ")),
+    ));
+}
 
 fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
@@ -412,6 +426,13 @@ fn check_scenario(
         d.push(Diagnostic::at(path, &s.name, format!("scenario `{}` has no steps", s.name.value)));
     }
     if let Some(expect) = &s.expect {
+        if let Some(l) = &expect.value.latent {
+            if expect.value.outcome == Outcome::Fail {
+                d.push(Diagnostic::at(path, l, "expect.latent only applies to `outcome: pass`"));
+            } else {
+                check_cause(path, l, ctx, d);
+            }
+        }
         match (expect.value.outcome, &expect.value.cause) {
             (Outcome::Fail, None) => d.push(Diagnostic::at(
                 path,
@@ -419,16 +440,7 @@ fn check_scenario(
                 "expect.outcome: fail needs `cause:` naming the diagnosis the failure must get",
             )),
             (Outcome::Pass, Some(c)) => d.push(Diagnostic::at(path, c, "expect.cause only applies to `outcome: fail`")),
-            (_, Some(c)) if !ctx.causes.is_empty() && !ctx.causes.contains(&c.value) => {
-                let hint = closest(&c.value, ctx.causes.iter().map(String::as_str))
-                    .map(|h| format!(" (did you mean `{h}`?)"))
-                    .unwrap_or_default();
-                d.push(Diagnostic::at(
-                    path,
-                    c,
-                    format!("unknown diagnosis cause `{}`{hint}; known causes: {}", c.value, ctx.causes.join(", ")),
-                ));
-            }
+            (_, Some(c)) => check_cause(path, c, ctx, d),
             _ => {}
         }
     }

@@ -285,6 +285,21 @@ steps:
 }
 
 #[test]
+fn latent_mistakes_belong_to_passing_scenarios_and_name_known_causes() {
+    let on_fail =
+        "name: a\nexpect: { outcome: fail, cause: remap-not-done, latent: remap-not-done }\nsteps: [reset-halt]\n";
+    let unknown = "name: b\nexpect: { outcome: pass, latent: remap-missing }\nsteps: [reset-halt]\n";
+    let fine = "name: c\nexpect: { outcome: pass, latent: primask-set-at-jump }\nsteps: [reset-halt]\n";
+    insta::assert_snapshot!(
+        check(&[("a.yaml", on_fail.as_bytes()), ("b.yaml", unknown.as_bytes()), ("c.yaml", fine.as_bytes())]),
+        @r"
+    <dir>/a.yaml:2:57: expect.latent only applies to `outcome: pass`
+    <dir>/b.yaml:2:34: unknown diagnosis cause `remap-missing`; known causes: primask-set-at-jump, remap-not-done
+    "
+    );
+}
+
+#[test]
 fn rdp2_needs_named_boards_that_allow_it() {
     let s = "name: s\nsteps:\n  - write-option-bytes: { rdp: 2 }\n";
     insta::assert_snapshot!(check(&[("s.yaml", s.as_bytes())]), @"<dir>/s.yaml:3:32: rdp 2 is irreversible on real silicon: the scenario must list its `boards:`, each with allow-rdp-level2: true");

@@ -765,9 +765,13 @@ fn boot_latches(e: &Evidence, facts: &mut Vec<Fact>) -> Option<Diagnosis> {
     // The boot inputs select flash, the flash is programmed, a plain reset landed in the ROM:
     // only the empty-check latch does that. Some ROMs clear EMPTY when they start (G07x V11.3,
     // AN2606 45.3.1), so it may read 0 by now.
+    // A software reset (SYSRESETREQ) pulses NRST too, so PINRSTF alone does not make a pin reset;
+    // after one the ROM may just as well have been entered by the application's own reset
+    // handler (the robust jump, pitfall P3).
     let pin_reset = e.reset_flag(|f| f.pin) == Some(true)
         && e.reset_flag(|f| f.power_on) == Some(false)
-        && e.reset_flag(|f| f.option_byte_load) == Some(false);
+        && e.reset_flag(|f| f.option_byte_load) == Some(false)
+        && e.reset_flag(|f| f.software) != Some(true);
     let inputs_select_flash = match (nboot_sel, nboot0) {
         (Some(1), Some(1)) => true,
         (Some(0), _) => e.boot0_driven == Some(false),

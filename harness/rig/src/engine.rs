@@ -115,6 +115,9 @@ pub struct EngineOptions {
     /// Extra time the engine gives a step past its deadline before declaring it stuck.
     pub grace: Duration,
     pub command: Vec<String>,
+    /// Also diagnose scenarios whose steps all passed (and that expect to pass): a cause named
+    /// there is a false alarm of a diagnosis rule, and fails the scenario.
+    pub audit_diagnosis: bool,
 }
 
 impl Default for EngineOptions {
@@ -127,6 +130,7 @@ impl Default for EngineOptions {
             default_slow_step_timeout: Duration::from_secs(120),
             grace: Duration::from_secs(5),
             command: std::env::args().collect(),
+            audit_diagnosis: false,
         }
     }
 }
@@ -388,6 +392,33 @@ async fn run_scenario(
         .and_then(|r| r.ok())
         .flatten();
     }
+    // The audit: on a board that did what the scenario expected the rules must name nothing, or
+    // exactly the mistake the scenario declares this board tolerates (`expect.latent`).
+    let expects_failure = s.expect.as_ref().is_some_and(|e| e.value.outcome == Outcome::Fail);
+    let latent = s.expect.as_ref().and_then(|e| e.value.latent.as_ref()).map(|l| l.value.clone());
+    let mut audited = None;
+    let mut audit_ran = false;
+    if opts.audit_diagnosis
+        && failure.is_none()
+        && usable
+        && !expects_failure
+        && !cancel.is_cancelled()
+        && let Some(last) = s.steps.last()
+    {
+        let (sess, st) = (session.clone(), last.value.clone());
+        audit_ran = true;
+        audited = tokio::time::timeout(
+            opts.default_step_timeout,
+            tokio::task::spawn_blocking(move || {
+                sess.lock().ok().and_then(|mut s| s.diagnose(&st, &StepOutcome::passed()))
+            }),
+        )
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .flatten()
+        .filter(|d| d.cause != "unknown");
+    }
     // Cleanup: whatever happened, so the next scenario starts from a known board.
     let mut cleanup_failure: Option<String> = None;
     for (j, located) in s.cleanup.iter().enumerate() {
@@ -476,7 +507,30 @@ async fn run_scenario(
                 None,
             ),
             None if cancel.is_cancelled() => (Status::Error, Some("interrupted".into()), None),
-            None => (Status::Passed, None, None),
+            None => match (audit_ran, &audited, &latent) {
+                (true, Some(d), None) => (
+                    Status::Failed,
+                    Some(format!(
+                        "false alarm: every step passed, yet the diagnosis names `{}` ({})",
+                        d.cause, d.title
+                    )),
+                    None,
+                ),
+                (true, d, Some(want)) if d.as_ref().is_none_or(|d| &d.cause != want) => (
+                    Status::Failed,
+                    Some(format!(
+                        "the latent mistake `{want}` was not named: the diagnosis says `{}`",
+                        d.as_ref().map_or("unknown", |d| d.cause.as_str())
+                    )),
+                    None,
+                ),
+                (true, Some(d), Some(_)) => (
+                    Status::Passed,
+                    Some(format!("passed; the diagnosis names the latent mistake `{}`", d.cause)),
+                    None,
+                ),
+                _ => (Status::Passed, None, None),
+            },
         },
     };
     let (status, message) = match cleanup_failure {
@@ -496,7 +550,7 @@ async fn run_scenario(
         duration_ms: started.elapsed().as_millis() as u64,
         message,
         steps,
-        diagnosis,
+        diagnosis: diagnosis.or(audited),
     };
     (result, usable)
 }

@@ -34,19 +34,19 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn load() -> Config {
+fn load(dir: &str) -> Config {
     let ctx = ValidationContext {
         fixtures: hil_fixtures::all().iter().map(|f| (f.name.to_string(), f.base)).collect(),
         causes: hil_rig::diagnosis::cause_ids(),
     };
-    let (config, diags) = load_and_validate(&repo().join("boards.yaml"), &[repo().join("scenarios/conformance")], &ctx);
+    let (config, diags) = load_and_validate(&repo().join("boards.yaml"), &[repo().join(dir)], &ctx);
     assert!(diags.is_empty(), "{}", diags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"));
     config.expect("valid configuration")
 }
 
 #[test]
 fn every_class_has_a_faulty_and_a_correct_scenario() {
-    let config = load();
+    let config = load("scenarios/conformance");
     let mut faulty: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut correct: BTreeMap<String, usize> = BTreeMap::new();
     for ls in &config.scenarios {
@@ -72,8 +72,9 @@ fn every_class_has_a_faulty_and_a_correct_scenario() {
 }
 
 #[test]
-fn conformance_matrix_on_the_virtual_boards() {
-    let config = load();
+fn conformance_matrix_and_no_false_alarm_across_the_suite() {
+    // The whole suite (the flows too): the audit below must find no false alarm anywhere.
+    let config = load("scenarios");
     let board = |name: &str| config.boards.get(name).unwrap_or_else(|| panic!("boards.yaml has {name}"));
     // The default boards run the scenarios that do not name boards; the custom-bootloader layout
     // runs only the scenarios written for it.
@@ -86,7 +87,8 @@ fn conformance_matrix_on_the_virtual_boards() {
     let tmp = tempfile::tempdir().unwrap();
     // CI can keep the reports (the matrix in summary.md / report.html) as artifacts.
     let reports = std::env::var_os("HIL_CONFORMANCE_REPORTS").map(PathBuf::from).unwrap_or(tmp.path().join("reports"));
-    let opts = EngineOptions { lock_dir: tmp.path().join("locks"), ..Default::default() };
+    // Every scenario that passes is diagnosed as well: a rule naming a cause there fails it.
+    let opts = EngineOptions { lock_dir: tmp.path().join("locks"), audit_diagnosis: true, ..Default::default() };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let (report, _) = runtime
         .block_on(engine::run(plans, Arc::new(hil_rig::opener::rig_opener()), &reports, opts, CancelFlag::new()))
@@ -98,7 +100,10 @@ fn conformance_matrix_on_the_virtual_boards() {
         .filter(|s| !matches!(s.status, Status::Passed | Status::Skipped))
         .map(|s| format!("{} on {}: {}", s.scenario, s.board, s.message.clone().unwrap_or_default()))
         .collect();
-    assert!(failed.is_empty(), "conformance scenarios that did not behave as expected:\n{}", failed.join("\n"));
+    assert!(failed.is_empty(), "scenarios that did not behave as expected:\n{}", failed.join("\n"));
+    // The audit ran: every passing scenario that expects to pass was diagnosed and named nothing.
+    let audited = report.scenarios.iter().filter(|s| s.status == Status::Passed && s.expected.is_none()).count();
+    assert!(audited >= 30, "only {audited} passing scenarios were audited");
     assert_eq!(report.status, RunStatus::Passed);
 
     let rows: BTreeMap<&str, _> = report.conformance.iter().map(|r| (r.class.as_str(), &r.cells)).collect();

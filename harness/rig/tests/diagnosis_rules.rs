@@ -28,6 +28,7 @@ const NBOOT0: u32 = 1 << 26;
 /// RCC_CSR reset flags (RM0444 5.4.27).
 const CSR_PIN: u32 = 1 << 26;
 const CSR_PWR: u32 = 1 << 27;
+const CSR_SFT: u32 = 1 << 28;
 const CSR_IWDG: u32 = 1 << 29;
 
 fn g071() -> &'static Chip {
@@ -356,6 +357,11 @@ fn empty_check_latched_after_programming() {
     assert_eq!(s.cause(), "empty-check-latched");
     // ... but not after a power-on reset, which evaluates the empty check again.
     let mut s = State::new(ROM_PARK).set("RCC_CSR", CSR_PIN | CSR_PWR);
+    s.boot0_driven = Some(false);
+    assert_eq!(s.cause(), "unknown");
+    // ... nor after a software reset (which pulses NRST as well): the application's reset
+    // handler entering the ROM on purpose (the robust jump `b`) looks just like this.
+    let mut s = State::new(ROM_PARK).set("RCC_CSR", CSR_PIN | CSR_SFT);
     s.boot0_driven = Some(false);
     assert_eq!(s.cause(), "unknown");
 }

@@ -19,11 +19,14 @@ struct Fake {
     barrier: Arc<Barrier>,
     log: Arc<Mutex<Vec<String>>>,
     board: String,
+    /// What the board's state would make a diagnosis say (`looks:CAUSE` steps), though they pass.
+    looks_like: Option<String>,
 }
 
 impl BoardSession for Fake {
     fn begin_scenario(&mut self, s: &hil_config::Scenario) -> Result<(), String> {
         self.log.lock().unwrap().push(format!("{}: begin {}", self.board, s.name.value));
+        self.looks_like = None;
         Ok(())
     }
     fn run_step(&mut self, step: &Step, cx: &StepCx) -> StepOutcome {
@@ -32,6 +35,10 @@ impl BoardSession for Fake {
         self.log.lock().unwrap().push(format!("{}: {cmd}", self.board));
         match cmd.split_once(':').unwrap_or((&cmd, "")) {
             ("pass", _) => StepOutcome::passed(),
+            ("looks", cause) => {
+                self.looks_like = Some(cause.to_string());
+                StepOutcome::passed()
+            }
             ("fail", why) => StepOutcome::failed(why.to_string()),
             ("error", why) => StepOutcome::error(why.to_string()),
             ("sleep", ms) => {
@@ -59,8 +66,13 @@ impl BoardSession for Fake {
         }
     }
     fn diagnose(&mut self, _: &Step, o: &StepOutcome) -> Option<Diagnosis> {
+        let cause = match (&o.message, &self.looks_like) {
+            (Some(m), _) => m.clone(),
+            (None, Some(looks)) => looks.clone(),
+            (None, None) => "unknown".into(),
+        };
         Some(Diagnosis {
-            cause: o.message.clone().unwrap_or_default(),
+            cause,
             title: "scripted".into(),
             explanation: String::new(),
             facts: vec![],
@@ -84,7 +96,12 @@ impl BoardOpener for Opener {
         if self.fail_open {
             return Err("probe not found".into());
         }
-        Ok(Box::new(Fake { barrier: self.barrier.clone(), log: self.log.clone(), board: board.name.value.clone() }))
+        Ok(Box::new(Fake {
+            barrier: self.barrier.clone(),
+            log: self.log.clone(),
+            board: board.name.value.clone(),
+            looks_like: None,
+        }))
     }
 }
 
@@ -118,6 +135,16 @@ fn opts(tmp: &Path) -> EngineOptions {
 }
 
 fn run_with(scenarios: &[(&str, &str)], boards: &[&str], cancel_after: Option<Duration>, fail_open: bool) -> Run {
+    run_opts(scenarios, boards, cancel_after, fail_open, false)
+}
+
+fn run_opts(
+    scenarios: &[(&str, &str)],
+    boards: &[&str],
+    cancel_after: Option<Duration>,
+    fail_open: bool,
+    audit_diagnosis: bool,
+) -> Run {
     let (tmp, config) = setup(scenarios);
     let log = Arc::new(Mutex::new(Vec::new()));
     let opener = Arc::new(Opener { barrier: Arc::new(Barrier::new(2)), log: log.clone(), fail_open });
@@ -132,7 +159,14 @@ fn run_with(scenarios: &[(&str, &str)], boards: &[&str], cancel_after: Option<Du
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (report, dir) = rt
-        .block_on(engine::run_config(&config, &selected, opener, &tmp.path().join("reports"), opts(tmp.path()), cancel))
+        .block_on(engine::run_config(
+            &config,
+            &selected,
+            opener,
+            &tmp.path().join("reports"),
+            EngineOptions { audit_diagnosis, ..opts(tmp.path()) },
+            cancel,
+        ))
         .unwrap();
     let log = log.lock().unwrap().clone();
     Run { report, dir: dir.path().to_path_buf(), log, _tmp: tmp }
@@ -174,6 +208,53 @@ fn a_failing_step_stops_the_scenario_and_gets_a_diagnosis() {
     for f in ["junit.xml", "summary.md", "report.html"] {
         assert!(run.dir.join(f).is_file());
     }
+}
+
+#[test]
+fn the_audit_fails_a_passing_scenario_on_which_a_rule_names_a_cause() {
+    let scenarios = [
+        ("clean", "name: clean\nsteps:\n  - send: { text: pass }\n"),
+        ("alarm", "name: alarm\nsteps:\n  - send: { text: 'looks:remap-not-done' }\n"),
+        (
+            "expected",
+            "name: expected\nexpect: { outcome: fail, cause: remap-not-done }\nsteps:\n  - send: { text: 'fail:remap-not-done' }\n",
+        ),
+        (
+            "tolerated",
+            "name: tolerated\nexpect: { outcome: pass, latent: remap-not-done }\nsteps:\n  - send: { text: 'looks:remap-not-done' }\n",
+        ),
+        (
+            "unseen",
+            "name: unseen\nexpect: { outcome: pass, latent: remap-not-done }\nsteps:\n  - send: { text: pass }\n",
+        ),
+    ];
+    // Without the audit nobody looks at a passing scenario.
+    let plain = run_with(&scenarios, &["a"], None, false);
+    assert_eq!(plain.report.status, RunStatus::Passed);
+    assert!(result(&plain.report, "alarm", "a").diagnosis.is_none());
+
+    let audited = run_opts(&scenarios, &["a"], None, false, true);
+    let r = &audited.report;
+    assert_eq!(r.status, RunStatus::Failed);
+    assert_eq!(result(r, "clean", "a").status, Status::Passed, "`unknown` is no cause");
+    assert_eq!(result(r, "expected", "a").status, Status::Passed, "expected failures are not audited");
+    let alarm = result(r, "alarm", "a");
+    assert_eq!(alarm.status, Status::Failed);
+    assert_eq!(
+        alarm.message.as_deref(),
+        Some("false alarm: every step passed, yet the diagnosis names `remap-not-done` (scripted)")
+    );
+    assert_eq!(alarm.diagnosis.as_ref().unwrap().cause, "remap-not-done");
+    // A mistake the scenario declares this board tolerates must be named, and only that one.
+    let tolerated = result(r, "tolerated", "a");
+    assert_eq!(tolerated.status, Status::Passed);
+    assert_eq!(tolerated.diagnosis.as_ref().unwrap().cause, "remap-not-done");
+    let unseen = result(r, "unseen", "a");
+    assert_eq!(unseen.status, Status::Failed);
+    assert_eq!(
+        unseen.message.as_deref(),
+        Some("the latent mistake `remap-not-done` was not named: the diagnosis says `unknown`")
+    );
 }
 
 #[test]
