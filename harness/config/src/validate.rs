@@ -107,6 +107,7 @@ pub fn load_scenario(path: &Path) -> Result<LoadedScenario, Diagnostic> {
     let scenario: Scenario = parse_yaml(path, &text)?;
     Ok(LoadedScenario { path: path.to_path_buf(), scenario })
 }
+
 /// A diagnosis cause named by a scenario must be one the rules can name.
 fn check_cause(path: &Path, c: &Located<String>, ctx: &ValidationContext, d: &mut Vec<Diagnostic>) {
     if ctx.causes.is_empty() || ctx.causes.contains(&c.value) {

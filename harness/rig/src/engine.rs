@@ -382,22 +382,14 @@ async fn run_scenario(
         && usable
         && let Some(step) = s.steps.get(*i)
     {
-        let (sess, st, o) = (session.clone(), step.value.clone(), outcome.clone());
-        diagnosis = tokio::time::timeout(
-            opts.default_step_timeout,
-            tokio::task::spawn_blocking(move || sess.lock().ok().and_then(|mut s| s.diagnose(&st, &o))),
-        )
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .flatten();
+        diagnosis = diagnose(&session, &step.value, outcome, opts).await;
     }
     // The audit: on a board that did what the scenario expected the rules must name nothing, or
     // exactly the mistake the scenario declares this board tolerates (`expect.latent`).
+    // `Some(cause named, if any)` when the audit ran.
     let expects_failure = s.expect.as_ref().is_some_and(|e| e.value.outcome == Outcome::Fail);
     let latent = s.expect.as_ref().and_then(|e| e.value.latent.as_ref()).map(|l| l.value.clone());
-    let mut audited = None;
-    let mut audit_ran = false;
+    let mut audit: Option<Option<Diagnosis>> = None;
     if opts.audit_diagnosis
         && failure.is_none()
         && usable
@@ -405,19 +397,8 @@ async fn run_scenario(
         && !cancel.is_cancelled()
         && let Some(last) = s.steps.last()
     {
-        let (sess, st) = (session.clone(), last.value.clone());
-        audit_ran = true;
-        audited = tokio::time::timeout(
-            opts.default_step_timeout,
-            tokio::task::spawn_blocking(move || {
-                sess.lock().ok().and_then(|mut s| s.diagnose(&st, &StepOutcome::passed()))
-            }),
-        )
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .flatten()
-        .filter(|d| d.cause != "unknown");
+        let named = diagnose(&session, &last.value, &StepOutcome::passed(), opts).await;
+        audit = Some(named.filter(|d| d.cause != "unknown"));
     }
     // Cleanup: whatever happened, so the next scenario starts from a known board.
     let mut cleanup_failure: Option<String> = None;
@@ -507,8 +488,8 @@ async fn run_scenario(
                 None,
             ),
             None if cancel.is_cancelled() => (Status::Error, Some("interrupted".into()), None),
-            None => match (audit_ran, &audited, &latent) {
-                (true, Some(d), None) => (
+            None => match (&audit, &latent) {
+                (Some(Some(d)), None) => (
                     Status::Failed,
                     Some(format!(
                         "false alarm: every step passed, yet the diagnosis names `{}` ({})",
@@ -516,7 +497,7 @@ async fn run_scenario(
                     )),
                     None,
                 ),
-                (true, d, Some(want)) if d.as_ref().is_none_or(|d| &d.cause != want) => (
+                (Some(d), Some(want)) if d.as_ref().is_none_or(|d| &d.cause != want) => (
                     Status::Failed,
                     Some(format!(
                         "the latent mistake `{want}` was not named: the diagnosis says `{}`",
@@ -524,7 +505,7 @@ async fn run_scenario(
                     )),
                     None,
                 ),
-                (true, Some(d), Some(_)) => (
+                (Some(Some(d)), Some(_)) => (
                     Status::Passed,
                     Some(format!("passed; the diagnosis names the latent mistake `{}`", d.cause)),
                     None,
@@ -550,9 +531,28 @@ async fn run_scenario(
         duration_ms: started.elapsed().as_millis() as u64,
         message,
         steps,
-        diagnosis: diagnosis.or(audited),
+        diagnosis: diagnosis.or(audit.flatten()),
     };
     (result, usable)
+}
+
+/// Snapshot the board and name a cause for `outcome` of `step`, on the blocking pool and within
+/// the default step deadline (`None` when the board cannot be asked in time).
+async fn diagnose(
+    session: &Arc<Mutex<Box<dyn BoardSession>>>,
+    step: &Step,
+    outcome: &StepOutcome,
+    opts: &EngineOptions,
+) -> Option<Diagnosis> {
+    let (sess, st, o) = (session.clone(), step.clone(), outcome.clone());
+    tokio::time::timeout(
+        opts.default_step_timeout,
+        tokio::task::spawn_blocking(move || sess.lock().ok().and_then(|mut s| s.diagnose(&st, &o))),
+    )
+    .await
+    .ok()
+    .and_then(|r| r.ok())
+    .flatten()
 }
 
 /// Run one step on the blocking pool under its deadline. Returns the outcome, how long it took,
