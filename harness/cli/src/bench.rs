@@ -72,7 +72,7 @@ pub fn suite(cfg: &ConfigArgs) -> Result<ExitCode> {
     let scenarios: Vec<serde_json::Value> = report
         .scenarios
         .iter()
-        .map(|s| serde_json::json!({ "scenario": s.scenario, "board": s.board, "status": s.status.as_str(), "ms": s.duration_ms }))
+        .map(|s| serde_json::json!({ "scenario": s.scenario, "board": s.board, "status": s.status.as_str(), "ms": s.wall_duration_ms }))
         .collect();
     print_json(&serde_json::json!({
         "bench": "suite",
@@ -146,12 +146,13 @@ pub fn flash_uart(boards: &Path, board: &str, size: &str, baud: u32) -> Result<E
     session.backends.serial =
         Some(hil_rig::serial_link::SerialLink::open(&pty, baud).map_err(|e| anyhow::anyhow!("{e}"))?);
     let cancel = CancelFlag::new();
-    let cx = StepCx {
-        deadline: Instant::now() + Duration::from_secs(600),
-        cancel: cancel.clone(),
-        scenario_file: dir.path().join("bench"),
-        index: 0,
-    };
+    let cx = StepCx::new(
+        &hil_rig::engine::BoardSession::clock(&session),
+        Duration::from_secs(600),
+        cancel.clone(),
+        dir.path().join("bench"),
+        0,
+    );
     let enter = session.run_step(
         &Step {
             action: Action::Enter(hil_config::scenario::Enter { state: BoardState::SystemBootloader, via: None }),
@@ -205,8 +206,9 @@ pub fn flash_uart(boards: &Path, board: &str, size: &str, baud: u32) -> Result<E
         let vcfg = b.virtual_board.as_ref().expect("virtual").value.clone();
         let mut cfg = hil_rig::virtual_backend::board_config(&format!("{}-stm32flash", b.name.value), chip, &vcfg);
         cfg.boot0 = true;
-        let vb = hil_virtual_board::Board::start(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         let usart = hil_rig::virtual_backend::console_usart(chip);
+        cfg.ptys.push(hil_virtual_board::PtyConfig { usart: usart.clone(), link: None });
+        let vb = hil_virtual_board::Board::start(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         let pty = vb.uart(&usart).map_err(|e| anyhow::anyhow!("{e}"))?.pty_path().context("no PTY")?;
         let t = Instant::now();
         let out = std::process::Command::new("stm32flash")

@@ -242,7 +242,7 @@ fn run_summary(r: &hil_report::RunReport) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     for x in &r.scenarios {
-        let _ = write!(s, "{:<8} {:<40} {:<24} {:>7} ms", x.status.as_str(), x.scenario, x.board, x.duration_ms);
+        let _ = write!(s, "{:<8} {:<40} {:<24} {:>7} ms", x.status.as_str(), x.scenario, x.board, x.wall_duration_ms);
         if let Some(m) = &x.message {
             let _ = write!(s, "  {m}");
         }
@@ -260,7 +260,7 @@ fn run_summary(r: &hil_report::RunReport) -> String {
         m.failed,
         m.errors,
         m.skipped,
-        r.duration_ms as f64 / 1000.0
+        r.wall_duration_ms as f64 / 1000.0
     );
     s
 }

@@ -98,11 +98,9 @@ fn flash_session(
 ) -> Result<()> {
     let &FlashPlan { via, verify, go, bin_base, target, image_base } = plan;
     let cancel = CancelFlag::new();
-    let cx = |limit: Duration| StepCx {
-        deadline: Instant::now() + limit,
-        cancel: cancel.clone(),
-        scenario_file: std::env::current_dir().unwrap_or_default().join("cli"),
-        index: 0,
+    let clock = hil_rig::engine::BoardSession::clock(session);
+    let cx = |limit: Duration| {
+        StepCx::new(&clock, limit, cancel.clone(), std::env::current_dir().unwrap_or_default().join("cli"), 0)
     };
     let run = |session: &mut hil_rig::session::RigSession, action: Action, limit: Duration| -> Result<Vec<Evidence>> {
         let o = session.run_step(&step(action.clone()), &cx(limit));

@@ -76,9 +76,9 @@ pub fn serve(
     let mut cfg = hil_rig::virtual_backend::board_config(&name, chip, v);
     let usart = hil_rig::virtual_backend::console_usart(chip);
     cfg.power_on = false;
-    for p in cfg.ptys.iter_mut() {
-        p.link = uart_link.map(Path::to_path_buf);
-    }
+    // The USART on a PTY for a peer that waits on its own wall clock (stm32flash): with a PTY a
+    // `fast` board free-runs instead of being gated (see hil_virtual_board::board).
+    cfg.ptys.push(hil_virtual_board::PtyConfig { usart: usart.clone(), link: uart_link.map(Path::to_path_buf) });
     if let Some(level) = boot0 {
         cfg.boot0 = level == Level::High;
     }

@@ -735,6 +735,15 @@ impl Cpu {
         None
     }
 
+    /// Take what devices signalled while the core was not executing (interrupt lines, an event
+    /// that wakes WFE, a new deadline), so that nothing is lost when a board lets time pass
+    /// without running the core (halted, or skipping an idle stretch); returns a device's reset
+    /// request, which the board carries out.
+    pub fn absorb_attention<B: Bus>(&mut self, bus: &mut B) -> Option<ResetCause> {
+        self.take_attention(bus);
+        self.device_reset.take()
+    }
+
     pub(crate) fn take_attention<B: Bus>(&mut self, bus: &mut B) {
         let a = bus.take_attention();
         if let Some(cause) = a.reset {

@@ -30,6 +30,10 @@ impl VirtualTime {
     pub fn as_secs_f64(self) -> f64 {
         self.0 as f64 * 1e-12
     }
+    /// Time since the board's epoch (power-up of the model) as a `std` duration (ns resolution).
+    pub fn to_std(self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.0 / 1_000)
+    }
     /// Saturating difference (zero if `earlier` is later than `self`).
     pub fn since(self, earlier: VirtualTime) -> VirtualDuration {
         VirtualDuration(self.0.saturating_sub(earlier.0))

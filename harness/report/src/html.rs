@@ -66,7 +66,7 @@ pub fn render_html(r: &RunReport) -> String {
          <div class=\"meta\">started {} &middot; {:.1} s &middot; {} {} &middot; schema v{}</div></header><main>",
         esc(&r.run_id),
         esc(&r.started_at),
-        r.duration_ms as f64 / 1000.0,
+        r.wall_duration_ms as f64 / 1000.0,
         esc(&r.tool.name),
         esc(&r.tool.version),
         r.schema_version
@@ -112,7 +112,7 @@ pub fn render_html(r: &RunReport) -> String {
                         anchor(x),
                         x.status.as_str(),
                         x.status.as_str(),
-                        x.duration_ms
+                        x.wall_duration_ms
                     );
                 }
                 None => h.push_str("<td class=\"muted\">-</td>"),
@@ -164,7 +164,7 @@ fn scenario_section(h: &mut String, x: &ScenarioResult) {
         esc(&x.scenario),
         esc(&x.board),
         badge(x.status),
-        x.duration_ms,
+        x.wall_duration_ms,
         esc(&x.file)
     );
     if let Some(d) = &x.description {
@@ -184,11 +184,11 @@ fn scenario_section(h: &mut String, x: &ScenarioResult) {
         let _ = write!(h, "<p><b>{}</b></p>", esc(m));
     }
     // Timeline.
-    let total = x.steps.iter().map(|s| s.offset_ms + s.duration_ms).max().unwrap_or(0).max(1);
+    let total = x.steps.iter().map(|s| s.wall_offset_ms + s.wall_duration_ms).max().unwrap_or(0).max(1);
     h.push_str("<table><tr><th>#</th><th>step</th><th>status</th><th class=\"num\">start</th><th class=\"num\">duration</th><th style=\"width:30%\">timeline</th></tr>");
     for s in &x.steps {
-        let left = s.offset_ms as f64 * 100.0 / total as f64;
-        let width = (s.duration_ms as f64 * 100.0 / total as f64).max(0.2);
+        let left = s.wall_offset_ms as f64 * 100.0 / total as f64;
+        let width = (s.wall_duration_ms as f64 * 100.0 / total as f64).max(0.2);
         let _ = write!(
             h,
             "<tr><td class=\"num\">{}</td><td><code>{}</code>{}{}</td><td>{}</td><td class=\"num\">{} ms</td><td class=\"num\">{} ms</td>\
@@ -198,8 +198,8 @@ fn scenario_section(h: &mut String, x: &ScenarioResult) {
             s.name.as_ref().map(|n| format!(" <span class=\"muted\">{}</span>", esc(n))).unwrap_or_default(),
             s.message.as_ref().map(|m| format!("<br><span class=\"muted\">{}</span>", esc(m))).unwrap_or_default(),
             badge(s.status),
-            s.offset_ms,
-            s.duration_ms,
+            s.wall_offset_ms,
+            s.wall_duration_ms,
             if s.status == Status::Failed { "failed" } else { "" }
         );
     }
@@ -263,7 +263,7 @@ fn evidence(h: &mut String, step: usize, keyword: &str, e: &Evidence) {
                 let _ = write!(
                     h,
                     "<tr><td class=\"num\">{} ms</td><td class=\"{}\">{}</td><td class=\"mono\">{}</td><td>{}</td></tr>",
-                    t.offset_ms,
+                    t.wall_offset_ms,
                     if t.direction == "tx" { "tx" } else { "rx" },
                     esc(&t.direction),
                     esc(&t.bytes),

@@ -8,7 +8,7 @@ use crate::text::{evidence_text, failure_details};
 
 pub fn render_junit(report: &RunReport) -> String {
     let mut out = Report::new(format!("hil run {}", report.run_id));
-    out.set_time(std::time::Duration::from_millis(report.duration_ms));
+    out.set_time(std::time::Duration::from_millis(report.wall_duration_ms));
     for board in &report.boards {
         let mut suite = TestSuite::new(board.name.clone());
         suite.add_property(("chip", board.chip.as_str()));
@@ -51,7 +51,7 @@ fn test_case(r: &ScenarioResult) -> TestCase {
     };
     let mut tc = TestCase::new(r.scenario.clone(), status);
     tc.set_classname(format!("{}.{}", r.board, r.file));
-    tc.set_time(std::time::Duration::from_millis(r.duration_ms));
+    tc.set_time(std::time::Duration::from_millis(r.wall_duration_ms));
     let out = evidence_text(r);
     if !out.is_empty() {
         tc.set_system_out(out);

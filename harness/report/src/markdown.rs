@@ -13,7 +13,7 @@ pub fn render_markdown(r: &RunReport) -> String {
         s,
         "Started {} - {:.1} s - {} scenario runs: {} passed, {} failed, {} errors, {} skipped.\n",
         r.started_at,
-        r.duration_ms as f64 / 1000.0,
+        r.wall_duration_ms as f64 / 1000.0,
         r.summary.total,
         r.summary.passed,
         r.summary.failed,

@@ -1,11 +1,18 @@
 //! The report document. JSON is the source of truth; every other format is rendered from it.
 //! Bump [`SCHEMA_VERSION`] on any change that is not a pure addition of optional fields.
+//!
+//! Wall-clock values (durations, offsets, timestamps measured on the host) live only under keys
+//! that start with `wall_`, besides the run id, the run's `started_at` and the report directory.
+//! Everything else about a virtual board is a function of the scenarios, boards.yaml and the
+//! images (DESIGN.md, virtual time and determinism): two runs compare equal once those are
+//! dropped.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: wall-clock keys renamed `wall_*`; steps carry the board's virtual time.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
@@ -15,8 +22,8 @@ pub struct RunReport {
     /// RFC 3339, UTC.
     pub started_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
-    pub duration_ms: u64,
+    pub wall_finished_at: Option<String>,
+    pub wall_duration_ms: u64,
     pub status: RunStatus,
     /// The command line that produced this run.
     #[serde(default)]
@@ -99,8 +106,8 @@ pub struct ScenarioResult {
     /// For conformance scenarios: the outcome the scenario expects, and whether it was seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<ExpectedResult>,
-    pub started_at: String,
-    pub duration_ms: u64,
+    pub wall_started_at: String,
+    pub wall_duration_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub steps: Vec<StepResult>,
@@ -133,9 +140,15 @@ pub struct StepResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub status: Status,
-    /// Start, relative to the scenario start.
-    pub offset_ms: u64,
-    pub duration_ms: u64,
+    /// Start, relative to the scenario start (host wall clock).
+    pub wall_offset_ms: u64,
+    pub wall_duration_ms: u64,
+    /// The board's virtual clock (microseconds since the board started) when the step began and
+    /// ended; only for virtual boards, whose clock runs only while the rig waits on them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_start_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_end_us: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -158,7 +171,7 @@ pub enum Evidence {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TranscriptEntry {
-    pub offset_ms: u64,
+    pub wall_offset_ms: u64,
     /// `tx` (host to device) or `rx`.
     pub direction: String,
     /// Hex bytes, space separated.

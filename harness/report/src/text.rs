@@ -15,7 +15,7 @@ pub fn failure_details(r: &ScenarioResult) -> String {
             Status::Skipped => "skip",
             Status::NotRun => " -- ",
         };
-        let _ = writeln!(s, "[{mark}] {:>2}. {} ({} ms)", step.index + 1, step.summary, step.duration_ms);
+        let _ = writeln!(s, "[{mark}] {:>2}. {} ({} ms)", step.index + 1, step.summary, step.wall_duration_ms);
         if let Some(m) = &step.message
             && step.status != Status::Passed
         {
@@ -49,7 +49,7 @@ pub fn evidence_text(r: &ScenarioResult) -> String {
                         let _ = writeln!(
                             s,
                             "{:>8} ms {} {}{}",
-                            t.offset_ms,
+                            t.wall_offset_ms,
                             t.direction,
                             t.bytes,
                             t.decoded.as_ref().map(|d| format!("  ; {d}")).unwrap_or_default()

@@ -10,11 +10,7 @@ pub trait PowerSwitch: Send {
     fn power_cycle(&mut self, off_for: Duration) -> Result<(), String>;
 }
 
-/// Time as the board experiences it: `wait` lets `d` pass on the board (wall time in the lab;
-/// virtual time on a virtual board, which in `timing: fast` may take less wall time).
-pub trait BoardClock: Send {
-    fn wait(&mut self, d: Duration);
-}
+pub use hil_bootloader_host::clock::{Clock, ClockKind, Deadline, WallClock};
 
 /// Opens the ROM's USB DFU device when it is there.
 pub trait UsbConnector: Send {
@@ -30,7 +26,9 @@ pub struct Backends {
     pub lines: Option<Box<dyn ControlLines + Send>>,
     pub power: Option<Box<dyn PowerSwitch>>,
     pub usb: Option<Box<dyn UsbConnector>>,
-    pub clock: Box<dyn BoardClock>,
+    /// The board's time: wall time in the lab, the board's own clock for a virtual board (every
+    /// step deadline and every wait of the steps count on it; DESIGN.md symmetry rule).
+    pub clock: std::sync::Arc<dyn Clock>,
     /// Opened by the caller (probe-rs), for the steps that need the probe.
     pub probe_selector: Option<String>,
     pub probe_speed_khz: Option<u32>,
@@ -39,15 +37,6 @@ pub struct Backends {
     pub keep_alive: Option<Box<dyn std::any::Any + Send>>,
     /// What the backend is, for logs ("virtual board g071-virtual.3", "lab").
     pub description: String,
-}
-
-/// Wall-clock time (lab boards).
-pub struct WallClock;
-
-impl BoardClock for WallClock {
-    fn wait(&mut self, d: Duration) {
-        std::thread::sleep(d);
-    }
 }
 
 /// Power through external commands (uhubctl, a relay CLI), run without a shell.

@@ -2,15 +2,20 @@
 //! sequence, every step with a deadline, Ctrl-C / SIGTERM cancellation that still leaves a valid
 //! report, and the board lock held for the whole run.
 //!
-//! Steps are blocking work (probe-rs, serial, USB): each runs on the blocking pool while the async
-//! side enforces the deadline. Backends also honour the deadline themselves ([`StepCx::deadline`]),
-//! so the async timeout is a safety net, not the mechanism.
+//! Steps are blocking work (probe-rs, serial, USB): each runs on the blocking pool. A step's
+//! deadline is on the board's clock ([`BoardSession::clock`]): wall time for a lab board, the
+//! board's own clock for a virtual board, which runs only while the rig waits on it; so a verdict
+//! never depends on how busy the host is. Backends honour that deadline themselves
+//! ([`StepCx::deadline`]); the async side only keeps a wall-clock safety net (the deadline plus a
+//! grace for a lab board, [`hil_virtual_board::board::wall_safety_net`] of it for a virtual one),
+//! and tripping it is an infrastructure error, never a board failure.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hil_bootloader_host::clock::{Clock, ClockKind, Deadline, WallClock};
 use hil_config::scenario::{Action, Outcome};
 use hil_config::{Board, Config, Step};
 use hil_report::{
@@ -41,8 +46,8 @@ impl CancelFlag {
 /// What a step sees of the run.
 #[derive(Clone, Debug)]
 pub struct StepCx {
-    /// The step must be over by then (wall clock).
-    pub deadline: Instant,
+    /// The step must be over by then, on the board's clock.
+    pub deadline: Deadline,
     pub cancel: CancelFlag,
     /// The scenario file (relative paths in steps are relative to it).
     pub scenario_file: PathBuf,
@@ -50,9 +55,38 @@ pub struct StepCx {
 }
 
 impl StepCx {
-    pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+    /// A context whose deadline is `budget` from now on `clock`.
+    pub fn new(
+        clock: &Arc<dyn Clock>,
+        budget: Duration,
+        cancel: CancelFlag,
+        scenario_file: PathBuf,
+        index: usize,
+    ) -> Self {
+        StepCx { deadline: Deadline::after(clock, budget), cancel, scenario_file, index }
     }
+    /// Time left on the board's clock.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.remaining()
+    }
+    /// Whether the step must stop now: its deadline passed or the run was cancelled.
+    pub fn expired(&self) -> bool {
+        self.deadline.passed() || self.cancel.is_cancelled()
+    }
+    /// The board's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        self.deadline.clock()
+    }
+    /// Let `d` pass on the board's clock (at most what is left of the step).
+    pub fn sleep(&self, d: Duration) {
+        self.clock().sleep(d.min(self.remaining()))
+    }
+}
+
+/// The host's wall clock, for sessions without a board clock of their own.
+pub fn shared_wall_clock() -> Arc<dyn Clock> {
+    static WALL: std::sync::OnceLock<Arc<dyn Clock>> = std::sync::OnceLock::new();
+    WALL.get_or_init(WallClock::shared).clone()
 }
 
 /// What a step produced.
@@ -86,6 +120,11 @@ pub trait BoardSession: Send {
     fn begin_scenario(&mut self, scenario: &hil_config::Scenario) -> Result<(), String>;
     /// Carry out one step. Blocking; must return by `cx.deadline` and check `cx.cancel` in long waits.
     fn run_step(&mut self, step: &Step, cx: &StepCx) -> StepOutcome;
+    /// The board's clock: every step deadline counts on it (wall time unless the board has its
+    /// own, as a virtual board does).
+    fn clock(&self) -> Arc<dyn Clock> {
+        shared_wall_clock()
+    }
     /// After a failure: snapshot the board and name the likely cause.
     fn diagnose(&mut self, failed_step: &Step, outcome: &StepOutcome) -> Option<Diagnosis>;
     /// Evidence collected across the scenario (serial transcript ...), attached to the last step run.
@@ -172,8 +211,8 @@ pub async fn run(
         run_id: run_id(),
         tool: Tool { name: "hil".into(), version: env!("CARGO_PKG_VERSION").into() },
         started_at: hil_report::now_rfc3339(),
-        finished_at: None,
-        duration_ms: 0,
+        wall_finished_at: None,
+        wall_duration_ms: 0,
         status: RunStatus::Running,
         command: opts.command.clone(),
         boards: plans.iter().map(|p| board_info(&p.board)).collect(),
@@ -198,7 +237,7 @@ pub async fn run(
     drop(tx);
     while let Some(result) = rx.recv().await {
         report.scenarios.push(result);
-        report.duration_ms = started.elapsed().as_millis() as u64;
+        report.wall_duration_ms = started.elapsed().as_millis() as u64;
         report.summary = hil_report::Summary::of(&report.scenarios);
         report.conformance = report.conformance_matrix();
         if let Err(e) = dir.write_all(&report) {
@@ -211,8 +250,8 @@ pub async fn run(
             report.status = RunStatus::Error;
         }
     }
-    report.finished_at = Some(hil_report::now_rfc3339());
-    report.duration_ms = started.elapsed().as_millis() as u64;
+    report.wall_finished_at = Some(hil_report::now_rfc3339());
+    report.wall_duration_ms = started.elapsed().as_millis() as u64;
     if cancel.is_cancelled() {
         report.status = RunStatus::Interrupted;
     }
@@ -238,8 +277,8 @@ fn skipped(p: &PlannedScenario, board: &str, why: String) -> ScenarioResult {
         class: s.class.clone(),
         status: Status::Skipped,
         expected: None,
-        started_at: hil_report::now_rfc3339(),
-        duration_ms: 0,
+        wall_started_at: hil_report::now_rfc3339(),
+        wall_duration_ms: 0,
         message: Some(why),
         steps: vec![],
         diagnosis: None,
@@ -353,7 +392,7 @@ async fn run_scenario(
     };
     if let Err(e) = begin {
         let mut r = errored(p, board, format!("preparing the board for the scenario failed: {e}"));
-        r.started_at = started_at;
+        r.wall_started_at = started_at;
         return (r, true);
     }
 
@@ -364,12 +403,15 @@ async fn run_scenario(
             steps.push(step_result(i, step, Status::NotRun, offset, Duration::ZERO, None, vec![]));
             continue;
         }
-        let (outcome, duration, still_usable) = exec_step(&session, step, i, p, opts, cancel).await;
-        usable = still_usable;
-        if outcome.status != Status::Passed {
-            failure = Some((i, outcome.clone()));
+        let run = exec_step(&session, step, i, p, opts, cancel).await;
+        usable = run.usable;
+        if run.outcome.status != Status::Passed {
+            failure = Some((i, run.outcome.clone()));
         }
-        steps.push(step_result(i, step, outcome.status, offset, duration, outcome.message.clone(), outcome.evidence));
+        let mut r =
+            step_result(i, step, run.outcome.status, offset, run.wall, run.outcome.message, run.outcome.evidence);
+        set_virtual_span(&mut r, run.virtual_span);
+        steps.push(r);
     }
     if cancel.is_cancelled() && failure.is_none() && steps.iter().any(|s| s.status == Status::NotRun) {
         failure = Some((steps.len(), StepOutcome::error("interrupted")));
@@ -413,17 +455,19 @@ async fn run_scenario(
             continue;
         }
         // Cleanup runs even after Ctrl-C: restoring the board is worth its few seconds.
-        let (outcome, duration, still_usable) = exec_step(&session, step, i, p, opts, &CancelFlag::new()).await;
-        usable = still_usable;
-        if outcome.status != Status::Passed && cleanup_failure.is_none() {
+        let run = exec_step(&session, step, i, p, opts, &CancelFlag::new()).await;
+        usable = run.usable;
+        if run.outcome.status != Status::Passed && cleanup_failure.is_none() {
             cleanup_failure = Some(format!(
                 "cleanup step {} {}: {}",
                 i + 1,
                 step.action.keyword(),
-                outcome.message.clone().unwrap_or_default()
+                run.outcome.message.clone().unwrap_or_default()
             ));
         }
-        let mut r = step_result(i, step, outcome.status, offset, duration, outcome.message.clone(), outcome.evidence);
+        let mut r =
+            step_result(i, step, run.outcome.status, offset, run.wall, run.outcome.message, run.outcome.evidence);
+        set_virtual_span(&mut r, run.virtual_span);
         r.cleanup = true;
         steps.push(r);
     }
@@ -527,8 +571,8 @@ async fn run_scenario(
         class: s.class.clone(),
         status,
         expected,
-        started_at,
-        duration_ms: started.elapsed().as_millis() as u64,
+        wall_started_at: started_at,
+        wall_duration_ms: started.elapsed().as_millis() as u64,
         message,
         steps,
         diagnosis: diagnosis.or(audit.flatten()),
@@ -557,6 +601,16 @@ async fn diagnose(
 
 /// Run one step on the blocking pool under its deadline. Returns the outcome, how long it took,
 /// and whether the board came back (a backend that ignores its deadline keeps the board).
+/// What one step did, with its times.
+struct StepRun {
+    outcome: StepOutcome,
+    wall: Duration,
+    /// The board's clock at the start and end of the step, when it is virtual.
+    virtual_span: Option<(Duration, Duration)>,
+    /// Whether the board came back.
+    usable: bool,
+}
+
 async fn exec_step(
     session: &Arc<Mutex<Box<dyn BoardSession>>>,
     step: &Step,
@@ -564,23 +618,40 @@ async fn exec_step(
     p: &PlannedScenario,
     opts: &EngineOptions,
     cancel: &CancelFlag,
-) -> (StepOutcome, Duration, bool) {
+) -> StepRun {
     let limit = step_timeout(step, &p.loaded.scenario, opts);
-    let cx = StepCx {
-        deadline: Instant::now() + limit,
-        cancel: cancel.clone(),
-        scenario_file: p.loaded.path.clone(),
-        index,
+    let (sess, st, cancel2, file) = (session.clone(), step.clone(), cancel.clone(), p.loaded.path.clone());
+    // The safety net depends on the board's clock; learn its kind before waiting.
+    let clock_kind = {
+        let sess = session.clone();
+        tokio::task::spawn_blocking(move || sess.lock().map(|s| s.clock().kind()).unwrap_or(ClockKind::Wall))
+            .await
+            .unwrap_or(ClockKind::Wall)
     };
-    let (sess, st) = (session.clone(), step.clone());
+    let safety_net = match clock_kind {
+        ClockKind::Wall => limit + opts.grace,
+        ClockKind::Virtual => hil_virtual_board::board::wall_safety_net(limit),
+    };
     let handle = tokio::task::spawn_blocking(move || match sess.lock() {
-        Ok(mut s) => s.run_step(&st, &cx),
-        Err(_) => StepOutcome::error("board session poisoned by an earlier panic"),
+        Ok(mut s) => {
+            let clock = s.clock();
+            let start = clock.now();
+            let cx = StepCx::new(&clock, limit, cancel2, file, index);
+            let outcome = s.run_step(&st, &cx);
+            let end = clock.now();
+            let span = (clock.kind() == ClockKind::Virtual && end != Duration::MAX).then_some((start, end));
+            (outcome, span)
+        }
+        Err(_) => (StepOutcome::error("board session poisoned by an earlier panic"), None),
     });
     let t0 = Instant::now();
     let mut usable = true;
-    let outcome = match tokio::time::timeout(limit + opts.grace, handle).await {
-        Ok(Ok(o)) => o,
+    let mut virtual_span = None;
+    let outcome = match tokio::time::timeout(safety_net, handle).await {
+        Ok(Ok((o, span))) => {
+            virtual_span = span;
+            o
+        }
         Ok(Err(e)) => StepOutcome::error(format!("the step panicked: {e}")),
         Err(_) => {
             // The backend missed its own deadline; wait a little more for it to give the board back.
@@ -592,13 +663,15 @@ async fn exec_step(
             .is_ok();
             usable = back;
             StepOutcome::error(format!(
-                "step did not finish within its {} deadline{}",
+                "step did not finish within {} of wall time (its deadline: {} on the board's {} clock){}",
+                humantime(safety_net),
                 humantime(limit),
+                if clock_kind == ClockKind::Virtual { "virtual" } else { "wall" },
                 if back { "" } else { "; the board is stuck and its remaining scenarios are not run" }
             ))
         }
     };
-    (outcome, t0.elapsed(), usable)
+    StepRun { outcome, wall: t0.elapsed(), virtual_span, usable }
 }
 
 fn step_kw(s: &hil_config::Scenario, i: usize) -> String {
@@ -621,10 +694,19 @@ fn step_result(
         summary: step.action.summary(),
         name: step.name.clone(),
         status,
-        offset_ms: offset.as_millis() as u64,
-        duration_ms: duration.as_millis() as u64,
+        wall_offset_ms: offset.as_millis() as u64,
+        wall_duration_ms: duration.as_millis() as u64,
+        virtual_start_us: None,
+        virtual_end_us: None,
         message,
         evidence,
+    }
+}
+
+fn set_virtual_span(r: &mut StepResult, span: Option<(Duration, Duration)>) {
+    if let Some((start, end)) = span {
+        r.virtual_start_us = Some(start.as_micros() as u64);
+        r.virtual_end_us = Some(end.as_micros() as u64);
     }
 }
 

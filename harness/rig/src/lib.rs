@@ -14,5 +14,6 @@ pub mod session;
 pub mod strategy;
 pub mod usb;
 pub mod virtual_backend;
+pub mod virtual_serial;
 
 pub use engine::{BoardOpener, BoardSession, CancelFlag, EngineOptions, StepCx, StepOutcome};

@@ -5,7 +5,7 @@ use hil_bootloader_host::control::{ModemSignal, Polarity, SerialControlLines, Wi
 use hil_config::boards::{LabBoard, LineControl, LineDriver};
 use hil_config::{Board, PinLevel};
 
-use crate::backend::{Backends, CommandPower, WallClock};
+use crate::backend::{Backends, CommandPower};
 use crate::engine::{BoardOpener, BoardSession, CancelFlag};
 use crate::probe_ops::ProbeOps;
 use crate::session::RigSession;
@@ -83,7 +83,7 @@ fn open_lab(lab: &LabBoard) -> Result<Backends, String> {
         usb: lab.usb.as_ref().map(|u| {
             Box::new(crate::usb::NusbConnector { selector: u.value.clone() }) as Box<dyn crate::backend::UsbConnector>
         }),
-        clock: Box::new(WallClock),
+        clock: crate::engine::shared_wall_clock(),
         probe_selector: lab.probe.as_ref().map(|p| p.selector.value.clone()),
         probe_speed_khz: lab.probe.as_ref().and_then(|p| p.speed_khz),
         connect_under_reset: lab.probe.as_ref().is_some_and(|p| p.connect_under_reset),

@@ -1,18 +1,27 @@
 //! The board's serial link. One port carries both the application's console and, at other times,
-//! the ROM bootloader's AN3155 protocol, so one owner arbitrates: a background reader collects the
-//! console while no bootloader session runs, and a bootloader session gets the port to itself.
+//! the ROM bootloader's AN3155 protocol, so one owner arbitrates: console text is read when a step
+//! waits for it, and a bootloader session gets the port to itself.
 //!
-//! The same code serves a tty in the lab and the virtual board's PTY in CI.
+//! The same code serves a tty in the lab and a virtual board's USART (in process, or its PTY in
+//! `timing: realistic`). Every wait counts on the link's clock, which comes with the port: wall
+//! time for a tty, the board's clock for a virtual board, whose clock runs only while the link
+//! waits on it. That is also why nothing reads in the background: a background reader would let a
+//! virtual board run on the host's schedule. A tty buffers what arrives between two reads (the
+//! kernel keeps several KiB; consoles print a few lines between steps).
 
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use hil_bootloader_host::clock::{Clock, Deadline, WallClock};
 use serialport::SerialPort;
 
 use crate::engine::CancelFlag;
+
+/// Longest single read while waiting, so that cancellation is noticed (on the link's clock).
+const READ_CHUNK: Duration = Duration::from_millis(100);
+/// What one drain of buffered output takes at most (a board that never stops talking).
+const DRAIN_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -26,70 +35,51 @@ pub enum LinkError {
     Cancelled { port: String },
 }
 
+impl LinkError {
+    /// The port itself failed (vanished, board thread gone), as opposed to the board not saying
+    /// what was expected.
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(self, LinkError::Port { .. } | LinkError::Io { .. })
+    }
+}
+
 #[derive(Default)]
 struct Console {
-    /// Everything the console reader received since the link was opened or cleared.
+    /// Everything read as console since the link was opened or cleared.
     bytes: Vec<u8>,
     /// Where the next `expect` starts looking.
     cursor: usize,
-    /// When the reader last received anything.
-    last_rx: Option<Instant>,
 }
 
-#[derive(Default)]
-struct ReaderState {
-    paused: bool,
-    /// The reader acknowledged the pause (it is not touching the port).
-    idle: bool,
-}
-
-struct Shared {
-    console: Mutex<Console>,
-    data: Condvar,
-    state: Mutex<ReaderState>,
-    state_changed: Condvar,
-    stop: AtomicBool,
-}
-
-/// Owner of a serial port: console capture plus exclusive bootloader sessions.
+/// Owner of a serial port: console reads on demand plus exclusive bootloader sessions.
 pub struct SerialLink {
     name: String,
     port: Box<dyn SerialPort>,
-    shared: Arc<Shared>,
-    reader: Option<JoinHandle<()>>,
+    clock: Arc<dyn Clock>,
+    console: Console,
 }
 
 impl SerialLink {
-    /// Open `path` at `baud` (8E1, as the ROM needs; a PTY keeps 8N1, which is fine).
+    /// Open the tty at `path` at `baud` (8E1, as the ROM needs; a PTY keeps 8N1, which is fine);
+    /// its timeouts are wall time.
     pub fn open(path: &str, baud: u32) -> Result<SerialLink, LinkError> {
         let (port, _) = hil_bootloader_host::uart::open_port(path, baud)
             .map_err(|e| LinkError::Io { port: path.to_string(), source: std::io::Error::other(e.to_string()) })?;
-        Self::from_port(path, port)
+        Ok(Self::from_port(path, port, WallClock::shared()))
     }
 
-    /// Wrap an already configured port.
-    pub fn from_port(name: &str, port: Box<dyn SerialPort>) -> Result<SerialLink, LinkError> {
-        let shared = Arc::new(Shared {
-            console: Mutex::new(Console::default()),
-            data: Condvar::new(),
-            state: Mutex::new(ReaderState::default()),
-            state_changed: Condvar::new(),
-            stop: AtomicBool::new(false),
-        });
-        let mut reader_port = port.try_clone().map_err(|source| LinkError::Port { port: name.into(), source })?;
-        reader_port
-            .set_timeout(Duration::from_millis(20))
-            .map_err(|source| LinkError::Port { port: name.into(), source })?;
-        let s = shared.clone();
-        let reader = std::thread::Builder::new()
-            .name(format!("console {name}"))
-            .spawn(move || console_reader(reader_port, s))
-            .map_err(|source| LinkError::Io { port: name.into(), source })?;
-        Ok(SerialLink { name: name.into(), port, shared, reader: Some(reader) })
+    /// Wrap an already configured port whose read timeouts count on `clock`.
+    pub fn from_port(name: &str, port: Box<dyn SerialPort>, clock: Arc<dyn Clock>) -> SerialLink {
+        SerialLink { name: name.into(), port, clock, console: Console::default() }
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The clock the link's waits count on.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// Another handle to the port (for its modem-control lines: DTR/RTS driving BOOT0/NRST).
@@ -103,12 +93,45 @@ impl SerialLink {
         self.port.write_all(bytes).and_then(|_| self.port.flush()).map_err(|source| LinkError::Io { port, source })
     }
 
+    /// One read of at most `timeout` into the console; the number of bytes read (0: none came).
+    fn pump(&mut self, timeout: Duration) -> Result<usize, LinkError> {
+        let mut buf = [0u8; 512];
+        self.port.set_timeout(timeout).map_err(|source| LinkError::Port { port: self.name.clone(), source })?;
+        match self.port.read(&mut buf) {
+            Ok(n) => {
+                self.console.bytes.extend_from_slice(&buf[..n]);
+                Ok(n)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(0)
+            }
+            Err(source) => Err(LinkError::Io { port: self.name.clone(), source }),
+        }
+    }
+
+    /// Take what the port has already received, without waiting.
+    pub fn drain(&mut self) -> Result<(), LinkError> {
+        let mut taken = 0;
+        while taken < DRAIN_LIMIT {
+            match self.pump(Duration::ZERO)? {
+                0 => break,
+                n => taken += n,
+            }
+        }
+        Ok(())
+    }
+
     /// Wait until `needle` appears in the console output after the cursor; move the cursor past it.
-    /// Returns the text from the cursor to the end of the match.
-    pub fn expect(&self, needle: &str, deadline: Instant, cancel: &CancelFlag) -> Result<String, LinkError> {
-        let start = Instant::now();
-        let mut c = self.shared.console.lock().expect("console lock");
+    /// Returns the text from the cursor to the end of the match. `deadline` is on the link's clock.
+    pub fn expect(&mut self, needle: &str, deadline: &Deadline, cancel: &CancelFlag) -> Result<String, LinkError> {
+        let start = self.clock.now();
         loop {
+            let c = &mut self.console;
             if let Some(pos) = find(&c.bytes[c.cursor..], needle.as_bytes()) {
                 let end = c.cursor + pos + needle.len();
                 let seen = String::from_utf8_lossy(&c.bytes[c.cursor..end]).into_owned();
@@ -118,91 +141,70 @@ impl SerialLink {
             if cancel.is_cancelled() {
                 return Err(LinkError::Cancelled { port: self.name.clone() });
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(LinkError::NotSeen { port: self.name.clone(), needle: needle.into(), waited: now - start });
+            let left = deadline.remaining();
+            if left.is_zero() {
+                let waited = self.clock.now().saturating_sub(start);
+                return Err(LinkError::NotSeen { port: self.name.clone(), needle: needle.into(), waited });
             }
-            c = self
-                .shared
-                .data
-                .wait_timeout(c, (deadline - now).min(Duration::from_millis(50)))
-                .expect("console lock")
-                .0;
+            self.pump(left.min(READ_CHUNK))?;
         }
     }
 
     /// Console output not yet consumed by [`SerialLink::expect`].
     pub fn unread(&self) -> String {
-        let c = self.shared.console.lock().expect("console lock");
+        let c = &self.console;
         String::from_utf8_lossy(&c.bytes[c.cursor..]).into_owned()
     }
 
-    /// Everything received on the console since the last [`SerialLink::clear`].
+    /// Everything read on the console since the last [`SerialLink::clear`].
     pub fn console_text(&self) -> String {
-        String::from_utf8_lossy(&self.shared.console.lock().expect("console lock").bytes).into_owned()
+        String::from_utf8_lossy(&self.console.bytes).into_owned()
     }
 
     /// Forget the console so far (start of a scenario).
-    pub fn clear(&self) {
-        let mut c = self.shared.console.lock().expect("console lock");
-        c.bytes.clear();
-        c.cursor = 0;
+    pub fn clear(&mut self) {
+        self.console.bytes.clear();
+        self.console.cursor = 0;
     }
 
     /// Wait until the board has been silent for `quiet` (at most `max`), then forget the console:
     /// the tail of what a previous scenario started printing must not be read by the next one.
-    /// Returns whether the line went quiet within `max`.
-    pub fn clear_when_quiet(&self, quiet: Duration, max: Duration) -> bool {
-        let give_up = Instant::now() + max;
-        let mut c = self.shared.console.lock().expect("console lock");
+    /// Returns whether the line went quiet within `max`. Both on the link's clock.
+    pub fn clear_when_quiet(&mut self, quiet: Duration, max: Duration) -> Result<bool, LinkError> {
+        let give_up = Deadline::after(&self.clock, max);
+        let mut quiet_since = self.clock.now();
         let went_quiet = loop {
-            let now = Instant::now();
-            let quiet_since = c.last_rx.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
-            if quiet_since >= quiet {
+            let silent = self.clock.now().saturating_sub(quiet_since);
+            if silent >= quiet {
                 break true;
             }
-            if now >= give_up {
+            if give_up.passed() {
                 break false;
             }
-            let wait = (quiet - quiet_since).min(give_up - now);
-            c = self.shared.data.wait_timeout(c, wait).expect("console lock").0;
+            if self.pump((quiet - silent).min(give_up.remaining()))? > 0 {
+                quiet_since = self.clock.now();
+            }
         };
-        c.bytes.clear();
-        c.cursor = 0;
-        went_quiet
+        self.clear();
+        Ok(went_quiet)
     }
 
     /// Skip what is already in the console (a new expectation window starts now).
-    pub fn mark(&self) {
-        let mut c = self.shared.console.lock().expect("console lock");
-        c.cursor = c.bytes.len();
+    pub fn mark(&mut self) -> Result<(), LinkError> {
+        self.drain()?;
+        self.console.cursor = self.console.bytes.len();
+        Ok(())
     }
 
-    /// Run `f` with the port to itself (an AN3155 session): the console reader pauses first and
-    /// resumes afterwards. Console input not yet read is discarded before the session (the client
-    /// needs a clean line); what arrives after it (an application started by Go) is console again.
-    pub fn exclusive<R>(&mut self, f: impl FnOnce(Box<dyn SerialPort>) -> R) -> Result<R, LinkError> {
-        self.pause(true);
-        let result = (|| {
-            let port = self.port.try_clone().map_err(|source| LinkError::Port { port: self.name.clone(), source })?;
-            let _ = port.clear(serialport::ClearBuffer::Input);
-            Ok(f(port))
-        })();
-        self.pause(false);
-        result
-    }
-
-    fn pause(&self, paused: bool) {
-        let mut st = self.shared.state.lock().expect("reader state");
-        st.paused = paused;
-        self.shared.state_changed.notify_all();
-        if paused {
-            // The reader polls with a 20 ms timeout: it acknowledges well within a second.
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while !st.idle && Instant::now() < deadline {
-                st = self.shared.state_changed.wait_timeout(st, Duration::from_millis(50)).expect("reader state").0;
-            }
-        }
+    /// Run `f` with the port to itself (an AN3155 session) and the link's clock. Console input not
+    /// yet read is discarded before the session (the client needs a clean line); what arrives
+    /// after it (an application started by Go) is console again.
+    pub fn exclusive<R>(&mut self, f: impl FnOnce(Box<dyn SerialPort>, Arc<dyn Clock>) -> R) -> Result<R, LinkError> {
+        let port = self.port.try_clone().map_err(|source| LinkError::Port { port: self.name.clone(), source })?;
+        port.clear(serialport::ClearBuffer::Input)
+            .map_err(|source| LinkError::Port { port: self.name.clone(), source })?;
+        self.console.cursor = self.console.bytes.len();
+        Ok(f(port, self.clock.clone()))
     }
 }
 
@@ -213,50 +215,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn console_reader(mut port: Box<dyn SerialPort>, s: Arc<Shared>) {
-    let mut buf = [0u8; 512];
-    while !s.stop.load(Ordering::SeqCst) {
-        {
-            let mut st = s.state.lock().expect("reader state");
-            while st.paused && !s.stop.load(Ordering::SeqCst) {
-                st.idle = true;
-                s.state_changed.notify_all();
-                st = s.state_changed.wait_timeout(st, Duration::from_millis(100)).expect("reader state").0;
-            }
-            st.idle = false;
-        }
-        match port.read(&mut buf) {
-            Ok(0) => {}
-            Ok(n) => {
-                let mut c = s.console.lock().expect("console lock");
-                c.bytes.extend_from_slice(&buf[..n]);
-                c.last_rx = Some(Instant::now());
-                s.data.notify_all();
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                // A PTY whose other side is gone reads EIO; keep trying slowly (the board may come back).
-                tracing::debug!("console read: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-}
-
-impl Drop for SerialLink {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.pause(false);
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// A PTY pair: the test plays the board on the master side.
     fn pty() -> (std::fs::File, String) {
@@ -270,16 +232,21 @@ mod tests {
         (std::fs::File::from(fd), name)
     }
 
+    fn within(link: &SerialLink, d: Duration) -> Deadline {
+        Deadline::after(link.clock(), d)
+    }
+
     #[test]
     fn console_expectations_consume_output_in_order() {
         let (mut board, path) = pty();
-        let link = SerialLink::open(&path, 115_200).unwrap();
+        let mut link = SerialLink::open(&path, 115_200).unwrap();
         board.write_all(b"boot\r\napp v1 ready\r\nblink\r\n").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let seen = link.expect("ready", deadline, &CancelFlag::new()).unwrap();
+        let d = within(&link, Duration::from_secs(5));
+        let seen = link.expect("ready", &d, &CancelFlag::new()).unwrap();
         assert_eq!(seen, "boot\r\napp v1 ready");
         // "boot" was consumed: it is not found again.
-        let e = link.expect("boot", Instant::now() + Duration::from_millis(200), &CancelFlag::new()).unwrap_err();
+        let d = within(&link, Duration::from_millis(200));
+        let e = link.expect("boot", &d, &CancelFlag::new()).unwrap_err();
         assert!(e.to_string().starts_with("`boot` did not appear on"), "{e}");
         assert!(link.console_text().starts_with("boot"));
     }
@@ -298,8 +265,11 @@ mod tests {
     fn an_exclusive_session_sees_every_byte_and_the_console_none() {
         let (mut board, path) = pty();
         let mut link = SerialLink::open(&path, 115_200).unwrap();
+        // Console text the session must not see.
+        board.write_all(b"stale").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
         let got = link
-            .exclusive(|mut port| {
+            .exclusive(|mut port, _clock| {
                 port.write_all(&[0x7F]).unwrap();
                 let mut b = [0u8; 1];
                 let mut tries = 0;
@@ -315,24 +285,26 @@ mod tests {
             })
             .unwrap();
         assert_eq!(got, (0x7F, 0x79));
-        assert_eq!(link.console_text(), "", "the ACK was not taken as console output");
+        assert_eq!(link.console_text(), "", "neither the stale text nor the ACK was taken as console output");
         board.write_all(b"after").unwrap();
-        link.expect("after", Instant::now() + Duration::from_secs(5), &CancelFlag::new()).unwrap();
+        let d = within(&link, Duration::from_secs(5));
+        link.expect("after", &d, &CancelFlag::new()).unwrap();
     }
 
     #[test]
     fn clearing_waits_for_the_board_to_finish_its_line() {
         let (mut board, path) = pty();
-        let link = SerialLink::open(&path, 115_200).unwrap();
+        let mut link = SerialLink::open(&path, 115_200).unwrap();
         board.write_all(b"reset+jump").unwrap();
-        link.expect("jump", Instant::now() + Duration::from_secs(5), &CancelFlag::new()).unwrap();
+        let d = within(&link, Duration::from_secs(5));
+        link.expect("jump", &d, &CancelFlag::new()).unwrap();
         // The rest of the line arrives while the next scenario starts.
         let writer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(10));
             board.write_all(b"\r\n").unwrap();
             board
         });
-        assert!(link.clear_when_quiet(Duration::from_millis(150), Duration::from_secs(5)));
+        assert!(link.clear_when_quiet(Duration::from_millis(150), Duration::from_secs(5)).unwrap());
         let _board = writer.join().unwrap();
         assert_eq!(link.console_text(), "", "the tail of the old line was cleared with it");
     }
@@ -340,7 +312,7 @@ mod tests {
     #[test]
     fn clearing_gives_up_on_a_board_that_never_stops_talking() {
         let (mut board, path) = pty();
-        let link = SerialLink::open(&path, 115_200).unwrap();
+        let mut link = SerialLink::open(&path, 115_200).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let chatter = std::thread::spawn(move || {
@@ -351,7 +323,7 @@ mod tests {
             board
         });
         std::thread::sleep(Duration::from_millis(20));
-        assert!(!link.clear_when_quiet(Duration::from_millis(100), Duration::from_millis(300)));
+        assert!(!link.clear_when_quiet(Duration::from_millis(100), Duration::from_millis(300)).unwrap());
         stop.store(true, Ordering::SeqCst);
         let _board = chatter.join().unwrap();
     }
@@ -359,10 +331,11 @@ mod tests {
     #[test]
     fn cancellation_ends_a_wait() {
         let (_board, path) = pty();
-        let link = SerialLink::open(&path, 115_200).unwrap();
+        let mut link = SerialLink::open(&path, 115_200).unwrap();
         let c = CancelFlag::new();
         c.cancel();
-        let e = link.expect("never", Instant::now() + Duration::from_secs(30), &c).unwrap_err();
+        let d = within(&link, Duration::from_secs(30));
+        let e = link.expect("never", &d, &c).unwrap_err();
         assert!(matches!(e, LinkError::Cancelled { .. }));
     }
 }

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use hil_bootloader_host::clock::Deadline;
 
 use hil_bootloader_host::transcript::{Direction, Event, Transcript};
 use hil_bootloader_host::uart::{Config as UartConfig, UartClient, UartError};
@@ -146,7 +148,7 @@ impl RigSession {
         let remaining = cx.remaining();
         let link = self.serial()?;
         let result = link
-            .exclusive(|port| {
+            .exclusive(|port, clock| {
                 let mut config = UartConfig::default();
                 let t = &mut config.timeouts;
                 for d in [
@@ -161,7 +163,7 @@ impl RigSession {
                     *d = (*d).min(remaining.max(Duration::from_millis(50)));
                 }
                 config.sync_attempts = sync_attempts_within(remaining, t.read, config.sync_attempts);
-                let mut client = UartClient::new(port, config);
+                let mut client = UartClient::with_clock(port, config, clock);
                 client.set_transcript(Some(Box::new(transcript)));
                 f(&mut client)
             })
@@ -292,7 +294,7 @@ impl RigSession {
             Ok(ev) => ev,
             Err(refused) => return refused,
         };
-        let started = Instant::now();
+        let (clock, started) = (cx.clock().clone(), cx.clock().now());
         let bytes: u64 = img.image.segments.iter().map(|s| s.data.len() as u64).sum();
         let result = match f.via {
             Via::Probe => {
@@ -305,7 +307,7 @@ impl RigSession {
         evidence.push(Evidence::Measurement { label: "bytes written".into(), value: bytes as f64, unit: "B".into() });
         evidence.push(Evidence::Measurement {
             label: "flash time".into(),
-            value: started.elapsed().as_secs_f64(),
+            value: clock.now().saturating_sub(started).as_secs_f64(),
             unit: "s".into(),
         });
         self.last_image = Some(img);
@@ -343,13 +345,13 @@ impl RigSession {
         let mut phases: Vec<(&'static str, f64)> = Vec::new();
         let r = self.uart_session(cx, |c| {
             c.connect()?;
-            let t = Instant::now();
+            let t = cx.clock().now();
             match erase {
                 EraseMode::Mass => c.mass_erase()?,
                 EraseMode::Touched => c.erase_pages(&pages)?,
             }
-            phases.push(("erase time", t.elapsed().as_secs_f64()));
-            let t = Instant::now();
+            phases.push(("erase time", cx.clock().now().saturating_sub(t).as_secs_f64()));
+            let t = cx.clock().now();
             let mut done = 0u64;
             for (addr, data) in &ranges {
                 // Progress per 4 KiB; the client writes 256-byte blocks either way.
@@ -361,10 +363,10 @@ impl RigSession {
                     }
                 }
             }
-            phases.push(("write time", t.elapsed().as_secs_f64()));
+            phases.push(("write time", cx.clock().now().saturating_sub(t).as_secs_f64()));
             let checksum = c.commands().is_some_and(|g| g.supports(hil_bootloader_host::uart::Command::GetChecksum));
             if verify && checksum {
-                let t = Instant::now();
+                let t = cx.clock().now();
                 for (addr, data) in &ranges {
                     let mut padded = data.clone();
                     padded.resize(data.len().div_ceil(4) * 4, 0xFF);
@@ -377,9 +379,9 @@ impl RigSession {
                         )));
                     }
                 }
-                phases.push(("verify time (Get Checksum)", t.elapsed().as_secs_f64()));
+                phases.push(("verify time (Get Checksum)", cx.clock().now().saturating_sub(t).as_secs_f64()));
             } else if verify && !probe_available {
-                let t = Instant::now();
+                let t = cx.clock().now();
                 for (addr, data) in &ranges {
                     let back = c.read(*addr, data.len())?;
                     if let Some(i) = back.iter().zip(data).position(|(a, b)| a != b) {
@@ -391,14 +393,15 @@ impl RigSession {
                         )));
                     }
                 }
-                phases.push(("verify time (read back over the UART)", t.elapsed().as_secs_f64()));
+                phases
+                    .push(("verify time (read back over the UART)", cx.clock().now().saturating_sub(t).as_secs_f64()));
             }
             Ok(checksum)
         });
         self.progress = progress;
         let checksum_used = r?;
         if verify && !checksum_used && probe_available {
-            let t = Instant::now();
+            let t = cx.clock().now();
             for (addr, data) in &ranges {
                 let back = self.probe()?.read_memory(*addr, data.len())?;
                 if let Some(i) = back.iter().zip(data).position(|(a, b)| a != b) {
@@ -410,7 +413,8 @@ impl RigSession {
                     ));
                 }
             }
-            phases.push(("verify time (read back through the probe)", t.elapsed().as_secs_f64()));
+            phases
+                .push(("verify time (read back through the probe)", cx.clock().now().saturating_sub(t).as_secs_f64()));
         }
         Ok(phases
             .into_iter()
@@ -487,10 +491,10 @@ impl RigSession {
             .map_or(Duration::from_millis(100), |t| Duration::from_micros(u64::from(t.mass_erase_us.max)));
         let margin = Duration::from_millis(50);
         let Some((optr, rdp, level0)) = reload.filter(|_| self.probe_factory.is_some() || self.probe.is_some()) else {
-            std::thread::sleep((max_erase + margin).min(cx.remaining()));
+            cx.sleep(max_erase + margin);
             return Ok(());
         };
-        let started = Instant::now();
+        let started = cx.clock().now();
         let mut last: String;
         loop {
             // During the reset the probe may lose its session; a fresh one is made on the next read.
@@ -498,9 +502,23 @@ impl RigSession {
                 Ok(b) if b.len() >= 4 => {
                     let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                     if rdp.get(v) == u32::from(level0) {
-                        return Ok(());
+                        // FLASH_OPTR holds what the ROM wrote before the option reload has made it
+                        // effective (RM0444 3.4.1: written values are loaded at OBL): level 0 there
+                        // is not yet level 0 for the debugger. Done only when flash reads too.
+                        let flash = chip.memory.flash.base;
+                        match self.probe().and_then(|p| p.read_memory(flash, 4)) {
+                            Ok(_) => return Ok(()),
+                            Err(e) => {
+                                last = format!(
+                                    "FLASH_OPTR ({optr:#010x}) = {v:#010x} (RDP level 0 written) but flash at \
+                                     {flash:#010x} still refuses the debugger: {e}"
+                                );
+                                self.forget_probe();
+                            }
+                        }
+                    } else {
+                        last = format!("FLASH_OPTR ({optr:#010x}) = {v:#010x}, RDP = {:#04x}", rdp.get(v));
                     }
-                    last = format!("FLASH_OPTR ({optr:#010x}) = {v:#010x}, RDP = {:#04x}", rdp.get(v));
                 }
                 Ok(_) => last = format!("short read of FLASH_OPTR ({optr:#010x})"),
                 Err(e) => {
@@ -508,13 +526,13 @@ impl RigSession {
                     self.forget_probe();
                 }
             }
-            if cx.remaining().is_zero() || cx.cancel.is_cancelled() {
+            if cx.expired() {
                 return Err(format!(
                     "readout protection still active {} ms after Readout Unprotect was acknowledged: {last}",
-                    started.elapsed().as_millis()
+                    cx.clock().now().saturating_sub(started).as_millis()
                 ));
             }
-            std::thread::sleep(Duration::from_millis(5).min(cx.remaining()));
+            cx.sleep(Duration::from_millis(5));
         }
     }
 
@@ -555,7 +573,8 @@ impl RigSession {
                 word(p, user.register, value)?;
                 let cr = u32::from_le_bytes(p.read_memory(base + 0x14, 4)?[..4].try_into().map_err(|_| "short read")?);
                 word(p, 0x14, cr | 1 << 17)?;
-                let deadline = Instant::now() + Duration::from_secs(2).min(cx.remaining());
+                // RM0444 3.4.2: option programming takes milliseconds; 2 s on the board's clock.
+                let deadline = Deadline::after(cx.clock(), Duration::from_secs(2).min(cx.remaining()));
                 loop {
                     let sr =
                         u32::from_le_bytes(p.read_memory(base + 0x10, 4)?[..4].try_into().map_err(|_| "short read")?);
@@ -565,10 +584,10 @@ impl RigSession {
                         }
                         break;
                     }
-                    if Instant::now() >= deadline {
+                    if deadline.passed() {
                         return Err(format!("option programming did not finish: FLASH_SR = {sr:#010x}"));
                     }
-                    std::thread::sleep(Duration::from_millis(1));
+                    cx.sleep(Duration::from_millis(1));
                 }
                 if w.launch {
                     let cr =
@@ -755,13 +774,15 @@ impl RigSession {
                 Ok(_) => {}
                 Err(e) => return StepOutcome::error(e),
             }
-            if Instant::now() >= cx.deadline || cx.cancel.is_cancelled() {
+            if cx.expired() {
                 return StepOutcome::failed(format!(
                     "the DFU device is {}",
                     if present { "not present" } else { "still present" }
                 ));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            // A host's USB stack notices a (dis)connection within a few frames; poll on the board's
+            // clock.
+            cx.sleep(Duration::from_millis(20));
         }
     }
 
@@ -825,16 +846,16 @@ impl RigSession {
             .records()
             .into_iter()
             .map(|r| {
-                let offset_ms = r.at.saturating_duration_since(start).as_millis() as u64;
+                let wall_offset_ms = r.at.saturating_duration_since(start).as_millis() as u64;
                 match r.event {
                     Event::Bytes { direction, data } => TranscriptEntry {
-                        offset_ms,
+                        wall_offset_ms,
                         direction: if direction == Direction::HostToDevice { "tx" } else { "rx" }.into(),
                         bytes: hex(&data),
                         decoded: decode_an3155(direction, &data),
                     },
                     Event::Control { setup, data, outcome } => TranscriptEntry {
-                        offset_ms,
+                        wall_offset_ms,
                         direction: if setup.is_in() { "rx" } else { "tx" }.into(),
                         bytes: hex(&data),
                         decoded: Some(match outcome {
@@ -843,7 +864,7 @@ impl RigSession {
                         }),
                     },
                     Event::Note(text) => TranscriptEntry {
-                        offset_ms,
+                        wall_offset_ms,
                         direction: "note".into(),
                         bytes: String::new(),
                         decoded: Some(text),
@@ -901,10 +922,14 @@ pub fn crc32(data: &[u8]) -> u32 {
 }
 
 impl BoardSession for RigSession {
+    fn clock(&self) -> std::sync::Arc<dyn crate::backend::Clock> {
+        self.backends.clock.clone()
+    }
+
     fn begin_scenario(&mut self, _: &hil_config::Scenario) -> Result<(), String> {
-        if let Some(s) = self.backends.serial.as_ref() {
+        if let Some(s) = self.backends.serial.as_mut() {
             // A board still printing what the last scenario started would leave its tail here.
-            if !s.clear_when_quiet(Duration::from_millis(30), Duration::from_millis(300)) {
+            if !s.clear_when_quiet(Duration::from_millis(30), Duration::from_millis(300)).map_err(|e| e.to_string())? {
                 tracing::debug!("{}: console still busy after 300 ms; cleared anyway", s.name());
             }
         }
@@ -969,7 +994,7 @@ impl BoardSession for RigSession {
             Action::Resume(_) => outcome_from(self.probe().and_then(|p| p.resume())),
             Action::ResetHalt(_) => outcome_from(self.probe().and_then(|p| p.reset_halt())),
             Action::Wait(d) => {
-                self.backends.clock.wait(d.std().min(cx.remaining()));
+                cx.sleep(d.std());
                 StepOutcome::passed()
             }
             Action::Enter(e) => crate::strategy::enter(self, e.state, e.via, cx),
@@ -986,9 +1011,9 @@ impl BoardSession for RigSession {
             ),
             Action::ExpectBootloader(b) => self.expect_bootloader(b.via, b.pid.as_ref().map(|p| p.value.0), cx),
             Action::ExpectSerial(e) => {
-                let (deadline, cancel) = (cx.deadline, cx.cancel.clone());
+                let (deadline, cancel) = (cx.deadline.clone(), cx.cancel.clone());
                 match self.serial() {
-                    Ok(link) => match link.expect(&e.contains, deadline, &cancel) {
+                    Ok(link) => match link.expect(&e.contains, &deadline, &cancel) {
                         Ok(_) => StepOutcome::passed(),
                         Err(err) => {
                             let unread = link.unread();
@@ -1019,7 +1044,11 @@ impl BoardSession for RigSession {
 
     fn take_scenario_evidence(&mut self) -> Vec<Evidence> {
         let mut ev = Vec::new();
-        if let Some(s) = self.backends.serial.as_ref() {
+        if let Some(s) = self.backends.serial.as_mut() {
+            // What the board sent since the last read is part of the story (nothing runs meanwhile).
+            if let Err(e) = s.drain() {
+                tracing::debug!("{}: reading the rest of the console: {e}", s.name());
+            }
             let text = s.console_text();
             if !text.is_empty() {
                 ev.push(Evidence::Text { label: format!("serial output ({})", s.name()), text });

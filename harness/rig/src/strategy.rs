@@ -6,7 +6,9 @@
 //! States: off, application, system-bootloader, custom-bootloader, halted. The trampoline is not a
 //! state one stays in: Go to it resets into the application.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use hil_bootloader_host::clock::Deadline;
 
 use hil_config::Capability;
 use hil_config::scenario::{BoardState, ResetVia, Transition};
@@ -88,7 +90,7 @@ fn enter_inner(s: &mut RigSession, state: BoardState, via: Option<Transition>, c
             // starts the application again.
             set_boot0(s, true)?;
             reset(s, ResetVia::Nrst, cx)?;
-            s.backends.clock.wait(Duration::from_millis(5));
+            s.backends.clock.sleep(Duration::from_millis(5));
             set_boot0(s, false)?;
         }
         (BoardState::SystemBootloader, Transition::OptionBits) => {
@@ -108,7 +110,7 @@ fn enter_inner(s: &mut RigSession, state: BoardState, via: Option<Transition>, c
         }
         (BoardState::SystemBootloader, Transition::Jump) => {
             s.backends.serial.as_mut().ok_or("no serial link")?.send(&[JUMP_COMMAND]).map_err(|e| e.to_string())?;
-            s.backends.clock.wait(Duration::from_millis(20));
+            s.backends.clock.sleep(Duration::from_millis(20));
         }
         (BoardState::Application | BoardState::CustomBootloader, Transition::Reset) => {
             set_boot0(s, false)?;
@@ -144,7 +146,7 @@ fn enter_inner(s: &mut RigSession, state: BoardState, via: Option<Transition>, c
     }
     // Confirm where the board is when the board can tell.
     if s.probe_factory.is_some() {
-        s.backends.clock.wait(Duration::from_millis(20));
+        s.backends.clock.sleep(Duration::from_millis(20));
         let seen = detect(s, cx)?;
         if seen != state {
             return Err(format!("the board is in {} instead", name(seen)));
@@ -194,15 +196,16 @@ pub fn expect_state(s: &mut RigSession, want: BoardState, cx: &StepCx) -> StepOu
             Err(e) => StepOutcome::failed(format!("the system bootloader does not answer: {e}")),
         };
     }
-    let deadline = cx.deadline.min(Instant::now() + Duration::from_secs(2));
+    // At most 2 s on the board's clock: the board settles within milliseconds after a reset.
+    let deadline = Deadline::after(cx.clock(), Duration::from_secs(2).min(cx.remaining()));
     loop {
         match detect(s, cx) {
             Ok(seen) if seen == want => return StepOutcome::passed(),
-            Ok(seen) if Instant::now() >= deadline => {
+            Ok(seen) if deadline.passed() || cx.cancel.is_cancelled() => {
                 return StepOutcome::failed(format!("the board is in {}, not {}", name(seen), name(want)));
             }
-            Err(e) if Instant::now() >= deadline => return StepOutcome::failed(e),
-            _ => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) if deadline.passed() || cx.cancel.is_cancelled() => return StepOutcome::failed(e),
+            _ => cx.sleep(Duration::from_millis(20)),
         }
     }
 }

@@ -105,11 +105,10 @@ impl ControlTransfer for VirtualUsbDevice {
             UsbReply::Stall => Err(hil_bootloader_host::dfu::TransferError::Stall),
         }
     }
-    /// bwPollTimeout passes on the board's clock.
+    /// bwPollTimeout passes on the board's clock (virtual on a gated board, wall otherwise).
     fn wait(&mut self, duration: std::time::Duration) {
-        crate::backend::BoardClock::wait(
-            &mut crate::virtual_backend::VirtualClock { board: self.board.clone() },
-            duration,
-        );
+        if let Err(e) = self.board.sleep(duration).wait() {
+            tracing::warn!(board = %self.board.name(), "waiting bwPollTimeout on the board's clock: {e}");
+        }
     }
 }

@@ -1,16 +1,18 @@
 //! The virtual board behind the seams: a `hil-virtual-board` board started from its boards.yaml
-//! entry, its USART on a PTY (opened with serialport like a tty), its pins, power and clock, and its
+//! entry, its USART as a serial port (in process on the board's clock in `timing: fast`, a PTY
+//! opened with serialport like a tty in `timing: realistic`), its pins, power and clock, and its
 //! probe registered as a probe-rs driver (opened by selector like an ST-Link).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hil_bootloader_host::control::{ControlError, ControlLines, Line};
 use hil_config::boards::{RamInit, Timing, VirtualBoard};
 use hil_virtual_board::Board;
 use hil_virtual_board::config::{BoardConfig, FaultConfig, PtyConfig, UartFaults};
 
-use crate::backend::{Backends, BoardClock, PowerSwitch};
+use crate::backend::{Backends, Clock, ClockKind, PowerSwitch, WallClock};
 
 /// The USART the rig's serial link uses: the one a Nucleo's ST-Link VCP reaches, USART2 where the
 /// ROM serves it (UM2324: PA2/PA3 on the Nucleo-64 boards), else the first USART of the ROM that
@@ -33,7 +35,8 @@ fn instance_name(board: &str) -> String {
     format!("{board}.{}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The board configuration for a boards.yaml entry.
+/// The board configuration for a boards.yaml entry (no PTY: callers that hand the USART to a
+/// wall-clock peer add one, which makes a `fast` board free-running instead of gated).
 pub fn board_config(name: &str, chip: &hil_chips::Chip, v: &VirtualBoard) -> BoardConfig {
     let usart = console_usart(chip);
     let seed = v.seed.unwrap_or(1);
@@ -66,7 +69,7 @@ pub fn board_config(name: &str, chip: &hil_chips::Chip, v: &VirtualBoard) -> Boa
         },
         boot0: v.boot0 == hil_config::PinLevel::High,
         power_on: true,
-        ptys: vec![PtyConfig { usart, link: None }],
+        ptys: Vec::new(),
         faults,
         ..Default::default()
     }
@@ -139,8 +142,12 @@ pub fn open(board: &hil_config::Board) -> Result<Backends, String> {
     let v = &board.virtual_board.as_ref().ok_or("not a virtual board")?.value;
     let chip =
         hil_chips::Chip::by_name(&board.chip.value).ok_or_else(|| format!("unknown chip {}", board.chip.value))?;
-    let cfg = board_config(&board.name.value, chip, v);
-    let usart = cfg.ptys[0].usart.clone();
+    let mut cfg = board_config(&board.name.value, chip, v);
+    let usart = console_usart(chip);
+    if v.timing == Timing::Realistic {
+        // Paced to wall time: the link is the PTY, read like a tty.
+        cfg.ptys.push(PtyConfig { usart: usart.clone(), link: None });
+    }
     let vb = Board::start(cfg).map_err(|e| e.to_string())?;
     if let Some(bits) = &v.option_bytes
         && let Some(word) = user_option_word(chip, bits)?
@@ -150,17 +157,29 @@ pub fn open(board: &hil_config::Board) -> Result<Backends, String> {
         vb.power_cycle(Duration::from_millis(1)).wait().map_err(|e| e.to_string())?;
     }
     let uart = vb.uart(&usart).map_err(|e| e.to_string())?;
-    let pty = uart.pty_path().ok_or_else(|| format!("{usart} of the virtual board has no PTY"))?;
-    let serial =
-        crate::serial_link::SerialLink::open(&pty.display().to_string(), 115_200).map_err(|e| e.to_string())?;
+    let clock: Arc<dyn Clock> =
+        if vb.gated() { Arc::new(VirtualBoardClock { board: vb.clone() }) } else { WallClock::shared() };
+    let (serial, link_name) = match uart.pty_path() {
+        Some(pty) => {
+            let path = pty.display().to_string();
+            (crate::serial_link::SerialLink::open(&path, 115_200).map_err(|e| e.to_string())?, path)
+        }
+        None => {
+            let port = crate::virtual_serial::VirtualSerialPort::new(vb.name(), uart, 115_200);
+            // Named after the boards.yaml entry, not the process-unique instance: reports compare
+            // across runs.
+            let name = format!("{} {usart} (virtual board, in process)", board.name.value);
+            (crate::serial_link::SerialLink::from_port(&name, Box::new(port), clock.clone()), name)
+        }
+    };
     Ok(Backends {
         serial: Some(serial),
-        lines: Some(Box::new(VirtualPins { board: vb.clone() })),
+        lines: Some(Box::new(VirtualPins { board: vb.clone(), clock: clock.clone() })),
         power: Some(Box::new(VirtualPower { board: vb.clone() })),
         usb: chip.bootloader.usb_dfu.then(|| {
             Box::new(crate::usb::VirtualUsbConnector { board: vb.clone() }) as Box<dyn crate::backend::UsbConnector>
         }),
-        clock: Box::new(VirtualClock { board: vb.clone() }),
+        clock,
         probe_selector: Some({
             // The virtual board's probe is a probe-rs driver, opened by selector like an ST-Link.
             hil_virtual_probe::register();
@@ -168,7 +187,7 @@ pub fn open(board: &hil_config::Board) -> Result<Backends, String> {
         }),
         probe_speed_khz: None,
         connect_under_reset: false,
-        description: format!("virtual board {} ({}, {usart} on {})", vb.name(), chip.name, pty.display()),
+        description: format!("virtual board {} ({}, {usart} on {link_name})", vb.name(), chip.name),
         keep_alive: Some(Box::new(VirtualKeepAlive(Some(vb)))),
     })
 }
@@ -189,6 +208,7 @@ impl Drop for VirtualKeepAlive {
 /// BOOT0 and NRST of the virtual board.
 pub struct VirtualPins {
     pub board: Board,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl ControlLines for VirtualPins {
@@ -202,7 +222,7 @@ impl ControlLines for VirtualPins {
             .map_err(|e| ControlError::Other { line: Line::Reset, message: e.to_string() })
     }
     fn wait(&mut self, d: Duration) {
-        VirtualClock { board: self.board.clone() }.wait(d)
+        self.clock.sleep(d)
     }
 }
 
@@ -216,30 +236,26 @@ impl PowerSwitch for VirtualPower {
     }
 }
 
-/// Waits until `d` of virtual time has passed, or `d` of wall time (a board with nothing scheduled
-/// in `timing: fast` does not advance its clock: nothing can happen on it meanwhile anyway).
-pub struct VirtualClock {
+/// A gated virtual board's clock (`timing: fast`): it runs only while the rig waits on it, so a
+/// step's deadline, a bootloader client's read timeout and a `wait` step all count virtual time
+/// and cost wall time only for the emulation they need.
+#[derive(Clone)]
+pub struct VirtualBoardClock {
     pub board: Board,
 }
 
-impl BoardClock for VirtualClock {
-    fn wait(&mut self, d: Duration) {
-        let wall_end = Instant::now() + d;
-        let Ok(start) = self.board.now().wait() else {
-            std::thread::sleep(d);
-            return;
-        };
-        let target = start.as_ps().saturating_add(d.as_nanos().min(u64::MAX as u128) as u64 * 1000);
-        while Instant::now() < wall_end {
-            match self.board.now().wait() {
-                Ok(t) if t.as_ps() >= target => return,
-                Ok(_) => std::thread::sleep(Duration::from_millis(1)),
-                Err(_) => {
-                    std::thread::sleep(wall_end.saturating_duration_since(Instant::now()));
-                    return;
-                }
-            }
+impl Clock for VirtualBoardClock {
+    fn now(&self) -> Duration {
+        // A board that cannot answer reads as the end of time: every wait on it ends.
+        self.board.now().wait().map(|t| t.to_std()).unwrap_or(Duration::MAX)
+    }
+    fn sleep(&self, d: Duration) {
+        if let Err(e) = self.board.sleep(d).wait() {
+            tracing::warn!(board = %self.board.name(), "waiting {d:?} on the board's clock: {e}");
         }
+    }
+    fn kind(&self) -> ClockKind {
+        ClockKind::Virtual
     }
 }
 

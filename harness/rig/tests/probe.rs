@@ -254,22 +254,22 @@ fn attaching_freezes_the_watchdog_while_the_core_is_halted() {
         p.write_u32(IWDG_KR + off, v).unwrap();
     }
     let pc = p.halt().unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    b.sleep(Duration::from_millis(400)).wait().unwrap(); // on the board's clock
     assert!(p.status().unwrap().is_halted());
     assert_eq!(p.register(CoreReg::Pc).unwrap(), pc);
     assert_eq!(watchdog_resets(), 0, "frozen: no watchdog reset during a 400 ms halt");
     p.run().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    b.sleep(Duration::from_millis(200)).wait().unwrap();
     assert_eq!(watchdog_resets(), 0, "the app keeps the running watchdog fed");
     // The bits act while the core is halted too (RM0444 40.4.3: the counter stops "when the
     // core is halted"): set them during a halt, then clear them during the same halt.
     p.write_u32(fz1.address, 0).unwrap();
     p.halt().unwrap();
     p.write_u32(fz1.address, fz1.set).unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    b.sleep(Duration::from_millis(400)).wait().unwrap(); // on the board's clock
     assert_eq!(watchdog_resets(), 0, "frozen by bits set during the halt");
     p.write_u32(fz1.address, 0).unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    b.sleep(Duration::from_millis(400)).wait().unwrap(); // on the board's clock
     assert_eq!(watchdog_resets(), 1, "unfrozen: the IWDG reset the chip");
     drop(p);
     b.shutdown().unwrap();

@@ -6,15 +6,30 @@
 //! between slices serves requests, feeds PTY input to the USARTs, writes USART output to the
 //! PTYs and answers waiting reads.
 //!
-//! Timing: `fast` runs virtual time as fast as the host can (a sleeping core skips to the next
-//! event; with nothing scheduled the thread blocks until input arrives); `realistic` paces
-//! virtual time to wall time so that external tools see real baud rates. While the core is
-//! halted by the debugger, virtual time follows wall time in both modes (UART frames finish,
-//! watchdogs without their debug freeze run).
+//! Timing:
+//! - `fast` (without PTYs): the board is **gated**. Its clock advances only while a host waits on
+//!   it: every wait ([`UartPort::read`], [`UartPort::read_until`], [`Board::events`],
+//!   [`UsbPort::control`], [`Board::sleep`]) carries a budget that becomes a deadline on the
+//!   board's clock when the board receives it, and the board runs until the awaited event or that
+//!   deadline, then stops. A debug transfer on the wire ([`Board::exec_on_wire`]) lets the board run
+//!   for the transfer's duration. Host commands take effect at the board's current virtual time,
+//!   in the order they were sent. So everything the host observes is a function of its own
+//!   sequence of requests and the board's inputs, never of host load (DESIGN.md, virtual time and
+//!   determinism). Wall time bounds a wait only as a safety net ([`wall_safety_net`]); tripping
+//!   it is [`BoardError::WallSafetyNet`], an infrastructure error.
+//! - `fast` with PTYs (an external tool such as stm32flash on the other side, which waits on its
+//!   own wall clock and cannot tell the board): virtual time runs as fast as the host can (a
+//!   sleeping core skips to the next event; with nothing scheduled the thread blocks until input
+//!   arrives).
+//! - `realistic`: virtual time is paced to wall time so that external tools see real baud rates.
+//!
+//! In the two wall-paced modes, while the core is halted by the debugger, virtual time follows
+//! wall time (UART frames finish, watchdogs without their debug freeze run).
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
@@ -35,32 +50,86 @@ use crate::rom::SystemBootloader;
 
 /// Core cycles per run slice: short enough that requests are served within milliseconds.
 const SLICE_CYCLES: u64 = 200_000;
+/// Core cycles per run slice while a host waits for an event (bytes, a USB answer, a board
+/// event): the board stops at most this long after the event (125 us at the G0's 16 MHz reset
+/// clock), so the host's next request arrives about when it would on a real bench.
+const EVENT_SLICE_CYCLES: u64 = 2_000;
 /// Grace added to a waiting request's deadline so that the board's answer (what arrived so far)
 /// wins over the timeout.
 const ANSWER_GRACE: Duration = Duration::from_secs(2);
+
+/// The wall-clock limit of a wait of `budget` on a gated board's clock: generous (30x the
+/// budget, at least a minute), because it only catches a board that stopped making progress.
+pub fn wall_safety_net(budget: Duration) -> Duration {
+    budget.saturating_mul(30).max(Duration::from_secs(60))
+}
 
 /// Thread-level settings a request may change.
 pub(crate) struct Ctl {
     pub timing: Timing,
     resync: bool,
+    /// Whether the board is gated (`fast` without PTYs), published for the handles.
+    gated: Arc<AtomicBool>,
 }
 
 type Job = Box<dyn FnOnce(&mut Machine, &mut Ctl) + Send>;
 
-enum Waiter {
-    UartRead { usart: usize, max: usize, answer_at: Instant, reply: Reply<Vec<u8>> },
-    UartUntil { usart: usize, needle: Vec<u8>, answer_at: Instant, budget: Duration, reply: Reply<Vec<u8>> },
-    Events { from: u64, answer_at: Instant, reply: Reply<Vec<BoardEvent>> },
-    UsbControl { id: u64, request: String, answer_at: Instant, budget: Duration, reply: Reply<UsbReply> },
+/// What a host waits for.
+enum WaitFor {
+    UartRead {
+        usart: usize,
+        max: usize,
+        reply: Reply<Vec<u8>>,
+    },
+    UartUntil {
+        usart: usize,
+        needle: Vec<u8>,
+        reply: Reply<Vec<u8>>,
+    },
+    Events {
+        from: u64,
+        reply: Reply<Vec<BoardEvent>>,
+    },
+    UsbControl {
+        id: u64,
+        request: String,
+        reply: Reply<UsbReply>,
+    },
+    /// Nothing but time: the board runs for the budget.
+    Sleep {
+        reply: Reply<()>,
+    },
+}
+
+/// A host waiting on the board, with its budget.
+struct Waiter {
+    what: WaitFor,
+    budget: Duration,
+    /// When the host sent it (wall): the deadline of wall-paced modes, the safety net's start.
+    sent: Instant,
+    /// The deadline on the board's clock, fixed when a gated board receives the wait.
+    until: Option<VirtualTime>,
 }
 
 impl Waiter {
+    fn new(what: WaitFor, budget: Duration) -> Waiter {
+        Waiter { what, budget, sent: Instant::now(), until: None }
+    }
+    /// Wall time at which a wall-paced board answers it.
     fn answer_at(&self) -> Instant {
-        match self {
-            Waiter::UartRead { answer_at, .. }
-            | Waiter::UartUntil { answer_at, .. }
-            | Waiter::Events { answer_at, .. }
-            | Waiter::UsbControl { answer_at, .. } => *answer_at,
+        self.sent.checked_add(self.budget).unwrap_or_else(|| self.sent + Duration::from_secs(365 * 24 * 3600))
+    }
+    /// Whether it waits for something that may happen before its deadline.
+    fn awaits_event(&self) -> bool {
+        !matches!(self.what, WaitFor::Sleep { .. })
+    }
+    fn describe(&self) -> &'static str {
+        match self.what {
+            WaitFor::UartRead { .. } => "a USART read",
+            WaitFor::UartUntil { .. } => "a USART read until a pattern",
+            WaitFor::Events { .. } => "a wait for board events",
+            WaitFor::UsbControl { .. } => "a USB control transfer",
+            WaitFor::Sleep { .. } => "a wait on the board's clock",
         }
     }
 }
@@ -70,13 +139,14 @@ struct UsbRequest {
     setup: UsbSetup,
     data: Vec<u8>,
     request: String,
-    answer_at: Instant,
     budget: Duration,
+    sent: Instant,
     reply: Reply<UsbReply>,
 }
 
 enum Cmd {
-    Exec(Job),
+    /// A job, then (gated boards) this much virtual time on the wire.
+    Exec(Job, Option<VirtualDuration>),
     Wait(Waiter),
     HostRx(PtyInput),
     Usb(UsbRequest),
@@ -91,6 +161,9 @@ struct Inner {
     ptys: Vec<(usize, PathBuf)>,
     thread: Mutex<Option<JoinHandle<()>>>,
     default_deadline: Duration,
+    gated: Arc<AtomicBool>,
+    /// Epoch of [`Board::clock_now`] on wall-paced boards.
+    wall_epoch: Instant,
 }
 
 impl Drop for Inner {
@@ -164,7 +237,8 @@ impl Board {
         if cfg.power_on {
             m.power_on();
         }
-        let ctl = Ctl { timing: cfg.timing, resync: true };
+        let gated = Arc::new(AtomicBool::new(cfg.timing == Timing::Fast && ptys.is_empty()));
+        let ctl = Ctl { timing: cfg.timing, resync: true, gated: gated.clone() };
         let thread = std::thread::Builder::new()
             .name(format!("board-{}", cfg.name))
             .spawn(move || board_thread(m, rx, ctl, ptys))
@@ -177,6 +251,8 @@ impl Board {
             ptys: pty_paths,
             thread: Mutex::new(Some(thread)),
             default_deadline: cfg.default_deadline,
+            gated,
+            wall_epoch: Instant::now(),
         });
         reg.insert(cfg.name.clone(), Arc::downgrade(&inner));
         Ok(Board { inner, deadline: cfg.default_deadline })
@@ -254,6 +330,21 @@ impl Board {
         self.call(what, self.deadline, move |m, _| f(m))
     }
 
+    /// Run `f` on the board thread, then let `wire_time` pass on a gated board: what a debug
+    /// transfer costs on a real bench (the probe's USB round trip and the SWD bits), so that a
+    /// probe polling the target lets it run, by the same amount on every run.
+    pub fn exec_on_wire<R: Send + 'static>(
+        &self,
+        what: &str,
+        wire_time: Duration,
+        f: impl FnOnce(&mut Machine) -> Result<R, BoardError> + Send + 'static,
+    ) -> Pending<R> {
+        let (p, reply) = pending(&self.inner.name, what, self.deadline);
+        let job: Job = Box::new(move |m, _| reply.send(f(m)));
+        let _ = self.inner.tx.send(Cmd::Exec(job, Some(virtual_duration(wire_time))));
+        p
+    }
+
     fn call<R: Send + 'static>(
         &self,
         what: &str,
@@ -263,8 +354,39 @@ impl Board {
         let (p, reply) = pending(&self.inner.name, what, budget);
         let job: Job = Box::new(move |m, c| reply.send(f(m, c)));
         // If the thread is gone the job (and its reply) is dropped: the Pending resolves Gone.
-        let _ = self.inner.tx.send(Cmd::Exec(job));
+        let _ = self.inner.tx.send(Cmd::Exec(job, None));
         p
+    }
+
+    /// Send a wait; the reply comes by the board's clock, or by the wall-clock safety net.
+    fn wait_on<R: Send + 'static>(
+        &self,
+        what: &str,
+        budget: Duration,
+        make: impl FnOnce(Reply<R>) -> WaitFor,
+    ) -> Pending<R> {
+        let wall = wall_safety_net(budget).saturating_add(ANSWER_GRACE);
+        let (p, reply) = pending(&self.inner.name, what, wall);
+        let _ = self.inner.tx.send(Cmd::Wait(Waiter::new(make(reply), budget)));
+        p
+    }
+
+    /// Whether the board is gated (`timing: fast` without PTYs): its clock runs only while a host
+    /// waits on it.
+    pub fn gated(&self) -> bool {
+        self.inner.gated.load(Ordering::Relaxed)
+    }
+
+    /// The clock the board's waits count on: virtual time on a gated board, wall time since the
+    /// board started otherwise.
+    pub fn clock_now(&self) -> Result<Duration, BoardError> {
+        if self.gated() { Ok(self.now().wait()?.to_std()) } else { Ok(self.inner.wall_epoch.elapsed()) }
+    }
+
+    /// Let `d` pass on the board's clock: a gated board runs for `d` of virtual time (and the call
+    /// returns as soon as it has); a wall-paced board answers after `d` of wall time.
+    pub fn sleep(&self, d: Duration) -> Pending<()> {
+        self.wait_on("wait on the board's clock", d, |reply| WaitFor::Sleep { reply })
     }
 
     // ---- power, pins, reset -------------------------------------------------------------------
@@ -411,10 +533,7 @@ impl Board {
     /// Events with sequence number >= `from`, as soon as there is at least one, or whatever there
     /// is (possibly none) after `timeout`.
     pub fn events(&self, from: u64, timeout: Duration) -> Pending<Vec<BoardEvent>> {
-        let (p, reply) = pending(&self.inner.name, "wait for events", timeout + ANSWER_GRACE);
-        let answer_at = Instant::now() + timeout;
-        let _ = self.inner.tx.send(Cmd::Wait(Waiter::Events { from, answer_at, reply }));
-        p
+        self.wait_on("wait for events", timeout, |reply| WaitFor::Events { from, reply })
     }
 
     /// Sequence number the next event will get.
@@ -429,10 +548,10 @@ impl Board {
         timeout: Duration,
         mut pred: impl FnMut(&BoardEvent) -> bool,
     ) -> Result<BoardEvent, BoardError> {
-        let end = Instant::now() + timeout;
+        let end = self.clock_now()?.saturating_add(timeout);
         let mut from = from;
         loop {
-            let left = end.saturating_duration_since(Instant::now());
+            let left = end.saturating_sub(self.clock_now()?);
             let evs = self.events(from, left).wait()?;
             for e in &evs {
                 if pred(e) {
@@ -440,7 +559,7 @@ impl Board {
                 }
                 from = e.seq + 1;
             }
-            if Instant::now() >= end {
+            if self.clock_now()? >= end {
                 return Err(BoardError::Timeout {
                     board: self.inner.name.clone(),
                     what: "waiting for a board event".into(),
@@ -528,19 +647,25 @@ impl UartPort {
     /// Up to `max` bytes of device output: as soon as there is at least one, or whatever there
     /// is (possibly nothing) after `timeout`.
     pub fn read(&self, max: usize, timeout: Duration) -> Pending<Vec<u8>> {
-        let (p, reply) = pending(&self.board.inner.name, "read USART", timeout + ANSWER_GRACE);
-        let answer_at = Instant::now() + timeout;
-        let _ = self.board.inner.tx.send(Cmd::Wait(Waiter::UartRead { usart: self.index, max, answer_at, reply }));
-        p
+        let usart = self.index;
+        self.board.wait_on("read USART", timeout, |reply| WaitFor::UartRead { usart, max, reply })
+    }
+    /// Device output already received by the host side, without waiting (the board does not run).
+    pub fn available(&self) -> Pending<usize> {
+        let usart = self.index;
+        self.board.call("USART bytes available", self.board.deadline, move |m, _| Ok(m.uart_available(usart)))
+    }
+    /// Forget device output not yet read (returns how many bytes were dropped).
+    pub fn discard_input(&self) -> Pending<usize> {
+        let usart = self.index;
+        self.board
+            .call("discard USART input", self.board.deadline, move |m, _| Ok(m.uart_take(usart, usize::MAX).len()))
     }
     /// Device output up to and including the first `needle` (the bytes after it stay for the
     /// next read). On timeout the error carries what had arrived, which also stays unread.
     pub fn read_until(&self, needle: &[u8], timeout: Duration) -> Pending<Vec<u8>> {
-        let (p, reply) = pending(&self.board.inner.name, "read USART until a pattern", timeout + ANSWER_GRACE);
-        let answer_at = Instant::now() + timeout;
-        let w = Waiter::UartUntil { usart: self.index, needle: needle.to_vec(), answer_at, budget: timeout, reply };
-        let _ = self.board.inner.tx.send(Cmd::Wait(w));
-        p
+        let (usart, needle) = (self.index, needle.to_vec());
+        self.board.wait_on("read USART until a pattern", timeout, |reply| WaitFor::UartUntil { usart, needle, reply })
     }
 }
 
@@ -577,13 +702,13 @@ impl UsbPort {
 
     /// Wait until the device is (`true`) or is not (`false`) on the bus.
     pub fn wait_attached(&self, attached: bool, timeout: Duration) -> Result<(), BoardError> {
-        let end = Instant::now() + timeout;
+        let end = self.board.clock_now()?.saturating_add(timeout);
         loop {
             let from = self.board.event_cursor().wait()?;
             if self.attached().wait()? == attached {
                 return Ok(());
             }
-            let left = end.saturating_duration_since(Instant::now());
+            let left = end.saturating_sub(self.board.clock_now()?);
             if left.is_zero() {
                 return Err(BoardError::Timeout {
                     board: self.board.name().to_string(),
@@ -609,7 +734,8 @@ impl UsbPort {
             setup.request_type, setup.request, setup.value, setup.index, setup.length
         );
         let name = self.board.inner.name.clone();
-        let (p, reply) = pending(&name, "USB control transfer", timeout + ANSWER_GRACE);
+        let wall = wall_safety_net(timeout).saturating_add(ANSWER_GRACE);
+        let (p, reply) = pending(&name, "USB control transfer", wall);
         let expected = if setup.is_in() { 0 } else { usize::from(setup.length) };
         if data.len() != expected {
             reply.send(Err(BoardError::Other {
@@ -618,9 +744,8 @@ impl UsbPort {
             }));
             return p;
         }
-        let answer_at = Instant::now() + timeout;
-        let _ =
-            self.board.inner.tx.send(Cmd::Usb(UsbRequest { setup, data, request, answer_at, budget: timeout, reply }));
+        let sent = Instant::now();
+        let _ = self.board.inner.tx.send(Cmd::Usb(UsbRequest { setup, data, request, budget: timeout, sent, reply }));
         p
     }
 }
@@ -744,11 +869,26 @@ fn board_thread(m: Machine, rx: Receiver<Cmd>, ctl: Ctl, ptys: Vec<Pty>) {
     }
 }
 
+/// `d` as a virtual duration (saturating).
+fn virtual_duration(d: Duration) -> VirtualDuration {
+    VirtualDuration::from_ps(d.as_nanos().saturating_mul(1_000).min(u64::MAX as u128) as u64)
+}
+
 fn board_loop(mut m: Machine, rx: Receiver<Cmd>, mut ctl: Ctl, mut ptys: Vec<Pty>) {
     let mut waiters: Vec<Waiter> = Vec::new();
     let mut pacer = Pacer { wall0: Instant::now(), virt0: m.now() };
     let mut last = RunOutcome::Progress;
     loop {
+        let gated = ctl.timing == Timing::Fast && ptys.is_empty();
+        ctl.gated.store(gated, Ordering::Relaxed);
+        if gated {
+            if !gated_round(&mut m, &rx, &mut ctl, &mut waiters) {
+                return;
+            }
+            ctl.resync = true;
+            last = RunOutcome::Progress;
+            continue;
+        }
         if ctl.resync {
             pacer.rebase(m.now());
             ctl.resync = false;
@@ -788,22 +928,13 @@ fn board_loop(mut m: Machine, rx: Receiver<Cmd>, mut ctl: Ctl, mut ptys: Vec<Pty
         while let Some(cmd) = first.take().or_else(|| rx.try_recv().ok()) {
             match cmd {
                 Cmd::Shutdown => return,
-                Cmd::Exec(job) => {
+                Cmd::Exec(job, _) => {
                     job(&mut m, &mut ctl);
                     had_input = true;
                 }
                 Cmd::Wait(w) => waiters.push(w),
                 Cmd::Usb(r) => {
-                    match m.usb_submit(r.setup, r.data) {
-                        Ok(id) => waiters.push(Waiter::UsbControl {
-                            id,
-                            request: r.request,
-                            answer_at: r.answer_at,
-                            budget: r.budget,
-                            reply: r.reply,
-                        }),
-                        Err(e) => r.reply.send(Err(e)),
-                    }
+                    submit_usb(&mut m, r, &mut waiters);
                     had_input = true;
                 }
                 Cmd::HostRx(input) => {
@@ -853,7 +984,102 @@ fn board_loop(mut m: Machine, rx: Receiver<Cmd>, mut ctl: Ctl, mut ptys: Vec<Pty
                 p.write(&out);
             }
         }
-        serve_waiters(&mut m, &mut waiters);
+        serve_waiters(&mut m, &mut waiters, false);
+    }
+}
+
+fn submit_usb(m: &mut Machine, r: UsbRequest, waiters: &mut Vec<Waiter>) {
+    match m.usb_submit(r.setup, r.data) {
+        Ok(id) => waiters.push(Waiter {
+            what: WaitFor::UsbControl { id, request: r.request, reply: r.reply },
+            budget: r.budget,
+            sent: r.sent,
+            until: None,
+        }),
+        Err(e) => r.reply.send(Err(e)),
+    }
+}
+
+/// One round of a gated board: take the host's requests in order (blocking while nobody waits:
+/// the clock stands still), then run until the earliest deadline of the waiting hosts or an event
+/// one of them waits for. Returns false when the board is to stop.
+fn gated_round(m: &mut Machine, rx: &Receiver<Cmd>, ctl: &mut Ctl, waiters: &mut Vec<Waiter>) -> bool {
+    let mut first = if waiters.is_empty() {
+        match rx.recv() {
+            Ok(c) => Some(c),
+            Err(_) => return false,
+        }
+    } else {
+        match rx.try_recv() {
+            Ok(c) => Some(c),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => return false,
+        }
+    };
+    while let Some(cmd) = first.take().or_else(|| rx.try_recv().ok()) {
+        match cmd {
+            Cmd::Shutdown => return false,
+            Cmd::Exec(job, wire) => {
+                job(m, ctl);
+                if let Some(d) = wire {
+                    let target = m.now() + d;
+                    while m.now() < target {
+                        advance(m, target, SLICE_CYCLES);
+                    }
+                }
+            }
+            Cmd::Wait(w) => waiters.push(w),
+            Cmd::Usb(r) => submit_usb(m, r, waiters),
+            // No PTY on a gated board; bytes from one that was just closed are dropped.
+            Cmd::HostRx(_) => {}
+        }
+        if ctl.timing != Timing::Fast {
+            // Switched to realistic: the wall-paced loop takes over from here.
+            break;
+        }
+    }
+    let now = m.now();
+    for w in waiters.iter_mut() {
+        w.until.get_or_insert(now + virtual_duration(w.budget));
+    }
+    // Answer what is already there before running (bytes already received, a finished transfer).
+    serve_waiters(m, waiters, true);
+    if let Some(target) = waiters.iter().filter_map(|w| w.until).min() {
+        let slice = if waiters.iter().any(Waiter::awaits_event) { EVENT_SLICE_CYCLES } else { SLICE_CYCLES };
+        advance(m, target, slice);
+        serve_waiters(m, waiters, true);
+    }
+    true
+}
+
+/// Run the board towards `target` for at most `slice` core cycles. A core that executes nothing
+/// (halted, held in reset, off, locked up) still lets the devices run; a sleeping core with nothing
+/// scheduled has nothing that could wake it before `target`, so time jumps there.
+fn advance(m: &mut Machine, target: VirtualTime, slice: u64) {
+    let now = m.now();
+    if now >= target {
+        return;
+    }
+    let cycles = m.cpu.cycles();
+    let until = m.soc.sys.clock().cycle_at(target).min(cycles.saturating_add(slice)).max(cycles + 1);
+    let out = m.run(until);
+    let after = m.now();
+    match out {
+        RunOutcome::Progress => {}
+        RunOutcome::Idle if m.powered() => {
+            if after < target {
+                m.idle_for(target - after);
+            }
+        }
+        _ => {
+            // Nothing executed this slice: let the devices have it (bounded by the slice so that
+            // waiters are looked at between).
+            let slice_end = now + VirtualDuration::from_cycles(slice, m.soc.sys.clock().hz);
+            let end = slice_end.min(target);
+            if after < end {
+                m.idle_for(end - after);
+            }
+        }
     }
 }
 
@@ -870,29 +1096,52 @@ fn may_skip_time(m: &Machine, last: RunOutcome) -> bool {
         }
 }
 
-fn serve_waiters(m: &mut Machine, waiters: &mut Vec<Waiter>) {
-    let now = Instant::now();
+fn serve_waiters(m: &mut Machine, waiters: &mut Vec<Waiter>, gated: bool) {
+    let wall = Instant::now();
+    let now = m.now();
     let mut i = 0;
     while i < waiters.len() {
-        let ready = match &waiters[i] {
-            Waiter::UartRead { usart, answer_at, .. } => m.uart_available(*usart) > 0 || now >= *answer_at,
-            Waiter::UartUntil { answer_at, .. } => now >= *answer_at,
-            Waiter::Events { from, answer_at, .. } => m.next_event_seq() > *from || now >= *answer_at,
-            Waiter::UsbControl { answer_at, .. } => now >= *answer_at,
+        let w = &waiters[i];
+        // Due by its deadline: the board's clock when gated, wall time otherwise.
+        let due = if gated { w.until.is_some_and(|u| now >= u) } else { wall >= w.answer_at() };
+        let net_tripped = gated && !due && wall.saturating_duration_since(w.sent) >= wall_safety_net(w.budget);
+        let ready = match &w.what {
+            WaitFor::UartRead { usart, .. } => m.uart_available(*usart) > 0 || due,
+            WaitFor::Events { from, .. } => m.next_event_seq() > *from || due,
+            WaitFor::UartUntil { .. } | WaitFor::UsbControl { .. } | WaitFor::Sleep { .. } => due,
         };
-        if let Waiter::UartUntil { usart, needle, .. } = &waiters[i]
+        if let WaitFor::UartUntil { usart, needle, .. } = &w.what
             && let Some(got) = m.uart_take_until(*usart, needle)
         {
-            if let Waiter::UartUntil { reply, .. } = waiters.swap_remove(i) {
+            if let WaitFor::UartUntil { reply, .. } = waiters.swap_remove(i).what {
                 reply.send(Ok(got));
             }
             continue;
         }
-        if let Waiter::UsbControl { id, .. } = &waiters[i]
+        if let WaitFor::UsbControl { id, .. } = &w.what
             && let Some(done) = m.usb_completion(*id)
         {
-            if let Waiter::UsbControl { reply, .. } = waiters.swap_remove(i) {
+            if let WaitFor::UsbControl { reply, .. } = waiters.swap_remove(i).what {
                 reply.send(done);
+            }
+            continue;
+        }
+        if net_tripped && !ready {
+            let w = waiters.swap_remove(i);
+            let e = BoardError::WallSafetyNet {
+                board: m.name.clone(),
+                what: w.describe().to_string(),
+                budget: w.budget,
+                wall: wall.saturating_duration_since(w.sent),
+            };
+            match w.what {
+                WaitFor::UartRead { reply, .. } | WaitFor::UartUntil { reply, .. } => reply.send(Err(e)),
+                WaitFor::Events { reply, .. } => reply.send(Err(e)),
+                WaitFor::UsbControl { id, reply, .. } => {
+                    m.usb_cancel(id);
+                    reply.send(Err(e))
+                }
+                WaitFor::Sleep { reply } => reply.send(Err(e)),
             }
             continue;
         }
@@ -900,14 +1149,17 @@ fn serve_waiters(m: &mut Machine, waiters: &mut Vec<Waiter>) {
             i += 1;
             continue;
         }
-        match waiters.swap_remove(i) {
-            Waiter::UartRead { usart, max, reply, .. } => reply.send(Ok(m.uart_take(usart, max))),
-            Waiter::Events { from, reply, .. } => reply.send(Ok(m.events_from(from).cloned().collect())),
-            Waiter::UsbControl { id, request, budget, reply, .. } => {
+        let w = waiters.swap_remove(i);
+        let budget = w.budget;
+        match w.what {
+            WaitFor::UartRead { usart, max, reply } => reply.send(Ok(m.uart_take(usart, max))),
+            WaitFor::Events { from, reply } => reply.send(Ok(m.events_from(from).cloned().collect())),
+            WaitFor::Sleep { reply } => reply.send(Ok(())),
+            WaitFor::UsbControl { id, request, reply } => {
                 m.usb_cancel(id);
                 reply.send(Err(BoardError::UsbTimeout { board: m.name.clone(), request, deadline: budget }))
             }
-            Waiter::UartUntil { usart, needle, budget, reply, .. } => {
+            WaitFor::UartUntil { usart, needle, reply } => {
                 let usart_name = m.soc.layout.usarts.get(usart).map(|(n, _)| n.clone()).unwrap_or_default();
                 reply.send(Err(BoardError::UartTimeout {
                     board: m.name.clone(),

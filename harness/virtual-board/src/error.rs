@@ -18,6 +18,13 @@ pub enum BoardError {
     NotFound(String),
     #[error("board {board}: {what} did not complete within {deadline:?}")]
     Timeout { board: String, what: String, deadline: Duration },
+    /// A wait on a board in `timing: fast` counts on the board's clock; the wall clock only guards
+    /// against a board thread that stopped making progress (an emulator bug, a host stalled for
+    /// minutes). Tripping it is a failure of the rig or the host, never of the firmware.
+    #[error(
+        "board {board}: {what} (a wait of {budget:?} on the board's clock) was still unanswered after {wall:?} of          wall time: the wall-clock safety net tripped (host overloaded or emulator stuck; not a board failure)"
+    )]
+    WallSafetyNet { board: String, what: String, budget: Duration, wall: Duration },
     #[error("board {0}: the board thread has stopped")]
     Gone(String),
     #[error("board {board}: the board is powered off ({what} needs power)")]
@@ -48,4 +55,20 @@ pub enum BoardError {
     UsbTimeout { board: String, request: String, deadline: Duration },
     #[error("board {board}: {message}")]
     Other { board: String, message: String },
+}
+
+impl BoardError {
+    /// Whether this error is about the rig or the host (a lost board thread, a wall-clock safety
+    /// net, a reply that never came), not about what the firmware or the chip did.
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(
+            self,
+            BoardError::Timeout { .. }
+                | BoardError::WallSafetyNet { .. }
+                | BoardError::Gone(_)
+                | BoardError::NotFound(_)
+                | BoardError::NameTaken(_)
+                | BoardError::Pty { .. }
+        )
+    }
 }

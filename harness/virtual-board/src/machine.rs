@@ -384,7 +384,12 @@ impl Machine {
         let outcome = match stop {
             Stop::Budget => RunOutcome::Progress,
             Stop::Sleeping => {
-                if self.soc.sys.scheduler.is_empty() && self.cpu.systick_next_event().is_none() {
+                // A device event dispatched just now (a ROM wake, an interrupt line) wakes the
+                // core on the next run: not idle yet.
+                if self.soc.sys.scheduler.is_empty()
+                    && self.cpu.systick_next_event().is_none()
+                    && !hil_cortex_m::Bus::attention(&self.soc.sys)
+                {
                     RunOutcome::Idle
                 } else {
                     RunOutcome::Progress
@@ -422,7 +427,7 @@ impl Machine {
             let next = self.soc.sys.deadline_cycle().min(target).max(self.cpu.cycles() + 1);
             self.cpu.skip_cycles(next - self.cpu.cycles());
             self.dispatch_events();
-            if let Some(cause) = self.soc.sys.take_attention().reset {
+            if let Some(cause) = self.cpu.absorb_attention(&mut self.soc.sys) {
                 self.system_reset(cause);
             }
         }
@@ -779,7 +784,7 @@ impl Machine {
         if let Some(cause) = self.cpu.take_reset_request() {
             self.system_reset(cause);
         }
-        if let Some(cause) = self.soc.sys.take_attention().reset {
+        if let Some(cause) = self.cpu.absorb_attention(&mut self.soc.sys) {
             self.system_reset(cause);
         }
         self.drain_outputs();

@@ -102,8 +102,9 @@ fn rom_model_polls_echoes_takes_exceptions_and_goes_back() {
     // Device events (received frames) wake the idle loop; the model answers through USART2.
     u.write(b"ab").wait().unwrap();
     assert_eq!(u.read_until(b"bc", T).wait().unwrap(), b"bc");
-    // Its timer wakes it too, and the USART2 interrupt vectors through the ROM's table.
-    std::thread::sleep(Duration::from_millis(100));
+    // Its timer wakes it too, and the USART2 interrupt vectors through the ROM's table (100 ms on
+    // the board's clock: a fast board runs only while the host waits on it).
+    b.sleep(Duration::from_millis(100)).wait().unwrap();
     let (entries, polls, timer_polls, usart_irqs) = rom_stats(&b);
     assert_eq!(entries, 1);
     assert!(polls >= 2 && timer_polls >= 1, "polls {polls}, timer polls {timer_polls}");
@@ -181,7 +182,7 @@ fn core_executed_flash_programming_through_the_debug_port() {
     let end = std::time::Instant::now() + T;
     while d.state().wait().unwrap() != CoreState::Halted(HaltReason::Breakpoint) {
         assert!(std::time::Instant::now() < end, "the routine did not reach its BKPT");
-        std::thread::sleep(Duration::from_millis(5));
+        b.sleep(Duration::from_millis(5)).wait().unwrap();
     }
     assert_eq!(d.read(0x0801_0000, Size::Word).wait().unwrap(), 0x1122_3344);
     assert_eq!(d.read(0x0801_0004, Size::Word).wait().unwrap(), 0x5566_7788);

@@ -197,7 +197,7 @@ fn systick_left_running_hangs_the_rom_in_its_default_handler() {
             if core.ipsr == 15 || std::time::Instant::now() > end {
                 break core;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            b.sleep(Duration::from_millis(5)).wait().unwrap();
         };
         assert_eq!(core.ipsr, 15, "{chip}: in the SysTick handler");
         let h = Host::new(&b, "USART2");
@@ -376,7 +376,7 @@ fn after_go_an_application_without_its_own_vtor_runs_the_roms_handlers() {
         let cur = b.event_cursor().wait().unwrap();
         assert_eq!(h.go(0x0800_0000), Some(ACK));
         b.wait_event(cur, T, |e| matches!(e.kind, EventKind::RomLeft { .. })).unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        b.sleep(Duration::from_millis(200)).wait().unwrap();
         let t = b.now().wait().unwrap();
         assert!(t.as_us() > 50_000, "virtual time moved on");
         let ticks = u32::from_le_bytes(b.peek(0x2000_8000, 4).wait().unwrap().try_into().unwrap());

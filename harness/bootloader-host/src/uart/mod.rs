@@ -10,7 +10,10 @@ mod error;
 pub mod protocol;
 
 use std::io::{ErrorKind, Read, Write};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, Deadline, WallClock};
 
 use serialport::{ClearBuffer, DataBits, FlowControl, Parity, SerialPort, StopBits};
 
@@ -178,6 +181,9 @@ pub struct BootloaderInfo {
 /// AN3155 host over a serial port.
 pub struct UartClient {
     port: Box<dyn SerialPort>,
+    /// What the port's read timeouts count (see [`crate::clock`]): every deadline of the
+    /// client is on this clock.
+    clock: Arc<dyn Clock>,
     config: Config,
     tap: Tap,
     get: Option<GetReply>,
@@ -193,9 +199,16 @@ struct Ctx {
 }
 
 impl UartClient {
-    /// Wraps an already configured port (see [`open_port`] / [`configure_port`]).
+    /// Wraps an already configured port (see [`open_port`] / [`configure_port`]) whose read
+    /// timeouts are wall time (a tty, a PTY).
     pub fn new(port: Box<dyn SerialPort>, config: Config) -> Self {
-        UartClient { port, config, tap: Tap::default(), get: None }
+        Self::with_clock(port, config, WallClock::shared())
+    }
+
+    /// Wraps a port whose read timeouts count on `clock` (a virtual board's in-process port: its
+    /// reads let the board's clock run, and the client's deadlines are on the same clock).
+    pub fn with_clock(port: Box<dyn SerialPort>, config: Config, clock: Arc<dyn Clock>) -> Self {
+        UartClient { port, clock, config, tap: Tap::default(), get: None }
     }
 
     /// Records every byte sent and received, and a note per command, into `sink`.
@@ -258,12 +271,12 @@ impl UartClient {
 
     /// Reads exactly `n` bytes before `timeout` runs out.
     fn read_exact(&mut self, n: usize, timeout: Duration, ctx: Ctx, stage: Stage) -> Result<Vec<u8>> {
-        let deadline = deadline_after(timeout);
+        let deadline = Deadline::after(&self.clock, timeout);
         let mut buf = vec![0u8; n];
         let mut got = 0;
         while got < n {
-            let now = Instant::now();
-            if now >= deadline {
+            let left = deadline.remaining();
+            if left.is_zero() {
                 return Err(UartError::Timeout {
                     command: ctx.command,
                     subject: ctx.subject,
@@ -275,10 +288,10 @@ impl UartClient {
                 });
             }
             let io = |source| UartError::Io { during: format!("{}{}", ctx.command, ctx.subject), source };
-            self.port.set_timeout(deadline - now).map_err(|e| io(e.into()))?;
+            self.port.set_timeout(left).map_err(|e| io(e.into()))?;
             match self.port.read(&mut buf[got..]) {
                 // Nothing yet (a port with VMIN=0 semantics): the deadline bounds the wait.
-                Ok(0) => std::thread::sleep(Duration::from_millis(1).min(deadline - now)),
+                Ok(0) => self.clock.sleep(Duration::from_millis(1).min(left)),
                 Ok(k) => {
                     self.tap
                         .emit(|| Event::Bytes { direction: Direction::DeviceToHost, data: buf[got..got + k].to_vec() });
@@ -293,9 +306,9 @@ impl UartClient {
 
     /// Waits for ACK, skipping BUSY, until `timeout`.
     fn expect_ack(&mut self, timeout: Duration, ctx: Ctx, stage: Stage) -> Result<()> {
-        let deadline = deadline_after(timeout);
+        let deadline = Deadline::after(&self.clock, timeout);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.remaining();
             let byte = self.read_exact(1, left, ctx, stage).map_err(|e| match e {
                 UartError::Timeout { .. } => UartError::Timeout {
                     command: ctx.command,
@@ -392,9 +405,9 @@ impl UartClient {
     /// leave the ROM one command byte out of step (AN3155 section 2: after the first 0x7F the ROM
     /// reads every byte as part of a command frame).
     fn read_sync_reply(&mut self, ctx: Ctx) -> Result<Option<SyncOutcome>> {
-        let deadline = deadline_after(self.config.timeouts.read);
+        let deadline = Deadline::after(&self.clock, self.config.timeouts.read);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.remaining();
             match self.read_exact(1, left, ctx, Stage::Reply) {
                 Ok(b) if b[0] == ACK => return Ok(Some(SyncOutcome::Synced)),
                 Ok(b) if b[0] == NACK => return Ok(Some(SyncOutcome::AlreadySynced)),
@@ -409,15 +422,15 @@ impl UartClient {
     /// until the device answers NACK, for at most `timeouts.resync` (\[SF\] stm32_resync).
     pub fn resync(&mut self) -> Result<()> {
         let total = self.config.timeouts.resync;
-        let deadline = deadline_after(total);
+        let deadline = Deadline::after(&self.clock, total);
         let ctx = Ctx { command: Command::Get, subject: Subject::None };
         self.tap.note(|| "resync: 0xFF 0x00 until NACK".into());
-        while Instant::now() < deadline {
+        while !deadline.passed() {
             if self.send(&[0xFF, 0x00], ctx).is_err() {
-                std::thread::sleep(Duration::from_millis(10));
+                self.clock.sleep(Duration::from_millis(10).min(deadline.remaining()));
                 continue;
             }
-            let wait = self.config.timeouts.read.min(deadline.saturating_duration_since(Instant::now()));
+            let wait = self.config.timeouts.read.min(deadline.remaining());
             match self.read_exact(1, wait, ctx, Stage::Reply) {
                 Ok(b) if b[0] == NACK => return Ok(()),
                 Ok(_) | Err(UartError::Timeout { .. }) => {}
@@ -689,12 +702,6 @@ impl UartClient {
             Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         })
     }
-}
-
-/// `timeout` from now; absurdly long timeouts mean "a year", not an overflow panic.
-fn deadline_after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
 fn invalid(ctx: Ctx, reason: String) -> UartError {
