@@ -14,6 +14,22 @@ pub trait PowerSwitch: Send {
 /// virtual time on a virtual board, which in `timing: fast` may take less wall time).
 pub trait BoardClock: Send {
     fn wait(&mut self, d: Duration);
+    /// `wait`, cut short once `stop()` says so (Ctrl-C must not sit out a long `wait` step).
+    /// Returns whether it was cut short. The default waits in slices of at most 50 ms; a clock
+    /// whose slices would not add up to `d` exactly overrides it.
+    fn wait_unless(&mut self, d: Duration, stop: &dyn Fn() -> bool) -> bool {
+        let end = std::time::Instant::now() + d;
+        loop {
+            if stop() {
+                return true;
+            }
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.wait(left.min(Duration::from_millis(50)));
+        }
+    }
 }
 
 /// Opens the ROM's USB DFU device when it is there.
@@ -95,5 +111,15 @@ mod tests {
         assert!(e.starts_with("power command `false` failed"), "{e}");
         let mut missing = CommandPower { on: vec![], off: vec!["/nonexistent/uhubctl".into()] };
         assert!(missing.power_cycle(Duration::ZERO).unwrap_err().contains("/nonexistent/uhubctl"));
+    }
+
+    #[test]
+    fn a_wall_clock_wait_ends_when_told_to_stop() {
+        let t0 = std::time::Instant::now();
+        let stop_at = t0 + Duration::from_millis(100);
+        let cut = WallClock.wait_unless(Duration::from_secs(30), &|| std::time::Instant::now() >= stop_at);
+        assert!(cut);
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        assert!(!WallClock.wait_unless(Duration::from_millis(20), &|| false), "a wait left alone runs out");
     }
 }

@@ -969,8 +969,12 @@ impl BoardSession for RigSession {
             Action::Resume(_) => outcome_from(self.probe().and_then(|p| p.resume())),
             Action::ResetHalt(_) => outcome_from(self.probe().and_then(|p| p.reset_halt())),
             Action::Wait(d) => {
-                self.backends.clock.wait(d.std().min(cx.remaining()));
-                StepOutcome::passed()
+                let cancel = cx.cancel.clone();
+                if self.backends.clock.wait_unless(d.std().min(cx.remaining()), &|| cancel.is_cancelled()) {
+                    StepOutcome::error("wait cut short")
+                } else {
+                    StepOutcome::passed()
+                }
             }
             Action::Enter(e) => crate::strategy::enter(self, e.state, e.via, cx),
             Action::ReadoutUnprotect(r) => outcome_from(

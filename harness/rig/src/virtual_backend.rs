@@ -224,22 +224,31 @@ pub struct VirtualClock {
 
 impl BoardClock for VirtualClock {
     fn wait(&mut self, d: Duration) {
+        self.wait_unless(d, &|| false);
+    }
+
+    // One target on the board's clock: slices would each overshoot it a little.
+    fn wait_unless(&mut self, d: Duration, stop: &dyn Fn() -> bool) -> bool {
         let wall_end = Instant::now() + d;
         let Ok(start) = self.board.now().wait() else {
             std::thread::sleep(d);
-            return;
+            return false;
         };
         let target = start.as_ps().saturating_add(d.as_nanos().min(u64::MAX as u128) as u64 * 1000);
         while Instant::now() < wall_end {
+            if stop() {
+                return true;
+            }
             match self.board.now().wait() {
-                Ok(t) if t.as_ps() >= target => return,
+                Ok(t) if t.as_ps() >= target => return false,
                 Ok(_) => std::thread::sleep(Duration::from_millis(1)),
                 Err(_) => {
                     std::thread::sleep(wall_end.saturating_duration_since(Instant::now()));
-                    return;
+                    return false;
                 }
             }
         }
+        false
     }
 }
 

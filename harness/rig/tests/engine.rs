@@ -327,10 +327,33 @@ fn cancellation_leaves_a_valid_interrupted_report() {
     let r = &run.report;
     assert_eq!(r.status, RunStatus::Interrupted);
     let long = result(r, "long", "a");
-    assert_eq!(long.steps[1].status, Status::NotRun);
+    assert_eq!(long.status, Status::Interrupted);
+    assert_eq!(long.message.as_deref(), Some("interrupted at step 1 send"));
+    // The running step and the one not yet run.
+    assert_eq!([long.steps[0].status, long.steps[1].status], [Status::Interrupted, Status::Interrupted]);
+    assert!(long.steps[0].duration_ms < 10_000, "the step was cut short: {} ms", long.steps[0].duration_ms);
+    assert!(long.diagnosis.is_none(), "an interruption is no failure to diagnose");
+    assert_eq!((r.summary.interrupted, r.summary.failed, r.summary.errors), (1, 0, 0));
     assert!(r.scenarios.iter().all(|s| s.scenario != "zz-later"), "nothing starts after cancellation");
     let on_disk: RunReport = serde_json::from_slice(&std::fs::read(run.dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(on_disk.status, RunStatus::Interrupted);
+}
+
+#[test]
+fn an_interrupted_scenario_has_no_verdict_even_when_it_expects_to_fail() {
+    let run = run_with(
+        &[(
+            "faulty",
+            "name: faulty\nexpect: { outcome: fail, cause: remap-not-done }\nsteps:\n  - send: { text: 'sleep:20000' }\n    timeout: 60s\n  - send: { text: 'fail:remap-not-done' }\n",
+        )],
+        &["a"],
+        Some(Duration::from_millis(300)),
+        false,
+    );
+    let faulty = result(&run.report, "faulty", "a");
+    assert_eq!(faulty.status, Status::Interrupted, "{:?}", faulty.message);
+    assert_eq!(faulty.expected, None, "no observed outcome to compare");
+    assert!(!run.log.iter().any(|l| l.contains("fail:remap-not-done")), "{:?}", run.log);
 }
 
 #[test]
