@@ -256,6 +256,16 @@ fn run_summary(r: &hil_report::RunReport) -> String {
     s
 }
 
+/// Lock a lab board's hardware for a command that drives the board itself, as `hil run` does
+/// (a virtual board needs none). `Err` carries exit 1 after naming the resource and its holder.
+pub fn lock_board(board: &hil_config::Board) -> Result<hil_rig::lock::BoardLock, ExitCode> {
+    let dir = hil_rig::lock::default_lock_dir();
+    hil_rig::lock::BoardLock::acquire(&dir, board, std::time::Duration::ZERO, &|| false).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_FAILED)
+    })
+}
+
 /// Load boards.yaml alone (for commands that take `--board` but no scenarios) and find a board.
 pub fn board_from(boards_path: &Path, name: &str) -> Result<(hil_config::LoadedBoards, String), ExitCode> {
     let loaded = match hil_config::load_boards(boards_path) {

@@ -1,6 +1,6 @@
 //! The scenario engine: boards in parallel (one task per board, bounded), scenarios on a board in
 //! sequence, every step with a deadline, Ctrl-C / SIGTERM cancellation that still leaves a valid
-//! report, and the board lock held for the whole run.
+//! report, and the lock of a lab board's hardware held for the whole run.
 //!
 //! Steps are blocking work (probe-rs, serial, USB): each runs on the blocking pool while the async
 //! side enforces the deadline. Backends also honour the deadline themselves ([`StepCx::deadline`]),
@@ -272,11 +272,11 @@ async fn run_board(
     if runnable.is_empty() || cancel.is_cancelled() {
         return;
     }
-    // Lock, then open, on the blocking pool.
+    // Lock (a lab board's hardware; a virtual board takes no lock), then open, on the blocking pool.
     let (lock_dir, wait, c) = (opts.lock_dir.clone(), opts.lock_wait, cancel.clone());
-    let lock_name = name.clone();
+    let lock_board = plan.board.clone();
     let lock =
-        tokio::task::spawn_blocking(move || BoardLock::acquire(&lock_dir, &lock_name, wait, &|| c.is_cancelled()))
+        tokio::task::spawn_blocking(move || BoardLock::acquire(&lock_dir, &lock_board, wait, &|| c.is_cancelled()))
             .await;
     let _lock = match lock {
         Ok(Ok(l)) => l,
