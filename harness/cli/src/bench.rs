@@ -20,6 +20,9 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
+/// The benchmarks that drive a board themselves take virtual boards only, which lock nothing (a
+/// virtual board lives in this process); `bench suite` goes through the engine, which locks lab
+/// boards as `hil run` does.
 fn virtual_board(boards: &Path, board: &str) -> Result<Result<hil_config::Board, ExitCode>> {
     let (loaded, name) = match board_from(boards, board) {
         Ok(b) => b,

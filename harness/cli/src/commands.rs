@@ -9,6 +9,7 @@ use hil_config::{Config, Diagnostic, ValidationContext, load_and_validate};
 
 use crate::cli::{BenchCommand, Cli, Command, ConfigArgs, ImageCommand, ListWhat, SchemaWhat, SimCommand};
 use crate::output::table;
+use crate::signals::{StopSignal, StopSignals};
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
@@ -189,14 +190,20 @@ fn run(
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let cancel = hil_rig::CancelFlag::new();
+    let stopped_by = std::sync::Arc::new(std::sync::OnceLock::<StopSignal>::new());
     let outcome = runtime.block_on(async {
-        let c = cancel.clone();
+        let mut signals = StopSignals::install().context("installing the Ctrl-C / SIGTERM handlers")?;
+        let (c, stopped) = (cancel.clone(), stopped_by.clone());
         tokio::spawn(async move {
-            wait_for_stop_signal().await;
-            eprintln!("stopping: finishing the current steps and writing the report (again to force)");
+            let first = signals.next().await;
+            let _ = stopped.set(first);
+            eprintln!(
+                "{}: stopping: finishing the current steps and writing the report (again to force)",
+                first.name()
+            );
             c.cancel();
-            wait_for_stop_signal().await;
-            std::process::exit(130);
+            let again = signals.next().await;
+            std::process::exit(again.exit_code().into());
         });
         let progress = crate::output::progress(None, format!("running {total} scenario runs"));
         let opts = hil_rig::EngineOptions { lock_wait: lock_wait.std(), audit_diagnosis, ..Default::default() };
@@ -209,32 +216,15 @@ fn run(
         )
         .await;
         progress.finish_and_clear();
-        r
+        r.context("writing the report")
     });
-    let (report, dir) = outcome.context("writing the report")?;
+    let (report, dir) = outcome?;
     print!("{}", run_summary(&report));
     println!("reports: {}", dir.path().display());
-    Ok(ExitCode::from(if report.status == hil_report::RunStatus::Passed { 0 } else { EXIT_FAILED }))
-}
-
-/// Ctrl-C or SIGTERM.
-async fn wait_for_stop_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+    if let Some(signal) = stopped_by.get() {
+        return Ok(ExitCode::from(signal.exit_code()));
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    Ok(ExitCode::from(if report.status == hil_report::RunStatus::Passed { 0 } else { EXIT_FAILED }))
 }
 
 /// One line per scenario run, then the totals.
@@ -254,15 +244,26 @@ fn run_summary(r: &hil_report::RunReport) -> String {
     let m = &r.summary;
     let _ = writeln!(
         s,
-        "{}: {} passed, {} failed, {} errors, {} skipped ({:.1} s)",
+        "{}: {} passed, {} failed, {} errors, {} skipped{} ({:.1} s)",
         format!("{:?}", r.status).to_uppercase(),
         m.passed,
         m.failed,
         m.errors,
         m.skipped,
+        if m.interrupted == 0 { String::new() } else { format!(", {} interrupted", m.interrupted) },
         r.wall_duration_ms as f64 / 1000.0
     );
     s
+}
+
+/// Lock a lab board's hardware for a command that drives the board itself, as `hil run` does
+/// (a virtual board needs none). `Err` carries exit 1 after naming the resource and its holder.
+pub fn lock_board(board: &hil_config::Board) -> Result<hil_rig::lock::BoardLock, ExitCode> {
+    let dir = hil_rig::lock::default_lock_dir();
+    hil_rig::lock::BoardLock::acquire(&dir, board, std::time::Duration::ZERO, &|| false).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_FAILED)
+    })
 }
 
 /// Load boards.yaml alone (for commands that take `--board` but no scenarios) and find a board.

@@ -65,6 +65,11 @@ pub fn flash(boards: &Path, board: &str, request: FlashRequest<'_>) -> Result<Ex
         return Ok(ExitCode::from(EXIT_CONFIG));
     }
 
+    // The hardware `hil run` would lock; held until the board is closed.
+    let _lock = match crate::commands::lock_board(&board) {
+        Ok(l) => l,
+        Err(code) => return Ok(code),
+    };
     let mut session = hil_rig::opener::rig_opener().open_session(&board).map_err(anyhow::Error::msg)?;
     // From here on a failure is the operation failing (exit 1), not a configuration problem.
     let plan = FlashPlan { via, verify, go, bin_base, target, image_base };

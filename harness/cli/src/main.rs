@@ -1,13 +1,15 @@
 //! `hil`: the bootloader conformance rig's command line.
 //!
 //! Exit codes: 0 everything passed / valid; 1 a scenario failed; 2 configuration, usage or
-//! "not yet supported" errors (the run never started).
+//! "not yet supported" errors (the run never started); `hil run` stopped by SIGINT 130, by
+//! SIGTERM 143 (128 + the signal number).
 
 mod bench;
 mod cli;
 mod commands;
 mod flash;
 mod output;
+mod signals;
 mod sim;
 
 use std::process::ExitCode;

@@ -75,8 +75,13 @@ pub fn render_html(r: &RunReport) -> String {
     let s = &r.summary;
     let _ = write!(
         h,
-        "<section id=\"summary\"><h2>Summary</h2><p>{} scenario runs: <b>{}</b> passed, <b>{}</b> failed, <b>{}</b> errors, <b>{}</b> skipped.</p>",
-        s.total, s.passed, s.failed, s.errors, s.skipped
+        "<section id=\"summary\"><h2>Summary</h2><p>{} scenario runs: <b>{}</b> passed, <b>{}</b> failed, <b>{}</b> errors, <b>{}</b> skipped{}.</p>",
+        s.total,
+        s.passed,
+        s.failed,
+        s.errors,
+        s.skipped,
+        if s.interrupted == 0 { String::new() } else { format!(", <b>{}</b> interrupted", s.interrupted) }
     );
     if !r.command.is_empty() {
         let _ = write!(h, "<p class=\"muted\">command: <code>{}</code></p>", esc(&r.command.join(" ")));
@@ -156,7 +161,8 @@ pub fn render_html(r: &RunReport) -> String {
 }
 
 fn scenario_section(h: &mut String, x: &ScenarioResult) {
-    let open = if matches!(x.status, Status::Failed | Status::Error) { " open" } else { "" };
+    // Open where a reader must look: what failed, and where an interrupted run stopped.
+    let open = if matches!(x.status, Status::Failed | Status::Error | Status::Interrupted) { " open" } else { "" };
     let _ = write!(
         h,
         "<section id=\"{}\"><details{open}><summary><h3 style=\"display:inline\">{} on {}</h3> {} <span class=\"muted\">{} ms &middot; {}</span></summary>",

@@ -11,14 +11,15 @@ pub fn render_markdown(r: &RunReport) -> String {
     let _ = writeln!(s, "# hil run `{}`: {}\n", r.run_id, format!("{:?}", r.status).to_uppercase());
     let _ = writeln!(
         s,
-        "Started {} - {:.1} s - {} scenario runs: {} passed, {} failed, {} errors, {} skipped.\n",
+        "Started {} - {:.1} s - {} scenario runs: {} passed, {} failed, {} errors, {} skipped{}.\n",
         r.started_at,
         r.wall_duration_ms as f64 / 1000.0,
         r.summary.total,
         r.summary.passed,
         r.summary.failed,
         r.summary.errors,
-        r.summary.skipped
+        r.summary.skipped,
+        interrupted_count(r.summary.interrupted)
     );
     // Board x scenario matrix.
     let boards: Vec<&str> = r.boards.iter().map(|b| b.name.as_str()).collect();
@@ -63,7 +64,24 @@ pub fn render_markdown(r: &RunReport) -> String {
             let _ = writeln!(s, "```text\n{}```\n", failure_details(f));
         }
     }
+    let interrupted: Vec<_> = r.scenarios.iter().filter(|x| x.status == Status::Interrupted).collect();
+    if !interrupted.is_empty() {
+        let _ = writeln!(s, "\n## Interrupted\n");
+        let _ = writeln!(s, "Stopped by Ctrl-C / SIGTERM before they reached a verdict.\n");
+        for x in interrupted {
+            let _ = writeln!(s, "### {} on {} ({})\n", md_text(&x.scenario), md_text(&x.board), md_text(&x.file));
+            if let Some(m) = &x.message {
+                let _ = writeln!(s, "{}\n", md_text(m));
+            }
+            let _ = writeln!(s, "```text\n{}```\n", failure_details(x));
+        }
+    }
     s
+}
+
+/// ", N interrupted" when there are any (most runs finish; the line stays short then).
+fn interrupted_count(n: usize) -> String {
+    if n == 0 { String::new() } else { format!(", {n} interrupted") }
 }
 
 /// Text outside code blocks: no raw HTML, no table breaks.
@@ -76,6 +94,7 @@ fn cell(status: Status) -> String {
         Status::Passed => "passed".into(),
         Status::Failed => "**FAILED**".into(),
         Status::Error => "**ERROR**".into(),
+        Status::Interrupted => "_interrupted_".into(),
         other => other.as_str().into(),
     }
 }

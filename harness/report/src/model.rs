@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// 2: wall-clock keys renamed `wall_*`; steps carry the board's virtual time.
+/// 2: wall-clock keys renamed `wall_*`; steps carry the board's virtual time; `interrupted`
+/// step and scenario status, `summary.interrupted`.
 pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,6 +78,8 @@ pub enum Status {
     Skipped,
     /// Not run because an earlier step failed.
     NotRun,
+    /// Cut off by Ctrl-C / SIGTERM: running or not yet run when the run was stopped. No verdict.
+    Interrupted,
 }
 
 impl Status {
@@ -87,6 +90,7 @@ impl Status {
             Status::Error => "error",
             Status::Skipped => "skipped",
             Status::NotRun => "not-run",
+            Status::Interrupted => "interrupted",
         }
     }
 }
@@ -214,6 +218,9 @@ pub struct Summary {
     pub failed: usize,
     pub errors: usize,
     pub skipped: usize,
+    /// Cut off by Ctrl-C / SIGTERM (absent in reports written before schema 2).
+    #[serde(default)]
+    pub interrupted: usize,
 }
 
 impl Summary {
@@ -225,6 +232,7 @@ impl Summary {
             failed: count(Status::Failed),
             errors: count(Status::Error),
             skipped: count(Status::Skipped),
+            interrupted: count(Status::Interrupted),
         }
     }
 }
@@ -253,7 +261,8 @@ impl RunReport {
         let mut rows: BTreeMap<String, BTreeMap<String, ConformanceCell>> = BTreeMap::new();
         for r in &self.scenarios {
             let Some(class) = &r.class else { continue };
-            if r.status == Status::Skipped {
+            // No verdict, no cell: the run's status already says it is incomplete.
+            if matches!(r.status, Status::Skipped | Status::Interrupted) {
                 continue;
             }
             let expected = match &r.expected {
@@ -293,8 +302,14 @@ impl RunReport {
         self.summary = Summary::of(&self.scenarios);
         self.conformance = self.conformance_matrix();
         if self.status == RunStatus::Running {
-            self.status =
-                if self.summary.failed + self.summary.errors > 0 { RunStatus::Failed } else { RunStatus::Passed };
+            // An interrupted scenario has no verdict, so neither has the run.
+            self.status = if self.summary.interrupted > 0 {
+                RunStatus::Interrupted
+            } else if self.summary.failed + self.summary.errors > 0 {
+                RunStatus::Failed
+            } else {
+                RunStatus::Passed
+            };
         }
     }
 }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::model::{Evidence, ScenarioResult, Status};
 
-/// The failing step, the steps around it and the diagnosis, as plain text.
+/// The failing (or interrupted) step, the steps around it and the diagnosis, as plain text.
 pub fn failure_details(r: &ScenarioResult) -> String {
     let mut s = String::new();
     for step in &r.steps {
@@ -14,6 +14,7 @@ pub fn failure_details(r: &ScenarioResult) -> String {
             Status::Error => "ERR ",
             Status::Skipped => "skip",
             Status::NotRun => " -- ",
+            Status::Interrupted => "INT ",
         };
         let _ = writeln!(s, "[{mark}] {:>2}. {} ({} ms)", step.index + 1, step.summary, step.wall_duration_ms);
         if let Some(m) = &step.message

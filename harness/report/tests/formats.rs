@@ -9,7 +9,7 @@ use hil_report::*;
 fn summary_and_status_follow_the_results() {
     let r = sample();
     assert_eq!(r.status, RunStatus::Failed);
-    assert_eq!(r.summary, Summary { total: 3, passed: 1, failed: 1, errors: 0, skipped: 1 });
+    assert_eq!(r.summary, Summary { total: 3, passed: 1, failed: 1, errors: 0, skipped: 1, interrupted: 0 });
 }
 
 #[test]
@@ -149,4 +149,55 @@ fn conformance_rows_follow_the_class_numbers() {
     r.finish_status();
     let classes: Vec<&str> = r.conformance.iter().map(|row| row.class.as_str()).collect();
     assert_eq!(classes, ["1. PRIMASK", "2. interrupt context", "10. watchdog", "11. readout protection", "unnumbered"]);
+}
+
+/// The sample's passing scenario, cut off by Ctrl-C in its second step.
+fn interrupted_sample() -> RunReport {
+    let mut r = sample();
+    let mut x = r.scenarios[0].clone();
+    x.scenario = "long-wait".into();
+    x.class = Some("1. jump with PRIMASK set".into());
+    x.status = Status::Interrupted;
+    x.message = Some("interrupted at step 2 expect-bootloader".into());
+    x.steps[1].status = Status::Interrupted;
+    x.steps[1].message = Some("interrupted".into());
+    r.scenarios.push(x);
+    r.status = RunStatus::Running;
+    r.finish_status();
+    r
+}
+
+#[test]
+fn an_interrupted_scenario_has_no_verdict_in_any_format() {
+    let r = interrupted_sample();
+    assert_eq!(r.status, RunStatus::Interrupted, "no verdict for the run either");
+    assert_eq!(r.summary, Summary { total: 4, passed: 1, failed: 1, errors: 0, skipped: 1, interrupted: 1 });
+    // No conformance cell: one scenario of the class failed, the interrupted one adds nothing.
+    assert_eq!(r.conformance[0].cells["g071-virtual"].scenarios, ["jump-from-app-primask"]);
+
+    let json: serde_json::Value = serde_json::from_str(&render_json(&r).unwrap()).unwrap();
+    assert_eq!(json["scenarios"][3]["status"], "interrupted");
+    assert_eq!(json["scenarios"][3]["steps"][1]["status"], "interrupted");
+    assert_eq!(json["summary"]["interrupted"], 1);
+
+    let xml = render_junit(&r);
+    assert!(xml.contains(r#"<skipped message="interrupted" type="interrupted">"#), "{xml}");
+    assert!(!xml.contains("<error"), "an interrupted scenario is no error: {xml}");
+
+    let md = render_markdown(&r);
+    assert!(md.contains("1 skipped, 1 interrupted."), "{md}");
+    assert!(md.contains("| long-wait | _interrupted_ | - |"), "{md}");
+    assert!(md.contains("## Interrupted\n"), "{md}");
+    assert!(md.contains("[INT ]  2. expect-bootloader via uart"), "{md}");
+
+    let html = render_html(&r);
+    assert!(html.contains("<b>1</b> skipped, <b>1</b> interrupted."), "{html}");
+    assert!(html.contains(r#"<span class="badge interrupted">interrupted</span>"#), "{html}");
+    assert!(html.contains(".running,.interrupted{"), "the badge has a style");
+}
+
+#[test]
+fn a_schema_1_summary_without_interrupted_still_reads() {
+    let s: Summary = serde_json::from_str(r#"{"total":1,"passed":1,"failed":0,"errors":0,"skipped":0}"#).unwrap();
+    assert_eq!(s.interrupted, 0);
 }

@@ -1,6 +1,6 @@
 //! The scenario engine: boards in parallel (one task per board, bounded), scenarios on a board in
 //! sequence, every step with a deadline, Ctrl-C / SIGTERM cancellation that still leaves a valid
-//! report, and the board lock held for the whole run.
+//! report, and the lock of a lab board's hardware held for the whole run.
 //!
 //! Steps are blocking work (probe-rs, serial, USB): each runs on the blocking pool. A step's
 //! deadline is on the board's clock ([`BoardSession::clock`]): wall time for a lab board, the
@@ -289,6 +289,12 @@ fn errored(p: &PlannedScenario, board: &str, why: String) -> ScenarioResult {
     ScenarioResult { status: Status::Error, ..skipped(p, board, why) }
 }
 
+/// A scenario the board could not start: an error, unless Ctrl-C / SIGTERM cut the start short.
+fn not_started(p: &PlannedScenario, board: &str, why: String, cancel: &CancelFlag) -> ScenarioResult {
+    let status = if cancel.is_cancelled() { Status::Interrupted } else { Status::Error };
+    ScenarioResult { status, ..skipped(p, board, why) }
+}
+
 async fn run_board(
     plan: BoardPlan,
     opener: Arc<dyn BoardOpener>,
@@ -301,20 +307,21 @@ async fn run_board(
     for p in plan.scenarios.iter().filter(|p| p.skip.is_some()) {
         let _ = tx.send(skipped(p, &name, p.skip.clone().unwrap_or_default()));
     }
-    if runnable.is_empty() {
+    // Waited for a free slot past Ctrl-C: nothing starts after cancellation.
+    if runnable.is_empty() || cancel.is_cancelled() {
         return;
     }
-    // Lock, then open, on the blocking pool.
+    // Lock (a lab board's hardware; a virtual board takes no lock), then open, on the blocking pool.
     let (lock_dir, wait, c) = (opts.lock_dir.clone(), opts.lock_wait, cancel.clone());
-    let lock_name = name.clone();
+    let lock_board = plan.board.clone();
     let lock =
-        tokio::task::spawn_blocking(move || BoardLock::acquire(&lock_dir, &lock_name, wait, &|| c.is_cancelled()))
+        tokio::task::spawn_blocking(move || BoardLock::acquire(&lock_dir, &lock_board, wait, &|| c.is_cancelled()))
             .await;
     let _lock = match lock {
         Ok(Ok(l)) => l,
         Ok(Err(e)) => {
             for p in runnable {
-                let _ = tx.send(errored(p, &name, e.to_string()));
+                let _ = tx.send(not_started(p, &name, e.to_string(), &cancel));
             }
             return;
         }
@@ -331,7 +338,7 @@ async fn run_board(
         Ok(Ok(s)) => Arc::new(Mutex::new(s)),
         Ok(Err(e)) => {
             for p in runnable {
-                let _ = tx.send(errored(p, &name, format!("opening board `{name}` failed: {e}")));
+                let _ = tx.send(not_started(p, &name, format!("opening board `{name}` failed: {e}"), &cancel));
             }
             return;
         }
@@ -380,6 +387,10 @@ async fn run_scenario(
     let started_at = hil_report::now_rfc3339();
     let mut steps: Vec<StepResult> = Vec::new();
     let mut failure: Option<(usize, StepOutcome)> = None;
+    // The first step cut off by Ctrl-C / SIGTERM, running or not yet run.
+    let mut interrupted: Option<usize> = None;
+    // Where the scenario's evidence goes: the last step that ran.
+    let mut last_ran: Option<usize> = None;
     let mut usable = true;
 
     let begin = {
@@ -399,22 +410,35 @@ async fn run_scenario(
     for (i, located) in s.steps.iter().enumerate() {
         let step = &located.value;
         let offset = started.elapsed();
-        if failure.is_some() || cancel.is_cancelled() {
+        if failure.is_some() {
             steps.push(step_result(i, step, Status::NotRun, offset, Duration::ZERO, None, vec![]));
             continue;
         }
-        let run = exec_step(&session, step, i, p, opts, cancel).await;
+        if cancel.is_cancelled() {
+            interrupted.get_or_insert(i);
+            steps.push(step_result(i, step, Status::Interrupted, offset, Duration::ZERO, None, vec![]));
+            continue;
+        }
+        tracing::debug!(board, scenario = %s.name.value, step = i + 1, "running {}", step.action.summary());
+        let mut run = exec_step(&session, step, i, p, opts, cancel).await;
         usable = run.usable;
-        if run.outcome.status != Status::Passed {
+        last_ran = Some(steps.len());
+        if cancel.is_cancelled() {
+            // Cut off while it ran: whatever it returned (a wait cut short, a failed read), it is
+            // no verdict on the board.
+            interrupted.get_or_insert(i);
+            run.outcome.status = Status::Interrupted;
+            run.outcome.message = Some(match run.outcome.message {
+                Some(m) => format!("interrupted ({m})"),
+                None => "interrupted".into(),
+            });
+        } else if run.outcome.status != Status::Passed {
             failure = Some((i, run.outcome.clone()));
         }
         let mut r =
             step_result(i, step, run.outcome.status, offset, run.wall, run.outcome.message, run.outcome.evidence);
         set_virtual_span(&mut r, run.virtual_span);
         steps.push(r);
-    }
-    if cancel.is_cancelled() && failure.is_none() && steps.iter().any(|s| s.status == Status::NotRun) {
-        failure = Some((steps.len(), StepOutcome::error("interrupted")));
     }
 
     // Diagnosis of a firmware failure (not of rig errors or interruptions).
@@ -457,6 +481,7 @@ async fn run_scenario(
         // Cleanup runs even after Ctrl-C: restoring the board is worth its few seconds.
         let run = exec_step(&session, step, i, p, opts, &CancelFlag::new()).await;
         usable = run.usable;
+        last_ran = Some(steps.len());
         if run.outcome.status != Status::Passed && cleanup_failure.is_none() {
             cleanup_failure = Some(format!(
                 "cleanup step {} {}: {}",
@@ -481,7 +506,7 @@ async fn run_scenario(
             }),
         )
         .await
-            && let Some(last) = steps.iter_mut().rev().find(|s| s.status != Status::NotRun)
+            && let Some(last) = last_ran.and_then(|k| steps.get_mut(k))
         {
             last.evidence.extend(extra);
         }
@@ -492,6 +517,10 @@ async fn run_scenario(
     let observed_cause = diagnosis.as_ref().map(|d| d.cause.clone());
     let expect = s.expect.as_ref().map(|e| &e.value);
     let (status, message, expected) = match (rig_error, expect) {
+        // No verdict, whatever the scenario expects.
+        _ if interrupted.is_some() => {
+            (Status::Interrupted, interrupted.map(|i| format!("interrupted at step {} {}", i + 1, step_kw(s, i))), None)
+        }
         (Some((i, o)), _) => (
             Status::Error,
             Some(format!("step {} {}: {}", i + 1, step_kw(s, *i), o.message.clone().unwrap_or_default())),
@@ -531,7 +560,10 @@ async fn run_scenario(
                 Some(format!("step {} {}: {}", i + 1, step_kw(s, *i), o.message.clone().unwrap_or_default())),
                 None,
             ),
-            None if cancel.is_cancelled() => (Status::Error, Some("interrupted".into()), None),
+            // Every step passed, but the audit that completes the verdict was cut off.
+            None if opts.audit_diagnosis && audit.is_none() && cancel.is_cancelled() => {
+                (Status::Interrupted, Some("interrupted before the diagnosis audit".into()), None)
+            }
             None => match (&audit, &latent) {
                 (Some(Some(d)), None) => (
                     Status::Failed,

@@ -994,8 +994,18 @@ impl BoardSession for RigSession {
             Action::Resume(_) => outcome_from(self.probe().and_then(|p| p.resume())),
             Action::ResetHalt(_) => outcome_from(self.probe().and_then(|p| p.reset_halt())),
             Action::Wait(d) => {
-                cx.sleep(d.std());
-                StepOutcome::passed()
+                // In slices on the board's clock, so that Ctrl-C does not sit out a long wait.
+                let end = cx.clock().now().saturating_add(d.std().min(cx.remaining()));
+                loop {
+                    let left = end.saturating_sub(cx.clock().now());
+                    if left.is_zero() {
+                        break StepOutcome::passed();
+                    }
+                    if cx.cancel.is_cancelled() {
+                        break StepOutcome::error("wait cut short");
+                    }
+                    cx.clock().sleep(left.min(Duration::from_millis(50)));
+                }
             }
             Action::Enter(e) => crate::strategy::enter(self, e.state, e.via, cx),
             Action::ReadoutUnprotect(r) => outcome_from(

@@ -13,6 +13,9 @@ const BOARDS: &str = "\
 boards:
   - { name: a, chip: STM32G071RB, default: true, virtual: {} }
   - { name: b, chip: STM32G0B1RE, default: true, virtual: {} }
+  # Two names for one bench setup: they share a serial port (which need not exist to be locked).
+  - { name: bench-a, chip: STM32G071RB, lab: { serial: { port: /nonexistent/hil-engine-tty } } }
+  - { name: bench-b, chip: STM32G071RB, lab: { serial: { port: /nonexistent/hil-engine-tty } } }
 ";
 
 struct Fake {
@@ -329,10 +332,33 @@ fn cancellation_leaves_a_valid_interrupted_report() {
     let r = &run.report;
     assert_eq!(r.status, RunStatus::Interrupted);
     let long = result(r, "long", "a");
-    assert_eq!(long.steps[1].status, Status::NotRun);
+    assert_eq!(long.status, Status::Interrupted);
+    assert_eq!(long.message.as_deref(), Some("interrupted at step 1 send"));
+    // The running step and the one not yet run.
+    assert_eq!([long.steps[0].status, long.steps[1].status], [Status::Interrupted, Status::Interrupted]);
+    assert!(long.steps[0].wall_duration_ms < 10_000, "the step was cut short: {} ms", long.steps[0].wall_duration_ms);
+    assert!(long.diagnosis.is_none(), "an interruption is no failure to diagnose");
+    assert_eq!((r.summary.interrupted, r.summary.failed, r.summary.errors), (1, 0, 0));
     assert!(r.scenarios.iter().all(|s| s.scenario != "zz-later"), "nothing starts after cancellation");
     let on_disk: RunReport = serde_json::from_slice(&std::fs::read(run.dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(on_disk.status, RunStatus::Interrupted);
+}
+
+#[test]
+fn an_interrupted_scenario_has_no_verdict_even_when_it_expects_to_fail() {
+    let run = run_with(
+        &[(
+            "faulty",
+            "name: faulty\nexpect: { outcome: fail, cause: remap-not-done }\nsteps:\n  - send: { text: 'sleep:20000' }\n    timeout: 60s\n  - send: { text: 'fail:remap-not-done' }\n",
+        )],
+        &["a"],
+        Some(Duration::from_millis(300)),
+        false,
+    );
+    let faulty = result(&run.report, "faulty", "a");
+    assert_eq!(faulty.status, Status::Interrupted, "{:?}", faulty.message);
+    assert_eq!(faulty.expected, None, "no observed outcome to compare");
+    assert!(!run.log.iter().any(|l| l.contains("fail:remap-not-done")), "{:?}", run.log);
 }
 
 #[test]
@@ -366,25 +392,34 @@ fn a_board_that_cannot_be_opened_errors_its_scenarios() {
 }
 
 #[test]
-fn a_board_locked_by_another_run_is_not_touched() {
-    let (tmp, config) = setup(&[("x", "name: x\nsteps: [halt]\n")]);
-    let held = hil_rig::lock::BoardLock::acquire(&tmp.path().join("locks"), "a", Duration::ZERO, &|| false).unwrap();
+fn a_lab_board_whose_port_another_run_holds_is_not_touched() {
+    let (tmp, config) = setup(&[("x", "name: x\nsteps:\n  - send: { text: pass }\n")]);
+    // Another process's lock, as far as flock is concerned: taken through another board entry.
+    let held = hil_rig::lock::BoardLock::acquire(
+        &tmp.path().join("locks"),
+        config.boards.get("bench-a").unwrap(),
+        Duration::ZERO,
+        &|| false,
+    )
+    .unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
     let opener = Arc::new(Opener { barrier: Arc::new(Barrier::new(1)), log: log.clone(), fail_open: false });
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (report, _) = rt
         .block_on(engine::run_config(
             &config,
-            &[config.boards.get("a").unwrap()],
+            &[config.boards.get("bench-b").unwrap()],
             opener,
             &tmp.path().join("reports"),
             opts(tmp.path()),
             CancelFlag::new(),
         ))
         .unwrap();
-    let x = result(&report, "x", "a");
+    let x = result(&report, "x", "bench-b");
     assert_eq!(x.status, Status::Error);
-    assert!(x.message.as_ref().unwrap().starts_with("board `a` is in use by pid"), "{:?}", x.message);
+    let want =
+        format!("board `bench-b`: serial port /nonexistent/hil-engine-tty is in use by pid {}", std::process::id());
+    assert!(x.message.as_ref().unwrap().starts_with(&want), "{:?}", x.message);
     assert!(log.lock().unwrap().is_empty(), "the board was not opened");
     drop(held);
 }
