@@ -216,10 +216,14 @@ pub enum BenchCommand {
         #[arg(long, value_name = "NAME")]
         board: String,
     },
-    /// Run the whole scenario suite in `timing: fast`; print wall time per scenario as JSON.
+    /// Run the whole scenario suite in `timing: fast`; print wall and CPU time as JSON.
     Suite {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Run N virtual boards of the default kinds (cycling through them) instead of the
+        /// default boards: how the suite scales with parallel boards.
+        #[arg(long, value_name = "N")]
+        boards: Option<usize>,
     },
 }
 

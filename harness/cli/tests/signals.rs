@@ -31,7 +31,7 @@ fn assert_interrupted(report: &serde_json::Value, output: &str) {
     assert_eq!(long["message"], "interrupted at step 1 wait", "{output}");
     assert_eq!(long["steps"][0]["status"], "interrupted", "the running step");
     assert_eq!(long["steps"][1]["status"], "interrupted", "the step not yet run");
-    assert!(long["steps"][0]["duration_ms"].as_u64().unwrap() < 50_000, "the wait was cut short: {output}");
+    assert!(long["steps"][0]["wall_duration_ms"].as_u64().unwrap() < 50_000, "the wait was cut short: {output}");
     assert_eq!(report["summary"]["interrupted"], 1);
     assert!(output.contains("interrupted long"), "the summary line: {output}");
 }

@@ -250,6 +250,12 @@ pub async fn run(
             report.status = RunStatus::Error;
         }
     }
+    // Boards finish in whatever order the host schedules them; the final report lists them in
+    // the plan's order (each board's scenarios are already in order), so runs compare equal.
+    let board_order = |name: &str| report.boards.iter().position(|b| b.name == name).unwrap_or(usize::MAX);
+    let mut scenarios = std::mem::take(&mut report.scenarios);
+    scenarios.sort_by_key(|s| board_order(&s.board));
+    report.scenarios = scenarios;
     report.wall_finished_at = Some(hil_report::now_rfc3339());
     report.wall_duration_ms = started.elapsed().as_millis() as u64;
     if cancel.is_cancelled() {
