@@ -221,9 +221,10 @@ pub enum BenchCommand {
         #[command(flatten)]
         config: ConfigArgs,
         /// Run N virtual boards of the default kinds (cycling through them) instead of the
-        /// default boards: how the suite scales with parallel boards.
-        #[arg(long, value_name = "N")]
-        boards: Option<usize>,
+        /// default boards: how the suite scales with parallel boards. (`--boards` names the
+        /// boards file, as in every command.)
+        #[arg(long = "board-count", value_name = "N")]
+        board_count: Option<usize>,
     },
 }
 

@@ -52,7 +52,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 crate::bench::flash_uart(&boards, &board, &size, baud)
             }
             BenchCommand::FlashProbe { boards, board } => crate::bench::flash_probe(&boards, &board),
-            BenchCommand::Suite { config, boards } => crate::bench::suite(&config, boards),
+            BenchCommand::Suite { config, board_count } => crate::bench::suite(&config, board_count),
         },
     }
 }
