@@ -145,8 +145,7 @@ struct UsbRequest {
 }
 
 enum Cmd {
-    /// A job, then (gated boards) this much virtual time on the wire.
-    Exec(Job, Option<VirtualDuration>),
+    Exec(Job),
     Wait(Waiter),
     HostRx(PtyInput),
     Usb(UsbRequest),
@@ -164,6 +163,8 @@ struct Inner {
     gated: Arc<AtomicBool>,
     /// Epoch of [`Board::clock_now`] on wall-paced boards.
     wall_epoch: Instant,
+    /// The machine's clock as of its last move ([`Machine::published_now`]).
+    published_now: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Drop for Inner {
@@ -220,6 +221,7 @@ impl Board {
             return Err(BoardError::NameTaken(cfg.name.clone()));
         }
         let mut m = Machine::new(&cfg, rom)?;
+        let published_now = m.published_now();
         let usarts: Vec<String> = m.soc.layout.usarts.iter().map(|(n, _)| n.clone()).collect();
         let (tx, rx) = channel::<Cmd>();
         let mut ptys = Vec::new();
@@ -253,6 +255,7 @@ impl Board {
             default_deadline: cfg.default_deadline,
             gated,
             wall_epoch: Instant::now(),
+            published_now,
         });
         reg.insert(cfg.name.clone(), Arc::downgrade(&inner));
         Ok(Board { inner, deadline: cfg.default_deadline })
@@ -295,6 +298,7 @@ impl Board {
     /// Stop the board thread and wait for it (at most the deadline). The name is free again at
     /// once; other handles of this board get [`BoardError::Gone`] from then on.
     pub fn shutdown(self) -> Result<(), BoardError> {
+        self.inner.gated.store(false, Ordering::Release);
         let _ = self.inner.tx.send(Cmd::Shutdown);
         {
             let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
@@ -340,8 +344,20 @@ impl Board {
         f: impl FnOnce(&mut Machine) -> Result<R, BoardError> + Send + 'static,
     ) -> Pending<R> {
         let (p, reply) = pending(&self.inner.name, what, self.deadline);
-        let job: Job = Box::new(move |m, _| reply.send(f(m)));
-        let _ = self.inner.tx.send(Cmd::Exec(job, Some(virtual_duration(wire_time))));
+        let wire = virtual_duration(wire_time);
+        let job: Job = Box::new(move |m, c| {
+            let r = f(m);
+            // The answer comes back after the round trip, as from a probe on a bench; and the
+            // board's clock has its final value before the reply goes out (see `Board::now`).
+            if c.gated.load(Ordering::Relaxed) {
+                let target = m.now() + wire;
+                while m.now() < target {
+                    advance(m, target, SLICE_CYCLES);
+                }
+            }
+            reply.send(r)
+        });
+        let _ = self.inner.tx.send(Cmd::Exec(job));
         p
     }
 
@@ -354,7 +370,7 @@ impl Board {
         let (p, reply) = pending(&self.inner.name, what, budget);
         let job: Job = Box::new(move |m, c| reply.send(f(m, c)));
         // If the thread is gone the job (and its reply) is dropped: the Pending resolves Gone.
-        let _ = self.inner.tx.send(Cmd::Exec(job, None));
+        let _ = self.inner.tx.send(Cmd::Exec(job));
         p
     }
 
@@ -374,7 +390,7 @@ impl Board {
     /// Whether the board is gated (`timing: fast` without PTYs): its clock runs only while a host
     /// waits on it.
     pub fn gated(&self) -> bool {
-        self.inner.gated.load(Ordering::Relaxed)
+        self.inner.gated.load(Ordering::Acquire)
     }
 
     /// The clock the board's waits count on: virtual time on a gated board, wall time since the
@@ -519,8 +535,14 @@ impl Board {
             Ok(())
         })
     }
-    /// Virtual time now.
+    /// Virtual time now. A gated board's clock moves only while it serves this host's requests,
+    /// and it publishes the time before each reply, so the host reads it without a round trip
+    /// (the rig asks for it around every wait).
     pub fn now(&self) -> Pending<VirtualTime> {
+        if self.gated() {
+            let ps = self.inner.published_now.load(Ordering::Acquire);
+            return ready(&self.inner.name, "read virtual time", Ok(VirtualTime(ps)));
+        }
         self.call("read virtual time", self.deadline, |m, _| Ok(m.now()))
     }
 
@@ -863,7 +885,10 @@ impl Pacer {
 
 fn board_thread(m: Machine, rx: Receiver<Cmd>, ctl: Ctl, ptys: Vec<Pty>) {
     let name = m.name.clone();
+    let gated = ctl.gated.clone();
     let r = std::panic::catch_unwind(AssertUnwindSafe(move || board_loop(m, rx, ctl, ptys)));
+    // A stopped board is not gated: its handles ask the thread, and learn it is gone.
+    gated.store(false, Ordering::Release);
     if r.is_err() {
         tracing::error!(target: "hil_virtual_board", board = %name, "board thread panicked; the board is gone");
     }
@@ -928,7 +953,7 @@ fn board_loop(mut m: Machine, rx: Receiver<Cmd>, mut ctl: Ctl, mut ptys: Vec<Pty
         while let Some(cmd) = first.take().or_else(|| rx.try_recv().ok()) {
             match cmd {
                 Cmd::Shutdown => return,
-                Cmd::Exec(job, _) => {
+                Cmd::Exec(job) => {
                     job(&mut m, &mut ctl);
                     had_input = true;
                 }
@@ -1019,15 +1044,7 @@ fn gated_round(m: &mut Machine, rx: &Receiver<Cmd>, ctl: &mut Ctl, waiters: &mut
     while let Some(cmd) = first.take().or_else(|| rx.try_recv().ok()) {
         match cmd {
             Cmd::Shutdown => return false,
-            Cmd::Exec(job, wire) => {
-                job(m, ctl);
-                if let Some(d) = wire {
-                    let target = m.now() + d;
-                    while m.now() < target {
-                        advance(m, target, SLICE_CYCLES);
-                    }
-                }
-            }
+            Cmd::Exec(job) => job(m, ctl),
             Cmd::Wait(w) => waiters.push(w),
             Cmd::Usb(r) => submit_usb(m, r, waiters),
             // No PTY on a gated board; bytes from one that was just closed are dropped.

@@ -4,6 +4,8 @@
 //! drive one directly.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hil_chips::PinId;
 use hil_cortex_m::{
@@ -187,6 +189,9 @@ pub struct Machine {
     uart_limit: usize,
     /// Copies of device output for PTYs (per USART, when enabled).
     taps: Vec<Option<Vec<u8>>>,
+    /// The virtual time (ps) as of the last time the clock moved, for readers on other threads
+    /// (a gated board's host reads its clock without a round trip; see `Board::now`).
+    published_now: Arc<AtomicU64>,
 }
 
 impl Machine {
@@ -228,11 +233,17 @@ impl Machine {
             uart_out: vec![VecDeque::new(); n],
             uart_limit: cfg.uart_buffer.max(1),
             taps: vec![None; n],
+            published_now: Arc::new(AtomicU64::new(0)),
         })
     }
 
     pub fn now(&self) -> VirtualTime {
         self.soc.sys.time_at(self.cpu.cycles())
+    }
+    /// A cell that holds [`Machine::now`] as of the end of every run, skip or step: the clock
+    /// moves only there, and each of them ends before a reply to the host goes out.
+    pub fn published_now(&self) -> Arc<AtomicU64> {
+        self.published_now.clone()
     }
     pub fn powered(&self) -> bool {
         self.powered
@@ -487,6 +498,7 @@ impl Machine {
     /// Keep the shared "core halted" flag (watchdog debug freeze) and the event log in step
     /// with the core.
     fn sync_debug_state(&mut self) {
+        self.published_now.store(self.now().as_ps(), Ordering::Release);
         let halted = match self.cpu.run_state() {
             RunState::Halted(r) => Some(format!("{r:?}")),
             _ => None,

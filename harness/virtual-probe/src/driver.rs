@@ -63,12 +63,13 @@ pub fn probe_stats(board: &str) -> Option<ProbeStats> {
     registry().stats.get(board).cloned()
 }
 
-/// Time one transfer (a batch of DP/AP accesses) takes on a bench: a USB probe answers a command
-/// within a couple of high-speed microframes (125 us each; CMSIS-DAP v2 over bulk endpoints).
-/// Not a chip fact but the rig's model of its probe: a gated virtual board runs for this long per
-/// transfer, so a probe polling the target (a flash algorithm, a reset, a ROM at work) lets it
-/// make progress by the same amount on every run, whatever the host's load.
-pub const TRANSFER_WIRE_TIME: std::time::Duration = std::time::Duration::from_micros(100);
+/// Time one transfer (a batch of DP/AP accesses) takes on a bench: the ST-LINK/V2-1 on the
+/// NUCLEO-64 boards the virtual boards stand for (UM2324) is a USB full-speed device, whose
+/// command round trip takes at least one 1 ms frame. Not a chip fact but the rig's
+/// model of its probe: a gated virtual board runs for this long per transfer, so a probe polling
+/// the target (a flash algorithm, a reset, a ROM at work) lets it make progress by the same amount
+/// on every run, whatever the host's load.
+pub const TRANSFER_WIRE_TIME: std::time::Duration = std::time::Duration::from_micros(1000);
 
 /// The link to a running board: every transfer is one message to its thread, answered by the
 /// board's deadline.
