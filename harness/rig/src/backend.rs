@@ -7,7 +7,20 @@ pub use hil_bootloader_host::control::{ControlError, ControlLines};
 
 /// Switches a board's power.
 pub trait PowerSwitch: Send {
-    fn power_cycle(&mut self, off_for: Duration) -> Result<(), String>;
+    fn power_cycle(&mut self, off_for: Duration) -> Result<(), PowerError>;
+}
+
+/// The power switch failed (the rig's hardware, never the board's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum PowerError {
+    #[error("empty power command")]
+    EmptyCommand,
+    #[error("power command `{command}`: {source}")]
+    Spawn { command: String, source: std::io::Error },
+    #[error("power command `{command}` failed ({status}): {stderr}")]
+    Failed { command: String, status: std::process::ExitStatus, stderr: String },
+    #[error("virtual board power: {0}")]
+    Virtual(#[from] hil_virtual_board::BoardError),
 }
 
 pub use hil_bootloader_host::clock::{Clock, ClockKind, Deadline, WallClock};
@@ -15,9 +28,11 @@ pub use hil_bootloader_host::clock::{Clock, ClockKind, Deadline, WallClock};
 /// Opens the ROM's USB DFU device when it is there.
 pub trait UsbConnector: Send {
     /// Whether the DFU device is enumerated right now.
-    fn present(&mut self) -> Result<bool, String>;
+    fn present(&mut self) -> Result<bool, crate::step_error::StepError>;
     /// Open it (fails if it is not present).
-    fn open(&mut self) -> Result<Box<dyn hil_bootloader_host::dfu::ControlTransfer + Send>, String>;
+    fn open(
+        &mut self,
+    ) -> Result<Box<dyn hil_bootloader_host::dfu::ControlTransfer + Send>, crate::step_error::StepError>;
 }
 
 /// Everything one board offers the steps. Missing capabilities are `None`.
@@ -46,28 +61,28 @@ pub struct CommandPower {
 }
 
 impl PowerSwitch for CommandPower {
-    fn power_cycle(&mut self, off_for: Duration) -> Result<(), String> {
+    fn power_cycle(&mut self, off_for: Duration) -> Result<(), PowerError> {
         run_command(&self.off)?;
         std::thread::sleep(off_for);
         run_command(&self.on)
     }
 }
 
-fn run_command(argv: &[String]) -> Result<(), String> {
-    let (program, args) = argv.split_first().ok_or("empty power command")?;
+fn run_command(argv: &[String]) -> Result<(), PowerError> {
+    let (program, args) = argv.split_first().ok_or(PowerError::EmptyCommand)?;
+    let command = argv.join(" ");
     let out = std::process::Command::new(program)
         .args(args)
         .output()
-        .map_err(|e| format!("power command `{}`: {e}", argv.join(" ")))?;
+        .map_err(|source| PowerError::Spawn { command: command.clone(), source })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "power command `{}` failed ({}): {}",
-            argv.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(PowerError::Failed {
+            command,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -80,9 +95,9 @@ mod tests {
         let mut ok = CommandPower { on: vec!["true".into()], off: vec!["true".into()] };
         ok.power_cycle(Duration::from_millis(1)).unwrap();
         let mut bad = CommandPower { on: vec!["true".into()], off: vec!["false".into()] };
-        let e = bad.power_cycle(Duration::ZERO).unwrap_err();
+        let e = bad.power_cycle(Duration::ZERO).unwrap_err().to_string();
         assert!(e.starts_with("power command `false` failed"), "{e}");
         let mut missing = CommandPower { on: vec![], off: vec!["/nonexistent/uhubctl".into()] };
-        assert!(missing.power_cycle(Duration::ZERO).unwrap_err().contains("/nonexistent/uhubctl"));
+        assert!(missing.power_cycle(Duration::ZERO).unwrap_err().to_string().contains("/nonexistent/uhubctl"));
     }
 }

@@ -272,6 +272,7 @@ pub fn diagnose(s: &mut RigSession, step: &Step, outcome: &StepOutcome) -> Optio
     let snapshot = match probe.snapshot(&extra) {
         Ok(s) => s,
         Err(e) => {
+            let e = e.to_string();
             return Some(Diagnosis {
                 cause: if msg.contains("RDP") || e.contains("protect") {
                     "readout-protection-active".into()

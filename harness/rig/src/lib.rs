@@ -11,6 +11,7 @@ pub mod probe_adapter;
 pub mod probe_ops;
 pub mod serial_link;
 pub mod session;
+pub mod step_error;
 pub mod strategy;
 pub mod usb;
 pub mod virtual_backend;

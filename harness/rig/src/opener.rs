@@ -11,8 +11,9 @@ use crate::probe_ops::ProbeOps;
 use crate::session::RigSession;
 
 /// Opens a probe-rs session by selector for a chip (the probe layer; see [`crate::probe`]).
-pub type ProbeOpener =
-    dyn Fn(&str, &hil_chips::Chip, Option<u32>, bool) -> Result<Box<dyn ProbeOps>, String> + Send + Sync;
+pub type ProbeOpener = dyn Fn(&str, &hil_chips::Chip, Option<u32>, bool) -> Result<Box<dyn ProbeOps>, crate::probe::ProbeError>
+    + Send
+    + Sync;
 
 pub struct RigOpener {
     pub open_probe: std::sync::Arc<ProbeOpener>,
@@ -36,7 +37,7 @@ impl RigOpener {
             let (speed, cur) = (backends.probe_speed_khz, backends.connect_under_reset);
             Box::new(move || open(&sel, chip, speed, cur)) as crate::session::ProbeFactory
         });
-        RigSession::new(board.clone(), backends, factory)
+        RigSession::new(board.clone(), backends, factory).map_err(|e| e.to_string())
     }
 }
 
@@ -103,11 +104,9 @@ fn open_probe_ops(
     chip: &hil_chips::Chip,
     speed_khz: Option<u32>,
     connect_under_reset: bool,
-) -> Result<Box<dyn ProbeOps>, String> {
+) -> Result<Box<dyn ProbeOps>, crate::probe::ProbeError> {
     let opts = crate::probe::ProbeOptions { speed_khz, connect_under_reset, ..Default::default() };
-    crate::probe::ProbeSession::open_chip(selector, chip, &opts)
-        .map(|p| Box::new(p) as Box<dyn ProbeOps>)
-        .map_err(|e| e.to_string())
+    crate::probe::ProbeSession::open_chip(selector, chip, &opts).map(|p| Box::new(p) as Box<dyn ProbeOps>)
 }
 
 #[cfg(test)]

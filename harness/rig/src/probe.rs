@@ -72,6 +72,38 @@ pub enum ProbeError {
     Flash { image: String, bytes: u64, start: u64, end: u64, error: Box<FlashError> },
 }
 
+impl ProbeError {
+    /// Whether the probe or its link failed - not found, not opened, the USB transport or the
+    /// virtual board's thread gone, our image handling - as opposed to the target answering (a
+    /// bus fault, a core that does not halt, a flash algorithm that fails): the rig's fault, not
+    /// the board's.
+    pub fn is_link_failure(&self) -> bool {
+        match self {
+            ProbeError::Selector { .. } | ProbeError::Open { .. } | ProbeError::Speed { .. } => true,
+            ProbeError::Image { .. } | ProbeError::Load { .. } => true,
+            ProbeError::DebugFreeze { error, .. } => error.is_link_failure(),
+            other => link_failure_in_chain(other),
+        }
+    }
+}
+
+fn link_failure_in_chain(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(DebugProbeError::Usb(_)) = c.downcast_ref::<DebugProbeError>() {
+            return true;
+        }
+        if let Some(b) = c.downcast_ref::<probe_rs::probe::BoxedProbeError>()
+            && let Some(hil_virtual_probe::VirtualProbeError::Link { .. }) =
+                b.downcast_ref::<hil_virtual_probe::VirtualProbeError>()
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
 /// An error and its causes, `: `-separated (probe-rs's top-level messages are often generic; the
 /// address is in the cause).
 fn chain(e: &dyn std::error::Error) -> String {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use hil_config::scenario::Register;
 
-use crate::probe::{CoreReg, FlashImage, ImageFormat, ProbeSession};
+use crate::probe::{CoreReg, FlashImage, ImageFormat, ProbeError, ProbeSession};
 use crate::probe_ops::{ProbeFlashStats, ProbeOps};
 
 fn core_reg(r: Register) -> Option<CoreReg> {
@@ -36,7 +36,7 @@ fn core_reg(r: Register) -> Option<CoreReg> {
 }
 
 /// The image as Intel HEX (for images that did not come from an ELF file).
-pub fn to_ihex(image: &hil_image::Image) -> Result<Vec<u8>, String> {
+pub fn to_ihex(image: &hil_image::Image) -> Result<Vec<u8>, ihex::WriterError> {
     use ihex::Record;
     let mut records = Vec::new();
     let mut upper = None;
@@ -62,42 +62,42 @@ pub fn to_ihex(image: &hil_image::Image) -> Result<Vec<u8>, String> {
         }
     }
     records.push(Record::EndOfFile);
-    ihex::create_object_file_representation(&records).map(String::into_bytes).map_err(|e| e.to_string())
+    ihex::create_object_file_representation(&records).map(String::into_bytes)
 }
 
 impl ProbeOps for ProbeSession {
-    fn halt(&mut self) -> Result<u32, String> {
-        ProbeSession::halt(self).map_err(|e| e.to_string())
+    fn halt(&mut self) -> Result<u32, ProbeError> {
+        ProbeSession::halt(self)
     }
-    fn resume(&mut self) -> Result<(), String> {
-        self.run().map_err(|e| e.to_string())
+    fn resume(&mut self) -> Result<(), ProbeError> {
+        self.run()
     }
-    fn is_halted(&mut self) -> Result<bool, String> {
-        self.status().map(|s| s.is_halted()).map_err(|e| e.to_string())
+    fn is_halted(&mut self) -> Result<bool, ProbeError> {
+        self.status().map(|s| s.is_halted())
     }
-    fn reset_halt(&mut self) -> Result<(), String> {
-        self.reset_and_halt().map(|_| ()).map_err(|e| e.to_string())
+    fn reset_halt(&mut self) -> Result<(), ProbeError> {
+        self.reset_and_halt().map(|_| ())
     }
-    fn reset_run(&mut self) -> Result<(), String> {
-        self.reset().map_err(|e| e.to_string())
+    fn reset_run(&mut self) -> Result<(), ProbeError> {
+        self.reset()
     }
-    fn read_register(&mut self, r: Register) -> Result<u32, String> {
-        let Some(reg) = core_reg(r) else { return self.vtor().map_err(|e| e.to_string()) };
+    fn read_register(&mut self, r: Register) -> Result<u32, ProbeError> {
+        let Some(reg) = core_reg(r) else { return self.vtor() };
         let was_halted = ProbeOps::is_halted(self)?;
         if !was_halted {
-            ProbeSession::halt(self).map_err(|e| e.to_string())?;
+            ProbeSession::halt(self)?;
         }
-        let v = self.register(reg).map_err(|e| e.to_string());
+        let v = self.register(reg);
         if !was_halted {
-            self.run().map_err(|e| e.to_string())?;
+            self.run()?;
         }
         v
     }
-    fn read_memory(&mut self, address: u32, len: usize) -> Result<Vec<u8>, String> {
-        ProbeSession::read_memory(self, address, len).map_err(|e| e.to_string())
+    fn read_memory(&mut self, address: u32, len: usize) -> Result<Vec<u8>, ProbeError> {
+        ProbeSession::read_memory(self, address, len)
     }
-    fn write_memory(&mut self, address: u32, data: &[u8]) -> Result<(), String> {
-        ProbeSession::write_memory(self, address, data).map_err(|e| e.to_string())
+    fn write_memory(&mut self, address: u32, data: &[u8]) -> Result<(), ProbeError> {
+        ProbeSession::write_memory(self, address, data)
     }
     fn flash(
         &mut self,
@@ -105,20 +105,24 @@ impl ProbeOps for ProbeSession {
         image: &hil_image::Image,
         elf: Option<&[u8]>,
         verify: bool,
-    ) -> Result<ProbeFlashStats, String> {
+    ) -> Result<ProbeFlashStats, ProbeError> {
         let fi = match elf {
             Some(bytes) => FlashImage::new(name, bytes.to_vec(), ImageFormat::Elf),
-            None => FlashImage::new(name, to_ihex(image)?, ImageFormat::Hex),
+            None => FlashImage::new(
+                name,
+                to_ihex(image).map_err(|e| ProbeError::Image { image: name.to_string(), message: e.to_string() })?,
+                ImageFormat::Hex,
+            ),
         };
-        let r = ProbeSession::flash(self, &fi, verify).map_err(|e| e.to_string())?;
+        let r = ProbeSession::flash(self, &fi, verify)?;
         // The loader leaves the core halted (it ran the flash algorithm): start the image again
         // from reset, as after programming with any tool.
-        self.reset().map_err(|e| e.to_string())?;
+        self.reset()?;
         Ok(ProbeFlashStats { bytes: r.bytes, seconds: r.duration_ms / 1e3 })
     }
-    fn snapshot(&mut self, extra: &[(String, u32)]) -> Result<BTreeMap<String, u32>, String> {
+    fn snapshot(&mut self, extra: &[(String, u32)]) -> Result<BTreeMap<String, u32>, ProbeError> {
         let named: Vec<(&str, u32)> = extra.iter().map(|(n, a)| (n.as_str(), *a)).collect();
-        let s = ProbeSession::snapshot(self, &named).map_err(|e| e.to_string())?;
+        let s = ProbeSession::snapshot(self, &named)?;
         let c = s.core;
         let mut m: BTreeMap<String, u32> = [
             ("pc", c.pc),

@@ -15,6 +15,7 @@ use hil_config::scenario::{BoardState, ResetVia, Transition};
 
 use crate::engine::{StepCx, StepOutcome};
 use crate::session::RigSession;
+use crate::step_error::StepError;
 
 /// The application fixture's command byte asking for a jump into the ROM (fixtures-firmware/app).
 pub const JUMP_COMMAND: u8 = b'j';
@@ -49,7 +50,7 @@ pub fn enter(s: &mut RigSession, state: BoardState, via: Option<Transition>, cx:
             s.state = Some(state);
             StepOutcome::passed()
         }
-        Err(e) => StepOutcome::failed(format!("entering {}: {e}", name(state))),
+        Err(e) => e.outcome(Some(&format!("entering {}", name(state)))),
     }
 }
 
@@ -63,10 +64,10 @@ fn name(state: BoardState) -> &'static str {
     }
 }
 
-fn set_boot0(s: &mut RigSession, high: bool) -> Result<(), String> {
+fn set_boot0(s: &mut RigSession, high: bool) -> Result<(), StepError> {
     match s.backends.lines.as_mut() {
         Some(l) => {
-            l.set_boot0(high).map_err(|e| e.to_string())?;
+            l.set_boot0(high)?;
             s.boot0_driven = Some(high);
             Ok(())
         }
@@ -74,16 +75,16 @@ fn set_boot0(s: &mut RigSession, high: bool) -> Result<(), String> {
     }
 }
 
-fn enter_inner(s: &mut RigSession, state: BoardState, via: Option<Transition>, cx: &StepCx) -> Result<(), String> {
+fn enter_inner(s: &mut RigSession, state: BoardState, via: Option<Transition>, cx: &StepCx) -> Result<(), StepError> {
     if state == BoardState::Halted {
-        return s.probe()?.halt().map(|_| ());
+        return s.with_probe(|p| p.halt()).map(|_| ());
     }
     if state == BoardState::Off {
-        return Err("keeping a board off is not supported (power switches here only cycle)".into());
+        return Err(StepError::unsupported("keeping a board off is not supported (power switches here only cycle)"));
     }
-    let via = via
-        .or_else(|| default_transition(s, state))
-        .ok_or_else(|| format!("board `{}` has no way to reach this state", s.board.name.value))?;
+    let via = via.or_else(|| default_transition(s, state)).ok_or_else(|| {
+        StepError::unsupported(format!("board `{}` has no way to reach this state", s.board.name.value))
+    })?;
     match (state, via) {
         (BoardState::SystemBootloader, Transition::Boot0Pin) => {
             // BOOT0 is sampled at reset (RM0444 2.5); release it afterwards so that a later reset
@@ -102,14 +103,14 @@ fn enter_inner(s: &mut RigSession, state: BoardState, via: Option<Transition>, c
                 launch: true,
                 ..Default::default()
             };
-            let step = hil_config::Step { action: hil_config::Action::WriteOptionBytes(w), timeout: None, name: None };
-            let o = crate::engine::BoardSession::run_step(s, &step, cx);
-            if o.status != hil_report::Status::Passed {
-                return Err(o.message.unwrap_or_default());
-            }
+            s.write_option_bytes(&w, cx)?;
         }
         (BoardState::SystemBootloader, Transition::Jump) => {
-            s.backends.serial.as_mut().ok_or("no serial link")?.send(&[JUMP_COMMAND]).map_err(|e| e.to_string())?;
+            s.backends
+                .serial
+                .as_mut()
+                .ok_or_else(|| StepError::unsupported("jumping from the application needs a serial link"))?
+                .send(&[JUMP_COMMAND])?;
             s.backends.clock.sleep(Duration::from_millis(20));
         }
         (BoardState::Application | BoardState::CustomBootloader, Transition::Reset) => {
@@ -128,55 +129,41 @@ fn enter_inner(s: &mut RigSession, state: BoardState, via: Option<Transition>, c
             })?;
         }
         (BoardState::Application, Transition::Leave) => {
-            let step = hil_config::Step {
-                action: hil_config::Action::Leave(hil_config::scenario::Leave {
-                    address: Some(hil_config::Located::new(hil_config::scenario::ValueRef::Named(
-                        hil_config::scenario::NamedValue::ApplicationBase,
-                    ))),
-                }),
-                timeout: None,
-                name: None,
-            };
-            let o = crate::engine::BoardSession::run_step(s, &step, cx);
-            if o.status != hil_report::Status::Passed {
-                return Err(o.message.unwrap_or_default());
-            }
+            let base = s.application_base();
+            s.leave_dfu(Some(base))?;
         }
-        (state, via) => return Err(format!("{via:?} does not lead to {}", name(state))),
+        (state, via) => return Err(StepError::unsupported(format!("{via:?} does not lead to {}", name(state)))),
     }
     // Confirm where the board is when the board can tell.
     if s.probe_factory.is_some() {
         s.backends.clock.sleep(Duration::from_millis(20));
         let seen = detect(s, cx)?;
         if seen != state {
-            return Err(format!("the board is in {} instead", name(seen)));
+            return Err(StepError::expectation(format!("the board is in {} instead", name(seen))));
         }
     }
     Ok(())
 }
 
-fn reset(s: &mut RigSession, via: ResetVia, cx: &StepCx) -> Result<(), String> {
-    let step = hil_config::Step {
-        action: hil_config::Action::Reset(hil_config::scenario::Reset { via }),
-        timeout: None,
-        name: None,
-    };
-    let o = crate::engine::BoardSession::run_step(s, &step, cx);
-    if o.status == hil_report::Status::Passed { Ok(()) } else { Err(o.message.unwrap_or_default()) }
+fn reset(s: &mut RigSession, via: ResetVia, _cx: &StepCx) -> Result<(), StepError> {
+    s.reset_board(via)
 }
 
 /// Where the board is, from the PC (through the probe); the core is left as it was.
-pub fn detect(s: &mut RigSession, cx: &StepCx) -> Result<BoardState, String> {
+pub fn detect(s: &mut RigSession, cx: &StepCx) -> Result<BoardState, StepError> {
     let chip = s.chip;
     let app = s.application_base();
     let bl = s.board.layout.bootloader.as_ref().map(|r| r.value);
-    let p = s.probe()?;
-    if p.is_halted()? {
-        return Ok(BoardState::Halted);
-    }
     let _ = cx;
-    let pc = p.halt()?;
-    p.resume()?;
+    let pc = s.with_probe(|p| {
+        if p.is_halted()? {
+            return Ok(None);
+        }
+        let pc = p.halt()?;
+        p.resume()?;
+        Ok(Some(pc))
+    })?;
+    let Some(pc) = pc else { return Ok(BoardState::Halted) };
     Ok(if chip.memory.system_memory.contains(pc) {
         BoardState::SystemBootloader
     } else if bl.is_some_and(|r| r.contains(pc)) {
@@ -184,7 +171,9 @@ pub fn detect(s: &mut RigSession, cx: &StepCx) -> Result<BoardState, String> {
     } else if pc >= app && (pc as u64) < chip.memory.flash.area().end() {
         BoardState::Application
     } else {
-        return Err(format!("the core runs at {pc:#010x}, in no known region (RAM code or a fault?)"));
+        return Err(StepError::expectation(format!(
+            "the core runs at {pc:#010x}, in no known region (RAM code or a fault?)"
+        )));
     })
 }
 
@@ -204,7 +193,7 @@ pub fn expect_state(s: &mut RigSession, want: BoardState, cx: &StepCx) -> StepOu
             Ok(seen) if deadline.passed() || cx.cancel.is_cancelled() => {
                 return StepOutcome::failed(format!("the board is in {}, not {}", name(seen), name(want)));
             }
-            Err(e) if deadline.passed() || cx.cancel.is_cancelled() => return StepOutcome::failed(e),
+            Err(e) if deadline.passed() || cx.cancel.is_cancelled() => return e.outcome(None),
             _ => cx.sleep(Duration::from_millis(20)),
         }
     }

@@ -3,19 +3,20 @@
 use hil_bootloader_host::dfu::{ControlTransfer, NusbDevice, UsbSelector};
 
 use crate::backend::UsbConnector;
+use crate::step_error::StepError;
 
 pub struct NusbConnector {
     pub selector: String,
 }
 
 impl UsbConnector for NusbConnector {
-    fn present(&mut self) -> Result<bool, String> {
-        let sel: UsbSelector = self.selector.parse().map_err(|e| format!("USB selector {}: {e}", self.selector))?;
+    fn present(&mut self) -> Result<bool, StepError> {
+        let sel: UsbSelector = self.selector.parse()?;
         Ok(NusbDevice::open(&sel).is_ok())
     }
-    fn open(&mut self) -> Result<Box<dyn ControlTransfer + Send>, String> {
-        let sel: UsbSelector = self.selector.parse().map_err(|e| format!("USB selector {}: {e}", self.selector))?;
-        NusbDevice::open(&sel).map(|d| Box::new(d) as Box<dyn ControlTransfer + Send>).map_err(|e| e.to_string())
+    fn open(&mut self) -> Result<Box<dyn ControlTransfer + Send>, StepError> {
+        let sel: UsbSelector = self.selector.parse()?;
+        Ok(NusbDevice::open(&sel).map(|d| Box::new(d) as Box<dyn ControlTransfer + Send>)?)
     }
 }
 
@@ -26,24 +27,31 @@ pub struct VirtualUsbConnector {
 }
 
 impl UsbConnector for VirtualUsbConnector {
-    fn present(&mut self) -> Result<bool, String> {
+    fn present(&mut self) -> Result<bool, StepError> {
         match self.board.usb() {
-            Ok(port) => port.attached().wait().map_err(|e| e.to_string()),
+            Ok(port) => Ok(port.attached().wait()?),
             Err(_) => Ok(false),
         }
     }
-    fn open(&mut self) -> Result<Box<dyn ControlTransfer + Send>, String> {
-        let port = self.board.usb().map_err(|e| e.to_string())?;
-        if !port.attached().wait().map_err(|e| e.to_string())? {
-            return Err("the DFU device is not attached (is the board in its system bootloader?)".into());
+    fn open(&mut self) -> Result<Box<dyn ControlTransfer + Send>, StepError> {
+        let port = self.board.usb()?;
+        if !port.attached().wait()? {
+            return Err(StepError::expectation(
+                "the DFU device is not attached (is the board in its system bootloader?)",
+            ));
         }
         let mut dev = VirtualUsbDevice { port, board: self.board.clone() };
         // What the host OS does when a device enumerates, before any program opens it: select
         // configuration 1 (SET_CONFIGURATION, USB 2.0 9.4.7). nusb finds real devices configured.
         let set_configuration =
             hil_bootloader_host::dfu::Setup { request_type: 0x00, request: 9, value: 1, index: 0, length: 0 };
-        dev.control_out(set_configuration, &[], std::time::Duration::from_secs(1))
-            .map_err(|e| format!("configuring the DFU device (SET_CONFIGURATION 1): {e}"))?;
+        dev.control_out(set_configuration, &[], std::time::Duration::from_secs(1)).map_err(|source| {
+            StepError::Dfu(hil_bootloader_host::dfu::DfuError::Transfer {
+                op: hil_bootloader_host::dfu::Op::Open,
+                setup: set_configuration,
+                source,
+            })
+        })?;
         Ok(Box::new(dev))
     }
 }

@@ -231,8 +231,8 @@ pub struct VirtualPower {
 }
 
 impl PowerSwitch for VirtualPower {
-    fn power_cycle(&mut self, off_for: Duration) -> Result<(), String> {
-        self.board.power_cycle(off_for).wait().map_err(|e| e.to_string())
+    fn power_cycle(&mut self, off_for: Duration) -> Result<(), crate::backend::PowerError> {
+        Ok(self.board.power_cycle(off_for).wait()?)
     }
 }
 
