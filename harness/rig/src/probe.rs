@@ -82,7 +82,12 @@ impl ProbeError {
             ProbeError::Selector { .. } | ProbeError::Open { .. } | ProbeError::Speed { .. } => true,
             ProbeError::Image { .. } | ProbeError::Load { .. } => true,
             ProbeError::DebugFreeze { error, .. } => error.is_link_failure(),
-            other => link_failure_in_chain(other),
+            ProbeError::Attach { error, .. }
+            | ProbeError::Core { error, .. }
+            | ProbeError::Register { error, .. }
+            | ProbeError::Memory { error, .. } => link_failure_in_chain(error.as_ref()),
+            ProbeError::Flash { error, .. } => link_failure_in_chain(error.as_ref()),
+            ProbeError::NotHalted { .. } => false,
         }
     }
 }

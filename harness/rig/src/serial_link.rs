@@ -130,6 +130,7 @@ impl SerialLink {
     /// Returns the text from the cursor to the end of the match. `deadline` is on the link's clock.
     pub fn expect(&mut self, needle: &str, deadline: &Deadline, cancel: &CancelFlag) -> Result<String, LinkError> {
         let start = self.clock.now();
+        let mut looked_last = false;
         loop {
             let c = &mut self.console;
             if let Some(pos) = find(&c.bytes[c.cursor..], needle.as_bytes()) {
@@ -143,6 +144,13 @@ impl SerialLink {
             }
             let left = deadline.remaining();
             if left.is_zero() {
+                // A last look at what already arrived; it also surfaces a port that is gone (whose
+                // clock reads as the end of time) as the port's error, not as a board that kept
+                // quiet.
+                if !looked_last && self.pump(Duration::ZERO)? > 0 {
+                    looked_last = true;
+                    continue;
+                }
                 let waited = self.clock.now().saturating_sub(start);
                 return Err(LinkError::NotSeen { port: self.name.clone(), needle: needle.into(), waited });
             }
