@@ -191,6 +191,10 @@ pub enum SimCommand {
         image: Option<PathBuf>,
         #[arg(long, value_enum)]
         boot0: Option<Level>,
+        /// Serve the board's USB device (the ROM's DfuSe device while it runs) on a usbredir
+        /// socket listening here, for QEMU's `-device usb-redir` (start QEMU after `ready:`).
+        #[arg(long, value_name = "PATH")]
+        usbredir: Option<PathBuf>,
     },
 }
 

@@ -44,8 +44,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Image { command: ImageCommand::Check { boards, board, base, target, file } } => {
             image_check(&boards, &board, base.as_deref(), target.into(), &file)
         }
-        Command::Sim { command: SimCommand::Serve { boards, board, uart_link, image, boot0 } } => {
-            crate::sim::serve(&boards, &board, uart_link.as_deref(), image.as_deref(), boot0)
+        Command::Sim { command: SimCommand::Serve { boards, board, uart_link, image, boot0, usbredir } } => {
+            crate::sim::serve(&boards, &board, uart_link.as_deref(), image.as_deref(), boot0, usbredir.as_deref())
         }
         Command::Bench { command } => match command {
             BenchCommand::FlashUart { boards, board, size, baud } => {

@@ -11,6 +11,7 @@ mod flash;
 mod output;
 mod signals;
 mod sim;
+mod usbredir_bridge;
 
 use std::process::ExitCode;
 

@@ -58,6 +58,7 @@ pub fn serve(
     uart_link: Option<&Path>,
     image: Option<&Path>,
     boot0: Option<Level>,
+    usbredir: Option<&Path>,
 ) -> Result<ExitCode> {
     let (loaded, name) = match board_from(boards, board) {
         Ok(b) => b,
@@ -112,17 +113,28 @@ pub fn serve(
         let _in_runtime = rt.enter();
         (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)
     };
+    let redir_stop = Arc::new(AtomicBool::new(false));
+    let redir = match usbredir {
+        Some(path) if chip.bootloader.usb_dfu => {
+            Some(crate::usbredir_bridge::serve(vb.clone(), path, redir_stop.clone())?)
+        }
+        Some(_) => bail!("{}: its ROM bootloader has no USB device to serve over usbredir", chip.name),
+        None => None,
+    };
     let pty = vb.uart(&usart)?.pty_path().context("the virtual board opened no PTY")?;
-    let link = uart_link.map_or(String::new(), |l| format!(", linked at {}", l.display()));
+    let mut link = uart_link.map_or(String::new(), |l| format!(", linked at {}", l.display()));
+    if let Some(p) = usbredir {
+        link.push_str(&format!(", USB on usbredir socket {}", p.display()));
+    }
     say(&format!(
         "ready: virtual board {name} ({}) {usart} on {}{link}; AN3155 peers use `-b 115200 -m 8n1` (PTYs carry no \
          parity); Ctrl-C or SIGTERM stops it",
         chip.name,
         pty.display()
     ));
-    if chip.bootloader.usb_dfu {
-        say("note: the ROM's USB DFU device is reachable in process only (hil_virtual_board::UsbPort); this \
-             command exposes no USB device to the host's USB stack");
+    if chip.bootloader.usb_dfu && usbredir.is_none() {
+        say("note: the ROM's USB DFU device is reachable in process only (hil_virtual_board::UsbPort); pass \
+             --usbredir PATH to serve it to QEMU's usb-redir");
     }
 
     // Board events to stdout until the board stops.
@@ -163,7 +175,11 @@ pub fn serve(
         }
     })?;
     stop.store(true, Ordering::Relaxed);
+    redir_stop.store(true, Ordering::Relaxed);
     let _ = follower.join();
+    if let Some(r) = redir {
+        let _ = r.join();
+    }
     let done = vb.shutdown();
     if let Some(l) = uart_link
         && l.symlink_metadata().is_ok()
