@@ -20,7 +20,7 @@ fn app_bin() -> Vec<u8> {
     let end = ranges.iter().map(|(a, d)| a + d.len() as u32).max().unwrap();
     let mut bin = vec![0xFF; (end - base) as usize];
     for (a, d) in ranges {
-        bin[(a - base) as usize..][..d.len()].copy_from_slice(&d);
+        bin[(a - base) as usize..][..d.len()].copy_from_slice(d);
     }
     assert_eq!(base, 0x0800_0000);
     bin

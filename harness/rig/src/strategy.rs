@@ -82,9 +82,17 @@ fn enter_inner(s: &mut RigSession, state: BoardState, via: Option<Transition>, c
     if state == BoardState::Off {
         return Err(StepError::unsupported("keeping a board off is not supported (power switches here only cycle)"));
     }
-    let via = via.or_else(|| default_transition(s, state)).ok_or_else(|| {
-        StepError::unsupported(format!("board `{}` has no way to reach this state", s.board.name.value))
-    })?;
+    let Some(via) = via.or_else(|| default_transition(s, state)) else {
+        // A board the rig cannot move may already be there: a lab board wired by USB only whose
+        // ROM's DFU device is on the bus is in its system bootloader.
+        if state == BoardState::SystemBootloader
+            && let Some(usb) = s.backends.usb.as_mut()
+            && usb.present()?
+        {
+            return Ok(());
+        }
+        return Err(StepError::unsupported(format!("board `{}` has no way to reach this state", s.board.name.value)));
+    };
     match (state, via) {
         (BoardState::SystemBootloader, Transition::Boot0Pin) => {
             // BOOT0 is sampled at reset (RM0444 2.5); release it afterwards so that a later reset
