@@ -138,6 +138,114 @@ pub fn suite(cfg: &ConfigArgs, boards: Option<usize>) -> Result<ExitCode> {
     Ok(ExitCode::from(if report.status == hil_report::RunStatus::Passed { 0 } else { EXIT_FAILED }))
 }
 
+/// `hil bench flash-dfu`: our DfuSe client (nusb, inside a Linux guest: the lab path) and
+/// `dfu-util -D` writing the same image to the same virtual board in `timing: realistic`, its USB
+/// device attached to the guest through usbredir. The bound is what the chip and the bus allow:
+/// erasing the touched pages, programming every double word (chip data, typical figures) and the
+/// data at full speed's 12 Mbit/s.
+pub fn flash_dfu(boards: &Path, board: &str, size: &str) -> Result<ExitCode> {
+    let b = match virtual_board(boards, board)? {
+        Ok(b) => b,
+        Err(code) => return Ok(code),
+    };
+    let chip = hil_config::Config::chip_of(&b);
+    if !chip.bootloader.usb_dfu {
+        bail!("{}: its ROM bootloader has no USB DFU (pick a board whose chip has one, e.g. g0b1-virtual)", chip.name);
+    }
+    let timing = chip.flash_timing.as_ref().context("the chip data has no flash timing")?;
+    let size = parse_size(size)?;
+    let base = chip.memory.flash.base;
+    let dir = tempfile::tempdir()?;
+    let mut data = random_image(size, 0xD0F0_5EED);
+    let sp = chip.memory.sram.end() as u32;
+    data[0..4].copy_from_slice(&sp.to_le_bytes());
+    data[4..8].copy_from_slice(&(base + 0x101).to_le_bytes());
+    std::fs::write(dir.path().join("image.bin"), &data)?;
+    // ST's ROM DFU device (AN3156: VID 0x0483, PID 0xDF11).
+    let usb = "0483:df11";
+    std::fs::write(
+        dir.path().join("boards.yaml"),
+        format!("boards:\n  - name: bench-lab\n    chip: {}\n    lab:\n      usb: \"{usb}\"\n", chip.name),
+    )?;
+    let hil = dir.path().join("hil");
+    let exe = std::env::current_exe()?;
+    let stripped =
+        std::process::Command::new("strip").arg("-o").arg(&hil).arg(&exe).status().is_ok_and(|s| s.success());
+    if !stripped {
+        std::fs::copy(&exe, &hil)?;
+    }
+    let guest_dir = dir.path().join("guest");
+    let cache = std::env::current_dir()?.join("target/guest-cache");
+    let extra: Vec<String> =
+        [("hil", "/bin/hil"), ("boards.yaml", "/data/boards.yaml"), ("image.bin", "/data/image.bin")]
+            .iter()
+            .map(|(f, g)| format!("{}:{g}", dir.path().join(f).display()))
+            .collect();
+    hil_guest::build(&guest_dir, &cache, &extra)?;
+
+    // The board, in process, paced to wall time; its USB on a usbredir socket.
+    let vcfg = b.virtual_board.as_ref().context("virtual")?.value.clone();
+    let mut cfg = hil_rig::virtual_backend::board_config(&format!("{}-dfu-bench", b.name.value), chip, &vcfg);
+    cfg.timing = hil_virtual_board::config::Timing::Realistic;
+    let vb = hil_virtual_board::Board::start(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let socket = dir.path().join("usb.sock");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = crate::usbredir_bridge::serve(vb.clone(), &socket, stop.clone())?;
+    let result = (|| -> Result<serde_json::Value> {
+        let mut g = hil_guest::Guest::boot(&guest_dir, &socket)?;
+        let wait_device = "for i in $(seq 100); do [ -e /sys/bus/usb/devices/1-1 ] && break; sleep 0.1; done";
+        g.run(wait_device, Duration::from_secs(30))?;
+        let ours = g.run(
+            &format!(
+                "hil flash --boards /data/boards.yaml --board bench-lab --via dfu --base {base:#x} /data/image.bin"
+            ),
+            Duration::from_secs(600),
+        )?;
+        if ours.rc != 0 {
+            bail!("hil flash in the guest failed:\n{}", ours.text);
+        }
+        // "flashed N bytes to B via dfu in X s": the client's own time, without process start.
+        let ours_flash_s = ours
+            .text
+            .split(" in ")
+            .nth(1)
+            .and_then(|t| t.split(" s").next())
+            .and_then(|t| t.trim().parse::<f64>().ok());
+        let theirs = g.run(&format!("dfu-util -a 0 -s {base:#x} -D /data/image.bin"), Duration::from_secs(600))?;
+        if theirs.rc != 0 {
+            bail!("dfu-util in the guest failed:\n{}", theirs.text);
+        }
+        let page = u64::from(chip.memory.flash.page_size);
+        let pages = (size as u64).div_ceil(page);
+        let bound_s = pages as f64 * timing.page_erase_us.typ as f64 * 1e-6
+            + (size as f64 / 8.0) * timing.program_double_word_us.typ as f64 * 1e-6
+            + size as f64 * 8.0 / 12e6;
+        let ours_s = ours_flash_s.unwrap_or(ours.took.as_secs_f64());
+        Ok(serde_json::json!({
+            "bench": "flash-dfu",
+            "board": b.name.value,
+            "chip": chip.name,
+            "timing": "realistic",
+            "bytes": size,
+            "guest_boot_s": g.boot.as_secs_f64(),
+            "bound_s": bound_s,
+            "bound_bytes_per_s": size as f64 / bound_s,
+            "ours_flash_s": ours_flash_s,
+            "ours_command_s": ours.took.as_secs_f64(),
+            "ours_bytes_per_s": size as f64 / ours_s,
+            "ratio_to_bound": bound_s / ours_s,
+            "dfu_util_command_s": theirs.took.as_secs_f64(),
+            "ours_vs_dfu_util": ours.took.as_secs_f64() / theirs.took.as_secs_f64(),
+            "target_ratio_to_bound": 0.9,
+        }))
+    })();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = server.join();
+    let _ = vb.shutdown();
+    print_json(&result?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Parse `64K`-style sizes.
 fn parse_size(s: &str) -> Result<usize> {
     s.parse::<hil_config::ByteSize>().map(|b| b.0 as usize).map_err(anyhow::Error::msg)

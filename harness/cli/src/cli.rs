@@ -213,6 +213,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 115_200)]
         baud: u32,
     },
+    /// Flash over USB DFU in a Linux guest with the rig (nusb) and with dfu-util; print JSON.
+    FlashDfu {
+        #[arg(long, default_value = "boards.yaml", value_name = "FILE")]
+        boards: PathBuf,
+        #[arg(long, value_name = "NAME")]
+        board: String,
+        /// Image size (e.g. 64K).
+        #[arg(long, default_value = "64K")]
+        size: String,
+    },
     /// Flash a 64 KiB image through probe-rs on the virtual board; print JSON.
     FlashProbe {
         #[arg(long, default_value = "boards.yaml", value_name = "FILE")]

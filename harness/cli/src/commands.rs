@@ -51,6 +51,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             BenchCommand::FlashUart { boards, board, size, baud } => {
                 crate::bench::flash_uart(&boards, &board, &size, baud)
             }
+            BenchCommand::FlashDfu { boards, board, size } => crate::bench::flash_dfu(&boards, &board, &size),
             BenchCommand::FlashProbe { boards, board } => crate::bench::flash_probe(&boards, &board),
             BenchCommand::Suite { config, board_count } => crate::bench::suite(&config, board_count),
         },

@@ -7,7 +7,7 @@ mod guest;
 
 use std::time::Duration;
 
-use guest::{Guest, SimServe};
+use guest::{SimServe, run};
 
 const CALL: Duration = Duration::from_secs(60);
 
@@ -50,12 +50,15 @@ fn dfu_util_lists_reads_writes_erases_and_leaves_through_a_linux_usb_stack() {
     let socket = dir.path().join("usb.sock");
     // A new G0B1 boots its ROM (empty check): the DfuSe device is on the bus from the start.
     let mut sim = SimServe::start("g0b1-virtual", &socket, None);
-    let mut g = Guest::boot(&guest_dir, &socket);
+    let mut g = guest::boot(&guest_dir, &socket);
     eprintln!("guest boot to the command prompt: {:.2?}", g.boot);
 
     // The device enumerates shortly after the kernel's xHCI comes up: wait for it in the guest.
-    let o =
-        g.run("for i in $(seq 100); do [ -e /sys/bus/usb/devices/1-1 ] && break; sleep 0.1; done; dfu-util -l", CALL);
+    let o = run(
+        &mut g,
+        "for i in $(seq 100); do [ -e /sys/bus/usb/devices/1-1 ] && break; sleep 0.1; done; dfu-util -l",
+        CALL,
+    );
     eprintln!("dfu-util -l: {:.2?}", o.took);
     // dfu-util -l exits 0 even when it finds nothing: look for the device itself.
     for want in [
@@ -68,37 +71,47 @@ fn dfu_util_lists_reads_writes_erases_and_leaves_through_a_linux_usb_stack() {
     }
 
     // A new chip reads erased.
-    let o = g.run("dfu-util -a 0 -s 0x08000000:2048 -U /tmp/up.bin && cmp /tmp/up.bin /data/erased.bin", CALL);
+    let o = run(&mut g, "dfu-util -a 0 -s 0x08000000:2048 -U /tmp/up.bin && cmp /tmp/up.bin /data/erased.bin", CALL);
     assert_eq!(o.rc, 0, "{}", o.text);
     eprintln!("dfu-util -U 2 KiB: {:.2?}", o.took);
 
     // The option bytes' alternate setting: FLASH_OPTR's factory value (RDP level 0 = 0xAA).
     // (dfu-util warns about the blank multiplier of "01*128 e", as it does on real ST ROMs.)
-    let o = g.run("dfu-util -a 1 -s 0x1FFF7800:8 -U /tmp/ob.bin >/dev/null 2>&1 && od -An -tx1 /tmp/ob.bin", CALL);
+    let o =
+        run(&mut g, "dfu-util -a 1 -s 0x1FFF7800:8 -U /tmp/ob.bin >/dev/null 2>&1 && od -An -tx1 /tmp/ob.bin", CALL);
     assert_eq!(o.rc, 0, "{}", o.text);
     assert!(o.text.trim_start().starts_with("aa"), "RDP byte of the option bytes: {}", o.text);
 
     // Write the application, read it back.
-    let o = g.run(
-        &format!("dfu-util -a 0 -s 0x08000000 -D /data/app.bin && dfu-util -a 0 -s 0x08000000:{} -U /tmp/app.bin && cmp /tmp/app.bin /data/app.bin", app.len()),
+    let o = run(
+        &mut g,
+        &format!(
+            "dfu-util -a 0 -s 0x08000000 -D /data/app.bin && dfu-util -a 0 -s 0x08000000:{} -U /tmp/app.bin && cmp /tmp/app.bin /data/app.bin",
+            app.len()
+        ),
         CALL,
     );
     assert_eq!(o.rc, 0, "write and read back:\n{}", o.text);
     eprintln!("dfu-util -D {} bytes + -U: {:.2?}", app.len(), o.took);
 
     // Mass erase (DfuSe command 0x41 with address 0xFF...): the application is gone.
-    let o = g.run(
+    let o = run(
+        &mut g,
         "dfu-util -a 0 -s 0x08000000:mass-erase:force -D /data/tiny.bin && dfu-util -a 0 -s 0x08000000:4096 -U /tmp/m.bin && cmp /tmp/m.bin /data/after-mass.bin",
         CALL,
     );
     assert_eq!(o.rc, 0, "mass erase:\n{}", o.text);
 
     // Write the application again and leave: the ROM jumps to it and the device leaves the bus.
-    let o = g.run("dfu-util -a 0 -s 0x08000000:leave -D /data/app.bin", CALL);
+    let o = run(&mut g, "dfu-util -a 0 -s 0x08000000:leave -D /data/app.bin", CALL);
     assert_eq!(o.rc, 0, "download and leave:\n{}", o.text);
     let left = sim.wait_for("ROM bootloader left", Duration::from_secs(30));
     assert!(left.contains("PC 0x080"), "{left}");
     sim.wait_for("USB device detached", Duration::from_secs(30));
-    let o = g.run("for i in $(seq 50); do [ -e /sys/bus/usb/devices/1-1 ] || break; sleep 0.1; done; [ ! -e /sys/bus/usb/devices/1-1 ]", CALL);
+    let o = run(
+        &mut g,
+        "for i in $(seq 50); do [ -e /sys/bus/usb/devices/1-1 ] || break; sleep 0.1; done; [ ! -e /sys/bus/usb/devices/1-1 ]",
+        CALL,
+    );
     assert_eq!(o.rc, 0, "the guest still sees the device after leave:\n{}", g.console());
 }

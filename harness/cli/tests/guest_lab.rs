@@ -7,7 +7,7 @@ mod guest;
 
 use std::time::Duration;
 
-use guest::{Guest, SimServe};
+use guest::{SimServe, run};
 
 const LAB_BOARDS: &str = "boards:
   - name: g0b1-lab
@@ -46,9 +46,10 @@ fn hil_flash_via_dfu_runs_over_nusb_in_a_linux_guest() {
 
     let socket = dir.path().join("usb.sock");
     let mut sim = SimServe::start("g0b1-virtual", &socket, None);
-    let mut g = Guest::boot(&guest_dir, &socket);
+    let mut g = guest::boot(&guest_dir, &socket);
     eprintln!("guest boot to the command prompt: {:.2?}", g.boot);
-    let o = g.run(
+    let o = run(
+        &mut g,
         "for i in $(seq 100); do [ -e /sys/bus/usb/devices/1-1 ] && break; sleep 0.1; done; \
          cd /data && hil flash --boards /data/boards.yaml --board g0b1-lab --via dfu --verify --go /data/app.elf",
         Duration::from_secs(120),

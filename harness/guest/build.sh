@@ -4,7 +4,7 @@
 # libraries it needs, plus any extra files (our `hil` binary, images) with their libraries.
 # No network in the guest: it talks to the host only through serial ports and usbredir.
 #
-#   harness/cli/guest/build.sh OUT_DIR [EXTRA_FILE:GUEST_PATH ...]
+#   harness/guest/build.sh OUT_DIR [EXTRA_FILE:GUEST_PATH ...]
 #
 # Writes OUT_DIR/kernel and OUT_DIR/initramfs.cpio.gz. The kernel package is downloaded once into
 # $HIL_GUEST_CACHE (default OUT_DIR). Needs: apt-get (download only), dpkg-deb, busybox-static,
