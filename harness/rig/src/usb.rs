@@ -12,7 +12,7 @@ pub struct NusbConnector {
 impl UsbConnector for NusbConnector {
     fn present(&mut self) -> Result<bool, StepError> {
         let sel: UsbSelector = self.selector.parse()?;
-        Ok(NusbDevice::open(&sel).is_ok())
+        Ok(NusbDevice::present(&sel)?)
     }
     fn open(&mut self) -> Result<Box<dyn ControlTransfer + Send>, StepError> {
         let sel: UsbSelector = self.selector.parse()?;

@@ -69,6 +69,31 @@ impl NusbDevice {
     /// (detaching a kernel driver on Linux).
     pub fn open(selector: &UsbSelector) -> Result<NusbDevice, UsbError> {
         let os = |what, source| UsbError::Os { selector: selector.clone(), what, source };
+        let info = Self::find(selector)?;
+        let number = info
+            .interfaces()
+            .find(|i| i.class() == 0xFE && i.subclass() == 0x01)
+            .map(|i| i.interface_number())
+            .ok_or_else(|| UsbError::NoDfuInterface { selector: selector.clone() })?;
+        let device = info.open().wait().map_err(|e| os("opening the device", e))?;
+        let interface =
+            device.detach_and_claim_interface(number).wait().map_err(|e| os("claiming the DFU interface", e))?;
+        Ok(NusbDevice { device, interface })
+    }
+
+    /// Whether exactly one device matches `selector` now (listed, not opened: asking does not
+    /// disturb a device another program uses).
+    pub fn present(selector: &UsbSelector) -> Result<bool, UsbError> {
+        match Self::find(selector) {
+            Ok(_) => Ok(true),
+            Err(UsbError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The single device matching `selector`.
+    fn find(selector: &UsbSelector) -> Result<nusb::DeviceInfo, UsbError> {
+        let os = |what, source| UsbError::Os { selector: selector.clone(), what, source };
         let same_ids: Vec<nusb::DeviceInfo> = nusb::list_devices()
             .wait()
             .map_err(|e| os("listing USB devices", e))?
@@ -79,31 +104,15 @@ impl NusbDevice {
             .iter()
             .filter(|d| selector.serial.as_deref().is_none_or(|s| d.serial_number() == Some(s)))
             .collect();
-        let info = match matching.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(UsbError::NotFound {
-                    selector: selector.clone(),
-                    others: same_ids.iter().map(serial_of).collect(),
-                });
-            }
-            many => {
-                return Err(UsbError::Ambiguous {
-                    selector: selector.clone(),
-                    count: many.len(),
-                    serials: many.iter().map(|d| serial_of(d)).collect(),
-                });
-            }
-        };
-        let number = info
-            .interfaces()
-            .find(|i| i.class() == 0xFE && i.subclass() == 0x01)
-            .map(|i| i.interface_number())
-            .ok_or_else(|| UsbError::NoDfuInterface { selector: selector.clone() })?;
-        let device = info.open().wait().map_err(|e| os("opening the device", e))?;
-        let interface =
-            device.detach_and_claim_interface(number).wait().map_err(|e| os("claiming the DFU interface", e))?;
-        Ok(NusbDevice { device, interface })
+        match matching.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(UsbError::NotFound { selector: selector.clone(), others: same_ids.iter().map(serial_of).collect() }),
+            many => Err(UsbError::Ambiguous {
+                selector: selector.clone(),
+                count: many.len(),
+                serials: many.iter().map(|d| serial_of(d)).collect(),
+            }),
+        }
     }
 
     pub fn device(&self) -> &nusb::Device {
