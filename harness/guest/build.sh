@@ -25,14 +25,14 @@ need dpkg-deb "dpkg"
 # The kernel: the versioned package behind linux-image-amd64, downloaded once into the cache.
 cache=$(realpath -m "${HIL_GUEST_CACHE:-$out}")
 mkdir -p "$cache"
-if [ ! -s "$cache/kernel" ] || [ ! -d "$cache/modules" ]; then
+if [ ! -s "$cache/kernel" ] || [ ! -e "$cache/modules/cdc-acm.ko" ]; then
   pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
   [ -n "$pkg" ] || { echo "guest build: apt-cache knows no linux-image-amd64 (run apt-get update)" >&2; exit 3; }
   (cd "$work" && apt-get download "$pkg" >/dev/null 2>&1) || { echo "guest build: apt-get download $pkg failed" >&2; exit 3; }
   dpkg-deb -x "$work"/"$pkg"_*.deb "$work/kpkg"
   cp "$work"/kpkg/boot/vmlinuz-* "$cache/kernel"
   rm -rf "$cache/modules"; mkdir -p "$cache/modules"
-  for m in usb-common usbcore xhci-hcd xhci-pci; do
+  for m in usb-common usbcore xhci-hcd xhci-pci cdc-acm; do
     f=$(find "$work/kpkg/lib/modules" -name "$m.ko*" | head -n1)
     [ -n "$f" ] || { echo "guest build: module $m not in $pkg" >&2; exit 3; }
     cp "$f" "$cache/modules/"
@@ -66,7 +66,7 @@ cat > "$root/init" <<'INIT'
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in usb-common usbcore xhci-hcd xhci-pci; do
+for m in usb-common usbcore xhci-hcd xhci-pci cdc-acm; do
   insmod /lib/modules/$m.ko* || echo "guest: insmod $m failed"
 done
 echo "guest: modules loaded"

@@ -195,6 +195,10 @@ pub enum SimCommand {
         /// socket listening here, for QEMU's `-device usb-redir` (start QEMU after `ready:`).
         #[arg(long, value_name = "PATH")]
         usbredir: Option<PathBuf>,
+        /// Serve the board's debug adapter (a CDC-ACM virtual COM port bridged to the ROM's USART,
+        /// DTR/RTS wired to BOOT0/NRST) on a usbredir socket listening here.
+        #[arg(long, value_name = "PATH")]
+        usbredir_adapter: Option<PathBuf>,
     },
 }
 

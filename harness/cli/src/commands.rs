@@ -44,9 +44,16 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Image { command: ImageCommand::Check { boards, board, base, target, file } } => {
             image_check(&boards, &board, base.as_deref(), target.into(), &file)
         }
-        Command::Sim { command: SimCommand::Serve { boards, board, uart_link, image, boot0, usbredir } } => {
-            crate::sim::serve(&boards, &board, uart_link.as_deref(), image.as_deref(), boot0, usbredir.as_deref())
-        }
+        Command::Sim {
+            command: SimCommand::Serve { boards, board, uart_link, image, boot0, usbredir, usbredir_adapter },
+        } => crate::sim::serve(
+            &boards,
+            &board,
+            uart_link.as_deref(),
+            image.as_deref(),
+            boot0,
+            crate::sim::UsbSockets { target: usbredir.as_deref(), adapter: usbredir_adapter.as_deref() },
+        ),
         Command::Bench { command } => match command {
             BenchCommand::FlashUart { boards, board, size, baud } => {
                 crate::bench::flash_uart(&boards, &board, &size, baud)

@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod flash;
 mod output;
+mod serial_adapter;
 mod signals;
 mod sim;
 mod usbredir_bridge;

@@ -52,14 +52,23 @@ fn describe(e: &BoardEvent) -> Option<String> {
     })
 }
 
+/// Where `sim serve` puts the board's USB devices (usbredir sockets).
+pub struct UsbSockets<'a> {
+    /// The target's own USB (the ROM's DfuSe device).
+    pub target: Option<&'a Path>,
+    /// The debug adapter (virtual COM port with DTR/RTS).
+    pub adapter: Option<&'a Path>,
+}
+
 pub fn serve(
     boards: &Path,
     board: &str,
     uart_link: Option<&Path>,
     image: Option<&Path>,
     boot0: Option<Level>,
-    usbredir: Option<&Path>,
+    usb: UsbSockets<'_>,
 ) -> Result<ExitCode> {
+    let usbredir = usb.target;
     let (loaded, name) = match board_from(boards, board) {
         Ok(b) => b,
         Err(code) => return Ok(code),
@@ -121,10 +130,24 @@ pub fn serve(
         Some(_) => bail!("{}: its ROM bootloader has no USB device to serve over usbredir", chip.name),
         None => None,
     };
+    let adapter = match usb.adapter {
+        Some(path) => {
+            let dev = crate::serial_adapter::SerialAdapter::new(vb.clone(), &usart, &name)?;
+            say(&format!(
+                "note: the debug adapter's VCP is {usart}; DTR drives BOOT0 and RTS drives NRST, both asserted low \
+                 (virtual board entries name no wiring)"
+            ));
+            Some(crate::usbredir_bridge::serve_device(Box::new(dev), path, redir_stop.clone())?)
+        }
+        None => None,
+    };
     let pty = vb.uart(&usart)?.pty_path().context("the virtual board opened no PTY")?;
     let mut link = uart_link.map_or(String::new(), |l| format!(", linked at {}", l.display()));
     if let Some(p) = usbredir {
         link.push_str(&format!(", USB on usbredir socket {}", p.display()));
+    }
+    if let Some(p) = usb.adapter {
+        link.push_str(&format!(", debug adapter on usbredir socket {}", p.display()));
     }
     say(&format!(
         "ready: virtual board {name} ({}) {usart} on {}{link}; AN3155 peers use `-b 115200 -m 8n1` (PTYs carry no \
@@ -177,7 +200,7 @@ pub fn serve(
     stop.store(true, Ordering::Relaxed);
     redir_stop.store(true, Ordering::Relaxed);
     let _ = follower.join();
-    if let Some(r) = redir {
+    for r in [redir, adapter].into_iter().flatten() {
         let _ = r.join();
     }
     let done = vb.shutdown();

@@ -133,6 +133,15 @@ impl RedirDevice for BoardUsb {
 
 /// Listen on `path` and serve the board's USB device to each peer in turn, until `stop`.
 pub fn serve(board: Board, path: &Path, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<()>> {
+    serve_device(Box::new(BoardUsb::new(board)), path, stop)
+}
+
+/// Listen on `path` and serve `device` to each peer in turn, until `stop`.
+pub fn serve_device(
+    mut device: Box<dyn RedirDevice + Send>,
+    path: &Path,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
     if path.symlink_metadata().is_ok() {
         std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
@@ -140,17 +149,14 @@ pub fn serve(board: Board, path: &Path, stop: Arc<AtomicBool>) -> Result<std::th
     listener.set_nonblocking(true)?;
     let path: PathBuf = path.to_path_buf();
     Ok(std::thread::Builder::new().name("usbredir".into()).spawn(move || {
-        let mut device = BoardUsb::new(board);
         while !stop.load(Ordering::Relaxed) {
             match listener.accept() {
                 Ok((stream, _)) => {
                     let _ = stream.set_nonblocking(false);
                     let Ok(read) = stream.try_clone() else { continue };
                     tracing::info!("usbredir: peer connected on {}", path.display());
-                    // A new peer starts from an unplugged device.
-                    device.identity = None;
                     let s = stop.clone();
-                    if let Err(e) = Server::new(stream).run(read, &mut device, &|| s.load(Ordering::Relaxed)) {
+                    if let Err(e) = Server::new(stream).run(read, device.as_mut(), &|| s.load(Ordering::Relaxed)) {
                         tracing::warn!("usbredir on {}: {e}", path.display());
                     }
                 }

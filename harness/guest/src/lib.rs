@@ -78,6 +78,11 @@ impl Guest {
     /// Boot the kernel and initramfs in `dir` with the usbredir device served at `usb_socket`
     /// (which must be listening: QEMU connects at start-up).
     pub fn boot(dir: &Path, usb_socket: &Path) -> Result<Guest, GuestError> {
+        Self::boot_with(dir, &[usb_socket])
+    }
+
+    /// Boot with several usbredir devices on the guest's xHCI (the target's USB, a debug adapter).
+    pub fn boot_with(dir: &Path, usb_sockets: &[&Path]) -> Result<Guest, GuestError> {
         let cmd_sock = dir.join("cmd.sock");
         let console = dir.join("console.log");
         let t0 = Instant::now();
@@ -91,9 +96,15 @@ impl Guest {
             .arg(format!("file:{}", console.display()))
             .arg("-serial")
             .arg(format!("unix:{},server=on,wait=off", cmd_sock.display()))
-            .args(["-device", "qemu-xhci,id=xhci", "-chardev"])
-            .arg(format!("socket,id=usbredir0,path={}", usb_socket.display()))
-            .args(["-device", "usb-redir,chardev=usbredir0,bus=xhci.0"])
+            .args(["-device", "qemu-xhci,id=xhci"])
+            .args(usb_sockets.iter().enumerate().flat_map(|(i, s)| {
+                [
+                    "-chardev".to_string(),
+                    format!("socket,id=usbredir{i},path={}", s.display()),
+                    "-device".to_string(),
+                    format!("usb-redir,chardev=usbredir{i},bus=xhci.0"),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -70,6 +70,24 @@ pub trait RedirDevice {
     ) -> ControlOutcome;
     /// The host resets the bus.
     fn bus_reset(&mut self);
+    /// Data the host sent to a bulk OUT endpoint; how many bytes the device took, or `None` when
+    /// it has no such endpoint.
+    fn bulk_out(&mut self, _endpoint: u8, _data: &[u8]) -> Option<usize> {
+        None
+    }
+    /// Data for a bulk IN endpoint, at most `max` bytes, if the device has any now (`Some(empty)`
+    /// is a zero-length packet; `None`: nothing yet, ask again).
+    fn bulk_in(&mut self, _endpoint: u8, _max: usize) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// A bulk IN request the peer keeps pending until the device has data (a URB in the guest).
+struct PendingIn {
+    id: u64,
+    endpoint: u8,
+    max: usize,
+    stream_id: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,12 +107,20 @@ pub struct Server<S: Read + Write + Send + 'static> {
     connected: bool,
     /// Presence is polled this often while the peer is quiet.
     poll: Duration,
+    pending_in: Vec<PendingIn>,
 }
 
 impl<S: Read + Write + Send + 'static> Server<S> {
     /// `read` and `write` are the two halves of one stream (e.g. a cloned UnixStream).
     pub fn new(write: S) -> Self {
-        Server { write, width: IdWidth::Bits32, peer_caps: 0, connected: false, poll: Duration::from_millis(20) }
+        Server {
+            write,
+            width: IdWidth::Bits32,
+            peer_caps: 0,
+            connected: false,
+            poll: Duration::from_millis(20),
+            pending_in: Vec::new(),
+        }
     }
 
     fn send(&mut self, kind: u32, id: u64, body: Vec<u8>) -> Result<(), ServerError> {
@@ -117,7 +143,10 @@ impl<S: Read + Write + Send + 'static> Server<S> {
             if stop() {
                 return Ok(());
             }
-            match rx.recv_timeout(self.poll) {
+            // Pending bulk IN requests are answered as the device produces data: poll briskly then
+            // (a serial bridge's latency), else at the presence rate.
+            let wait = if self.pending_in.is_empty() { self.poll } else { Duration::from_millis(1) };
+            match rx.recv_timeout(wait) {
                 Ok(Ok(p)) => self.handle(p, device)?,
                 Ok(Err(ServerError::Closed)) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
                 Ok(Err(e)) => return Err(e),
@@ -126,7 +155,35 @@ impl<S: Read + Write + Send + 'static> Server<S> {
             if self.peer_caps != 0 || self.width == IdWidth::Bits64 {
                 self.follow_presence(device)?;
             }
+            self.serve_pending_in(device)?;
         }
+    }
+
+    /// Answer pending bulk IN requests that the device has data for, oldest first on each endpoint:
+    /// the peer completes an endpoint's transfers in the order it queued them (QEMU asserts it), so
+    /// a later request is never answered while an earlier one on the same endpoint still waits.
+    fn serve_pending_in(&mut self, device: &mut dyn RedirDevice) -> Result<(), ServerError> {
+        let mut waiting: Vec<u8> = Vec::new();
+        let mut i = 0;
+        while i < self.pending_in.len() {
+            let p = &self.pending_in[i];
+            if waiting.contains(&p.endpoint) {
+                i += 1;
+                continue;
+            }
+            match device.bulk_in(p.endpoint, p.max) {
+                Some(data) => {
+                    let p = self.pending_in.remove(i);
+                    let body = bulk_header(p.endpoint, status::SUCCESS, data.len(), p.stream_id, &data);
+                    self.send(packet::BULK_PACKET, p.id, body)?;
+                }
+                None => {
+                    waiting.push(p.endpoint);
+                    i += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn follow_presence(&mut self, device: &mut dyn RedirDevice) -> Result<(), ServerError> {
@@ -138,6 +195,7 @@ impl<S: Read + Write + Send + 'static> Server<S> {
             }
             (None, true) => {
                 tracing::info!("usbredir: device disconnect");
+                self.pending_in.clear();
                 self.send(packet::DEVICE_DISCONNECT, 0, Vec::new())?;
                 self.connected = false;
             }
@@ -275,31 +333,74 @@ impl<S: Read + Write + Send + 'static> Server<S> {
                 self.send(packet::CONTROL_PACKET, p.id, body)
             }
             packet::START_INTERRUPT_RECEIVING | packet::STOP_INTERRUPT_RECEIVING => {
+                // Interrupt IN endpoints (a CDC notification endpoint) are accepted and stay quiet:
+                // the device has no notification to send.
                 let ep = p.body.first().copied().unwrap_or(0);
-                self.send(packet::INTERRUPT_RECEIVING_STATUS, p.id, vec![status::INVAL, ep])
+                self.send(packet::INTERRUPT_RECEIVING_STATUS, p.id, vec![status::SUCCESS, ep])
             }
-            packet::BULK_PACKET | packet::INTERRUPT_PACKET | packet::ISO_PACKET => {
+            packet::BULK_PACKET => {
+                let b = p.body.get(..10).ok_or(ProtoError::Short {
+                    what: "bulk",
+                    id: p.id,
+                    got: p.body.len(),
+                    need: 10,
+                })?;
+                let endpoint = b[0];
+                let length =
+                    usize::from(u16::from_le_bytes([b[2], b[3]])) | usize::from(u16::from_le_bytes([b[8], b[9]])) << 16;
+                let stream_id = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+                if endpoint & 0x80 != 0 {
+                    self.pending_in.push(PendingIn { id: p.id, endpoint, max: length, stream_id });
+                    self.serve_pending_in(device)
+                } else {
+                    let data = &p.body[10..];
+                    let (st, took) = match device.bulk_out(endpoint, data) {
+                        Some(n) => (status::SUCCESS, n),
+                        None => (status::INVAL, 0),
+                    };
+                    self.send(packet::BULK_PACKET, p.id, bulk_header(endpoint, st, took, stream_id, &[]))
+                }
+            }
+            packet::CANCEL_DATA_PACKET => {
+                // A pending bulk IN the peer gives up on is answered as cancelled.
+                if let Some(i) = self.pending_in.iter().position(|q| q.id == p.id) {
+                    let q = self.pending_in.remove(i);
+                    self.send(
+                        packet::BULK_PACKET,
+                        q.id,
+                        bulk_header(q.endpoint, status::CANCELLED, 0, q.stream_id, &[]),
+                    )?;
+                }
+                Ok(())
+            }
+            packet::INTERRUPT_PACKET | packet::ISO_PACKET => {
                 // No such endpoints on this device: answer with the same header and INVAL.
                 let mut body = p.body.clone();
-                let hl = if p.kind == packet::BULK_PACKET { 10 } else { 4 };
-                body.truncate(hl);
+                body.truncate(4);
                 if let Some(s) = body.get_mut(1) {
                     *s = status::INVAL;
                 }
                 self.send(p.kind, p.id, body)
             }
-            // Transfers are answered synchronously: nothing is ever pending to cancel. Filters and
-            // disconnect acks need no answer.
-            packet::CANCEL_DATA_PACKET
-            | packet::FILTER_REJECT
-            | packet::FILTER_FILTER
-            | packet::DEVICE_DISCONNECT_ACK => Ok(()),
+            // Filters and disconnect acks need no answer.
+            packet::FILTER_REJECT | packet::FILTER_FILTER | packet::DEVICE_DISCONNECT_ACK => Ok(()),
             other => {
                 tracing::debug!(kind = other, id = p.id, "usbredir: ignoring packet");
                 Ok(())
             }
         }
     }
+}
+
+/// The bulk_packet header (endpoint, status, length low 16, stream id, length high 16 with cap 6)
+/// and the data.
+fn bulk_header(endpoint: u8, st: u8, length: usize, stream_id: u32, data: &[u8]) -> Vec<u8> {
+    let mut b = vec![endpoint, st];
+    b.extend_from_slice(&((length & 0xFFFF) as u16).to_le_bytes());
+    b.extend_from_slice(&stream_id.to_le_bytes());
+    b.extend_from_slice(&((length >> 16) as u16).to_le_bytes());
+    b.extend_from_slice(data);
+    b
 }
 
 fn status_of(o: &ControlOutcome) -> u8 {

@@ -106,7 +106,9 @@ impl NusbDevice {
             .collect();
         match matching.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => Err(UsbError::NotFound { selector: selector.clone(), others: same_ids.iter().map(serial_of).collect() }),
+            [] => {
+                Err(UsbError::NotFound { selector: selector.clone(), others: same_ids.iter().map(serial_of).collect() })
+            }
             many => Err(UsbError::Ambiguous {
                 selector: selector.clone(),
                 count: many.len(),

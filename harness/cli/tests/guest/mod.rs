@@ -52,8 +52,13 @@ pub struct SimServe {
 
 impl SimServe {
     pub fn start(board: &str, socket: &Path, image: Option<&Path>) -> SimServe {
+        Self::start_with(board, &["--usbredir".into(), socket.display().to_string()], image)
+    }
+
+    /// With other options (`--usbredir-adapter PATH` ...).
+    pub fn start_with(board: &str, options: &[String], image: Option<&Path>) -> SimServe {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hil"));
-        cmd.args(["sim", "serve", "--board", board, "--usbredir"]).arg(socket).current_dir(repo());
+        cmd.args(["sim", "serve", "--board", board]).args(options).current_dir(repo());
         if let Some(i) = image {
             cmd.arg("--image").arg(i);
         }
