@@ -1,7 +1,9 @@
-//! The virtual board's debug adapter, serial half: a USB CDC-ACM device (what a NUCLEO's ST-LINK
-//! presents as its virtual COM port) bridged to the ROM's USART, served over usbredir
-//! (`hil sim serve --usbredir-adapter PATH`). In a Linux guest it is /dev/ttyACM0: the tty code a
-//! bench runs - line settings with real parity, DTR/RTS - runs against the virtual board.
+//! The virtual board's debug adapter, served over usbredir (`hil sim serve --usbredir-adapter
+//! PATH`), like the ST-LINK of a NUCLEO: a CMSIS-DAP v2 probe (vendor interface, bulk OUT/IN,
+//! "CMSIS-DAP" in its interface string, [`hil_virtual_probe::cmsis_dap`] executing the commands on
+//! the board's SW-DP model) and a CDC-ACM virtual COM port bridged to the ROM's USART. In a Linux
+//! guest they are a probe that probe-rs's own CMSIS-DAP driver opens and /dev/ttyACM0: the code a
+//! bench runs - USB probe, line settings with real parity, DTR/RTS - runs against the virtual board.
 //!
 //! - SET_LINE_CODING (CDC PSTN 6.3.10) sets the host's side of the wire: its baud rate reaches the
 //!   USART model (a mismatch garbles frames there), and its parity is compared with the device's
@@ -21,6 +23,8 @@ const PID: u16 = 0x0001;
 const EP_NOTIFY: u8 = 0x83;
 const EP_OUT: u8 = 0x02;
 const EP_IN: u8 = 0x81;
+const EP_DAP_OUT: u8 = 0x04;
+const EP_DAP_IN: u8 = 0x85;
 
 /// How a modem line is wired to a target pin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,11 +43,17 @@ pub struct SerialAdapter {
     configuration: u8,
     boot0: Wiring,
     nrst: Wiring,
+    dap: hil_virtual_probe::cmsis_dap::CmsisDap,
+    /// Responses to the CMSIS-DAP commands, in order.
+    dap_responses: std::collections::VecDeque<Vec<u8>>,
 }
 
 impl SerialAdapter {
     pub fn new(board: Board, usart: &str, serial: &str) -> Result<Self, hil_virtual_board::BoardError> {
         let uart = board.uart(usart)?;
+        let dap = hil_virtual_probe::cmsis_dap::CmsisDap::new(board.clone(), serial).map_err(|e| {
+            hil_virtual_board::BoardError::Other { board: board.name().to_string(), message: e.to_string() }
+        })?;
         let mut line_coding = [0u8; 7];
         line_coding[..4].copy_from_slice(&115_200u32.to_le_bytes());
         line_coding[6] = 8;
@@ -56,6 +66,8 @@ impl SerialAdapter {
             configuration: 0,
             boot0: Wiring { asserted_high: false },
             nrst: Wiring { asserted_high: false },
+            dap,
+            dap_responses: Default::default(),
         })
     }
 
@@ -70,7 +82,7 @@ impl SerialAdapter {
     /// One configuration: an interface association over the CDC communication interface (with its
     /// notification endpoint) and the data interface (bulk OUT / IN). CDC 1.2 and PSTN 1.2.
     fn config_descriptor(&self) -> Vec<u8> {
-        let mut c = vec![9, 2, 0, 0, 2, 1, 0, 0x80, 50];
+        let mut c = vec![9, 2, 0, 0, 3, 1, 0, 0x80, 50];
         c.extend_from_slice(&[8, 0x0B, 0, 2, 0x02, 0x02, 0x01, 0]);
         c.extend_from_slice(&[9, 4, 0, 0, 1, 0x02, 0x02, 0x01, 4]);
         c.extend_from_slice(&[5, 0x24, 0x00, 0x10, 0x01]);
@@ -81,6 +93,10 @@ impl SerialAdapter {
         c.extend_from_slice(&[9, 4, 1, 0, 2, 0x0A, 0x00, 0x00, 0]);
         c.extend_from_slice(&[7, 5, EP_OUT, 0x02, 64, 0, 0]);
         c.extend_from_slice(&[7, 5, EP_IN, 0x02, 64, 0, 0]);
+        // CMSIS-DAP v2: vendor class, bulk OUT then bulk IN (the order the specification fixes).
+        c.extend_from_slice(&[9, 4, 2, 0, 2, 0xFF, 0x00, 0x00, 5]);
+        c.extend_from_slice(&[7, 5, EP_DAP_OUT, 0x02, 64, 0, 0]);
+        c.extend_from_slice(&[7, 5, EP_DAP_IN, 0x02, 64, 0, 0]);
         let total = c.len() as u16;
         c[2..4].copy_from_slice(&total.to_le_bytes());
         c
@@ -93,6 +109,7 @@ impl SerialAdapter {
             2 => "hil virtual debug adapter (VCP)".to_string(),
             3 => self.serial.clone(),
             4 => format!("VCP to {}", self.usart),
+            5 => "hil CMSIS-DAP".to_string(),
             _ => return None,
         };
         let mut s = vec![0, 3];
@@ -163,11 +180,14 @@ impl RedirDevice for SerialAdapter {
             interfaces: vec![
                 Interface { number: 0, class: 0x02, subclass: 0x02, protocol: 0x01 },
                 Interface { number: 1, class: 0x0A, subclass: 0, protocol: 0 },
+                Interface { number: 2, class: 0xFF, subclass: 0, protocol: 0 },
             ],
             endpoints: vec![
                 Endpoint { address: EP_NOTIFY, kind: 3, interval: 16, interface: 0, max_packet_size: 8 },
                 Endpoint { address: EP_OUT, kind: 2, interval: 0, interface: 1, max_packet_size: 64 },
                 Endpoint { address: EP_IN, kind: 2, interval: 0, interface: 1, max_packet_size: 64 },
+                Endpoint { address: EP_DAP_OUT, kind: 2, interval: 0, interface: 2, max_packet_size: 64 },
+                Endpoint { address: EP_DAP_IN, kind: 2, interval: 0, interface: 2, max_packet_size: 64 },
             ],
         })
     }
@@ -225,6 +245,13 @@ impl RedirDevice for SerialAdapter {
     }
 
     fn bulk_out(&mut self, endpoint: u8, data: &[u8]) -> Option<usize> {
+        if endpoint == EP_DAP_OUT {
+            let response = self.dap.execute(data);
+            if !response.is_empty() {
+                self.dap_responses.push_back(response);
+            }
+            return Some(data.len());
+        }
         if endpoint != EP_OUT {
             return None;
         }
@@ -234,6 +261,11 @@ impl RedirDevice for SerialAdapter {
     }
 
     fn bulk_in(&mut self, endpoint: u8, max: usize) -> Option<Vec<u8>> {
+        if endpoint == EP_DAP_IN {
+            let mut r = self.dap_responses.pop_front()?;
+            r.truncate(max);
+            return Some(r);
+        }
         if endpoint != EP_IN {
             return None;
         }

@@ -73,9 +73,9 @@ pub const TRANSFER_WIRE_TIME: std::time::Duration = std::time::Duration::from_mi
 
 /// The link to a running board: every transfer is one message to its thread, answered by the
 /// board's deadline.
-struct BoardLink {
-    board: Board,
-    in_reset: InResetBus,
+pub(crate) struct BoardLink {
+    pub(crate) board: Board,
+    pub(crate) in_reset: InResetBus,
 }
 
 impl BoardLink {
@@ -87,6 +87,12 @@ impl BoardLink {
     }
     fn nrst_low(&self) -> Result<bool, VirtualProbeError> {
         self.board.exec("read NRST", |m| Ok(m.nrst_low())).wait().map_err(|e| self.err("read NRST", e))
+    }
+    pub(crate) fn set_nrst_pin(&self, low: bool) -> Result<(), VirtualProbeError> {
+        self.set_nrst(low)
+    }
+    pub(crate) fn nrst_pin_low(&self) -> Result<bool, VirtualProbeError> {
+        self.nrst_low()
     }
 }
 

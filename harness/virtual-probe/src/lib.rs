@@ -33,6 +33,7 @@
 //! ```
 
 pub mod bench;
+pub mod cmsis_dap;
 pub mod dap;
 pub mod driver;
 pub mod error;

@@ -48,6 +48,8 @@ pub struct SimServe {
     child: Child,
     lines: Receiver<String>,
     pub seen: Vec<String>,
+    /// Where the next [`SimServe::wait_for`] starts looking.
+    cursor: usize,
 }
 
 impl SimServe {
@@ -72,23 +74,31 @@ impl SimServe {
                 }
             }
         });
-        let mut s = SimServe { child, lines, seen: Vec::new() };
-        s.wait_for("ready:", Duration::from_secs(30));
+        let mut s = SimServe { child, lines, seen: Vec::new(), cursor: 0 };
+        // Ready before anything else; later waits still see the lines printed before it.
+        s.find_from(0, "ready:", Duration::from_secs(30));
         s
     }
 
-    /// Wait for an output line containing `needle` (lines already seen count).
+    /// Wait for an output line containing `needle` after the last line a wait matched (lines
+    /// already read count); the next wait starts after it.
     pub fn wait_for(&mut self, needle: &str, within: Duration) -> String {
-        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
-            return l.clone();
+        let i = self.find_from(self.cursor, needle, within);
+        self.cursor = i + 1;
+        self.seen[i].clone()
+    }
+
+    fn find_from(&mut self, from: usize, needle: &str, within: Duration) -> usize {
+        if let Some(i) = self.seen.iter().skip(from).position(|l| l.contains(needle)) {
+            return from + i;
         }
         let end = Instant::now() + within;
         loop {
             match self.lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
                 Ok(l) => {
-                    self.seen.push(l.clone());
-                    if l.contains(needle) {
-                        return l;
+                    self.seen.push(l);
+                    if self.seen.last().is_some_and(|l| l.contains(needle)) && self.seen.len() > from {
+                        return self.seen.len() - 1;
                     }
                 }
                 Err(_) => {

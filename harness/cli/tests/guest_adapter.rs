@@ -1,0 +1,101 @@
+//! Issue 15, the virtual debug adapter in a Linux guest (one boot for the sequence), like a
+//! NUCLEO's ST-LINK on a bench:
+//! - its CMSIS-DAP v2 probe: the unmodified `hil flash --via probe` opens it through probe-rs's own
+//!   CMSIS-DAP driver by selector (VID:PID:serial) and flashes with ST's flash algorithm;
+//! - its virtual COM port (CDC-ACM, bridged to the G071's ROM USART, DTR wired to BOOT0 and RTS to
+//!   NRST, both asserted low): the real stm32flash talks to /dev/ttyACM0 at 115200 8E1 - real
+//!   parity, no `-m 8n1` - and enters the ROM with an `-i` DTR/RTS sequence. With the application
+//!   in flash only BOOT0 high at the reset reaches the ROM: the wiring is what the test exercises.
+
+mod guest;
+
+use std::time::Duration;
+
+use guest::{SimServe, run};
+
+const CALL: Duration = Duration::from_secs(120);
+
+const LAB_BOARDS: &str = "boards:
+  - name: g071-lab
+    chip: STM32G071RB
+    description: The virtual G071 behind its debug adapter, seen through a Linux USB stack
+    lab:
+      probe: { selector: \"1209:0001:g071-virtual\" }
+";
+
+/// The application fixture as a flat binary from its base (what stm32flash writes).
+fn app_bin(elf: &[u8]) -> Vec<u8> {
+    let img = hil_image::Image::from_elf("app", elf).unwrap();
+    let ranges = img.ranges();
+    let (base, end) = (ranges[0].0, ranges.iter().map(|(a, d)| a + d.len() as u32).max().unwrap());
+    let mut bin = vec![0xFFu8; (end - base) as usize];
+    for (a, d) in ranges {
+        bin[(a - base) as usize..][..d.len()].copy_from_slice(d);
+    }
+    bin
+}
+
+#[test]
+fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapter() {
+    if !guest::tools_available() || !hil_fixtures::peer_available("stm32flash", "apt-get install stm32flash") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let app = hil_fixtures::get("app", 0x0800_0000).expect("app fixture");
+    std::fs::write(dir.path().join("app.bin"), app_bin(app.elf)).unwrap();
+    std::fs::write(dir.path().join("boards.yaml"), LAB_BOARDS).unwrap();
+    let which = std::process::Command::new("sh").args(["-c", "command -v stm32flash"]).output().unwrap();
+    let stm32flash = String::from_utf8_lossy(&which.stdout).trim().to_string();
+    // Our binary without its debug info (the guest's RAM holds the initramfs).
+    let hil = dir.path().join("hil");
+    let stripped = std::process::Command::new("strip").arg("-o").arg(&hil).arg(env!("CARGO_BIN_EXE_hil")).status();
+    if !stripped.is_ok_and(|s| s.success()) {
+        std::fs::copy(env!("CARGO_BIN_EXE_hil"), &hil).unwrap();
+    }
+    let files = vec![
+        format!("{stm32flash}:/bin/stm32flash"),
+        format!("{}:/bin/hil", hil.display()),
+        format!("{}:/data/app.bin", dir.path().join("app.bin").display()),
+        format!("{}:/data/boards.yaml", dir.path().join("boards.yaml").display()),
+        format!("{}:/data/app.elf", app.path),
+    ];
+    let guest_dir = dir.path().join("guest");
+    guest::build(&guest_dir, &files);
+
+    // A new chip: erased flash, the ROM runs (empty check).
+    let adapter = dir.path().join("adapter.sock");
+    let mut sim =
+        SimServe::start_with("g071-virtual", &["--usbredir-adapter".into(), adapter.display().to_string()], None);
+    sim.wait_for("DTR drives BOOT0 and RTS drives NRST", Duration::from_secs(5));
+    let mut g = guest::boot(&guest_dir, &adapter);
+    eprintln!("guest boot to the command prompt: {:.2?}", g.boot);
+    let o = run(&mut g, "for i in $(seq 100); do [ -e /dev/ttyACM0 ] && break; sleep 0.1; done; ls /dev/ttyACM0", CALL);
+    assert_eq!(o.rc, 0, "no ttyACM0:\n{}\n{}", o.text, g.console());
+
+    // The probe: probe-rs's CMSIS-DAP driver, ST's flash algorithm on the virtual core.
+    let o = run(
+        &mut g,
+        "cd /data && hil flash --boards /data/boards.yaml --board g071-lab --via probe --verify --go /data/app.elf",
+        CALL,
+    );
+    eprintln!("hil flash --via probe (CMSIS-DAP) in the guest: {:.2?}", o.took);
+    assert_eq!(o.rc, 0, "hil flash via the CMSIS-DAP probe:\n{}\n{}", o.text, g.console());
+    assert!(o.text.contains("flashed 3552 bytes to g071-lab via probe") && o.text.contains("verified"), "{}", o.text);
+    sim.wait_for("boots MainFlash", Duration::from_secs(30));
+
+    // BOOT0 low at the reset (DTR asserted): the application starts, the ROM never answers.
+    let o = run(&mut g, "stm32flash -b 115200 -i 'dtr,rts,-rts' /dev/ttyACM0", CALL);
+    assert_ne!(o.rc, 0, "the ROM answered although BOOT0 was low:\n{}", o.text);
+
+    // BOOT0 high (DTR released), an NRST pulse (RTS): the ROM at 8E1; write, verify, Go.
+    let o = run(&mut g, "stm32flash -b 115200 -i '-dtr,rts,-rts' -w /data/app.bin -v -g 0x08000000 /dev/ttyACM0", CALL);
+    eprintln!("stm32flash -w -v -g over ttyACM0: {:.2?}", o.took);
+    assert_eq!(o.rc, 0, "stm32flash:\n{}", o.text);
+    assert!(o.text.contains("Device ID    : 0x0460"), "{}", o.text);
+    assert!(o.text.contains("Wrote and verified address 0x08000de8 (100.00%) Done."), "{}", o.text);
+    assert!(o.text.contains("Starting execution at address 0x08000000... done."), "{}", o.text);
+    let entered = sim.wait_for("boots SystemMemory", Duration::from_secs(10));
+    assert!(entered.contains("reset (Pin)"), "{entered}");
+    let left = sim.wait_for("ROM bootloader left", Duration::from_secs(30));
+    assert!(left.contains("PC 0x080"), "{left}");
+}
