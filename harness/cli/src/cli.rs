@@ -177,6 +177,15 @@ pub enum ImageCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum SimCommand {
+    /// Switch a virtual board's power through its debug adapter (USB VID:PID:serial), as a bench's
+    /// power command does: for the `power:` commands of a lab entry that reaches a virtual board.
+    Power {
+        /// The debug adapter's USB selector, e.g. 1209:0001:g071-virtual.
+        #[arg(long, value_name = "VID:PID:SERIAL")]
+        adapter: String,
+        #[arg(value_enum)]
+        state: PowerState,
+    },
     /// Run a virtual board standalone, its USART on a PTY, until Ctrl-C / SIGTERM.
     Serve {
         #[arg(long, default_value = "boards.yaml", value_name = "FILE")]
@@ -253,4 +262,11 @@ mod tests {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
     }
+}
+
+/// Target power.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PowerState {
+    On,
+    Off,
 }

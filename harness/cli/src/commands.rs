@@ -44,6 +44,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Image { command: ImageCommand::Check { boards, board, base, target, file } } => {
             image_check(&boards, &board, base.as_deref(), target.into(), &file)
         }
+        Command::Sim { command: SimCommand::Power { adapter, state } } => {
+            crate::sim::power(&adapter, state == crate::cli::PowerState::On)
+        }
         Command::Sim {
             command: SimCommand::Serve { boards, board, uart_link, image, boot0, usbredir, usbredir_adapter },
         } => crate::sim::serve(

@@ -25,6 +25,8 @@ const EP_OUT: u8 = 0x02;
 const EP_IN: u8 = 0x81;
 const EP_DAP_OUT: u8 = 0x04;
 const EP_DAP_IN: u8 = 0x85;
+/// Vendor request of the adapter: switch the target's power (wValue 1 on, 0 off).
+pub const POWER_REQUEST: u8 = 0x01;
 
 /// How a modem line is wired to a target pin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,6 +238,12 @@ impl RedirDevice for SerialAdapter {
                 ControlOutcome::Done(Vec::new())
             }
             (0x21, 0x23) => ControlOutcome::Done(Vec::new()),
+            // The harness's bench power switch (what uhubctl or a relay is on a bench): a vendor
+            // request to the device, wValue 1 = target power on, 0 = off. `hil sim power` sends it.
+            (0x40, POWER_REQUEST) => {
+                let r = if value != 0 { self.board.power_on().wait() } else { self.board.power_off().wait() };
+                if r.is_ok() { ControlOutcome::Done(Vec::new()) } else { ControlOutcome::Stall }
+            }
             _ => ControlOutcome::Stall,
         }
     }

@@ -216,3 +216,35 @@ pub fn serve(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `hil sim power`: the adapter's power vendor request through the host's USB stack (nusb).
+pub fn power(adapter: &str, on: bool) -> Result<ExitCode> {
+    use nusb::MaybeFuture;
+    use nusb::transfer::{ControlOut, ControlType, Recipient};
+    let sel: hil_bootloader_host::dfu::UsbSelector = adapter.parse()?;
+    let info = nusb::list_devices()
+        .wait()
+        .context("listing USB devices")?
+        .find(|d| {
+            d.vendor_id() == sel.vendor_id
+                && d.product_id() == sel.product_id
+                && sel.serial.as_deref().is_none_or(|s| d.serial_number() == Some(s))
+        })
+        .with_context(|| format!("no USB device matches {adapter}"))?;
+    let device = info.open().wait().with_context(|| format!("opening {adapter}"))?;
+    device
+        .control_out(
+            ControlOut {
+                control_type: ControlType::Vendor,
+                recipient: Recipient::Device,
+                request: crate::serial_adapter::POWER_REQUEST,
+                value: u16::from(on),
+                index: 0,
+                data: &[],
+            },
+            Duration::from_secs(5),
+        )
+        .wait()
+        .with_context(|| format!("switching the target power {} through {adapter}", if on { "on" } else { "off" }))?;
+    Ok(ExitCode::SUCCESS)
+}

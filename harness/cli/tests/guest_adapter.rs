@@ -5,7 +5,10 @@
 //! - its virtual COM port (CDC-ACM, bridged to the G071's ROM USART, DTR wired to BOOT0 and RTS to
 //!   NRST, both asserted low): the real stm32flash talks to /dev/ttyACM0 at 115200 8E1 - real
 //!   parity, no `-m 8n1` - and enters the ROM with an `-i` DTR/RTS sequence. With the application
-//!   in flash only BOOT0 high at the reset reaches the ROM: the wiring is what the test exercises.
+//!   in flash only BOOT0 high at the reset reaches the ROM: the wiring is what the test exercises;
+//! - then `hil run` runs the flow and conformance scenarios of the G071 on a `lab:` entry (probe,
+//!   serial at 8E1, BOOT0 on DTR, NRST on RTS, power through `hil sim power`), and every scenario
+//!   must reach the verdict it reaches on the virtual entry.
 
 mod guest;
 
@@ -18,10 +21,58 @@ const CALL: Duration = Duration::from_secs(120);
 const LAB_BOARDS: &str = "boards:
   - name: g071-lab
     chip: STM32G071RB
+    default: true
     description: The virtual G071 behind its debug adapter, seen through a Linux USB stack
     lab:
       probe: { selector: \"1209:0001:g071-virtual\" }
+      serial: { port: /dev/ttyACM0, baud: 115200, parity: even }
+      boot0: { via: serial-dtr, asserted-level: low }
+      nrst: { via: serial-rts, asserted-level: low }
+      power:
+        on: [hil, sim, power, --adapter, \"1209:0001:g071-virtual\", \"on\"]
+        off: [hil, sim, power, --adapter, \"1209:0001:g071-virtual\", \"off\"]
 ";
+
+/// The scenarios that can run on the G071's virtual entry: the flows and the conformance suite,
+/// without those written for another board. Returns (file name, text).
+fn g071_scenarios() -> Vec<(String, String)> {
+    let repo = guest::repo();
+    let mut out = Vec::new();
+    for dir in ["scenarios", "scenarios/conformance"] {
+        let mut files: Vec<_> = std::fs::read_dir(repo.join(dir)).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for f in files {
+            if f.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).unwrap();
+            if text.contains("g071-custom-bootloader") || text.contains("g0b1") {
+                continue;
+            }
+            out.push((f.file_name().unwrap().to_string_lossy().into_owned(), text));
+        }
+    }
+    out
+}
+
+/// (scenario, status, cause) of each line `hil run` printed.
+fn verdicts(output: &str) -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = output
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let status = w.next()?;
+            if !["passed", "failed", "error", "skipped", "interrupted"].contains(&status) {
+                return None;
+            }
+            let scenario = w.next()?.to_string();
+            let cause = l.split("[cause: ").nth(1).map(|c| c.trim_end_matches(']').to_string()).unwrap_or_default();
+            Some((scenario, status.to_string(), cause))
+        })
+        .collect();
+    v.sort();
+    v
+}
 
 /// The application fixture as a flat binary from its base (what stm32flash writes).
 fn app_bin(elf: &[u8]) -> Vec<u8> {
@@ -52,7 +103,20 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
     if !stripped.is_ok_and(|s| s.success()) {
         std::fs::copy(env!("CARGO_BIN_EXE_hil"), &hil).unwrap();
     }
+    // The scenarios twice: as written (for the virtual entry, run here) and for the lab entry.
+    let virt = dir.path().join("virtual");
+    let lab = dir.path().join("lab");
+    std::fs::create_dir_all(&virt).unwrap();
+    std::fs::create_dir_all(&lab).unwrap();
+    for (name, text) in g071_scenarios() {
+        std::fs::write(virt.join(&name), &text).unwrap();
+        std::fs::write(lab.join(&name), text.replace("g071-virtual", "g071-lab")).unwrap();
+    }
+    let tar = dir.path().join("lab.tar");
+    let st = std::process::Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(dir.path()).arg("lab").status();
+    assert!(st.is_ok_and(|s| s.success()), "tar of the lab scenarios");
     let files = vec![
+        format!("{}:/data/lab.tar", tar.display()),
         format!("{stm32flash}:/bin/stm32flash"),
         format!("{}:/bin/hil", hil.display()),
         format!("{}:/data/app.bin", dir.path().join("app.bin").display()),
@@ -98,4 +162,36 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
     assert!(entered.contains("reset (Pin)"), "{entered}");
     let left = sim.wait_for("ROM bootloader left", Duration::from_secs(30));
     assert!(left.contains("PC 0x080"), "{left}");
+
+    // The flows and the conformance suite on the lab entry, against their verdicts on the virtual one.
+    let o = run(
+        &mut g,
+        "cd /data && tar -xf lab.tar && hil run --boards /data/boards.yaml --report-dir /data/reports /data/lab/*.yaml 2>&1 | cat",
+        Duration::from_secs(600),
+    );
+    eprintln!("hil run (flows + conformance) on the lab entry in the guest: {:.2?}", o.took);
+    let on_lab = verdicts(&o.text);
+    let host = std::process::Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["run", "--board", "g071-virtual", "--report-dir"])
+        .arg(dir.path().join("host-reports"))
+        .args(std::fs::read_dir(&virt).unwrap().map(|e| e.unwrap().path()))
+        .current_dir(guest::repo())
+        .output()
+        .unwrap();
+    let on_virtual = verdicts(&String::from_utf8_lossy(&host.stdout));
+    assert!(on_virtual.len() >= 30, "{on_virtual:?}");
+    let differ: Vec<String> = on_virtual
+        .iter()
+        .filter(|v| !on_lab.contains(v))
+        .map(|v| {
+            let lab = on_lab.iter().find(|l| l.0 == v.0);
+            format!("{}: virtual {} {} / lab {:?}", v.0, v.1, v.2, lab.map(|l| (&l.1, &l.2)))
+        })
+        .collect();
+    assert!(
+        differ.is_empty() && on_lab.len() == on_virtual.len(),
+        "lab-entry verdicts differ from the virtual entry's:\n{}\n--- lab run ---\n{}",
+        differ.join("\n"),
+        o.text
+    );
 }

@@ -68,13 +68,24 @@ fn open_lab(lab: &LabBoard) -> Result<Backends, String> {
     // BOOT0 is active high (ROM), NRST active low (in reset).
     let boot0 = wiring(&lab.boot0, PinLevel::High);
     let reset = wiring(&lab.nrst, PinLevel::Low);
-    let lines: Option<Box<dyn crate::backend::ControlLines + Send>> =
+    let mut lines: Option<Box<dyn crate::backend::ControlLines + Send>> =
         match (&serial, boot0.is_some() || reset.is_some()) {
             (Some(link), true) => {
                 Some(Box::new(SerialControlLines::new(link.clone_port().map_err(|e| e.to_string())?, boot0, reset)))
             }
             _ => None,
         };
+    // Opening a tty asserts DTR and RTS (Linux raises them on open unless the port is told
+    // otherwise): wired to NRST, that holds the target in reset and the probe cannot halt it.
+    // Drive the wired lines to the run state (NRST released, BOOT0 low) before anything else.
+    if let Some(l) = lines.as_mut() {
+        if reset.is_some() {
+            l.set_reset(false).map_err(|e| format!("releasing NRST through the serial adapter: {e}"))?;
+        }
+        if boot0.is_some() {
+            l.set_boot0(false).map_err(|e| format!("driving BOOT0 low through the serial adapter: {e}"))?;
+        }
+    }
     Ok(Backends {
         serial,
         lines,
