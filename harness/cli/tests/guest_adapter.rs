@@ -33,59 +33,6 @@ const LAB_BOARDS: &str = "boards:
         off: [hil, sim, power, --adapter, \"1209:0001:g071-virtual\", \"off\"]
 ";
 
-/// The scenarios that can run on the G071's virtual entry: the flows and the conformance suite,
-/// without those written for another board. Returns (file name, text).
-fn g071_scenarios() -> Vec<(String, String)> {
-    let repo = guest::repo();
-    let mut out = Vec::new();
-    for dir in ["scenarios", "scenarios/conformance"] {
-        let mut files: Vec<_> = std::fs::read_dir(repo.join(dir)).unwrap().map(|e| e.unwrap().path()).collect();
-        files.sort();
-        for f in files {
-            if f.extension().is_none_or(|e| e != "yaml") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&f).unwrap();
-            if text.contains("g071-custom-bootloader") || text.contains("g0b1") {
-                continue;
-            }
-            out.push((f.file_name().unwrap().to_string_lossy().into_owned(), text));
-        }
-    }
-    out
-}
-
-/// (scenario, status, cause) of each line `hil run` printed.
-fn verdicts(output: &str) -> Vec<(String, String, String)> {
-    let mut v: Vec<_> = output
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            let status = w.next()?;
-            if !["passed", "failed", "error", "skipped", "interrupted"].contains(&status) {
-                return None;
-            }
-            let scenario = w.next()?.to_string();
-            let cause = l.split("[cause: ").nth(1).map(|c| c.trim_end_matches(']').to_string()).unwrap_or_default();
-            Some((scenario, status.to_string(), cause))
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-/// The application fixture as a flat binary from its base (what stm32flash writes).
-fn app_bin(elf: &[u8]) -> Vec<u8> {
-    let img = hil_image::Image::from_elf("app", elf).unwrap();
-    let ranges = img.ranges();
-    let (base, end) = (ranges[0].0, ranges.iter().map(|(a, d)| a + d.len() as u32).max().unwrap());
-    let mut bin = vec![0xFFu8; (end - base) as usize];
-    for (a, d) in ranges {
-        bin[(a - base) as usize..][..d.len()].copy_from_slice(d);
-    }
-    bin
-}
-
 #[test]
 fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapter() {
     if !guest::tools_available() || !hil_fixtures::peer_available("stm32flash", "apt-get install stm32flash") {
@@ -93,7 +40,7 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
     }
     let dir = tempfile::tempdir().unwrap();
     let app = hil_fixtures::get("app", 0x0800_0000).expect("app fixture");
-    std::fs::write(dir.path().join("app.bin"), app_bin(app.elf)).unwrap();
+    std::fs::write(dir.path().join("app.bin"), guest::app_bin(app.elf)).unwrap();
     std::fs::write(dir.path().join("boards.yaml"), LAB_BOARDS).unwrap();
     let which = std::process::Command::new("sh").args(["-c", "command -v stm32flash"]).output().unwrap();
     let stm32flash = String::from_utf8_lossy(&which.stdout).trim().to_string();
@@ -108,7 +55,7 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
     let lab = dir.path().join("lab");
     std::fs::create_dir_all(&virt).unwrap();
     std::fs::create_dir_all(&lab).unwrap();
-    for (name, text) in g071_scenarios() {
+    for (name, text) in guest::scenarios_for("g071-virtual", &["g071-custom-bootloader", "g0b1"]) {
         std::fs::write(virt.join(&name), &text).unwrap();
         std::fs::write(lab.join(&name), text.replace("g071-virtual", "g071-lab")).unwrap();
     }
@@ -170,7 +117,7 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
         Duration::from_secs(600),
     );
     eprintln!("hil run (flows + conformance) on the lab entry in the guest: {:.2?}", o.took);
-    let on_lab = verdicts(&o.text);
+    let on_lab = guest::verdicts(&o.text);
     let host = std::process::Command::new(env!("CARGO_BIN_EXE_hil"))
         .args(["run", "--board", "g071-virtual", "--report-dir"])
         .arg(dir.path().join("host-reports"))
@@ -178,7 +125,7 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
         .current_dir(guest::repo())
         .output()
         .unwrap();
-    let on_virtual = verdicts(&String::from_utf8_lossy(&host.stdout));
+    let on_virtual = guest::verdicts(&String::from_utf8_lossy(&host.stdout));
     assert!(on_virtual.len() >= 30, "{on_virtual:?}");
     let differ: Vec<String> = on_virtual
         .iter()

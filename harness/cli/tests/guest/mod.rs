@@ -123,3 +123,57 @@ impl Drop for SimServe {
         let _ = self.child.wait();
     }
 }
+
+/// The scenarios that can run on a board's virtual entry: the flows and the conformance suite,
+/// without those that mention one of `others` (written for another board). Returns (file name,
+/// text).
+pub fn scenarios_for(_board: &str, others: &[&str]) -> Vec<(String, String)> {
+    let repo = repo();
+    let mut out = Vec::new();
+    for dir in ["scenarios", "scenarios/conformance"] {
+        let mut files: Vec<_> = std::fs::read_dir(repo.join(dir)).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for f in files {
+            if f.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).unwrap();
+            if others.iter().any(|o| text.contains(o)) {
+                continue;
+            }
+            out.push((f.file_name().unwrap().to_string_lossy().into_owned(), text));
+        }
+    }
+    out
+}
+
+/// (scenario, status, cause) of each line `hil run` printed.
+pub fn verdicts(output: &str) -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = output
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let status = w.next()?;
+            if !["passed", "failed", "error", "skipped", "interrupted"].contains(&status) {
+                return None;
+            }
+            let scenario = w.next()?.to_string();
+            let cause = l.split("[cause: ").nth(1).map(|c| c.trim_end_matches(']').to_string()).unwrap_or_default();
+            Some((scenario, status.to_string(), cause))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The application fixture as a flat binary from its base (what stm32flash writes).
+pub fn app_bin(elf: &[u8]) -> Vec<u8> {
+    let img = hil_image::Image::from_elf("app", elf).unwrap();
+    let ranges = img.ranges();
+    let (base, end) = (ranges[0].0, ranges.iter().map(|(a, d)| a + d.len() as u32).max().unwrap());
+    let mut bin = vec![0xFFu8; (end - base) as usize];
+    for (a, d) in ranges {
+        bin[(a - base) as usize..][..d.len()].copy_from_slice(d);
+    }
+    bin
+}
