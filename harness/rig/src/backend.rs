@@ -19,6 +19,7 @@ pub enum PowerError {
     Spawn { command: String, source: std::io::Error },
     #[error("power command `{command}` failed ({status}): {stderr}")]
     Failed { command: String, status: std::process::ExitStatus, stderr: String },
+    #[cfg(feature = "virtual")]
     #[error("virtual board power: {0}")]
     Virtual(#[from] hil_virtual_board::BoardError),
 }

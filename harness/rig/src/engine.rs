@@ -7,7 +7,7 @@
 //! board's own clock for a virtual board, which runs only while the rig waits on it; so a verdict
 //! never depends on how busy the host is. Backends honour that deadline themselves
 //! ([`StepCx::deadline`]); the async side only keeps a wall-clock safety net (the deadline plus a
-//! grace for a lab board, [`hil_virtual_board::board::wall_safety_net`] of it for a virtual one),
+//! grace for a lab board, [`virtual_safety_net`] of it for a virtual one),
 //! and tripping it is an infrastructure error, never a board failure.
 
 use std::path::{Path, PathBuf};
@@ -639,6 +639,14 @@ async fn diagnose(
 
 /// Run one step on the blocking pool under its deadline. Returns the outcome, how long it took,
 /// and whether the board came back (a backend that ignores its deadline keeps the board).
+/// The wall-clock limit of a step whose deadline is on a virtual board's clock: generous (30x the
+/// budget, at least a minute, plus the grace), above the board's own net for each wait
+/// (hil_virtual_board::board::wall_safety_net), because it only catches a rig or host that stopped
+/// making progress.
+pub fn virtual_safety_net(budget: Duration, grace: Duration) -> Duration {
+    budget.saturating_mul(30).max(Duration::from_secs(60)).saturating_add(grace)
+}
+
 /// What one step did, with its times.
 struct StepRun {
     outcome: StepOutcome,
@@ -668,7 +676,7 @@ async fn exec_step(
     };
     let safety_net = match clock_kind {
         ClockKind::Wall => limit + opts.grace,
-        ClockKind::Virtual => hil_virtual_board::board::wall_safety_net(limit),
+        ClockKind::Virtual => virtual_safety_net(limit, opts.grace),
     };
     let handle = tokio::task::spawn_blocking(move || match sess.lock() {
         Ok(mut s) => {

@@ -5,6 +5,7 @@ pub mod diagnosis;
 pub mod engine;
 pub mod lock;
 pub mod opener;
+pub mod option_bits;
 pub mod plan;
 pub mod probe;
 pub mod probe_adapter;
@@ -14,7 +15,9 @@ pub mod session;
 pub mod step_error;
 pub mod strategy;
 pub mod usb;
+#[cfg(feature = "virtual")]
 pub mod virtual_backend;
+#[cfg(feature = "virtual")]
 pub mod virtual_serial;
 
 pub use engine::{BoardOpener, BoardSession, CancelFlag, EngineOptions, StepCx, StepOutcome};

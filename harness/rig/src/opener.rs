@@ -25,7 +25,7 @@ impl RigOpener {
         let chip =
             hil_chips::Chip::by_name(&board.chip.value).ok_or_else(|| format!("unknown chip {}", board.chip.value))?;
         let backends = if board.virtual_board.is_some() {
-            crate::virtual_backend::open(board)?
+            open_virtual(board)?
         } else if let Some(lab) = &board.lab {
             open_lab(&lab.value)?
         } else {
@@ -58,6 +58,19 @@ fn wiring(ctl: &LineControl, active_level: PinLevel) -> Option<Wiring> {
     let asserted = ctl.asserted_level.unwrap_or(PinLevel::Low);
     let polarity = if asserted == active_level { Polarity::AssertedIsActive } else { Polarity::DeassertedIsActive };
     Some(Wiring { signal, polarity })
+}
+
+#[cfg(feature = "virtual")]
+fn open_virtual(board: &Board) -> Result<Backends, String> {
+    crate::virtual_backend::open(board)
+}
+
+#[cfg(not(feature = "virtual"))]
+fn open_virtual(board: &Board) -> Result<Backends, String> {
+    Err(format!(
+        "board `{}` is virtual, and this build has no virtual boards (the `virtual` feature is off)",
+        board.name.value
+    ))
 }
 
 fn open_lab(lab: &LabBoard) -> Result<Backends, String> {

@@ -98,6 +98,7 @@ fn link_failure_in_chain(e: &(dyn std::error::Error + 'static)) -> bool {
         if let Some(DebugProbeError::Usb(_)) = c.downcast_ref::<DebugProbeError>() {
             return true;
         }
+        #[cfg(feature = "virtual")]
         if let Some(b) = c.downcast_ref::<probe_rs::probe::BoxedProbeError>()
             && let Some(hil_virtual_probe::VirtualProbeError::Link { .. }) =
                 b.downcast_ref::<hil_virtual_probe::VirtualProbeError>()
@@ -371,6 +372,7 @@ impl ProbeSession {
     /// note that firmware runs briefly during the failed first attempt.
     pub fn open(selector: &str, target: &str, opts: &ProbeOptions) -> Result<ProbeSession, ProbeError> {
         // Makes virtual boards' probes visible to the lister; real selectors are unaffected.
+        #[cfg(feature = "virtual")]
         hil_virtual_probe::register();
         let parsed: probe_rs::probe::DebugProbeSelector = selector
             .parse()

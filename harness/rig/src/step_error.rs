@@ -45,6 +45,7 @@ pub enum StepError {
     #[error("{0}")]
     Unsupported(String),
     /// The virtual board's USB device as the rig's virtual host reaches it.
+    #[cfg(feature = "virtual")]
     #[error("{0}")]
     VirtualUsb(#[from] hil_virtual_board::BoardError),
 }
@@ -81,6 +82,7 @@ impl StepError {
                 }
             }
             StepError::Lines(_) | StepError::Power(_) | StepError::Unsupported(_) => Blame::Rig,
+            #[cfg(feature = "virtual")]
             StepError::VirtualUsb(e) => {
                 if e.is_infrastructure() {
                     Blame::Rig
@@ -128,10 +130,13 @@ mod tests {
         assert_eq!(StepError::from(io).blame(), Blame::Rig);
         let unseen = LinkError::NotSeen { port: "p".into(), needle: "hil-app".into(), waited: Default::default() };
         assert_eq!(StepError::from(unseen).blame(), Blame::Board);
-        let gone = hil_virtual_board::BoardError::Gone("b".into());
-        assert_eq!(StepError::from(gone).blame(), Blame::Rig);
-        let detached = hil_virtual_board::BoardError::UsbDetached { board: "b".into() };
-        assert_eq!(StepError::from(detached).blame(), Blame::Board);
+        #[cfg(feature = "virtual")]
+        {
+            let gone = hil_virtual_board::BoardError::Gone("b".into());
+            assert_eq!(StepError::from(gone).blame(), Blame::Rig);
+            let detached = hil_virtual_board::BoardError::UsbDetached { board: "b".into() };
+            assert_eq!(StepError::from(detached).blame(), Blame::Board);
+        }
         assert_eq!(StepError::unsupported("board `x` has no debug probe").blame(), Blame::Rig);
         assert_eq!(StepError::expectation("pc outside").blame(), Blame::Board);
     }
