@@ -44,24 +44,10 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
     std::fs::write(dir.path().join("boards.yaml"), LAB_BOARDS).unwrap();
     let which = std::process::Command::new("sh").args(["-c", "command -v stm32flash"]).output().unwrap();
     let stm32flash = String::from_utf8_lossy(&which.stdout).trim().to_string();
-    // Our binary without its debug info (the guest's RAM holds the initramfs).
-    let hil = dir.path().join("hil");
-    let stripped = std::process::Command::new("strip").arg("-o").arg(&hil).arg(env!("CARGO_BIN_EXE_hil")).status();
-    if !stripped.is_ok_and(|s| s.success()) {
-        std::fs::copy(env!("CARGO_BIN_EXE_hil"), &hil).unwrap();
-    }
     // The scenarios twice: as written (for the virtual entry, run here) and for the lab entry.
-    let virt = dir.path().join("virtual");
-    let lab = dir.path().join("lab");
-    std::fs::create_dir_all(&virt).unwrap();
-    std::fs::create_dir_all(&lab).unwrap();
-    for (name, text) in guest::scenarios_for("g071-virtual", &["g071-custom-bootloader", "g0b1"]) {
-        std::fs::write(virt.join(&name), &text).unwrap();
-        std::fs::write(lab.join(&name), text.replace("g071-virtual", "g071-lab")).unwrap();
-    }
-    let tar = dir.path().join("lab.tar");
-    let st = std::process::Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(dir.path()).arg("lab").status();
-    assert!(st.is_ok_and(|s| s.success()), "tar of the lab scenarios");
+    let scenarios = guest::scenarios_for("g071-virtual", &["g071-custom-bootloader", "g0b1"]);
+    let (virt, tar) = guest::lab_scenarios(dir.path(), scenarios, "g071-virtual", "g071-lab");
+    let hil = guest::stripped_hil(dir.path());
     let files = vec![
         format!("{}:/data/lab.tar", tar.display()),
         format!("{stm32flash}:/bin/stm32flash"),
@@ -111,34 +97,6 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
     assert!(left.contains("PC 0x080"), "{left}");
 
     // The flows and the conformance suite on the lab entry, against their verdicts on the virtual one.
-    let o = run(
-        &mut g,
-        "cd /data && tar -xf lab.tar && hil run --boards /data/boards.yaml --report-dir /data/reports /data/lab/*.yaml 2>&1 | cat",
-        Duration::from_secs(600),
-    );
-    eprintln!("hil run (flows + conformance) on the lab entry in the guest: {:.2?}", o.took);
-    let on_lab = guest::verdicts(&o.text);
-    let host = std::process::Command::new(env!("CARGO_BIN_EXE_hil"))
-        .args(["run", "--board", "g071-virtual", "--report-dir"])
-        .arg(dir.path().join("host-reports"))
-        .args(std::fs::read_dir(&virt).unwrap().map(|e| e.unwrap().path()))
-        .current_dir(guest::repo())
-        .output()
-        .unwrap();
-    let on_virtual = guest::verdicts(&String::from_utf8_lossy(&host.stdout));
-    assert!(on_virtual.len() >= 30, "{on_virtual:?}");
-    let differ: Vec<String> = on_virtual
-        .iter()
-        .filter(|v| !on_lab.contains(v))
-        .map(|v| {
-            let lab = on_lab.iter().find(|l| l.0 == v.0);
-            format!("{}: virtual {} {} / lab {:?}", v.0, v.1, v.2, lab.map(|l| (&l.1, &l.2)))
-        })
-        .collect();
-    assert!(
-        differ.is_empty() && on_lab.len() == on_virtual.len(),
-        "lab-entry verdicts differ from the virtual entry's:\n{}\n--- lab run ---\n{}",
-        differ.join("\n"),
-        o.text
-    );
+    let verdicts = guest::same_verdicts_on_lab_and_virtual(&mut g, &virt, "g071-virtual", &dir.path().join("host"));
+    assert!(verdicts.len() >= 30, "{verdicts:?}");
 }

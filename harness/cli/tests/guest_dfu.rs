@@ -14,16 +14,7 @@ const CALL: Duration = Duration::from_secs(60);
 /// The application fixture as a flat binary from its base (what `dfu-util -D` writes).
 fn app_bin() -> Vec<u8> {
     let f = hil_fixtures::get("app", 0x0800_0000).expect("app fixture");
-    let img = hil_image::Image::from_elf("app", f.elf).expect("app ELF");
-    let ranges = img.ranges();
-    let base = ranges.first().expect("loadable data").0;
-    let end = ranges.iter().map(|(a, d)| a + d.len() as u32).max().unwrap();
-    let mut bin = vec![0xFF; (end - base) as usize];
-    for (a, d) in ranges {
-        bin[(a - base) as usize..][..d.len()].copy_from_slice(d);
-    }
-    assert_eq!(base, 0x0800_0000);
-    bin
+    guest::app_bin(f.elf)
 }
 
 #[test]

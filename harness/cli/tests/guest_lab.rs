@@ -23,17 +23,7 @@ fn hil_flash_via_dfu_runs_over_nusb_in_a_linux_guest() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // Our binary without its debug info (the guest's RAM holds the initramfs).
-    let hil = dir.path().join("hil");
-    let stripped = std::process::Command::new("strip")
-        .arg("-o")
-        .arg(&hil)
-        .arg(env!("CARGO_BIN_EXE_hil"))
-        .status()
-        .is_ok_and(|s| s.success());
-    if !stripped {
-        std::fs::copy(env!("CARGO_BIN_EXE_hil"), &hil).unwrap();
-    }
+    let hil = guest::stripped_hil(dir.path());
     std::fs::write(dir.path().join("boards.yaml"), LAB_BOARDS).unwrap();
     let app = hil_fixtures::get("app", 0x0800_0000).expect("app fixture").path;
     let files = vec![

@@ -177,3 +177,76 @@ pub fn app_bin(elf: &[u8]) -> Vec<u8> {
     }
     bin
 }
+
+/// Our `hil` without its debug info, for the guest (its RAM holds the initramfs); the binary as it
+/// is when `strip` is not there.
+pub fn stripped_hil(dir: &Path) -> PathBuf {
+    let hil = dir.join("hil");
+    let stripped = Command::new("strip").arg("-o").arg(&hil).arg(env!("CARGO_BIN_EXE_hil")).status();
+    if !stripped.is_ok_and(|s| s.success()) {
+        std::fs::copy(env!("CARGO_BIN_EXE_hil"), &hil).unwrap();
+    }
+    hil
+}
+
+/// A board's scenarios written twice into `dir`: as they are, for its virtual entry, and for a lab
+/// entry (`virtual_name` renamed `lab_name`), the latter also as `lab.tar` for the guest. Returns
+/// (the virtual copies' directory, the tar).
+pub fn lab_scenarios(
+    dir: &Path,
+    scenarios: Vec<(String, String)>,
+    virtual_name: &str,
+    lab_name: &str,
+) -> (PathBuf, PathBuf) {
+    let (virt, lab) = (dir.join("virtual"), dir.join("lab"));
+    std::fs::create_dir_all(&virt).unwrap();
+    std::fs::create_dir_all(&lab).unwrap();
+    for (name, text) in scenarios {
+        std::fs::write(virt.join(&name), &text).unwrap();
+        std::fs::write(lab.join(&name), text.replace(virtual_name, lab_name)).unwrap();
+    }
+    let tar = dir.join("lab.tar");
+    let st = Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(dir).arg("lab").status();
+    assert!(st.is_ok_and(|s| s.success()), "tar of the lab scenarios");
+    (virt, tar)
+}
+
+/// Run the lab copies in the guest on the lab entry, the virtual copies here on `virtual_name`,
+/// and require the same verdict for every scenario. Returns the verdicts (for more checks).
+pub fn same_verdicts_on_lab_and_virtual(
+    g: &mut Guest,
+    virt: &Path,
+    virtual_name: &str,
+    reports: &Path,
+) -> Vec<(String, String, String)> {
+    let o = run(
+        g,
+        "cd /data && tar -xf lab.tar && hil run --boards /data/boards.yaml --report-dir /data/reports /data/lab/*.yaml 2>&1 | cat",
+        Duration::from_secs(900),
+    );
+    eprintln!("hil run on the lab entry in the guest: {:.2?}", o.took);
+    let on_lab = verdicts(&o.text);
+    let host = Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["run", "--board", virtual_name, "--report-dir"])
+        .arg(reports)
+        .args(std::fs::read_dir(virt).unwrap().map(|e| e.unwrap().path()))
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let on_virtual = verdicts(&String::from_utf8_lossy(&host.stdout));
+    let differ: Vec<String> = on_virtual
+        .iter()
+        .filter(|v| !on_lab.contains(v))
+        .map(|v| {
+            let lab = on_lab.iter().find(|l| l.0 == v.0);
+            format!("{}: virtual {} {} / lab {:?}", v.0, v.1, v.2, lab.map(|l| (&l.1, &l.2)))
+        })
+        .collect();
+    assert!(
+        differ.is_empty() && on_lab.len() == on_virtual.len(),
+        "lab-entry verdicts differ from the virtual entry's:\n{}\n--- lab run ---\n{}",
+        differ.join("\n"),
+        o.text
+    );
+    on_virtual
+}
