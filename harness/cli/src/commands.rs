@@ -13,6 +13,26 @@ use crate::signals::{StopSignal, StopSignals};
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
+/// `hil run`: no scenario failed, but the rig could not carry at least one out (board unreachable,
+/// probe lost, safety net): the verdict is missing, not negative.
+pub const EXIT_INFRASTRUCTURE: u8 = 3;
+/// `hil run`: nothing ran (every scenario skipped, or none selected): a green light would be a lie.
+pub const EXIT_NOTHING_RAN: u8 = 4;
+
+/// What a finished run tells CI: a failure first (the board is broken), then a rig error (the
+/// answer is missing), then nothing run at all.
+pub fn run_exit_code(r: &hil_report::RunReport) -> u8 {
+    let m = &r.summary;
+    if m.failed > 0 {
+        EXIT_FAILED
+    } else if m.errors > 0 {
+        EXIT_INFRASTRUCTURE
+    } else if m.passed == 0 {
+        EXIT_NOTHING_RAN
+    } else {
+        0
+    }
+}
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
@@ -235,7 +255,7 @@ fn run(
     if let Some(signal) = stopped_by.get() {
         return Ok(ExitCode::from(signal.exit_code()));
     }
-    Ok(ExitCode::from(if report.status == hil_report::RunStatus::Passed { 0 } else { EXIT_FAILED }))
+    Ok(ExitCode::from(run_exit_code(&report)))
 }
 
 /// One line per scenario run, then the totals.
@@ -256,7 +276,11 @@ fn run_summary(r: &hil_report::RunReport) -> String {
     let _ = writeln!(
         s,
         "{}: {} passed, {} failed, {} errors, {} skipped{} ({:.1} s)",
-        format!("{:?}", r.status).to_uppercase(),
+        if run_exit_code(r) == EXIT_NOTHING_RAN && r.status == hil_report::RunStatus::Passed {
+            "NOTHING RAN".to_string()
+        } else {
+            format!("{:?}", r.status).to_uppercase()
+        },
         m.passed,
         m.failed,
         m.errors,

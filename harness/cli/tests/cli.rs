@@ -196,3 +196,43 @@ fn explain_shows_the_evidence_behind_each_cause() {
     let o = hil(&["explain", "/nonexistent/run"], &repo());
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn run_exit_status_says_failed_infrastructure_or_nothing_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("r");
+    // Every scenario skipped (the G071's ROM has no USB DFU): nothing ran, not a pass.
+    let o = hil(
+        &["run", "--board", "g071-virtual", "--report-dir", reports.to_str().unwrap(), "scenarios/flash-over-dfu.yaml"],
+        &repo(),
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o.stdout));
+    assert!(text(&o.stdout).contains("NOTHING RAN: 0 passed, 0 failed, 0 errors, 1 skipped"), "{}", text(&o.stdout));
+    // A lab board whose serial port does not exist: the rig cannot open it - an infrastructure error.
+    std::fs::write(
+        dir.path().join("boards.yaml"),
+        "boards:\n  - name: gone\n    chip: STM32G071RB\n    default: true\n    lab:\n      serial: { port: /nonexistent/ttyUSB9, baud: 115200 }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("s.yaml"), "name: s\nrequires: [uart]\nsteps:\n  - send: { text: x }\n").unwrap();
+    let o = hil(&["run", "--boards", "boards.yaml", "--report-dir", "r", "s.yaml"], dir.path());
+    assert_eq!(o.status.code(), Some(3), "{}{}", text(&o.stdout), text(&o.stderr));
+    // And a scenario the board fails: 1.
+    std::fs::write(
+        dir.path().join("f.yaml"),
+        "name: f\nsteps:\n  - expect-serial: { contains: never }\n    timeout: 20ms\n",
+    )
+    .unwrap();
+    let o = hil(
+        &[
+            "run",
+            "--board",
+            "g071-virtual",
+            "--report-dir",
+            reports.to_str().unwrap(),
+            dir.path().join("f.yaml").to_str().unwrap(),
+        ],
+        &repo(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+}
