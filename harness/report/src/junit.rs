@@ -7,14 +7,30 @@ use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use crate::model::{RunReport, ScenarioResult, Status};
 use crate::text::{evidence_text, failure_details};
 
+/// Output kept per test case: CI test viewers choke on megabytes; report.json and the HTML page
+/// keep everything.
+const SYSTEM_OUT_LIMIT: usize = 16 * 1024;
+
 pub fn render_junit(report: &RunReport) -> String {
     let mut out = Report::new(format!("hil run {}", report.run_id));
     out.set_time(std::time::Duration::from_millis(report.wall_duration_ms));
+    let host = hostname();
     for board in &report.boards {
         let mut suite = TestSuite::new(board.name.clone());
         suite.add_property(("chip", board.chip.as_str()));
         suite.add_property(("kind", board.kind.as_str()));
-        for r in report.scenarios.iter().filter(|r| r.board == board.name) {
+        suite.extra.insert("hostname".into(), host.as_str().into());
+        let runs: Vec<&ScenarioResult> = report.scenarios.iter().filter(|r| r.board == board.name).collect();
+        suite.set_time(std::time::Duration::from_millis(runs.iter().map(|r| r.wall_duration_ms).sum()));
+        if let Some(t) = runs
+            .iter()
+            .filter_map(|r| chrono::DateTime::parse_from_rfc3339(&r.wall_started_at).ok())
+            .min()
+            .or_else(|| chrono::DateTime::parse_from_rfc3339(&report.started_at).ok())
+        {
+            suite.set_timestamp(t);
+        }
+        for r in runs {
             suite.add_test_case(test_case(r));
         }
         out.add_test_suite(suite);
@@ -28,7 +44,7 @@ fn test_case(r: &ScenarioResult) -> TestCase {
         Status::Skipped | Status::NotRun => {
             let mut s = TestCaseStatus::skipped();
             if let Some(m) = &r.message {
-                s.set_message(m.clone());
+                s.set_message(one_line(m));
             }
             s
         }
@@ -51,7 +67,7 @@ fn test_case(r: &ScenarioResult) -> TestCase {
                 (Some(d), None) => d.title.clone(),
                 (None, None) => "failed".into(),
             };
-            s.set_message(headline);
+            s.set_message(one_line(&headline));
             s.set_type(match &r.diagnosis {
                 Some(d) => d.cause.clone(),
                 None => r.status.as_str().to_string(),
@@ -65,7 +81,39 @@ fn test_case(r: &ScenarioResult) -> TestCase {
     tc.set_time(std::time::Duration::from_millis(r.wall_duration_ms));
     let out = evidence_text(r);
     if !out.is_empty() {
-        tc.set_system_out(out);
+        tc.set_system_out(trimmed(out));
     }
     tc
+}
+
+/// An attribute value on one line: CI viewers show attributes as one line, and a raw newline in an
+/// attribute is normalised away by XML parsers anyway.
+fn one_line(s: &str) -> String {
+    s.split(['\r', '\n']).filter(|p| !p.is_empty()).collect::<Vec<_>>().join(" / ")
+}
+
+fn trimmed(mut s: String) -> String {
+    if s.len() > SYSTEM_OUT_LIMIT {
+        let mut cut = SYSTEM_OUT_LIMIT;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let total = s.len();
+        s.truncate(cut);
+        s.push_str(&format!(
+            "\n[... {} of {total} bytes not shown here; the whole output is in report.json and report.html]\n",
+            total - cut
+        ));
+    }
+    s
+}
+
+/// The machine the run ran on (JUnit's testsuite hostname).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }

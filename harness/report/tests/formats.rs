@@ -26,7 +26,24 @@ fn json_snapshot_and_round_trip() {
 #[test]
 fn junit_snapshot() {
     let xml = render_junit(&sample());
-    insta::assert_snapshot!("junit_xml", xml);
+    // The host the run ran on differs between machines.
+    insta::with_settings!({ filters => vec![(r#"hostname="[^"]*""#, r#"hostname="[host]""#)] }, {
+        insta::assert_snapshot!("junit_xml", xml);
+    });
+}
+
+#[test]
+fn junit_attributes_stay_on_one_line_and_long_output_is_trimmed() {
+    let mut r = sample();
+    let s = r.scenarios.iter_mut().find(|s| s.status == hil_report::Status::Failed).unwrap();
+    s.message = Some("`hil-app` did not appear\r\nsaw: boot\r\n".into());
+    s.steps[0].evidence.push(hil_report::Evidence::Text { label: "serial".into(), text: "x".repeat(100_000) });
+    let xml = render_junit(&r);
+    let msg = xml.split("message=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    assert!(!msg.contains('\n') && !msg.contains('\r') && !msg.contains("&#xA;"), "{msg}");
+    assert!(msg.contains("did not appear / saw: boot"), "{msg}");
+    assert!(xml.len() < 40_000, "{} bytes", xml.len());
+    assert!(xml.contains("not shown here; the whole output is in report.json"));
 }
 
 #[test]
