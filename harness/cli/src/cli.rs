@@ -63,6 +63,9 @@ pub enum Command {
         /// scenario (checks the diagnosis rules against a whole suite).
         #[arg(long)]
         audit_diagnosis: bool,
+        /// Print only the totals (no line per scenario).
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Flash an image through a board's bootloader or probe.
     Flash {

@@ -38,8 +38,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate(cfg) => validate(&cfg),
         Command::List { what, config } => list(what, &config),
-        Command::Run { config, board_names, report_dir, lock_wait, audit_diagnosis } => {
-            run(&config, &board_names, &report_dir, &lock_wait, audit_diagnosis)
+        Command::Run { config, board_names, report_dir, lock_wait, audit_diagnosis, quiet } => {
+            run(&config, &board_names, &report_dir, &lock_wait, RunOutput { audit_diagnosis, quiet })
         }
         Command::Schema { what } => {
             let schema = match what {
@@ -189,13 +189,15 @@ fn list(what: ListWhat, cfg: &ConfigArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(
-    cfg: &ConfigArgs,
-    boards: &[String],
-    report_dir: &Path,
-    lock_wait: &str,
+/// How `hil run` reports.
+struct RunOutput {
     audit_diagnosis: bool,
-) -> Result<ExitCode> {
+    /// Totals only.
+    quiet: bool,
+}
+
+fn run(cfg: &ConfigArgs, boards: &[String], report_dir: &Path, lock_wait: &str, out: RunOutput) -> Result<ExitCode> {
+    let RunOutput { audit_diagnosis, quiet } = out;
     let lock_wait: hil_config::Duration = lock_wait.parse().map_err(|e: String| anyhow::anyhow!("--lock-wait: {e}"))?;
     let config = match load_config(cfg) {
         Ok(c) => c,
@@ -237,7 +239,28 @@ fn run(
             std::process::exit(again.exit_code().into());
         });
         let progress = crate::output::progress(None, format!("running {total} scenario runs"));
-        let opts = hil_rig::EngineOptions { lock_wait: lock_wait.std(), audit_diagnosis, ..Default::default() };
+        // Each scenario's line as it finishes (flushed, so CI logs stream); above the spinner on a
+        // terminal, which counts done/total.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let on_result: Option<hil_rig::engine::ResultSink> = (!quiet).then(|| {
+            let (progress, done) = (progress.clone(), done.clone());
+            std::sync::Arc::new(move |r: &hil_report::ScenarioResult| {
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                let line = scenario_line(r);
+                if progress.is_hidden() {
+                    use std::io::Write as _;
+                    let mut o = std::io::stdout().lock();
+                    let _ = writeln!(o, "{line}");
+                    let _ = o.flush();
+                } else {
+                    progress.println(line);
+                    progress
+                        .set_message(format!("{n}/{total} scenario runs done, last: {} on {}", r.scenario, r.board));
+                }
+            }) as hil_rig::engine::ResultSink
+        });
+        let opts =
+            hil_rig::EngineOptions { lock_wait: lock_wait.std(), audit_diagnosis, on_result, ..Default::default() };
         let r = hil_rig::engine::run(
             plans,
             std::sync::Arc::new(hil_rig::opener::rig_opener()),
@@ -250,7 +273,8 @@ fn run(
         r.context("writing the report")
     });
     let (report, dir) = outcome?;
-    print!("{}", run_summary(&report));
+    // The scenario lines went out as the scenarios finished; the totals close the run.
+    print!("{}", run_totals(&report));
     println!("reports: {}", dir.path().display());
     if let Some(signal) = stopped_by.get() {
         return Ok(ExitCode::from(signal.exit_code()));
@@ -258,24 +282,24 @@ fn run(
     Ok(ExitCode::from(run_exit_code(&report)))
 }
 
-/// One line per scenario run, then the totals.
-fn run_summary(r: &hil_report::RunReport) -> String {
+/// One scenario run on one line: status, scenario, board, wall time, message, named cause.
+fn scenario_line(x: &hil_report::ScenarioResult) -> String {
     use std::fmt::Write as _;
-    let mut s = String::new();
-    for x in &r.scenarios {
-        let _ = write!(s, "{:<8} {:<40} {:<24} {:>7} ms", x.status.as_str(), x.scenario, x.board, x.wall_duration_ms);
-        if let Some(m) = &x.message {
-            let _ = write!(s, "  {m}");
-        }
-        if let Some(d) = &x.diagnosis {
-            let _ = write!(s, "  [cause: {}]", d.cause);
-        }
-        s.push('\n');
+    let mut s = format!("{:<8} {:<40} {:<24} {:>7} ms", x.status.as_str(), x.scenario, x.board, x.wall_duration_ms);
+    if let Some(m) = &x.message {
+        let _ = write!(s, "  {m}");
     }
+    if let Some(d) = &x.diagnosis {
+        let _ = write!(s, "  [cause: {}]", d.cause);
+    }
+    s
+}
+
+/// The totals line.
+fn run_totals(r: &hil_report::RunReport) -> String {
     let m = &r.summary;
-    let _ = writeln!(
-        s,
-        "{}: {} passed, {} failed, {} errors, {} skipped{} ({:.1} s)",
+    format!(
+        "{}: {} passed, {} failed, {} errors, {} skipped{} ({:.1} s)\n",
         if run_exit_code(r) == EXIT_NOTHING_RAN && r.status == hil_report::RunStatus::Passed {
             "NOTHING RAN".to_string()
         } else {
@@ -287,8 +311,7 @@ fn run_summary(r: &hil_report::RunReport) -> String {
         m.skipped,
         if m.interrupted == 0 { String::new() } else { format!(", {} interrupted", m.interrupted) },
         r.wall_duration_ms as f64 / 1000.0
-    );
-    s
+    )
 }
 
 /// Lock a lab board's hardware for a command that drives the board itself, as `hil run` does

@@ -236,3 +236,24 @@ fn run_exit_status_says_failed_infrastructure_or_nothing_ran() {
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
 }
+
+#[test]
+fn run_prints_a_line_per_scenario_as_it_goes_and_q_only_the_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("r");
+    let files = ["scenarios/reset-verify-pc.yaml", "scenarios/enter-via-boot0.yaml"];
+    let mut args = vec!["run", "--board", "g071-virtual", "--report-dir", reports.to_str().unwrap()];
+    args.extend(files);
+    let o = hil(&args, &repo());
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for name in ["reset-verify-pc", "enter-via-boot0-pin"] {
+        assert_eq!(out.lines().filter(|l| l.starts_with("passed") && l.contains(name)).count(), 1, "{out}");
+    }
+    assert!(out.contains("PASSED: 2 passed"), "{out}");
+    args.insert(1, "-q");
+    let o = hil(&args, &repo());
+    let out = text(&o.stdout);
+    assert!(!out.lines().any(|l| l.starts_with("passed")), "{out}");
+    assert!(out.contains("PASSED: 2 passed"), "{out}");
+}

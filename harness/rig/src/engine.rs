@@ -140,7 +140,10 @@ pub trait BoardOpener: Send + Sync {
     fn open(&self, board: &Board, cancel: &CancelFlag) -> Result<Box<dyn BoardSession>, String>;
 }
 
-#[derive(Clone, Debug)]
+/// Called with each scenario result as it finishes (live progress).
+pub type ResultSink = Arc<dyn Fn(&ScenarioResult) + Send + Sync>;
+
+#[derive(Clone)]
 pub struct EngineOptions {
     /// Boards run at the same time.
     pub parallel_boards: usize,
@@ -157,6 +160,18 @@ pub struct EngineOptions {
     /// Also diagnose scenarios whose steps all passed (and that expect to pass): a cause named
     /// there is a false alarm of a diagnosis rule, and fails the scenario.
     pub audit_diagnosis: bool,
+    /// Sees each scenario result as soon as it is there, in finishing order.
+    pub on_result: Option<ResultSink>,
+}
+
+impl std::fmt::Debug for EngineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineOptions")
+            .field("parallel_boards", &self.parallel_boards)
+            .field("default_step_timeout", &self.default_step_timeout)
+            .field("audit_diagnosis", &self.audit_diagnosis)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for EngineOptions {
@@ -170,6 +185,7 @@ impl Default for EngineOptions {
             grace: Duration::from_secs(5),
             command: std::env::args().collect(),
             audit_diagnosis: false,
+            on_result: None,
         }
     }
 }
@@ -236,6 +252,9 @@ pub async fn run(
     }
     drop(tx);
     while let Some(result) = rx.recv().await {
+        if let Some(sink) = &opts.on_result {
+            sink(&result);
+        }
         report.scenarios.push(result);
         report.wall_duration_ms = started.elapsed().as_millis() as u64;
         report.summary = hil_report::Summary::of(&report.scenarios);
