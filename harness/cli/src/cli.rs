@@ -66,6 +66,18 @@ pub enum Command {
         /// Print only the totals (no line per scenario).
         #[arg(short, long)]
         quiet: bool,
+        /// Only scenarios whose name matches (`*` matches any run of characters; repeatable).
+        #[arg(long = "scenario", value_name = "NAME")]
+        scenario_names: Vec<String>,
+        /// Only scenarios with this tag (repeatable: any of them).
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Only conformance scenarios whose class contains this text ("9." or "watchdog").
+        #[arg(long, value_name = "TEXT")]
+        class: Option<String>,
+        /// Print the plan per board (what runs, what is skipped and why) and run nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Flash an image through a board's bootloader or probe.
     Flash {

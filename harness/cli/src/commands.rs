@@ -38,9 +38,25 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate(cfg) => validate(&cfg),
         Command::List { what, config } => list(what, &config),
-        Command::Run { config, board_names, report_dir, lock_wait, audit_diagnosis, quiet } => {
-            run(&config, &board_names, &report_dir, &lock_wait, RunOutput { audit_diagnosis, quiet })
-        }
+        Command::Run {
+            config,
+            board_names,
+            report_dir,
+            lock_wait,
+            audit_diagnosis,
+            quiet,
+            scenario_names,
+            tags,
+            class,
+            dry_run,
+        } => run(
+            &config,
+            &board_names,
+            &report_dir,
+            &lock_wait,
+            RunOutput { audit_diagnosis, quiet, dry_run },
+            &Selection { names: scenario_names, tags, class },
+        ),
         Command::Schema { what } => {
             let schema = match what {
                 SchemaWhat::Boards => hil_config::schema::boards_schema(),
@@ -194,15 +210,60 @@ struct RunOutput {
     audit_diagnosis: bool,
     /// Totals only.
     quiet: bool,
+    /// The plan, nothing run.
+    dry_run: bool,
 }
 
-fn run(cfg: &ConfigArgs, boards: &[String], report_dir: &Path, lock_wait: &str, out: RunOutput) -> Result<ExitCode> {
-    let RunOutput { audit_diagnosis, quiet } = out;
+/// Which scenarios of the files a run takes.
+struct Selection {
+    names: Vec<String>,
+    tags: Vec<String>,
+    class: Option<String>,
+}
+
+impl Selection {
+    fn takes(&self, s: &hil_config::Scenario) -> bool {
+        (self.names.is_empty() || self.names.iter().any(|p| glob_match(p, &s.name.value)))
+            && (self.tags.is_empty() || s.tags.iter().any(|t| self.tags.contains(t)))
+            && self.class.as_ref().is_none_or(|c| s.class.as_ref().is_some_and(|k| k.contains(c.as_str())))
+    }
+}
+
+/// `*` matches any run of characters (possibly none); everything else matches itself.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || !name[first.len()..].ends_with(last) || name.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for p in &parts[1..parts.len() - 1] {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+fn run(
+    cfg: &ConfigArgs,
+    boards: &[String],
+    report_dir: &Path,
+    lock_wait: &str,
+    out: RunOutput,
+    selection: &Selection,
+) -> Result<ExitCode> {
+    let RunOutput { audit_diagnosis, quiet, dry_run } = out;
     let lock_wait: hil_config::Duration = lock_wait.parse().map_err(|e: String| anyhow::anyhow!("--lock-wait: {e}"))?;
-    let config = match load_config(cfg) {
+    let mut config = match load_config(cfg) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    config.scenarios.retain(|ls| selection.takes(&ls.scenario));
     let selected = match select_boards(&config, boards) {
         Ok(b) => b,
         Err(e) => {
@@ -219,6 +280,18 @@ fn run(cfg: &ConfigArgs, boards: &[String], report_dir: &Path, lock_wait: &str, 
             selected.iter().map(|b| b.name.value.as_str()).collect::<Vec<_>>().join(", ")
         );
         return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    if dry_run {
+        for p in &plans {
+            println!("{} ({}):", p.board.name.value, p.board.chip.value);
+            for s in &p.scenarios {
+                match &s.skip {
+                    None => println!("  run   {:<40} {}", s.loaded.scenario.name.value, s.loaded.path.display()),
+                    Some(why) => println!("  skip  {:<40} {why}", s.loaded.scenario.name.value),
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
@@ -494,4 +567,20 @@ pub fn explain_text(report: &hil_report::RunReport, scenario: Option<&str>, boar
         let _ = writeln!(s, "no diagnosed failures in run {}", report.run_id);
     }
     s
+}
+
+#[cfg(test)]
+mod selection_tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs_match_runs_of_characters() {
+        assert!(glob_match("c09-*", "c09-option-bits"));
+        assert!(glob_match("*dfu", "flash-over-dfu"));
+        assert!(glob_match("*over*", "flash-over-uart"));
+        assert!(glob_match("reset-verify-pc", "reset-verify-pc"));
+        assert!(!glob_match("c09-*", "c10-watchdog"));
+        assert!(!glob_match("a*b*c", "acb"));
+        assert!(!glob_match("ab*ba", "aba"), "the ends may not overlap");
+    }
 }

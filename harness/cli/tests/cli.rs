@@ -257,3 +257,28 @@ fn run_prints_a_line_per_scenario_as_it_goes_and_q_only_the_totals() {
     assert!(!out.lines().any(|l| l.starts_with("passed")), "{out}");
     assert!(out.contains("PASSED: 2 passed"), "{out}");
 }
+
+#[test]
+fn dry_run_shows_the_plan_with_skip_reasons_and_selection_filters_scenarios() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("r");
+    let o =
+        hil(&["run", "--dry-run", "--scenario", "flash-over-*", "--report-dir", reports.to_str().unwrap()], &repo());
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("g071-virtual (STM32G071RB):"), "{out}");
+    assert!(
+        out.contains("skip  flash-over-dfu") && out.contains("STM32G071RB's ROM bootloader has no USB DFU"),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.trim_start().starts_with("run   flash-over-uart")), "{out}");
+    assert!(!out.contains("reset-verify-pc"), "filtered out by --scenario: {out}");
+    assert!(!reports.exists(), "a dry run writes no report");
+    let o = hil(&["run", "--dry-run", "--class", "10.", "--board", "g0b1-virtual"], &repo());
+    let out = text(&o.stdout);
+    let runs: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with("run")).collect();
+    assert_eq!(runs.len(), 2, "c10-watchdog-after-go and c10-watchdog-correct: {out}");
+    // A selection that leaves nothing is a usage error, not a green run.
+    let o = hil(&["run", "--tag", "no-such-tag"], &repo());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+}
