@@ -43,6 +43,9 @@ pub enum Command {
     /// List boards or scenarios.
     List {
         what: ListWhat,
+        /// Machine-readable output (probes, ports, dfu).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -136,6 +139,12 @@ pub enum Command {
 pub enum ListWhat {
     Boards,
     Scenarios,
+    /// Debug probes probe-rs sees (VID:PID:serial selectors).
+    Probes,
+    /// Serial ports, with the USB VID:PID:serial of their adapters.
+    Ports,
+    /// USB devices with a DFU interface (the ROM's DfuSe device: 0483:df11).
+    Dfu,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

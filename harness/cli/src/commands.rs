@@ -37,7 +37,10 @@ pub fn run_exit_code(r: &hil_report::RunReport) -> u8 {
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate(cfg) => validate(&cfg),
-        Command::List { what, config } => list(what, &config),
+        Command::List { what, json, config } => match crate::hardware::list(what, json)? {
+            Some(code) => Ok(code),
+            None => list(what, &config),
+        },
         Command::Run {
             config,
             board_names,
@@ -160,6 +163,8 @@ fn list(what: ListWhat, cfg: &ConfigArgs) -> Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     match what {
+        // Hardware listings never get here (crate::hardware answers them).
+        ListWhat::Probes | ListWhat::Ports | ListWhat::Dfu => {}
         ListWhat::Boards => {
             let rows: Vec<Vec<String>> = config
                 .boards

@@ -8,6 +8,7 @@ mod bench;
 mod cli;
 mod commands;
 mod flash;
+mod hardware;
 mod output;
 mod serial_adapter;
 mod signals;

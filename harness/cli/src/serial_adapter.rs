@@ -108,7 +108,7 @@ impl SerialAdapter {
         let text = match index {
             0 => return Some(vec![4, 3, 0x09, 0x04]),
             1 => "hil".to_string(),
-            2 => "hil virtual debug adapter (VCP)".to_string(),
+            2 => "hil virtual debug adapter (CMSIS-DAP, VCP)".to_string(),
             3 => self.serial.clone(),
             4 => format!("VCP to {}", self.usart),
             5 => "hil CMSIS-DAP".to_string(),

@@ -69,6 +69,13 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
     let o = run(&mut g, "for i in $(seq 100); do [ -e /dev/ttyACM0 ] && break; sleep 0.1; done; ls /dev/ttyACM0", CALL);
     assert_eq!(o.rc, 0, "no ttyACM0:\n{}\n{}", o.text, g.console());
 
+    // What the lab host sees: the adapter as a probe and as a serial port, by VID:PID:serial.
+    let o = run(&mut g, "hil list probes && hil list ports --json", CALL);
+    assert_eq!(o.rc, 0, "{}", o.text);
+    assert!(o.text.contains("1209:0001:g071-virtual") && o.text.contains("CMSIS-DAP"), "{}", o.text);
+    assert!(o.text.contains("\"id\": \"/dev/ttyACM0\""), "{}", o.text);
+    assert!(o.text.matches("1209:0001:g071-virtual").count() >= 2, "the port names its adapter: {}", o.text);
+
     // The probe: probe-rs's CMSIS-DAP driver, ST's flash algorithm on the virtual core.
     let o = run(
         &mut g,

@@ -62,6 +62,8 @@ fn dfu_flows_and_conformance_on_a_g0b1_lab_entry_match_the_virtual_entry() {
         Duration::from_secs(60),
     );
     assert_eq!(o.rc, 0, "no ttyACM0:\n{}\n{}", o.text, g.console());
+    let o = run(&mut g, "hil list dfu", Duration::from_secs(60));
+    assert!(o.text.contains("0483:df11"), "the ROM's DFU device is listed: {}", o.text);
     let verdicts = guest::same_verdicts_on_lab_and_virtual(&mut g, &virt, "g0b1-virtual", &dir.path().join("host"));
     assert!(verdicts.iter().filter(|v| v.0.contains("dfu") && v.1 == "passed").count() >= 5, "{verdicts:?}");
 }
