@@ -7,7 +7,7 @@ mod guest;
 
 use std::time::Duration;
 
-use guest::{SimServe, run};
+use guest::run;
 
 const CALL: Duration = Duration::from_secs(60);
 
@@ -40,9 +40,7 @@ fn dfu_util_lists_reads_writes_erases_and_leaves_through_a_linux_usb_stack() {
 
     let socket = dir.path().join("usb.sock");
     // A new G0B1 boots its ROM (empty check): the DfuSe device is on the bus from the start.
-    let mut sim = SimServe::start("g0b1-virtual", &socket, None);
-    let mut g = guest::boot(&guest_dir, &socket);
-    eprintln!("guest boot to the command prompt: {:.2?}", g.boot);
+    let (mut sim, mut g) = guest::serve_and_boot("g0b1-virtual", &guest_dir, &socket);
 
     // The device enumerates shortly after the kernel's xHCI comes up: wait for it in the guest.
     let o = run(

@@ -7,7 +7,7 @@ mod guest;
 
 use std::time::Duration;
 
-use guest::{SimServe, run};
+use guest::run;
 
 const LAB_BOARDS: &str = "boards:
   - name: g0b1-lab
@@ -35,9 +35,7 @@ fn hil_flash_via_dfu_runs_over_nusb_in_a_linux_guest() {
     guest::build(&guest_dir, &files);
 
     let socket = dir.path().join("usb.sock");
-    let mut sim = SimServe::start("g0b1-virtual", &socket, None);
-    let mut g = guest::boot(&guest_dir, &socket);
-    eprintln!("guest boot to the command prompt: {:.2?}", g.boot);
+    let (mut sim, mut g) = guest::serve_and_boot("g0b1-virtual", &guest_dir, &socket);
     let o = run(
         &mut g,
         "for i in $(seq 100); do [ -e /sys/bus/usb/devices/1-1 ] && break; sleep 0.1; done; \

@@ -2,14 +2,25 @@
 //! the field positions in the chip data: what both a lab board (written through the probe or the
 //! ROM) and a virtual board (set before power-on) need.
 
+/// The chip data cannot express the option bits asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionBitsError {
+    #[error("{chip} has no option byte layout in its chip data")]
+    NoLayout { chip: String },
+    #[error("{chip}: no USER option word in the chip data")]
+    NoUserWord { chip: String },
+    #[error("{chip}: option bit {field} is not in the chip data")]
+    NoField { chip: String, field: String },
+}
+
 /// The USER option word with boards.yaml's option bits applied to the factory value; `None` when
 /// nothing differs from the factory.
-pub fn user_option_word(chip: &hil_chips::Chip, bits: &hil_config::boards::OptionBits) -> Result<Option<u32>, String> {
-    let layout = chip
-        .option_bytes
-        .as_ref()
-        .ok_or_else(|| format!("{} has no option byte layout in its chip data", chip.name))?;
-    let user = layout.word("USER").ok_or_else(|| format!("{}: no USER option word in the chip data", chip.name))?;
+pub fn user_option_word(
+    chip: &hil_chips::Chip,
+    bits: &hil_config::boards::OptionBits,
+) -> Result<Option<u32>, OptionBitsError> {
+    let layout = chip.option_bytes.as_ref().ok_or_else(|| OptionBitsError::NoLayout { chip: chip.name.clone() })?;
+    let user = layout.word("USER").ok_or_else(|| OptionBitsError::NoUserWord { chip: chip.name.clone() })?;
     let nothing = bits.nboot0.is_none()
         && bits.nboot1.is_none()
         && bits.nboot_sel.is_none()
@@ -27,15 +38,13 @@ pub fn apply_option_bits(
     chip: &hil_chips::Chip,
     word: u32,
     bits: &hil_config::boards::OptionBits,
-) -> Result<u32, String> {
-    let layout = chip
-        .option_bytes
-        .as_ref()
-        .ok_or_else(|| format!("{} has no option byte layout in its chip data", chip.name))?;
+) -> Result<u32, OptionBitsError> {
+    let layout = chip.option_bytes.as_ref().ok_or_else(|| OptionBitsError::NoLayout { chip: chip.name.clone() })?;
     let mut v = word;
-    let mut set = |field: &str, value: u32| -> Result<(), String> {
-        let f =
-            layout.field(field).ok_or_else(|| format!("{}: option bit {field} is not in the chip data", chip.name))?;
+    let mut set = |field: &str, value: u32| -> Result<(), OptionBitsError> {
+        let f = layout
+            .field(field)
+            .ok_or_else(|| OptionBitsError::NoField { chip: chip.name.clone(), field: field.to_string() })?;
         v = (v & !(f.mask() << f.shift)) | ((value & f.mask()) << f.shift);
         Ok(())
     };

@@ -37,6 +37,9 @@ pub enum StepError {
     Lines(#[from] ControlError),
     #[error(transparent)]
     Power(#[from] crate::backend::PowerError),
+    /// The scenario asks for option bits the chip data does not describe.
+    #[error(transparent)]
+    OptionBits(#[from] crate::option_bits::OptionBitsError),
     /// The board did not meet an expectation; the message says what was seen.
     #[error("{0}")]
     Expectation(String),
@@ -81,7 +84,9 @@ impl StepError {
                     Blame::Board
                 }
             }
-            StepError::Lines(_) | StepError::Power(_) | StepError::Unsupported(_) => Blame::Rig,
+            StepError::Lines(_) | StepError::Power(_) | StepError::OptionBits(_) | StepError::Unsupported(_) => {
+                Blame::Rig
+            }
             #[cfg(feature = "virtual")]
             StepError::VirtualUsb(e) => {
                 if e.is_infrastructure() {

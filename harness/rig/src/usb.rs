@@ -81,6 +81,18 @@ mod virtual_usb {
         }
     }
 
+    /// The host client's setup packet as the board's USB port takes it (same fields; the two sides
+    /// keep their own types, DESIGN.md independence rule).
+    fn board_setup(setup: hil_bootloader_host::dfu::Setup) -> hil_virtual_board::UsbSetup {
+        hil_virtual_board::UsbSetup {
+            request_type: setup.request_type,
+            request: setup.request,
+            value: setup.value,
+            index: setup.index,
+            length: setup.length,
+        }
+    }
+
     impl ControlTransfer for VirtualUsbDevice {
         fn control_in(
             &mut self,
@@ -88,13 +100,7 @@ mod virtual_usb {
             timeout: std::time::Duration,
         ) -> Result<Vec<u8>, hil_bootloader_host::dfu::TransferError> {
             use hil_virtual_board::UsbReply;
-            let s = hil_virtual_board::UsbSetup {
-                request_type: setup.request_type,
-                request: setup.request,
-                value: setup.value,
-                index: setup.index,
-                length: setup.length,
-            };
+            let s = board_setup(setup);
             match self.port.control(s, Vec::new(), timeout).wait().map_err(|e| transfer_error(e, timeout))? {
                 UsbReply::Data(d) => Ok(d),
                 UsbReply::Ack => Ok(Vec::new()),
@@ -108,13 +114,7 @@ mod virtual_usb {
             timeout: std::time::Duration,
         ) -> Result<(), hil_bootloader_host::dfu::TransferError> {
             use hil_virtual_board::UsbReply;
-            let s = hil_virtual_board::UsbSetup {
-                request_type: setup.request_type,
-                request: setup.request,
-                value: setup.value,
-                index: setup.index,
-                length: setup.length,
-            };
+            let s = board_setup(setup);
             match self.port.control(s, data.to_vec(), timeout).wait().map_err(|e| transfer_error(e, timeout))? {
                 UsbReply::Ack | UsbReply::Data(_) => Ok(()),
                 UsbReply::Stall => Err(hil_bootloader_host::dfu::TransferError::Stall),

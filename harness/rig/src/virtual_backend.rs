@@ -90,7 +90,7 @@ pub fn open(board: &hil_config::Board) -> Result<Backends, String> {
     }
     let vb = Board::start(cfg).map_err(|e| e.to_string())?;
     if let Some(bits) = &v.option_bytes
-        && let Some(word) = user_option_word(chip, bits)?
+        && let Some(word) = user_option_word(chip, bits).map_err(|e| e.to_string())?
     {
         vb.set_option_word("USER", word).wait().map_err(|e| e.to_string())?;
         // Option bytes are loaded at power-on (RM0444 3.4.2): start from them.

@@ -38,6 +38,15 @@ pub fn boot(dir: &Path, usb_socket: &Path) -> Guest {
 
 pub use hil_guest::Guest;
 
+/// `hil sim serve` of `board` with its USB on `socket`, then the guest in `guest_dir` booted with
+/// that device attached.
+pub fn serve_and_boot(board: &str, guest_dir: &Path, socket: &Path) -> (SimServe, Guest) {
+    let sim = SimServe::start(board, socket, None);
+    let g = boot(guest_dir, socket);
+    eprintln!("guest boot to the command prompt: {:.2?}", g.boot);
+    (sim, g)
+}
+
 /// Run a command in the guest; a guest that does not answer fails the test with its console.
 pub fn run(g: &mut Guest, command: &str, within: Duration) -> hil_guest::Output {
     g.run(command, within).unwrap_or_else(|e| panic!("{e}"))

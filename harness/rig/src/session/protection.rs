@@ -104,8 +104,7 @@ impl RigSession {
                 let base = fc.base;
                 let p = self.probe()?;
                 let current = word_of(&p.read_memory(base + user.register, 4)?, base + user.register)?;
-                let value =
-                    crate::option_bits::apply_option_bits(chip, current, &bits).map_err(StepError::unsupported)?;
+                let value = crate::option_bits::apply_option_bits(chip, current, &bits)?;
                 let word = |p: &mut Box<dyn ProbeOps>, off: u32, v: u32| p.write_memory(base + off, &v.to_le_bytes());
                 word(p, 0x08, fc.keys[0])?;
                 word(p, 0x08, fc.keys[1])?;
@@ -146,8 +145,7 @@ impl RigSession {
                 self.uart_session(cx, |c| {
                     c.connect()?;
                     let current = u32::from_le_bytes(c.read(ob + user.offset, 4)?[..4].try_into().expect("4 bytes"));
-                    let value =
-                        crate::option_bits::apply_option_bits(chip, current, &bits).map_err(StepError::unsupported)?;
+                    let value = crate::option_bits::apply_option_bits(chip, current, &bits)?;
                     let mut dw = Vec::with_capacity(8);
                     dw.extend_from_slice(&value.to_le_bytes());
                     dw.resize(comp as usize, 0xFF);
