@@ -298,7 +298,7 @@ pub fn flash_uart(boards: &Path, board: &str, size: &str, baud: u32) -> Result<E
     std::fs::write(&image_path, &data)?;
 
     // 1. The rig's client (hil flash's path): erase the pages the image touches, write, verify.
-    let mut session = hil_rig::opener::rig_opener().open_session(&b).map_err(anyhow::Error::msg)?;
+    let mut session = hil_rig::opener::rig_opener().open_session(&b)?;
     // The same PTY at the benchmark's baud rate (the virtual board paces at the peer's rate).
     let pty = session.backends.serial.as_ref().map(|l| l.name().to_string()).context("the board has no serial link")?;
     session.backends.serial = None;

@@ -70,7 +70,7 @@ pub fn flash(boards: &Path, board: &str, request: FlashRequest<'_>) -> Result<Ex
         Ok(l) => l,
         Err(code) => return Ok(code),
     };
-    let mut session = hil_rig::opener::rig_opener().open_session(&board).map_err(anyhow::Error::msg)?;
+    let mut session = hil_rig::opener::rig_opener().open_session(&board)?;
     // From here on a failure is the operation failing (exit 1), not a configuration problem.
     let plan = FlashPlan { via, verify, go, bin_base, target, image_base };
     let result = flash_session(&mut session, &name, &plan, &image, file);

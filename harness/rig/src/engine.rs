@@ -117,7 +117,7 @@ impl StepOutcome {
 /// One board opened for a run: how steps are carried out.
 pub trait BoardSession: Send {
     /// Prepare for a scenario (e.g. forget the serial output of the previous one).
-    fn begin_scenario(&mut self, scenario: &hil_config::Scenario) -> Result<(), String>;
+    fn begin_scenario(&mut self, scenario: &hil_config::Scenario) -> Result<(), crate::step_error::StepError>;
     /// Carry out one step. Blocking; must return by `cx.deadline` and check `cx.cancel` in long waits.
     fn run_step(&mut self, step: &Step, cx: &StepCx) -> StepOutcome;
     /// The board's clock: every step deadline counts on it (wall time unless the board has its
@@ -421,7 +421,8 @@ async fn run_scenario(
     let begin = {
         let (sess, scenario) = (session.clone(), s.clone());
         tokio::task::spawn_blocking(move || {
-            sess.lock().map_err(|_| "board session poisoned".to_string())?.begin_scenario(&scenario)
+            let mut sess = sess.lock().map_err(|_| "board session poisoned".to_string())?;
+            sess.begin_scenario(&scenario).map_err(|e| e.to_string())
         })
         .await
         .unwrap_or_else(|e| Err(format!("panicked: {e}")))

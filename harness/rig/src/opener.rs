@@ -9,6 +9,50 @@ use crate::backend::{Backends, CommandPower};
 use crate::engine::{BoardOpener, BoardSession, CancelFlag};
 use crate::probe_ops::ProbeOps;
 use crate::session::RigSession;
+use crate::step_error::StepError;
+
+/// Why a board of boards.yaml could not be opened; names the board and the seam that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("board `{board}`: unknown chip `{chip}`")]
+    UnknownChip { board: String, chip: String },
+    #[error("board `{0}` is neither virtual nor lab")]
+    NoBackend(String),
+    #[error("board `{0}` is virtual, and this build has no virtual boards (the `virtual` feature is off)")]
+    VirtualUnavailable(String),
+    #[error("board `{board}`: {source}")]
+    Serial {
+        board: String,
+        #[source]
+        source: crate::serial_link::LinkError,
+    },
+    #[error("board `{board}`: {what} through the serial adapter: {source}")]
+    ControlLine {
+        board: String,
+        what: &'static str,
+        #[source]
+        source: hil_bootloader_host::control::ControlError,
+    },
+    #[error("board `{board}`: option bytes: {source}")]
+    OptionBits {
+        board: String,
+        #[source]
+        source: crate::option_bits::OptionBitsError,
+    },
+    #[cfg(feature = "virtual")]
+    #[error("board `{board}`: virtual board: {source}")]
+    VirtualBoard {
+        board: String,
+        #[source]
+        source: Box<hil_virtual_board::BoardError>,
+    },
+    #[error("board `{board}`: {source}")]
+    Session {
+        board: String,
+        #[source]
+        source: Box<StepError>,
+    },
+}
 
 /// Opens a probe-rs session by selector for a chip (the probe layer; see [`crate::probe`]).
 pub type ProbeOpener = dyn Fn(&str, &hil_chips::Chip, Option<u32>, bool) -> Result<Box<dyn ProbeOps>, crate::probe::ProbeError>
@@ -21,15 +65,16 @@ pub struct RigOpener {
 
 impl RigOpener {
     /// Open a board as a [`RigSession`] (for commands that drive it directly, like `hil flash`).
-    pub fn open_session(&self, board: &Board) -> Result<RigSession, String> {
-        let chip =
-            hil_chips::Chip::by_name(&board.chip.value).ok_or_else(|| format!("unknown chip {}", board.chip.value))?;
+    pub fn open_session(&self, board: &Board) -> Result<RigSession, OpenError> {
+        let name = &board.name.value;
+        let chip = hil_chips::Chip::by_name(&board.chip.value)
+            .ok_or_else(|| OpenError::UnknownChip { board: name.clone(), chip: board.chip.value.clone() })?;
         let backends = if board.virtual_board.is_some() {
             open_virtual(board)?
         } else if let Some(lab) = &board.lab {
-            open_lab(&lab.value)?
+            open_lab(name, &lab.value)?
         } else {
-            return Err(format!("board `{}` is neither virtual nor lab", board.name.value));
+            return Err(OpenError::NoBackend(name.clone()));
         };
         tracing::info!(board = %board.name.value, "opened {}", backends.description);
         let factory: Option<crate::session::ProbeFactory> = backends.probe_selector.clone().map(|sel| {
@@ -37,13 +82,14 @@ impl RigOpener {
             let (speed, cur) = (backends.probe_speed_khz, backends.connect_under_reset);
             Box::new(move || open(&sel, chip, speed, cur)) as crate::session::ProbeFactory
         });
-        RigSession::new(board.clone(), backends, factory).map_err(|e| e.to_string())
+        RigSession::new(board.clone(), backends, factory)
+            .map_err(|source| OpenError::Session { board: name.clone(), source: Box::new(source) })
     }
 }
 
 impl BoardOpener for RigOpener {
     fn open(&self, board: &Board, _cancel: &CancelFlag) -> Result<Box<dyn BoardSession>, String> {
-        Ok(Box::new(self.open_session(board)?))
+        Ok(Box::new(self.open_session(board).map_err(|e| e.to_string())?))
     }
 }
 
@@ -61,21 +107,20 @@ fn wiring(ctl: &LineControl, active_level: PinLevel) -> Option<Wiring> {
 }
 
 #[cfg(feature = "virtual")]
-fn open_virtual(board: &Board) -> Result<Backends, String> {
+fn open_virtual(board: &Board) -> Result<Backends, OpenError> {
     crate::virtual_backend::open(board)
 }
 
 #[cfg(not(feature = "virtual"))]
-fn open_virtual(board: &Board) -> Result<Backends, String> {
-    Err(format!(
-        "board `{}` is virtual, and this build has no virtual boards (the `virtual` feature is off)",
-        board.name.value
-    ))
+fn open_virtual(board: &Board) -> Result<Backends, OpenError> {
+    Err(OpenError::VirtualUnavailable(board.name.value.clone()))
 }
 
-fn open_lab(lab: &LabBoard) -> Result<Backends, String> {
+fn open_lab(board: &str, lab: &LabBoard) -> Result<Backends, OpenError> {
+    let serial_error = |source| OpenError::Serial { board: board.to_owned(), source };
+    let line_error = |what| move |source| OpenError::ControlLine { board: board.to_owned(), what, source };
     let serial = match &lab.serial {
-        Some(s) => Some(crate::serial_link::SerialLink::open(&s.port.value, s.baud.value).map_err(|e| e.to_string())?),
+        Some(s) => Some(crate::serial_link::SerialLink::open(&s.port.value, s.baud.value).map_err(serial_error)?),
         None => None,
     };
     // BOOT0 is active high (ROM), NRST active low (in reset).
@@ -84,7 +129,7 @@ fn open_lab(lab: &LabBoard) -> Result<Backends, String> {
     let mut lines: Option<Box<dyn crate::backend::ControlLines + Send>> =
         match (&serial, boot0.is_some() || reset.is_some()) {
             (Some(link), true) => {
-                Some(Box::new(SerialControlLines::new(link.clone_port().map_err(|e| e.to_string())?, boot0, reset)))
+                Some(Box::new(SerialControlLines::new(link.clone_port().map_err(serial_error)?, boot0, reset)))
             }
             _ => None,
         };
@@ -93,10 +138,10 @@ fn open_lab(lab: &LabBoard) -> Result<Backends, String> {
     // Drive the wired lines to the run state (NRST released, BOOT0 low) before anything else.
     if let Some(l) = lines.as_mut() {
         if reset.is_some() {
-            l.set_reset(false).map_err(|e| format!("releasing NRST through the serial adapter: {e}"))?;
+            l.set_reset(false).map_err(line_error("releasing NRST"))?;
         }
         if boot0.is_some() {
-            l.set_boot0(false).map_err(|e| format!("driving BOOT0 low through the serial adapter: {e}"))?;
+            l.set_boot0(false).map_err(line_error("driving BOOT0 low"))?;
         }
     }
     Ok(Backends {

@@ -13,6 +13,7 @@ use hil_virtual_board::Board;
 use hil_virtual_board::config::{BoardConfig, FaultConfig, PtyConfig, UartFaults};
 
 use crate::backend::{Backends, Clock, ClockKind, PowerSwitch, WallClock};
+use crate::opener::OpenError;
 
 /// The USART the rig's serial link uses: the one a Nucleo's ST-Link VCP reaches, USART2 where the
 /// ROM serves it (UM2324: PA2/PA3 on the Nucleo-64 boards), else the first USART of the ROM that
@@ -78,31 +79,36 @@ pub fn board_config(name: &str, chip: &hil_chips::Chip, v: &VirtualBoard) -> Boa
 pub use crate::option_bits::{apply_option_bits, user_option_word};
 
 /// Start the virtual board of a boards.yaml entry and open its seams.
-pub fn open(board: &hil_config::Board) -> Result<Backends, String> {
-    let v = &board.virtual_board.as_ref().ok_or("not a virtual board")?.value;
-    let chip =
-        hil_chips::Chip::by_name(&board.chip.value).ok_or_else(|| format!("unknown chip {}", board.chip.value))?;
-    let mut cfg = board_config(&board.name.value, chip, v);
+pub fn open(board: &hil_config::Board) -> Result<Backends, OpenError> {
+    let name = &board.name.value;
+    let board_error = |source| OpenError::VirtualBoard { board: name.clone(), source: Box::new(source) };
+    let v = &board.virtual_board.as_ref().ok_or_else(|| OpenError::NoBackend(name.clone()))?.value;
+    let chip = hil_chips::Chip::by_name(&board.chip.value)
+        .ok_or_else(|| OpenError::UnknownChip { board: name.clone(), chip: board.chip.value.clone() })?;
+    let mut cfg = board_config(name, chip, v);
     let usart = console_usart(chip);
     if v.timing == Timing::Realistic {
         // Paced to wall time: the link is the PTY, read like a tty.
         cfg.ptys.push(PtyConfig { usart: usart.clone(), link: None });
     }
-    let vb = Board::start(cfg).map_err(|e| e.to_string())?;
+    let vb = Board::start(cfg).map_err(board_error)?;
     if let Some(bits) = &v.option_bytes
-        && let Some(word) = user_option_word(chip, bits).map_err(|e| e.to_string())?
+        && let Some(word) =
+            user_option_word(chip, bits).map_err(|source| OpenError::OptionBits { board: name.clone(), source })?
     {
-        vb.set_option_word("USER", word).wait().map_err(|e| e.to_string())?;
+        vb.set_option_word("USER", word).wait().map_err(board_error)?;
         // Option bytes are loaded at power-on (RM0444 3.4.2): start from them.
-        vb.power_cycle(Duration::from_millis(1)).wait().map_err(|e| e.to_string())?;
+        vb.power_cycle(Duration::from_millis(1)).wait().map_err(board_error)?;
     }
-    let uart = vb.uart(&usart).map_err(|e| e.to_string())?;
+    let uart = vb.uart(&usart).map_err(board_error)?;
     let clock: Arc<dyn Clock> =
         if vb.gated() { Arc::new(VirtualBoardClock { board: vb.clone() }) } else { WallClock::shared() };
     let (serial, link_name) = match uart.pty_path() {
         Some(pty) => {
             let path = pty.display().to_string();
-            (crate::serial_link::SerialLink::open(&path, 115_200).map_err(|e| e.to_string())?, path)
+            let link = crate::serial_link::SerialLink::open(&path, 115_200)
+                .map_err(|source| OpenError::Serial { board: name.clone(), source })?;
+            (link, path)
         }
         None => {
             let port = crate::virtual_serial::VirtualSerialPort::new(vb.name(), uart, 115_200);

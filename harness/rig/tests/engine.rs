@@ -27,7 +27,7 @@ struct Fake {
 }
 
 impl BoardSession for Fake {
-    fn begin_scenario(&mut self, s: &hil_config::Scenario) -> Result<(), String> {
+    fn begin_scenario(&mut self, s: &hil_config::Scenario) -> Result<(), hil_rig::step_error::StepError> {
         self.log.lock().unwrap().push(format!("{}: begin {}", self.board, s.name.value));
         self.looks_like = None;
         Ok(())
@@ -469,4 +469,14 @@ fn a_board_that_only_joined_runs_only_the_scenarios_naming_it() {
     // Selected explicitly, the same board runs both.
     let plans = hil_rig::plan::plan(&config, &boards);
     assert_eq!(names(&plans[1]), ["for-b", "generic"]);
+}
+
+#[test]
+fn a_lab_board_whose_tty_is_missing_names_the_board_and_the_port() {
+    let (_tmp, config) = setup(&[("x", "name: x\nsteps: [halt]\n")]);
+    let board = config.boards.get("bench-a").unwrap();
+    let Err(e) = hil_rig::opener::rig_opener().open_session(board) else { panic!("opened a missing tty") };
+    assert!(matches!(&e, hil_rig::opener::OpenError::Serial { board, .. } if board == "bench-a"), "{e:?}");
+    let text = e.to_string();
+    assert!(text.starts_with("board `bench-a`: serial port /nonexistent/hil-engine-tty: "), "{text}");
 }

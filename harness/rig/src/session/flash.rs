@@ -65,7 +65,8 @@ impl RigSession {
     }
 
     pub(super) fn preflight(&self, img: &FlashedImage, what: FlashTarget) -> Result<Vec<Evidence>, StepOutcome> {
-        let report = preflight_report(&self.board, self.chip, &img.image, what).map_err(StepOutcome::error)?;
+        let report = preflight_report(&self.board, self.chip, &img.image, what)
+            .map_err(|e| StepOutcome::error(e.to_string()))?;
         let text = report.to_string();
         if report.passed() {
             Ok(if text.is_empty() { vec![] } else { vec![Evidence::Text { label: "preflight warnings".into(), text }] })
@@ -267,6 +268,13 @@ impl RigSession {
     }
 }
 
+/// A bootloader image aimed at a board whose layout has no bootloader region to take it.
+#[derive(Debug, thiserror::Error)]
+#[error("`target: bootloader`: board `{board}` has no layout.bootloader region")]
+pub struct NoBootloaderRegion {
+    pub board: String,
+}
+
 /// Preflight an image for `board`: as its application (at the application base, clear of a
 /// custom bootloader) or as its custom bootloader (inside `layout.bootloader`). Errors when the
 /// board has no bootloader region to flash a bootloader into.
@@ -275,7 +283,7 @@ pub fn preflight_report(
     chip: &Chip,
     image: &hil_image::Image,
     what: FlashTarget,
-) -> Result<hil_image::preflight::Report, String> {
+) -> Result<hil_image::preflight::Report, NoBootloaderRegion> {
     let bootloader = board
         .layout
         .bootloader
@@ -287,9 +295,7 @@ pub fn preflight_report(
             &hil_image::preflight::Target { chip, app_base: board.application_base(chip), bootloader },
         ),
         FlashTarget::Bootloader => {
-            let region = bootloader.ok_or_else(|| {
-                format!("`target: bootloader`: board `{}` has no layout.bootloader region", board.name.value)
-            })?;
+            let region = bootloader.ok_or_else(|| NoBootloaderRegion { board: board.name.value.clone() })?;
             hil_image::preflight::check_bootloader(image, chip, region)
         }
     })

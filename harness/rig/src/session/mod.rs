@@ -34,7 +34,7 @@ mod flash;
 mod protection;
 mod transcript;
 
-pub use flash::{FlashedImage, preflight_report};
+pub use flash::{FlashedImage, NoBootloaderRegion, preflight_report};
 
 /// Opens (or re-opens) the board's probe.
 pub type ProbeFactory = Box<dyn Fn() -> Result<Box<dyn ProbeOps>, ProbeError> + Send>;
@@ -281,10 +281,10 @@ impl BoardSession for RigSession {
         self.backends.clock.clone()
     }
 
-    fn begin_scenario(&mut self, _: &hil_config::Scenario) -> Result<(), String> {
+    fn begin_scenario(&mut self, _: &hil_config::Scenario) -> Result<(), StepError> {
         if let Some(s) = self.backends.serial.as_mut() {
             // A board still printing what the last scenario started would leave its tail here.
-            if !s.clear_when_quiet(Duration::from_millis(30), Duration::from_millis(300)).map_err(|e| e.to_string())? {
+            if !s.clear_when_quiet(Duration::from_millis(30), Duration::from_millis(300))? {
                 tracing::debug!("{}: console still busy after 300 ms; cleared anyway", s.name());
             }
         }
