@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(
     name = "hil",
-    version,
+    version = hil_rig::VERSION,
     about = "Conformance rig for STM32 bootloader flows, on virtual and lab boards",
     after_help = "Exit codes: 0 all passed / valid, 1 a scenario failed, 2 configuration or usage error.\n\
                   Logs: -v info, -vv debug, -vvv trace; RUST_LOG overrides."
@@ -81,6 +81,22 @@ pub enum Command {
         /// Print the plan per board (what runs, what is skipped and why) and run nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Start no further scenario after the first failure or rig error (the rest are reported
+        /// as skipped, naming that failure).
+        #[arg(long)]
+        fail_fast: bool,
+        /// Run again only what failed, errored or was interrupted in RUN (a run directory or its
+        /// report.json; default: the latest run in --report-dir), on the same boards. A RUN is
+        /// given as `--rerun-failed=RUN`, so a scenario path after the flag stays a path.
+        #[arg(long, value_name = "RUN", num_args = 0..=1, require_equals = true)]
+        rerun_failed: Option<Option<PathBuf>>,
+        /// Boards run at the same time (each board runs its scenarios in order).
+        #[arg(long, short = 'j', value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: u16,
+        /// Lab boards: run a failed scenario again up to N times; a pass after a retry is reported
+        /// as flaky. Virtual boards are deterministic and never retried.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        retries: u32,
     },
     /// Flash an image through a board's bootloader or probe.
     Flash {
@@ -121,7 +137,8 @@ pub enum Command {
     },
     /// Print the JSON Schema of a file format (for editors).
     Schema { what: SchemaWhat },
-    /// Show, for the failures of a run, the named cause and the evidence behind it.
+    /// Show the failures of a run: the failed step, what the board sent, the named cause and the
+    /// evidence behind it.
     Explain {
         /// A run directory, its report.json, or nothing for reports/latest.
         #[arg(value_name = "RUN")]
@@ -132,6 +149,9 @@ pub enum Command {
         /// Only this board.
         #[arg(long)]
         board: Option<String>,
+        /// Also the passing scenarios that carry a diagnosis (expected failures, latent mistakes).
+        #[arg(long)]
+        all: bool,
     },
 }
 

@@ -52,14 +52,34 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             tags,
             class,
             dry_run,
-        } => run(
-            &config,
-            &board_names,
-            &report_dir,
-            &lock_wait,
-            RunOutput { audit_diagnosis, quiet, dry_run },
-            &Selection { names: scenario_names, tags, class },
-        ),
+            fail_fast,
+            rerun_failed,
+            jobs,
+            retries,
+        } => {
+            let rerun = match rerun_failed {
+                None => None,
+                Some(p) => {
+                    let path = p.unwrap_or_else(|| report_dir.join("latest"));
+                    match failed_in(&path) {
+                        Ok(pairs) => Some(pairs),
+                        Err(e) => {
+                            eprintln!("error: --rerun-failed: {e:#}");
+                            return Ok(ExitCode::from(EXIT_CONFIG));
+                        }
+                    }
+                }
+            };
+            run(
+                &config,
+                &board_names,
+                &report_dir,
+                &lock_wait,
+                RunOutput { audit_diagnosis, quiet, dry_run },
+                &Selection { names: scenario_names, tags, class, rerun },
+                RunPolicy { fail_fast, jobs: jobs.into(), retries },
+            )
+        }
         Command::Schema { what } => {
             let schema = match what {
                 SchemaWhat::Boards => hil_config::schema::boards_schema(),
@@ -68,7 +88,12 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Explain { run, scenario, board } => explain(run.as_deref(), scenario.as_deref(), board.as_deref()),
+        Command::Explain { run, scenario, board, all } => explain(
+            run.as_deref(),
+            scenario.as_deref(),
+            board.as_deref(),
+            if all { ExplainScope::All } else { ExplainScope::Failures },
+        ),
         Command::Flash { boards, board, via, verify, go, base, target, file } => {
             let request = crate::flash::FlashRequest {
                 via,
@@ -224,6 +249,38 @@ struct Selection {
     names: Vec<String>,
     tags: Vec<String>,
     class: Option<String>,
+    /// `--rerun-failed`: only these (scenario, board) pairs.
+    rerun: Option<FailedRuns>,
+}
+
+/// How a run goes on after failures, and how wide.
+struct RunPolicy {
+    fail_fast: bool,
+    jobs: usize,
+    retries: u32,
+}
+
+/// The (scenario, board) pairs a run did not pass (failed, errored, interrupted), and its id.
+struct FailedRuns {
+    run_id: String,
+    pairs: std::collections::BTreeSet<(String, String)>,
+}
+
+/// What did not pass in the run at `path` (a run directory, `latest`, or a report.json).
+fn failed_in(path: &Path) -> Result<FailedRuns> {
+    let file = if path.is_dir() { path.join(hil_report::write::JSON) } else { path.to_path_buf() };
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let report: hil_report::RunReport =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a hil report", file.display()))?;
+    let pairs = report
+        .scenarios
+        .iter()
+        .filter(|r| {
+            matches!(r.status, hil_report::Status::Failed | hil_report::Status::Error | hil_report::Status::Interrupted)
+        })
+        .map(|r| (r.scenario.clone(), r.board.clone()))
+        .collect();
+    Ok(FailedRuns { run_id: report.run_id, pairs })
 }
 
 impl Selection {
@@ -261,6 +318,7 @@ fn run(
     lock_wait: &str,
     out: RunOutput,
     selection: &Selection,
+    policy: RunPolicy,
 ) -> Result<ExitCode> {
     let RunOutput { audit_diagnosis, quiet, dry_run } = out;
     let lock_wait: hil_config::Duration = lock_wait.parse().map_err(|e: String| anyhow::anyhow!("--lock-wait: {e}"))?;
@@ -269,15 +327,52 @@ fn run(
         Err(code) => return Ok(code),
     };
     config.scenarios.retain(|ls| selection.takes(&ls.scenario));
-    let selected = match select_boards(&config, boards) {
+    // --rerun-failed: the boards of the failed pairs (unless --board narrows them further).
+    let mut boards = boards.to_vec();
+    if let Some(rerun) = &selection.rerun {
+        if rerun.pairs.is_empty() {
+            println!("nothing to rerun: every scenario of run {} passed or was skipped", rerun.run_id);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if boards.is_empty() {
+            boards = rerun
+                .pairs
+                .iter()
+                .map(|(_, b)| b.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+        }
+    }
+    let selected = match select_boards(&config, &boards) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e:#}");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let joined = joined_boards(&config, boards);
-    let plans = hil_rig::plan::plan_with(&config, &selected, &joined);
+    let joined = joined_boards(&config, &boards);
+    let mut plans = hil_rig::plan::plan_with(&config, &selected, &joined);
+    if let Some(rerun) = &selection.rerun {
+        for p in &mut plans {
+            let board = p.board.name.value.clone();
+            p.scenarios.retain(|s| rerun.pairs.contains(&(s.loaded.scenario.name.value.clone(), board.clone())));
+        }
+        plans.retain(|p| !p.scenarios.is_empty());
+        let missing: Vec<String> = rerun
+            .pairs
+            .iter()
+            .filter(|(s, b)| {
+                !plans
+                    .iter()
+                    .any(|p| &p.board.name.value == b && p.scenarios.iter().any(|x| &x.loaded.scenario.name.value == s))
+            })
+            .map(|(s, b)| format!("{s} on {b}"))
+            .collect();
+        if !missing.is_empty() {
+            eprintln!("warning: not in the current files or selection, not rerun: {}", missing.join(", "));
+        }
+    }
     let total: usize = plans.iter().map(|p| p.scenarios.len()).sum();
     if total == 0 {
         eprintln!(
@@ -337,8 +432,15 @@ fn run(
                 }
             }) as hil_rig::engine::ResultSink
         });
-        let opts =
-            hil_rig::EngineOptions { lock_wait: lock_wait.std(), audit_diagnosis, on_result, ..Default::default() };
+        let opts = hil_rig::EngineOptions {
+            lock_wait: lock_wait.std(),
+            audit_diagnosis,
+            on_result,
+            parallel_boards: policy.jobs,
+            fail_fast: policy.fail_fast,
+            retries: policy.retries,
+            ..Default::default()
+        };
         let r = hil_rig::engine::run(
             plans,
             std::sync::Arc::new(hil_rig::opener::rig_opener()),
@@ -514,7 +616,7 @@ pub fn select_boards<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a
 }
 
 /// `hil explain`: the reasoning behind each diagnosis of a run.
-fn explain(run: Option<&Path>, scenario: Option<&str>, board: Option<&str>) -> Result<ExitCode> {
+fn explain(run: Option<&Path>, scenario: Option<&str>, board: Option<&str>, scope: ExplainScope) -> Result<ExitCode> {
     let path = match run {
         Some(p) if p.is_dir() => p.join(hil_report::write::JSON),
         Some(p) => p.to_path_buf(),
@@ -523,23 +625,53 @@ fn explain(run: Option<&Path>, scenario: Option<&str>, board: Option<&str>) -> R
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let report: hil_report::RunReport =
         serde_json::from_str(&text).with_context(|| format!("{} is not a hil report", path.display()))?;
-    print!("{}", explain_text(&report, scenario, board));
+    print!("{}", explain_text(&report, scenario, board, scope));
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn explain_text(report: &hil_report::RunReport, scenario: Option<&str>, board: Option<&str>) -> String {
+/// What `hil explain` shows: failures (and flaky passes) by default, or every scenario with a
+/// diagnosis, including expected failures that passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExplainScope {
+    Failures,
+    All,
+}
+
+pub fn explain_text(
+    report: &hil_report::RunReport,
+    scenario: Option<&str>,
+    board: Option<&str>,
+    scope: ExplainScope,
+) -> String {
+    use hil_report::Status;
     use std::fmt::Write as _;
     let mut s = String::new();
     let mut shown = 0;
-    for r in &report.scenarios {
+    let is_failure = |r: &hil_report::ScenarioResult| {
+        matches!(r.status, Status::Failed | Status::Error | Status::Interrupted) || r.flaky
+    };
+    // Failures first, then (with --all) the diagnosed passes.
+    let ordered = report.scenarios.iter().filter(|r| is_failure(r)).chain(
+        report.scenarios.iter().filter(|r| scope == ExplainScope::All && !is_failure(r) && r.diagnosis.is_some()),
+    );
+    for r in ordered {
         if scenario.is_some_and(|n| n != r.scenario) || board.is_some_and(|b| b != r.board) {
             continue;
         }
-        let Some(d) = &r.diagnosis else { continue };
         shown += 1;
-        let _ = writeln!(s, "{} on {}: {}", r.scenario, r.board, r.status.as_str());
+        let _ = writeln!(
+            s,
+            "{} on {}: {}{}",
+            r.scenario,
+            r.board,
+            r.status.as_str(),
+            if r.flaky { " (flaky)" } else { "" }
+        );
         if let Some(m) = &r.message {
             let _ = writeln!(s, "  failure:  {m}");
+        }
+        for (n, a) in r.retried.iter().enumerate() {
+            let _ = writeln!(s, "  attempt {}: {} {}", n + 1, a.status.as_str(), a.message.as_deref().unwrap_or(""));
         }
         if let Some(e) = &r.expected {
             let _ = writeln!(
@@ -549,27 +681,63 @@ pub fn explain_text(report: &hil_report::RunReport, scenario: Option<&str>, boar
                 e.cause.as_ref().map(|c| format!(" with cause {c}")).unwrap_or_default()
             );
         }
-        let _ = writeln!(s, "  cause:    {} ({})", d.title, d.cause);
-        let _ = writeln!(s, "  because:  {}", d.explanation);
-        if !d.facts.is_empty() {
-            let _ = writeln!(s, "  evidence (+ supports the cause, - checked and does not):");
-            for f in &d.facts {
-                let _ = writeln!(s, "    {} {:<36} {}", if f.supports { "+" } else { "-" }, f.name, f.value);
+        // The failed step and what the board actually said (the serial text an expect-serial got).
+        for step in r.steps.iter().filter(|st| matches!(st.status, Status::Failed | Status::Error)) {
+            let _ = writeln!(
+                s,
+                "  step {}:   {} {}: {}",
+                step.index + 1,
+                step.summary,
+                step.status.as_str(),
+                step.message.as_deref().unwrap_or("")
+            );
+            for e in &step.evidence {
+                if let hil_report::Evidence::Text { label, text } = e {
+                    let _ = writeln!(s, "  {label}:");
+                    for line in text.lines() {
+                        let _ = writeln!(s, "    | {line}");
+                    }
+                }
             }
         }
-        if let Some(fix) = &d.fix {
-            let _ = writeln!(s, "  fix:      {fix}");
-        }
-        if !d.snapshot.is_empty() {
-            let _ = writeln!(s, "  registers at failure:");
-            for (k, v) in &d.snapshot {
-                let _ = writeln!(s, "    {k:<14} {v:#010x}");
+        match &r.diagnosis {
+            Some(d) => {
+                let _ = writeln!(s, "  cause:    {} ({})", d.title, d.cause);
+                let _ = writeln!(s, "  because:  {}", d.explanation);
+                if !d.facts.is_empty() {
+                    let _ = writeln!(s, "  evidence (+ supports the cause, - checked and does not):");
+                    for f in &d.facts {
+                        let _ = writeln!(s, "    {} {:<36} {}", if f.supports { "+" } else { "-" }, f.name, f.value);
+                    }
+                }
+                if let Some(fix) = &d.fix {
+                    let _ = writeln!(s, "  fix:      {fix}");
+                }
+                if !d.snapshot.is_empty() {
+                    let _ = writeln!(s, "  registers at failure:");
+                    for (k, v) in &d.snapshot {
+                        let _ = writeln!(s, "    {k:<14} {v:#010x}");
+                    }
+                }
             }
+            None if r.status == Status::Failed => {
+                let _ = writeln!(s, "  cause:    none named (no diagnosis rule matched the snapshot)");
+            }
+            None => {}
         }
         s.push('\n');
     }
     if shown == 0 {
-        let _ = writeln!(s, "no diagnosed failures in run {}", report.run_id);
+        let _ = writeln!(
+            s,
+            "no {} in run {}",
+            if scope == ExplainScope::All {
+                "failures or diagnoses"
+            } else {
+                "failures (--all shows diagnosed passes)"
+            },
+            report.run_id
+        );
     }
     s
 }

@@ -167,11 +167,13 @@ fn explain_shows_the_evidence_behind_each_cause() {
         message: Some("failed as expected".into()),
         steps: vec![],
         diagnosis: Some(diagnosis),
+        retried: vec![],
+        flaky: false,
     };
     let mut report = RunReport {
         schema_version: SCHEMA_VERSION,
         run_id: "r1".into(),
-        tool: Tool { name: "hil".into(), version: "0".into() },
+        tool: Tool { name: "hil".into(), version: "0".into(), revision: None, host: None },
         started_at: "t".into(),
         wall_finished_at: None,
         wall_duration_ms: 1,
@@ -184,15 +186,19 @@ fn explain_shows_the_evidence_behind_each_cause() {
     };
     report.finish_status();
     std::fs::write(dir.path().join("report.json"), render_json(&report).unwrap()).unwrap();
+    // A deliberate failure that failed as expected is a pass: not shown by default.
     let o = hil(&["explain", dir.path().to_str().unwrap()], &repo());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("no failures (--all shows diagnosed passes) in run r1"), "{}", text(&o.stdout));
+    let o = hil(&["explain", "--all", dir.path().to_str().unwrap()], &repo());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     assert!(out.contains("cause:    System memory is not mapped at 0x0 (remap-not-done)"), "{out}");
     assert!(out.contains("+ SYSCFG_CFGR1.MEM_MODE"), "{out}");
     assert!(out.contains("- PRIMASK"), "{out}");
     assert!(out.contains("pc             0x08000140"), "{out}");
-    let o = hil(&["explain", dir.path().to_str().unwrap(), "--board", "other"], &repo());
-    assert!(text(&o.stdout).contains("no diagnosed failures"));
+    let o = hil(&["explain", "--all", dir.path().to_str().unwrap(), "--board", "other"], &repo());
+    assert!(text(&o.stdout).contains("no failures or diagnoses in run r1"), "{}", text(&o.stdout));
     let o = hil(&["explain", "/nonexistent/run"], &repo());
     assert_eq!(o.status.code(), Some(2));
 }
@@ -281,4 +287,84 @@ fn dry_run_shows_the_plan_with_skip_reasons_and_selection_filters_scenarios() {
     // A selection that leaves nothing is a usage error, not a green run.
     let o = hil(&["run", "--tag", "no-such-tag"], &repo());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+}
+
+#[test]
+fn rerun_failed_runs_only_what_failed_and_explain_shows_the_serial_text_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("r");
+    let sc = dir.path().join("sc");
+    std::fs::create_dir(&sc).unwrap();
+    std::fs::write(sc.join("ok.yaml"), "name: ok\nsteps:\n  - reset: {}\n").unwrap();
+    // The application prints its banner after reset; this text never comes.
+    std::fs::write(
+        sc.join("bad.yaml"),
+        "name: bad\nsteps:\n  - flash: { image: fixture:app, via: probe }\n  - reset: {}\n  - expect-serial: { contains: \"no such banner\" }\n    timeout: 300ms\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--board", "g071-virtual", "--report-dir", reports.to_str().unwrap()];
+        args.extend(extra);
+        args.push(sc.to_str().unwrap());
+        hil(&args, &repo())
+    };
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    assert!(text(&o.stdout).contains("FAILED: 1 passed, 1 failed"), "{}", text(&o.stdout));
+
+    // explain defaults to the failures and shows what the board actually sent.
+    let o = hil(&["explain", reports.join("latest").to_str().unwrap()], &repo());
+    let out = text(&o.stdout);
+    assert!(out.starts_with("bad on g071-virtual: failed"), "{out}");
+    assert!(out.contains("step 3:   expect-serial"), "{out}");
+    assert!(out.contains("serial output meanwhile:") && out.contains("| hil-app"), "the banner it got: {out}");
+    assert!(!out.contains("ok on g071-virtual"), "{out}");
+
+    // Only `bad` runs again, on the board it failed on.
+    let o = run(&["--rerun-failed"]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAILED: 0 passed, 1 failed, 0 errors, 0 skipped"), "{out}");
+    assert!(!out.lines().any(|l| l.contains(" ok ")), "{out}");
+    // Named explicitly, a run whose failures are fixed has nothing to rerun.
+    let first = std::fs::read_dir(&reports)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !p.ends_with("latest"))
+        .min()
+        .unwrap();
+    let o = hil(
+        &[
+            "run",
+            &format!("--rerun-failed={}", first.join("report.json").display()),
+            "--report-dir",
+            reports.to_str().unwrap(),
+            sc.to_str().unwrap(),
+        ],
+        &repo(),
+    );
+    assert_eq!(o.status.code(), Some(1), "still failing: {}{}", text(&o.stdout), text(&o.stderr));
+    let o = run(&["--rerun-failed=/nonexistent/run"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("/nonexistent/run"), "{}", text(&o.stderr));
+
+    // --fail-fast: `bad` (first in file order) fails, `ok` does not start.
+    let o = run(&["--fail-fast", "-j", "1"]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAILED: 0 passed, 1 failed, 0 errors, 1 skipped"), "{out}");
+    assert!(out.contains("not run: --fail-fast stopped the run after bad failed on g071-virtual"), "{out}");
+}
+
+#[test]
+fn version_names_the_git_revision() {
+    let o = hil(&["--version"], &repo());
+    let out = text(&o.stdout);
+    assert!(out.starts_with(&format!("hil {} (", env!("CARGO_PKG_VERSION"))), "{out}");
+    let rev = out.trim().rsplit('(').next().unwrap().trim_end_matches(')').to_string();
+    // Built from a checkout (as tests always are): the revision is HEAD's (the build script reruns
+    // when HEAD moves).
+    let g = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).current_dir(repo()).output().unwrap();
+    assert_eq!(rev, text(&g.stdout).trim(), "{out}");
 }

@@ -19,8 +19,8 @@ use hil_bootloader_host::clock::{Clock, ClockKind, Deadline, WallClock};
 use hil_config::scenario::{Action, Outcome};
 use hil_config::{Board, Config, Step};
 use hil_report::{
-    BoardInfo, Diagnosis, Evidence, ExpectedResult, RunDir, RunReport, RunStatus, ScenarioResult, Status, StepResult,
-    Tool,
+    Attempt, BoardInfo, Diagnosis, Evidence, ExpectedResult, RunDir, RunReport, RunStatus, ScenarioResult, Status,
+    StepResult, Tool,
 };
 use tokio::sync::{Semaphore, mpsc};
 
@@ -162,6 +162,12 @@ pub struct EngineOptions {
     pub audit_diagnosis: bool,
     /// Sees each scenario result as soon as it is there, in finishing order.
     pub on_result: Option<ResultSink>,
+    /// Start no scenario after the first failure or rig error (on any board); the ones not
+    /// started are reported as skipped, naming the failure that stopped the run.
+    pub fail_fast: bool,
+    /// Run a failed or errored scenario of a lab board again, up to this many times; a pass after
+    /// a retry is marked flaky. Virtual boards are deterministic and never retried.
+    pub retries: u32,
 }
 
 impl std::fmt::Debug for EngineOptions {
@@ -186,6 +192,8 @@ impl Default for EngineOptions {
             command: std::env::args().collect(),
             audit_diagnosis: false,
             on_result: None,
+            fail_fast: false,
+            retries: 0,
         }
     }
 }
@@ -225,7 +233,12 @@ pub async fn run(
     let mut report = RunReport {
         schema_version: hil_report::SCHEMA_VERSION,
         run_id: run_id(),
-        tool: Tool { name: "hil".into(), version: env!("CARGO_PKG_VERSION").into() },
+        tool: Tool {
+            name: "hil".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            revision: Some(crate::GIT_REVISION.into()),
+            host: Some(hil_report::hostname()),
+        },
         started_at: hil_report::now_rfc3339(),
         wall_finished_at: None,
         wall_duration_ms: 0,
@@ -241,13 +254,14 @@ pub async fn run(
 
     let (tx, mut rx) = mpsc::unbounded_channel::<ScenarioResult>();
     let limit = Arc::new(Semaphore::new(opts.parallel_boards.max(1)));
+    let stop = FailFast::default();
     let mut tasks = Vec::new();
     for plan in plans {
-        let (tx, opener, opts, cancel, limit) =
-            (tx.clone(), opener.clone(), opts.clone(), cancel.clone(), limit.clone());
+        let (tx, opener, opts, cancel, limit, stop) =
+            (tx.clone(), opener.clone(), opts.clone(), cancel.clone(), limit.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
-            run_board(plan, opener, opts, cancel, tx).await;
+            run_board(plan, opener, opts, cancel, stop, tx).await;
         }));
     }
     drop(tx);
@@ -307,6 +321,8 @@ fn skipped(p: &PlannedScenario, board: &str, why: String) -> ScenarioResult {
         message: Some(why),
         steps: vec![],
         diagnosis: None,
+        retried: vec![],
+        flaky: false,
     }
 }
 
@@ -320,11 +336,31 @@ fn not_started(p: &PlannedScenario, board: &str, why: String, cancel: &CancelFla
     ScenarioResult { status, ..skipped(p, board, why) }
 }
 
+/// `--fail-fast`: the first failure of the run, once there is one (shared by the board tasks).
+#[derive(Clone, Default)]
+struct FailFast(Arc<std::sync::OnceLock<String>>);
+
+impl FailFast {
+    /// Why scenarios are no longer started, if they are not.
+    fn reason(&self, opts: &EngineOptions) -> Option<String> {
+        opts.fail_fast
+            .then(|| self.0.get().map(|first| format!("not run: --fail-fast stopped the run after {first}")))
+            .flatten()
+    }
+
+    fn note(&self, r: &ScenarioResult) {
+        if matches!(r.status, Status::Failed | Status::Error) {
+            let _ = self.0.set(format!("{} {} on {}", r.scenario, r.status.as_str(), r.board));
+        }
+    }
+}
+
 async fn run_board(
     plan: BoardPlan,
     opener: Arc<dyn BoardOpener>,
     opts: EngineOptions,
     cancel: CancelFlag,
+    stop: FailFast,
     tx: mpsc::UnboundedSender<ScenarioResult>,
 ) {
     let name = plan.board.name.value.clone();
@@ -334,6 +370,12 @@ async fn run_board(
     }
     // Waited for a free slot past Ctrl-C: nothing starts after cancellation.
     if runnable.is_empty() || cancel.is_cancelled() {
+        return;
+    }
+    if let Some(why) = stop.reason(&opts) {
+        for p in runnable {
+            let _ = tx.send(skipped(p, &name, why.clone()));
+        }
         return;
     }
     // Lock (a lab board's hardware; a virtual board takes no lock), then open, on the blocking pool.
@@ -346,7 +388,9 @@ async fn run_board(
         Ok(Ok(l)) => l,
         Ok(Err(e)) => {
             for p in runnable {
-                let _ = tx.send(not_started(p, &name, e.to_string(), &cancel));
+                let r = not_started(p, &name, e.to_string(), &cancel);
+                stop.note(&r);
+                let _ = tx.send(r);
             }
             return;
         }
@@ -363,7 +407,9 @@ async fn run_board(
         Ok(Ok(s)) => Arc::new(Mutex::new(s)),
         Ok(Err(e)) => {
             for p in runnable {
-                let _ = tx.send(not_started(p, &name, format!("opening board `{name}` failed: {e}"), &cancel));
+                let r = not_started(p, &name, format!("opening board `{name}` failed: {e}"), &cancel);
+                stop.note(&r);
+                let _ = tx.send(r);
             }
             return;
         }
@@ -375,16 +421,41 @@ async fn run_board(
         }
     };
     let mut usable = true;
+    // Only a lab board is retried: a virtual board gives the same verdict every time.
+    let retries = if plan.board.virtual_board.is_some() { 0 } else { opts.retries };
     for p in runnable {
         if cancel.is_cancelled() {
             break;
+        }
+        if let Some(why) = stop.reason(&opts) {
+            let _ = tx.send(skipped(p, &name, why));
+            continue;
         }
         if !usable {
             let _ = tx.send(errored(p, &name, "not run: the board did not come back from a stuck step".into()));
             continue;
         }
-        let (result, still_usable) = run_scenario(p, &name, session.clone(), &opts, &cancel).await;
+        let (mut result, still_usable) = run_scenario(p, &name, session.clone(), &opts, &cancel).await;
         usable = still_usable;
+        let mut earlier = Vec::new();
+        while matches!(result.status, Status::Failed | Status::Error)
+            && (earlier.len() as u32) < retries
+            && usable
+            && !cancel.is_cancelled()
+        {
+            tracing::info!(board = %name, scenario = %result.scenario, "retrying after {}", result.status.as_str());
+            earlier.push(Attempt {
+                status: result.status,
+                message: result.message.clone(),
+                cause: result.diagnosis.as_ref().map(|d| d.cause.clone()),
+                wall_duration_ms: result.wall_duration_ms,
+            });
+            let (again, still_usable) = run_scenario(p, &name, session.clone(), &opts, &cancel).await;
+            (result, usable) = (again, still_usable);
+        }
+        result.flaky = !earlier.is_empty() && result.status == Status::Passed;
+        result.retried = earlier;
+        stop.note(&result);
         let _ = tx.send(result);
     }
     let s = session.clone();
@@ -634,6 +705,8 @@ async fn run_scenario(
         message,
         steps,
         diagnosis: diagnosis.or(audit.flatten()),
+        retried: vec![],
+        flaky: false,
     };
     (result, usable)
 }

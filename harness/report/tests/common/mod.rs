@@ -76,6 +76,8 @@ pub fn sample() -> RunReport {
             },
         ],
         diagnosis: None,
+        retried: vec![],
+        flaky: false,
     };
     let mut snapshot = BTreeMap::new();
     snapshot.insert("pc".to_string(), 0x1FFF_0A10u32);
@@ -156,6 +158,8 @@ pub fn sample() -> RunReport {
             snapshot,
             fix: Some("Call __enable_irq() (clear PRIMASK) after disabling the NVIC sources, before the jump.".into()),
         }),
+        retried: vec![],
+        flaky: false,
     };
     let skipped = ScenarioResult {
         scenario: "flash-over-dfu".into(),
@@ -170,11 +174,13 @@ pub fn sample() -> RunReport {
         message: Some("board lacks usb (STM32G071RB's ROM bootloader has no USB DFU)".into()),
         steps: vec![],
         diagnosis: None,
+        retried: vec![],
+        flaky: false,
     };
     let mut r = RunReport {
         schema_version: SCHEMA_VERSION,
         run_id: "r0001".into(),
-        tool: Tool { name: "hil".into(), version: "0.1.0".into() },
+        tool: Tool { name: "hil".into(), version: "0.1.0".into(), revision: None, host: None },
         started_at: "2026-11-21T10:00:00.000Z".into(),
         wall_finished_at: Some("2026-11-21T10:00:03.500Z".into()),
         wall_duration_ms: 3500,
