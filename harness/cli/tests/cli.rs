@@ -311,6 +311,17 @@ fn rerun_failed_runs_only_what_failed_and_explain_shows_the_serial_text_received
     let o = run(&[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
     assert!(text(&o.stdout).contains("FAILED: 1 passed, 1 failed"), "{}", text(&o.stdout));
+    // Traceability: the revision, the host, the probe and the SHA-256 of the flashed image.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("latest/report.json")).unwrap()).unwrap();
+    assert_eq!(report["tool"]["revision"].as_str().map(str::len), Some(12), "{}", report["tool"]);
+    assert!(report["tool"]["host"].as_str().is_some_and(|h| !h.is_empty()));
+    let seen = &report["boards"][0]["seen"];
+    assert_eq!(seen["probe"], "hil virtual probe of g071-virtual", "{seen}");
+    let image = &seen["images"][0];
+    assert_eq!(image["name"], "fixture:app", "{seen}");
+    let sha = image["sha256"].as_str().unwrap();
+    assert!(sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()), "{sha}");
 
     // explain defaults to the failures and shows what the board actually sent.
     let o = hil(&["explain", reports.join("latest").to_str().unwrap()], &repo());

@@ -109,15 +109,24 @@ pub fn render_html(r: &RunReport) -> String {
     if !r.command.is_empty() {
         let _ = write!(h, "<p class=\"muted\">command: <code>{}</code></p>", esc(&r.command.join(" ")));
     }
-    h.push_str("<table><tr><th>board</th><th>chip</th><th>kind</th><th>description</th></tr>");
+    h.push_str("<table><tr><th>board</th><th>chip</th><th>kind</th><th>description</th><th>probe</th><th>bootloader</th><th>images (SHA-256)</th></tr>");
     for b in &r.boards {
+        let images: Vec<String> = b
+            .seen
+            .images
+            .iter()
+            .map(|i| format!("{} <span class=\"mono muted\">{}</span>", esc(&i.name), esc(&i.sha256)))
+            .collect();
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&b.name),
             esc(&b.chip),
             esc(&b.kind),
-            esc(b.description.as_deref().unwrap_or(""))
+            esc(b.description.as_deref().unwrap_or("")),
+            esc(b.seen.probe.as_deref().unwrap_or("")),
+            esc(b.seen.bootloader.as_deref().unwrap_or("")),
+            images.join("<br>")
         );
     }
     h.push_str("</table></section>\n");

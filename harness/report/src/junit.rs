@@ -23,6 +23,15 @@ pub fn render_junit(report: &RunReport) -> String {
         if let Some(rev) = &report.tool.revision {
             suite.add_property(("hil-revision", rev.as_str()));
         }
+        if let Some(p) = &board.seen.probe {
+            suite.add_property(("probe", p.as_str()));
+        }
+        if let Some(b) = &board.seen.bootloader {
+            suite.add_property(("bootloader", b.as_str()));
+        }
+        for i in &board.seen.images {
+            suite.add_property(("image", format!("{} sha256:{}", i.name, i.sha256).as_str()));
+        }
         suite.extra.insert("hostname".into(), host.as_str().into());
         let runs: Vec<&ScenarioResult> = report.scenarios.iter().filter(|r| r.board == board.name).collect();
         suite.set_time(std::time::Duration::from_millis(runs.iter().map(|r| r.wall_duration_ms).sum()));

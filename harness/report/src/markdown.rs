@@ -54,6 +54,24 @@ pub fn render_markdown(r: &RunReport) -> String {
             let _ = writeln!(s, "```text\n{}```\n", failure_details(x));
         }
     }
+    // Traceability: which probe, bootloader and images gave these verdicts.
+    if r.boards.iter().any(|b| !b.seen.is_empty()) {
+        let _ = writeln!(s, "\n## Boards\n");
+        for b in &r.boards {
+            let _ = writeln!(
+                s,
+                "- {} ({}, {}): probe {}; bootloader {}",
+                md_text(&b.name),
+                md_text(&b.chip),
+                b.kind,
+                md_text(b.seen.probe.as_deref().unwrap_or("not opened")),
+                md_text(b.seen.bootloader.as_deref().unwrap_or("not asked"))
+            );
+            for i in &b.seen.images {
+                let _ = writeln!(s, "  - image {} ({} bytes) sha256 `{}`", md_text(&i.name), i.bytes, i.sha256);
+            }
+        }
+    }
     let flaky: Vec<_> = r.scenarios.iter().filter(|x| x.flaky).collect();
     if !flaky.is_empty() {
         let _ = writeln!(s, "\n## Flaky\n");

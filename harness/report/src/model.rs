@@ -82,6 +82,46 @@ pub struct BoardInfo {
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// What the run saw of the board (traceability): the probe, the bootloader, the images.
+    #[serde(default, skip_serializing_if = "Seen::is_empty")]
+    pub seen: Seen,
+}
+
+/// What a run saw of a board, so a verdict can be traced to the hardware and the firmware.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// The debug probe the rig opened (`VID:PID:serial`, as probe-rs lists it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+    /// The ROM bootloader's answer over AN3155: PID and version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootloader: Option<String>,
+    /// Every image flashed during the run, in first-flash order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageRecord>,
+}
+
+impl Seen {
+    pub fn is_empty(&self) -> bool {
+        self.probe.is_none() && self.bootloader.is_none() && self.images.is_empty()
+    }
+
+    /// Note an image (once per name and content).
+    pub fn note_image(&mut self, record: ImageRecord) {
+        if !self.images.contains(&record) {
+            self.images.push(record);
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The file, or `fixture:NAME@BASE`.
+    pub name: String,
+    /// SHA-256 of the file as read (the ELF for fixtures), lowercase hex.
+    pub sha256: String,
+    /// Bytes the image loads into the target.
+    pub bytes: u64,
 }
 
 /// Outcome of a scenario or step.

@@ -131,6 +131,10 @@ pub trait BoardSession: Send {
     fn take_scenario_evidence(&mut self) -> Vec<Evidence> {
         Vec::new()
     }
+    /// What the session saw of the board so far (probe, bootloader, images), for the report.
+    fn seen(&self) -> hil_report::Seen {
+        hil_report::Seen::default()
+    }
     /// Release everything (the board is left powered as it is).
     fn close(&mut self) {}
 }
@@ -218,6 +222,7 @@ pub fn board_info(board: &Board) -> BoardInfo {
         chip: board.chip.value.clone(),
         kind: if board.virtual_board.is_some() { "virtual" } else { "lab" }.into(),
         description: board.description.clone(),
+        seen: Default::default(),
     }
 }
 
@@ -252,7 +257,7 @@ pub async fn run(
     let dir = RunDir::create(report_root, &report)?;
     dir.write_all(&report)?;
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<ScenarioResult>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<BoardEvent>();
     let limit = Arc::new(Semaphore::new(opts.parallel_boards.max(1)));
     let stop = FailFast::default();
     let mut tasks = Vec::new();
@@ -265,7 +270,16 @@ pub async fn run(
         }));
     }
     drop(tx);
-    while let Some(result) = rx.recv().await {
+    while let Some(event) = rx.recv().await {
+        let result = match event {
+            BoardEvent::Seen { board, seen } => {
+                if let Some(b) = report.boards.iter_mut().find(|b| b.name == board) {
+                    b.seen = seen;
+                }
+                continue;
+            }
+            BoardEvent::Finished(result) => result,
+        };
         if let Some(sink) = &opts.on_result {
             sink(&result);
         }
@@ -336,6 +350,26 @@ fn not_started(p: &PlannedScenario, board: &str, why: String, cancel: &CancelFla
     ScenarioResult { status, ..skipped(p, board, why) }
 }
 
+/// What a board task tells the run as it goes.
+enum BoardEvent {
+    Finished(ScenarioResult),
+    /// What the board's session saw (sent when the session closes).
+    Seen {
+        board: String,
+        seen: hil_report::Seen,
+    },
+}
+
+/// The board tasks' end of the event channel: scenario results go as [`BoardEvent::Finished`].
+#[derive(Clone)]
+struct Results(mpsc::UnboundedSender<BoardEvent>);
+
+impl Results {
+    fn send(&self, r: ScenarioResult) -> Result<(), ()> {
+        self.0.send(BoardEvent::Finished(r)).map_err(|_| ())
+    }
+}
+
 /// `--fail-fast`: the first failure of the run, once there is one (shared by the board tasks).
 #[derive(Clone, Default)]
 struct FailFast(Arc<std::sync::OnceLock<String>>);
@@ -361,8 +395,9 @@ async fn run_board(
     opts: EngineOptions,
     cancel: CancelFlag,
     stop: FailFast,
-    tx: mpsc::UnboundedSender<ScenarioResult>,
+    events: mpsc::UnboundedSender<BoardEvent>,
 ) {
+    let tx = Results(events.clone());
     let name = plan.board.name.value.clone();
     let runnable: Vec<&PlannedScenario> = plan.scenarios.iter().filter(|p| p.skip.is_none()).collect();
     for p in plan.scenarios.iter().filter(|p| p.skip.is_some()) {
@@ -459,15 +494,20 @@ async fn run_board(
         let _ = tx.send(result);
     }
     let s = session.clone();
-    let _ = tokio::time::timeout(
+    if let Ok(Ok(Some(seen))) = tokio::time::timeout(
         opts.grace,
         tokio::task::spawn_blocking(move || {
-            if let Ok(mut s) = s.lock() {
+            s.lock().ok().map(|mut s| {
+                let seen = s.seen();
                 s.close();
-            }
+                seen
+            })
         }),
     )
-    .await;
+    .await
+    {
+        let _ = events.send(BoardEvent::Seen { board: name.clone(), seen });
+    }
 }
 
 /// Run one scenario; returns its result and whether the board session can still be used.

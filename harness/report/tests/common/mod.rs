@@ -192,12 +192,22 @@ pub fn sample() -> RunReport {
                 chip: "STM32G071RB".into(),
                 kind: "virtual".into(),
                 description: None,
+                seen: Seen {
+                    probe: Some("1209:0001:g071-virtual (hil virtual probe)".into()),
+                    bootloader: Some("PID 0x0460, bootloader version 3.1 (0x31)".into()),
+                    images: vec![ImageRecord {
+                        name: "fixture:app@0x08000000".into(),
+                        sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+                        bytes: 6144,
+                    }],
+                },
             },
             BoardInfo {
                 name: "g0b1-virtual".into(),
                 chip: "STM32G0B1RE".into(),
                 kind: "virtual".into(),
                 description: Some("USB DFU".into()),
+                seen: Default::default(),
             },
         ],
         scenarios: vec![passed, failed, skipped],

@@ -9,6 +9,13 @@ pub struct FlashedImage {
     pub image: hil_image::Image,
     /// The ELF file, when the image came from one (for symbols).
     pub elf: Option<Vec<u8>>,
+    /// SHA-256 of the file as read (the ELF for fixtures), lowercase hex: traceability.
+    pub sha256: String,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl FlashedImage {
@@ -50,7 +57,7 @@ impl RigSession {
                 })?;
                 let image = hil_image::Image::from_elf(&format!("fixture:{}@{:#010x}", fx.name, fx.base), fx.elf)
                     .map_err(|e| StepError::unsupported(e.to_string()))?;
-                Ok(FlashedImage { name: r.to_string(), image, elf: Some(fx.elf.to_vec()) })
+                Ok(FlashedImage { name: r.to_string(), image, elf: Some(fx.elf.to_vec()), sha256: sha256_hex(fx.elf) })
             }
             ImageRef::File(p) => {
                 let path = hil_config::validate::resolve_relative(scenario_file, p);
@@ -58,8 +65,9 @@ impl RigSession {
                     hil_image::Image::load(&path, bin_base).map_err(|e| StepError::unsupported(e.to_string()))?;
                 let bytes =
                     std::fs::read(&path).map_err(|e| StepError::unsupported(format!("{}: {e}", path.display())))?;
+                let sha256 = sha256_hex(&bytes);
                 let elf = bytes.starts_with(b"\x7fELF").then_some(bytes);
-                Ok(FlashedImage { name: path.display().to_string(), image, elf })
+                Ok(FlashedImage { name: path.display().to_string(), image, elf, sha256 })
             }
         }
     }
@@ -88,6 +96,9 @@ impl RigSession {
         };
         let (clock, started) = (cx.clock().clone(), cx.clock().now());
         let bytes: u64 = img.image.segments.iter().map(|s| s.data.len() as u64).sum();
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.note_image(hil_report::ImageRecord { name: img.name.clone(), sha256: img.sha256.clone(), bytes });
+        }
         let result = match f.via {
             Via::Probe => {
                 let (name, elf) = (img.name.clone(), img.elf.clone());
@@ -119,6 +130,7 @@ impl RigSession {
         verify: bool,
         cx: &StepCx,
     ) -> Result<Vec<Evidence>, StepError> {
+        let seen = self.seen.clone();
         let flash = self.chip.memory.flash.clone();
         let ranges: Vec<(u32, Vec<u8>)> = img.image.ranges().into_iter().map(|(a, d)| (a, d.to_vec())).collect();
         let mut pages: Vec<u16> = ranges
@@ -136,7 +148,7 @@ impl RigSession {
         let probe_available = self.probe_factory.is_some();
         let mut phases: Vec<(&'static str, f64)> = Vec::new();
         let r = self.uart_session(cx, |c| {
-            c.connect()?;
+            crate::session::connect_noted(c, &seen)?;
             let t = cx.clock().now();
             match erase {
                 EraseMode::Mass => c.mass_erase()?,

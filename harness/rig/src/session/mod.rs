@@ -59,6 +59,22 @@ pub struct RigSession {
     pub boot0_driven: Option<bool>,
     /// Called with (bytes written, total) while flashing (a progress bar on a terminal).
     pub progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
+    /// What the run saw of the board (probe, bootloader answer, images), for the report. Shared
+    /// so that code inside a bootloader exchange can note what it learns.
+    pub seen: std::sync::Arc<std::sync::Mutex<hil_report::Seen>>,
+}
+
+/// AN3155 connect (sync, Get Version, Get, Get ID), noting the bootloader's PID and version.
+pub(crate) fn connect_noted(
+    c: &mut UartClient,
+    seen: &std::sync::Mutex<hil_report::Seen>,
+) -> Result<hil_bootloader_host::uart::BootloaderInfo, hil_bootloader_host::uart::UartError> {
+    let info = c.connect()?;
+    if let Ok(mut s) = seen.lock() {
+        let v = info.version.version;
+        s.bootloader = Some(format!("PID {:#06x}, bootloader version {}.{} ({v:#04x})", info.id.pid, v >> 4, v & 0xF));
+    }
+    Ok(info)
 }
 
 /// A step's result as its outcome: `failed` when the board is to blame, `error` when the rig is.
@@ -91,6 +107,7 @@ impl RigSession {
             last_go: None,
             boot0_driven: None,
             progress: None,
+            seen: Default::default(),
         })
     }
 
@@ -296,6 +313,7 @@ impl BoardSession for RigSession {
     }
 
     fn run_step(&mut self, step: &Step, cx: &StepCx) -> StepOutcome {
+        let seen = self.seen.clone();
         match &step.action {
             Action::PowerCycle(p) => {
                 let r = self.power_cycle(p.off.map(|d| d.std()).unwrap_or(Duration::from_millis(10)));
@@ -320,7 +338,7 @@ impl BoardSession for RigSession {
                     Err(e) => return outcome_of(e),
                 };
                 let r = self.uart_session(cx, |c| {
-                    c.connect()?;
+                    crate::session::connect_noted(c, &seen)?;
                     Ok(c.go(addr)?)
                 });
                 self.state = None;
@@ -359,7 +377,7 @@ impl BoardSession for RigSession {
             Action::ReadoutUnprotect(r) => outcome_from(
                 match r.via {
                     Via::Uart => self.uart_session(cx, |c| {
-                        c.connect()?;
+                        crate::session::connect_noted(c, &seen)?;
                         Ok(c.readout_unprotect()?)
                     }),
                     Via::Dfu => self.open_dfu().and_then(|mut d| d.read_unprotect().map_err(StepError::from)),
@@ -414,6 +432,20 @@ impl BoardSession for RigSession {
         }
         ev.extend(self.transcript_evidence());
         ev
+    }
+
+    fn seen(&self) -> hil_report::Seen {
+        let mut seen = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        if seen.probe.is_none() && self.probe.is_some() {
+            // A virtual probe's serial carries the process id (probe-rs lists probes process-wide);
+            // the report names it by its board so that runs compare equal.
+            seen.probe = if self.board.virtual_board.is_some() {
+                Some(format!("hil virtual probe of {}", self.board.name.value))
+            } else {
+                self.probe.as_ref().and_then(|p| p.identity())
+            };
+        }
+        seen
     }
 
     fn close(&mut self) {
