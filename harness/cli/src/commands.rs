@@ -8,6 +8,7 @@ use hil_config::scenario::FlashTarget;
 use hil_config::{Config, Diagnostic, ValidationContext, load_and_validate};
 
 use crate::cli::{BenchCommand, Cli, Command, ConfigArgs, ImageCommand, ListWhat, SchemaWhat, SimCommand};
+use crate::discover::Project;
 use crate::output::table;
 use crate::signals::{StopSignal, StopSignals};
 
@@ -34,6 +35,25 @@ pub fn run_exit_code(r: &hil_report::RunReport) -> u8 {
     }
 }
 
+/// The project a command works in (see [`crate::discover`]); `Err` carries exit 2 after saying
+/// why none was found.
+pub fn project(boards: Option<&Path>) -> Result<Project, ExitCode> {
+    Project::from_cwd(boards).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// The boards file for a command that takes `--boards` (or exit 2).
+macro_rules! boards_file {
+    ($arg:expr) => {
+        match project($arg.as_deref()) {
+            Ok(p) => p.boards,
+            Err(code) => return Ok(code),
+        }
+    };
+}
+
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate(cfg) => validate(&cfg),
@@ -57,6 +77,13 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             jobs,
             retries,
         } => {
+            let report_dir = match report_dir {
+                Some(d) => d,
+                None => match project(config.boards.as_deref()) {
+                    Ok(p) => p.reports(),
+                    Err(code) => return Ok(code),
+                },
+            };
             let rerun = match rerun_failed {
                 None => None,
                 Some(p) => {
@@ -80,6 +107,13 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 RunPolicy { fail_fast, jobs: jobs.into(), retries },
             )
         }
+        Command::Doctor { boards, board, json } => crate::doctor::doctor(&boards_file!(boards), &board, json),
+        Command::Info { boards, board } => crate::doctor::info(&boards_file!(boards), &board),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "hil", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema { what } => {
             let schema = match what {
                 SchemaWhat::Boards => hil_config::schema::boards_schema(),
@@ -95,6 +129,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             if all { ExplainScope::All } else { ExplainScope::Failures },
         ),
         Command::Flash { boards, board, via, verify, go, base, target, file } => {
+            let boards = boards_file!(boards);
             let request = crate::flash::FlashRequest {
                 via,
                 verify,
@@ -106,6 +141,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             crate::flash::flash(&boards, &board, request)
         }
         Command::Image { command: ImageCommand::Check { boards, board, base, target, file } } => {
+            let boards = boards_file!(boards);
             image_check(&boards, &board, base.as_deref(), target.into(), &file)
         }
         Command::Sim { command: SimCommand::Power { adapter, state } } => {
@@ -114,7 +150,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Sim {
             command: SimCommand::Serve { boards, board, uart_link, image, boot0, usbredir, usbredir_adapter },
         } => crate::sim::serve(
-            &boards,
+            &boards_file!(boards),
             &board,
             uart_link.as_deref(),
             image.as_deref(),
@@ -123,10 +159,12 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         ),
         Command::Bench { command } => match command {
             BenchCommand::FlashUart { boards, board, size, baud } => {
-                crate::bench::flash_uart(&boards, &board, &size, baud)
+                crate::bench::flash_uart(&boards_file!(boards), &board, &size, baud)
             }
-            BenchCommand::FlashDfu { boards, board, size } => crate::bench::flash_dfu(&boards, &board, &size),
-            BenchCommand::FlashProbe { boards, board } => crate::bench::flash_probe(&boards, &board),
+            BenchCommand::FlashDfu { boards, board, size } => {
+                crate::bench::flash_dfu(&boards_file!(boards), &board, &size)
+            }
+            BenchCommand::FlashProbe { boards, board } => crate::bench::flash_probe(&boards_file!(boards), &board),
             BenchCommand::Suite { config, board_count } => crate::bench::suite(&config, board_count),
         },
     }
@@ -142,7 +180,9 @@ pub fn validation_context() -> ValidationContext {
 
 /// Load and validate; print every problem and fail with exit 2 if there is any.
 pub fn load_config(cfg: &ConfigArgs) -> Result<Config, ExitCode> {
-    let (config, diags) = load_and_validate(&cfg.boards, &cfg.scenario_paths(), &validation_context());
+    let project = project(cfg.boards.as_deref())?;
+    let paths = if cfg.paths.is_empty() { vec![project.scenarios()] } else { cfg.paths.clone() };
+    let (config, diags) = load_and_validate(&project.boards, &paths, &validation_context());
     match config {
         Some(c) if diags.is_empty() => Ok(c),
         _ => {
@@ -183,33 +223,26 @@ fn validate(cfg: &ConfigArgs) -> Result<ExitCode> {
 }
 
 fn list(what: ListWhat, cfg: &ConfigArgs) -> Result<ExitCode> {
+    if what == ListWhat::Boards {
+        // The inventory alone: no scenarios needed.
+        let path = match project(cfg.boards.as_deref()) {
+            Ok(p) => p.boards,
+            Err(code) => return Ok(code),
+        };
+        let loaded = match load_boards_checked(&path) {
+            Ok(l) => l,
+            Err(code) => return Ok(code),
+        };
+        print_boards(&loaded);
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = match load_config(cfg) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
     match what {
-        // Hardware listings never get here (crate::hardware answers them).
-        ListWhat::Probes | ListWhat::Ports | ListWhat::Dfu => {}
-        ListWhat::Boards => {
-            let rows: Vec<Vec<String>> = config
-                .boards
-                .file
-                .boards
-                .iter()
-                .map(|b| {
-                    let chip = Config::chip_of(&b.value);
-                    let caps: Vec<&str> = b.value.capabilities(chip).iter().map(|c| c.name()).collect();
-                    vec![
-                        b.value.name.value.clone(),
-                        chip.name.clone(),
-                        if b.value.virtual_board.is_some() { "virtual" } else { "lab" }.to_string(),
-                        if b.value.default { "yes" } else { "" }.to_string(),
-                        caps.join(","),
-                    ]
-                })
-                .collect();
-            print!("{}", table(&["NAME", "CHIP", "KIND", "DEFAULT", "CAPABILITIES"], &rows));
-        }
+        // Hardware listings never get here (crate::hardware answers them); boards above.
+        ListWhat::Probes | ListWhat::Ports | ListWhat::Dfu | ListWhat::Boards => {}
         ListWhat::Scenarios => {
             let rows: Vec<Vec<String>> = config
                 .scenarios
@@ -233,6 +266,26 @@ fn list(what: ListWhat, cfg: &ConfigArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_boards(loaded: &hil_config::LoadedBoards) {
+    let rows: Vec<Vec<String>> = loaded
+        .file
+        .boards
+        .iter()
+        .map(|b| {
+            let chip = Config::chip_of(&b.value);
+            let caps: Vec<&str> = b.value.capabilities(chip).iter().map(|c| c.name()).collect();
+            vec![
+                b.value.name.value.clone(),
+                chip.name.clone(),
+                if b.value.virtual_board.is_some() { "virtual" } else { "lab" }.to_string(),
+                if b.value.default { "yes" } else { "" }.to_string(),
+                caps.join(","),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["NAME", "CHIP", "KIND", "DEFAULT", "CAPABILITIES"], &rows));
 }
 
 /// How `hil run` reports.
@@ -504,8 +557,8 @@ pub fn lock_board(board: &hil_config::Board) -> Result<hil_rig::lock::BoardLock,
     })
 }
 
-/// Load boards.yaml alone (for commands that take `--board` but no scenarios) and find a board.
-pub fn board_from(boards_path: &Path, name: &str) -> Result<(hil_config::LoadedBoards, String), ExitCode> {
+/// Load and validate boards.yaml alone; `Err` carries exit 2 after printing the problems.
+pub fn load_boards_checked(boards_path: &Path) -> Result<hil_config::LoadedBoards, ExitCode> {
     let loaded = match hil_config::load_boards(boards_path) {
         Ok(b) => b,
         Err(d) => {
@@ -518,8 +571,19 @@ pub fn board_from(boards_path: &Path, name: &str) -> Result<(hil_config::LoadedB
         print_diagnostics(&diags);
         return Err(ExitCode::from(EXIT_CONFIG));
     }
+    Ok(loaded)
+}
+
+/// Load boards.yaml alone (for commands that take `--board` but no scenarios) and find a board.
+pub fn board_from(boards_path: &Path, name: &str) -> Result<(hil_config::LoadedBoards, String), ExitCode> {
+    let loaded = load_boards_checked(boards_path)?;
     if loaded.get(name).is_none() {
-        eprintln!("error: unknown board `{name}`; boards in {}: {}", boards_path.display(), loaded.names().join(", "));
+        eprintln!(
+            "error: unknown board `{name}`{}; boards in {}: {}",
+            did_you_mean(name, loaded.names()),
+            boards_path.display(),
+            loaded.names().join(", ")
+        );
         return Err(ExitCode::from(EXIT_CONFIG));
     }
     Ok((loaded, name.to_string()))
@@ -570,6 +634,11 @@ fn image_check(boards: &Path, board: &str, base: Option<&str>, what: FlashTarget
     }
 }
 
+/// " (did you mean `x`?)" when a candidate is close to `name`.
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    hil_config::validate::closest(name, candidates).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default()
+}
+
 /// Boards that are in a default run only because scenarios name them (not `default: true`, no
 /// `--board`): they run just the scenarios that name them.
 pub fn joined_boards<'a>(config: &'a Config, names: &[String]) -> Vec<&'a str> {
@@ -605,10 +674,12 @@ pub fn select_boards<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a
         .iter()
         .map(|n| {
             config.boards.get(n).with_context(|| {
+                let names = config.boards.names();
                 format!(
-                    "unknown board `{n}`; boards in {}: {}",
+                    "unknown board `{n}`{}; boards in {}: {}",
+                    did_you_mean(n, names.iter().copied()),
                     config.boards.path.display(),
-                    config.boards.names().join(", ")
+                    names.join(", ")
                 )
             })
         })
@@ -620,7 +691,10 @@ fn explain(run: Option<&Path>, scenario: Option<&str>, board: Option<&str>, scop
     let path = match run {
         Some(p) if p.is_dir() => p.join(hil_report::write::JSON),
         Some(p) => p.to_path_buf(),
-        None => Path::new("reports").join("latest").join(hil_report::write::JSON),
+        None => match project(None) {
+            Ok(p) => p.reports().join("latest").join(hil_report::write::JSON),
+            Err(code) => return Ok(code),
+        },
     };
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let report: hil_report::RunReport =

@@ -379,3 +379,84 @@ fn version_names_the_git_revision() {
     let g = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).current_dir(repo()).output().unwrap();
     assert_eq!(rev, text(&g.stdout).trim(), "{out}");
 }
+
+#[test]
+fn doctor_names_each_missing_piece_with_its_fix_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("boards.yaml"),
+        "boards:\n  - name: bench\n    chip: STM32G071RB\n    lab:\n      probe: { selector: \"0483:374b:NOSUCHPROBE\" }\n      serial: { port: /nonexistent/ttyUSB7 }\n      power: { on: [no-such-uhubctl, on], off: [no-such-uhubctl, off] }\n  - { name: sim, chip: STM32G071RB, virtual: {} }\n",
+    )
+    .unwrap();
+    let o = hil(&["doctor"], dir.path());
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", text(&o.stderr));
+    assert!(out.starts_with("bench (STM32G071RB, lab)\n"), "only lab boards by default: {out}");
+    assert!(out.contains("FAIL probe   no probe matches 0483:374b:NOSUCHPROBE; probes present:"), "{out}");
+    assert!(out.contains("FAIL serial  /nonexistent/ttyUSB7 does not exist; serial ports present:"), "{out}");
+    assert!(out.contains("FAIL power   power command `no-such-uhubctl` not found in PATH"), "{out}");
+    assert_eq!(out.matches("fix: ").count(), 3, "a fix per problem: {out}");
+    assert!(out.contains("not ready: bench"), "{out}");
+    assert!(!out.contains("target"), "the target is not asked while its probe is missing: {out}");
+    // JSON for scripts.
+    let o = hil(&["doctor", "--json"], dir.path());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().iter().filter(|c| c["verdict"] == "fail").count(), 3, "{v}");
+    // A virtual board on request: the target answers the probe.
+    let o = hil(&["doctor", "--board", "sim"], dir.path());
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    assert!(out.contains("ok   target  answers: DBGMCU_IDCODE 0x20000460, DEV_ID 0x460 (STM32G071RB)"), "{out}");
+    assert!(out.contains("ready: 1 board"), "{out}");
+    let o = hil(&["doctor", "--board", "bnch"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("unknown board `bnch` (did you mean `bench`?)"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn info_decodes_identity_option_bytes_and_boot_source() {
+    let o = hil(&["info", "--board", "g071-virtual"], &repo());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    insta::assert_snapshot!("info_g071_virtual", text(&o.stdout));
+}
+
+#[test]
+fn boards_yaml_is_found_from_a_subdirectory_and_list_boards_needs_no_scenarios() {
+    // From deep inside the repository: the repository's boards.yaml and scenarios/.
+    let o = hil(&["validate"], &repo().join("harness/cli/src"));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.starts_with(&format!("ok: {}/boards.yaml", repo().display())), "{out}");
+    // A project with boards and no scenarios/: listing boards works, validating says what is missing.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("boards.yaml"), "boards:\n  - { name: only, chip: STM32G071RB, virtual: {} }\n")
+        .unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let o = hil(&["list", "boards"], &dir.path().join("sub"));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("only"), "{}", text(&o.stdout));
+    // HIL_BOARDS names the file from anywhere; nothing found says how to name one.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hil"));
+    let o = cmd
+        .args(["list", "boards"])
+        .current_dir(elsewhere.path())
+        .env("HIL_BOARDS", dir.path().join("boards.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = hil(&["list", "boards"], elsewhere.path());
+    if !elsewhere.path().ancestors().any(|d| d.join("boards.yaml").is_file()) {
+        assert_eq!(o.status.code(), Some(2));
+        assert!(text(&o.stderr).contains("pass --boards FILE or set HIL_BOARDS"), "{}", text(&o.stderr));
+    }
+}
+
+#[test]
+fn completions_are_generated_for_the_shells() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = hil(&["completions", shell], &repo());
+        assert_eq!(o.status.code(), Some(0), "{shell}");
+        assert!(text(&o.stdout).contains("rerun-failed"), "{shell}: every option completes");
+    }
+}

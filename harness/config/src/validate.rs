@@ -123,7 +123,8 @@ fn check_cause(path: &Path, c: &Located<String>, ctx: &ValidationContext, d: &mu
     ));
 }
 
-fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+/// The candidate nearest to `name` (case-insensitive edit distance at most 3): a "did you mean".
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (crate::scenario::strsim_distance(&c.to_lowercase(), &name.to_lowercase()), c))

@@ -59,6 +59,7 @@ pub fn board_config(name: &str, chip: &hil_chips::Chip, v: &VirtualBoard) -> Boa
     }
     BoardConfig {
         name: instance_name(name),
+        unique_id_source: name.to_string(),
         chip: chip.name.clone(),
         timing: match v.timing {
             Timing::Fast => hil_virtual_board::config::Timing::Fast,

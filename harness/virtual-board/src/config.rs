@@ -148,12 +148,16 @@ pub struct BoardConfig {
     /// Default deadline of API calls.
     #[serde(with = "duration_ms")]
     pub default_deadline: Duration,
+    /// What the 96-bit unique ID is derived from: the board's name in boards.yaml, so that it is
+    /// the same in every run (the registry `name` is unique per process). Empty: `name`.
+    pub unique_id_source: String,
 }
 
 impl Default for BoardConfig {
     fn default() -> Self {
         BoardConfig {
             name: "virtual-g071".into(),
+            unique_id_source: String::new(),
             chip: "STM32G071RB".into(),
             timing: Timing::Fast,
             ram_init: RamInit::default(),

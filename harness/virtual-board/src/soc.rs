@@ -128,14 +128,14 @@ impl Soc {
                 }
             };
             // Flash size in KiB (RM0444 41.1), package code, and a unique ID derived from the
-            // board name (stable across runs, distinct between boards).
+            // board's boards.yaml name (stable across runs, distinct between boards).
             put(m.flash_size_register, &((m.flash.size / 1024) as u16).to_le_bytes());
             if let (Some(pa), Some(code)) = (m.package_address, m.package_code) {
                 put(pa, &code.to_le_bytes());
             }
             if let Some(ua) = m.uid_address {
-                let h = cfg
-                    .name
+                let source = if cfg.unique_id_source.is_empty() { &cfg.name } else { &cfg.unique_id_source };
+                let h = source
                     .bytes()
                     .fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
                 let mut uid = [0u8; 12];
