@@ -270,9 +270,13 @@ fn answers(board: &Board, checks: &mut Vec<Check>) {
     }
     if session.backends.serial.is_some() {
         let clock = session.backends.clock.clone();
+        // Opening a tty raises DTR and RTS (the kernel does, on open): wired to NRST that is a
+        // reset pulse, after which the chip needs a moment before its USART listens (the rig's
+        // entry sequences wait 100 ms, stm32flash's `-i` steps too).
+        clock.sleep(Duration::from_millis(200));
         let cx = hil_rig::StepCx::new(
             &clock,
-            Duration::from_secs(1),
+            Duration::from_secs(2),
             hil_rig::CancelFlag::new(),
             std::path::PathBuf::from("doctor"),
             0,
@@ -296,7 +300,7 @@ fn answers(board: &Board, checks: &mut Vec<Check>) {
                 board,
                 "rom",
                 Verdict::Note,
-                format!("no AN3155 answer within 1 s ({e}): normal while the application runs; the ROM answers after BOOT0 high + reset"),
+                format!("no AN3155 answer within 2 s ({e}): normal while the application runs; the ROM answers after BOOT0 high + reset"),
             )),
         }
     }

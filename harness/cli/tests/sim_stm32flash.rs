@@ -522,3 +522,32 @@ fn serve_loads_an_image_selects_boot0_and_stops_on_ctrl_c() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("is a lab board"), "{}", text(&o));
 }
+
+/// `hil doctor` on a lab entry whose serial port is the board's PTY: the port opens and the ROM
+/// (empty flash) answers over AN3155 with the G071's PID and version.
+#[test]
+fn doctor_finds_the_rom_answering_on_a_lab_entry_over_the_pty() {
+    let _one = one_at_a_time();
+    let serve = Serve::start(&repo().join("boards.yaml"), "g071-virtual", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("boards.yaml"),
+        format!(
+            "boards:\n  - name: bench\n    chip: STM32G071RB\n    lab:\n      serial: {{ port: {}, baud: 115200, parity: none }}\n",
+            serve.link.display()
+        ),
+    )
+    .unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["doctor"])
+        .current_dir(dir.path())
+        .env("HIL_LOCK_DIR", locks.path())
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains(&format!("ok   serial  {} opens at 115200 baud", serve.link.display())), "{out}");
+    assert!(out.contains("ok   rom     the ROM answers over AN3155: PID 0x0460, bootloader version"), "{out}");
+    assert!(out.contains("ready: 1 board"), "{out}");
+}

@@ -135,9 +135,8 @@ impl Soc {
             }
             if let Some(ua) = m.uid_address {
                 let source = if cfg.unique_id_source.is_empty() { &cfg.name } else { &cfg.unique_id_source };
-                let h = source
-                    .bytes()
-                    .fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
+                let h =
+                    source.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
                 let mut uid = [0u8; 12];
                 uid[..8].copy_from_slice(&h.to_le_bytes());
                 uid[8..].copy_from_slice(&(chip.identity.dev_id as u32).to_le_bytes());
