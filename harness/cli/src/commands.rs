@@ -449,10 +449,11 @@ fn run(
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let cancel = hil_rig::CancelFlag::new();
+    let abandon = hil_rig::CancelFlag::new();
     let stopped_by = std::sync::Arc::new(std::sync::OnceLock::<StopSignal>::new());
     let outcome = runtime.block_on(async {
         let mut signals = StopSignals::install().context("installing the Ctrl-C / SIGTERM handlers")?;
-        let (c, stopped) = (cancel.clone(), stopped_by.clone());
+        let (c, a, stopped) = (cancel.clone(), abandon.clone(), stopped_by.clone());
         tokio::spawn(async move {
             let first = signals.next().await;
             let _ = stopped.set(first);
@@ -462,6 +463,11 @@ fn run(
             );
             c.cancel();
             let again = signals.next().await;
+            eprintln!("{}: abandoning the running steps; writing the report", again.name());
+            a.cancel();
+            // The report is written within a few hundred milliseconds; a stuck disk must not keep
+            // the process alive.
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
             std::process::exit(again.exit_code().into());
         });
         let progress = crate::output::progress(None, format!("running {total} scenario runs"));
@@ -492,6 +498,7 @@ fn run(
             parallel_boards: policy.jobs,
             fail_fast: policy.fail_fast,
             retries: policy.retries,
+            abandon: abandon.clone(),
             ..Default::default()
         };
         let r = hil_rig::engine::run(
@@ -505,6 +512,9 @@ fn run(
         progress.finish_and_clear();
         r.context("writing the report")
     });
+    // Every board task has ended unless a second signal abandoned them: do not wait for their
+    // blocking steps (dropping the runtime would), the report is written.
+    runtime.shutdown_background();
     let (report, dir) = outcome?;
     // The scenario lines went out as the scenarios finished; the totals close the run.
     print!("{}", run_totals(&report));

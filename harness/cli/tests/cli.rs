@@ -460,3 +460,37 @@ fn completions_are_generated_for_the_shells() {
         assert!(text(&o.stdout).contains("rerun-failed"), "{shell}: every option completes");
     }
 }
+
+#[test]
+fn a_wait_is_never_cut_short_by_a_deadline_and_never_passes_unwaited() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("r");
+    // A scenario-wide timeout shorter than the wait: the wait's deadline makes room for it.
+    std::fs::write(dir.path().join("w.yaml"), "name: w\ntimeout: 100ms\nsteps:\n  - wait: 300ms\n").unwrap();
+    let o = hil(
+        &[
+            "run",
+            "--board",
+            "g071-virtual",
+            "--report-dir",
+            reports.to_str().unwrap(),
+            dir.path().join("w.yaml").to_str().unwrap(),
+        ],
+        &repo(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("latest/report.json")).unwrap()).unwrap();
+    let step = &report["scenarios"][0]["steps"][0];
+    let waited = step["virtual_end_us"].as_u64().unwrap() - step["virtual_start_us"].as_u64().unwrap();
+    assert!(waited >= 300_000, "the board's clock moved {waited} us: {step}");
+    // A step timeout shorter than its own wait is a configuration error.
+    std::fs::write(dir.path().join("x.yaml"), "name: x\nsteps:\n  - wait: 86340s\n    timeout: 60s\n").unwrap();
+    let o = hil(&["validate", dir.path().join("x.yaml").to_str().unwrap()], &repo());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("x.yaml:3:5: wait 86340s does not fit in its step timeout 60s"),
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -551,3 +551,59 @@ fn doctor_finds_the_rom_answering_on_a_lab_entry_over_the_pty() {
     assert!(out.contains("ok   rom     the ROM answers over AN3155: PID 0x0460, bootloader version"), "{out}");
     assert!(out.contains("ready: 1 board"), "{out}");
 }
+
+/// `--uart-link` never deletes what the board did not create: an existing file (or a link to a
+/// PTY in use) is refused and left as it was; a stale link of a board that died is replaced.
+#[test]
+fn uart_link_refuses_to_replace_what_it_did_not_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("notes.txt");
+    std::fs::write(&precious, "lab notes").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["sim", "serve", "--boards"])
+        .arg(repo().join("boards.yaml"))
+        .args(["--board", "g071-virtual", "--uart-link"])
+        .arg(&precious)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("refusing to replace") && out.contains("it exists and is a regular file"), "{out}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "lab notes", "the file is untouched");
+
+    // A link left by a board that died (its PTY is gone) is taken over, and removed at exit.
+    let stale = dir.path().join("tty");
+    std::os::unix::fs::symlink("/dev/pts/99999", &stale).unwrap();
+    let _one = one_at_a_time();
+    let boards = repo().join("boards.yaml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["sim", "serve", "--boards"])
+        .arg(&boards)
+        .args(["--board", "g071-virtual", "--uart-link"])
+        .arg(&stale)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("ready: ")).expect("a ready line");
+    let target = std::fs::read_link(&stale).unwrap();
+    assert!(target.starts_with("/dev/pts/") && target.exists(), "{ready}: {}", target.display());
+    // A second board may not take the live link.
+    let o = Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["sim", "serve", "--boards"])
+        .arg(&boards)
+        .args(["--board", "g071-virtual", "--uart-link"])
+        .arg(&stale)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("a PTY in use"), "{}", text(&o));
+    assert_eq!(std::fs::read_link(&stale).unwrap(), target, "the live link is untouched");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let st = wait_deadline(&mut child, Duration::from_secs(30));
+    assert!(st.success(), "{st:?}");
+    assert!(stale.symlink_metadata().is_err(), "its own link is removed at exit");
+}

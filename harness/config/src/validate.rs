@@ -535,6 +535,16 @@ fn check_step(
     {
         d.push(Diagnostic::at(path, step, "step timeout must be more than zero"));
     }
+    // A wait cut short by its own deadline would be a wait that did not happen.
+    if let (Action::Wait(w), Some(t)) = (&step.value.action, step.value.timeout)
+        && w.0 >= t.0
+    {
+        d.push(Diagnostic::at(
+            path,
+            step,
+            format!("wait {w} does not fit in its step timeout {t}: make the timeout longer than the wait, or drop it"),
+        ));
+    }
     match &step.value.action {
         Action::Flash(f) => {
             check_image(path, &f.image, ctx, d);

@@ -144,6 +144,31 @@ pub trait BoardOpener: Send + Sync {
     fn open(&self, board: &Board, cancel: &CancelFlag) -> Result<Box<dyn BoardSession>, String>;
 }
 
+/// The step each board is running: board -> the scenario's result should the run be abandoned
+/// now (interrupted at that step).
+#[derive(Clone, Default)]
+pub struct RunningSteps(Arc<Mutex<std::collections::BTreeMap<String, ScenarioResult>>>);
+
+impl RunningSteps {
+    fn start(&self, p: &PlannedScenario, board: &str, step: usize, keyword: &str, started_at: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            let why = format!("interrupted at step {} {keyword} (stopped again: the run was abandoned)", step + 1);
+            let mut r = skipped(p, board, why);
+            r.status = Status::Interrupted;
+            r.wall_started_at = started_at.to_string();
+            m.insert(board.to_string(), r);
+        }
+    }
+    fn finish(&self, board: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(board);
+        }
+    }
+    fn take(&self) -> Vec<ScenarioResult> {
+        self.0.lock().map(|mut m| std::mem::take(&mut *m).into_values().collect()).unwrap_or_default()
+    }
+}
+
 /// Called with each scenario result as it finishes (live progress).
 pub type ResultSink = Arc<dyn Fn(&ScenarioResult) + Send + Sync>;
 
@@ -169,6 +194,11 @@ pub struct EngineOptions {
     /// Start no scenario after the first failure or rig error (on any board); the ones not
     /// started are reported as skipped, naming the failure that stopped the run.
     pub fail_fast: bool,
+    /// Set by a second Ctrl-C / SIGTERM: write the report now, the scenarios still running marked
+    /// interrupted at the step they were on, and return without waiting for the boards.
+    pub abandon: CancelFlag,
+    /// What each board is doing (updated as steps start), for an abandoned run's report.
+    pub running: RunningSteps,
     /// Run a failed or errored scenario of a lab board again, up to this many times; a pass after
     /// a retry is marked flaky. Virtual boards are deterministic and never retried.
     pub retries: u32,
@@ -198,6 +228,8 @@ impl Default for EngineOptions {
             on_result: None,
             fail_fast: false,
             retries: 0,
+            abandon: CancelFlag::new(),
+            running: RunningSteps::default(),
         }
     }
 }
@@ -205,6 +237,12 @@ impl Default for EngineOptions {
 fn step_timeout(step: &Step, scenario: &hil_config::Scenario, opts: &EngineOptions) -> Duration {
     if let Some(t) = step.timeout {
         return t.std();
+    }
+    // A wait's deadline is the wait plus the usual margin: a scenario-wide timeout must not cut
+    // it short (validation refuses a step timeout shorter than its wait).
+    if let Action::Wait(w) = &step.action {
+        let base = scenario.timeout.map_or(opts.default_step_timeout, |t| t.std());
+        return w.std().saturating_add(base);
     }
     let slow = matches!(step.action, Action::Flash(_) | Action::WriteOptionBytes(_) | Action::ReadoutUnprotect(_));
     match scenario.timeout {
@@ -270,7 +308,21 @@ pub async fn run(
         }));
     }
     drop(tx);
-    while let Some(event) = rx.recv().await {
+    let mut abandoned = false;
+    loop {
+        let event = tokio::select! {
+            e = rx.recv() => match e {
+                Some(e) => e,
+                None => break,
+            },
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                if opts.abandon.is_cancelled() {
+                    abandoned = true;
+                    break;
+                }
+                continue;
+            }
+        };
         let result = match event {
             BoardEvent::Seen { board, seen } => {
                 if let Some(b) = report.boards.iter_mut().find(|b| b.name == board) {
@@ -291,10 +343,27 @@ pub async fn run(
             tracing::error!("updating the report failed: {e}");
         }
     }
-    for t in tasks {
-        if let Err(e) = t.await {
-            tracing::error!("a board task panicked: {e}");
-            report.status = RunStatus::Error;
+    if abandoned {
+        // What already finished, then what was running (no verdict); the boards' threads are left
+        // to the process's exit.
+        while let Ok(event) = rx.try_recv() {
+            if let BoardEvent::Finished(r) = event {
+                report.scenarios.push(r);
+            }
+        }
+        for r in opts.running.take() {
+            if let Some(sink) = &opts.on_result {
+                sink(&r);
+            }
+            report.scenarios.push(r);
+        }
+        report.status = RunStatus::Interrupted;
+    } else {
+        for t in tasks {
+            if let Err(e) = t.await {
+                tracing::error!("a board task panicked: {e}");
+                report.status = RunStatus::Error;
+            }
         }
     }
     // Boards finish in whatever order the host schedules them; the final report lists them in
@@ -557,6 +626,7 @@ async fn run_scenario(
             continue;
         }
         tracing::debug!(board, scenario = %s.name.value, step = i + 1, "running {}", step.action.summary());
+        opts.running.start(p, board, i, step.action.keyword(), &started_at);
         let mut run = exec_step(&session, step, i, p, opts, cancel).await;
         usable = run.usable;
         last_ran = Some(steps.len());
@@ -616,6 +686,8 @@ async fn run_scenario(
             continue;
         }
         // Cleanup runs even after Ctrl-C: restoring the board is worth its few seconds.
+        tracing::debug!(board, scenario = %s.name.value, step = i + 1, "running {} (cleanup)", step.action.summary());
+        opts.running.start(p, board, i, step.action.keyword(), &started_at);
         let run = exec_step(&session, step, i, p, opts, &CancelFlag::new()).await;
         usable = run.usable;
         last_ran = Some(steps.len());
@@ -748,6 +820,7 @@ async fn run_scenario(
         retried: vec![],
         flaky: false,
     };
+    opts.running.finish(board);
     (result, usable)
 }
 

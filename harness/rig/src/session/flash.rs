@@ -63,8 +63,7 @@ impl RigSession {
                 let path = hil_config::validate::resolve_relative(scenario_file, p);
                 let image =
                     hil_image::Image::load(&path, bin_base).map_err(|e| StepError::unsupported(e.to_string()))?;
-                let bytes =
-                    std::fs::read(&path).map_err(|e| StepError::unsupported(format!("{}: {e}", path.display())))?;
+                let bytes = hil_image::read_image_file(&path).map_err(|e| StepError::unsupported(e.to_string()))?;
                 let sha256 = sha256_hex(&bytes);
                 let elf = bytes.starts_with(b"\x7fELF").then_some(bytes);
                 Ok(FlashedImage { name: path.display().to_string(), image, elf, sha256 })

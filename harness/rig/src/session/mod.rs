@@ -359,9 +359,13 @@ impl BoardSession for RigSession {
             Action::Halt(_) => outcome_from(self.with_probe(|p| p.halt())),
             Action::Resume(_) => outcome_from(self.with_probe(|p| p.resume())),
             Action::ResetHalt(_) => outcome_from(self.with_probe(|p| p.reset_halt())),
+            Action::Wait(d) if d.std() > cx.remaining() => StepOutcome::error(format!(
+                "wait {d} does not fit in what is left of the step's deadline ({:?}): not waited",
+                cx.remaining()
+            )),
             Action::Wait(d) => {
                 // In slices on the board's clock, so that Ctrl-C does not sit out a long wait.
-                let end = cx.clock().now().saturating_add(d.std().min(cx.remaining()));
+                let end = cx.clock().now().saturating_add(d.std());
                 loop {
                     let left = end.saturating_sub(cx.clock().now());
                     if left.is_zero() {
