@@ -607,3 +607,46 @@ fn uart_link_refuses_to_replace_what_it_did_not_create() {
     assert!(st.success(), "{st:?}");
     assert!(stale.symlink_metadata().is_err(), "its own link is removed at exit");
 }
+
+/// Host tools identify the part from the engineering bytes through Read Memory: the G0 ROMs answer
+/// there (chip data `engineering_bytes_readable`), with the flash size, the unique ID hil info reads
+/// through the probe; the G0B1's ROM keeps its ID byte in its second system memory area (AN2606
+/// Table 3: 0x92 at 0x1FFF9FFE).
+#[test]
+fn stm32flash_reads_the_engineering_bytes_and_the_g0b1_rom_id_byte() {
+    if !peer() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let read = |link: &str, at: &str, file: &str| -> Vec<u8> {
+        let out = dir.path().join(file);
+        let (o, _) = stm32flash(link, &["-r", out.to_str().unwrap(), "-S", at], T);
+        assert!(o.status.success(), "read {at}: {}", text(&o));
+        std::fs::read(&out).unwrap()
+    };
+    for (board, kib) in [("g071-virtual", 128u16), ("g0b1-virtual", 512)] {
+        let serve = Serve::start(&repo().join("boards.yaml"), board, &[]);
+        let link = serve.link().to_string();
+        let size = read(&link, "0x1FFF75E0:4", "size.bin");
+        assert_eq!(u16::from_le_bytes([size[0], size[1]]), kib, "{board}: FLASH_SIZE");
+        let uid = read(&link, "0x1FFF7590:12", "uid.bin");
+        let info = Command::new(env!("CARGO_BIN_EXE_hil"))
+            .args(["info", "--board", board])
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        let words: Vec<String> =
+            uid.chunks(4).rev().map(|w| format!("{:08X}", u32::from_le_bytes([w[0], w[1], w[2], w[3]]))).collect();
+        assert!(
+            String::from_utf8_lossy(&info.stdout).contains(&format!("unique ID       {}", words.concat())),
+            "{board}: the ROM and the probe read the same UID {}: {}",
+            words.concat(),
+            String::from_utf8_lossy(&info.stdout)
+        );
+        if board == "g0b1-virtual" {
+            let id = read(&link, "0x1FFF9FFC:4", "id.bin");
+            assert_eq!(id[2], 0x92, "the G0B1 ROM's ID byte at 0x1FFF9FFE: {id:02x?}");
+        }
+    }
+}

@@ -167,6 +167,22 @@ impl Soc {
         sys.memory
             .map_store("system memory", m.system_memory.base, m.system_memory.size, system_store, 0, rom_writes, true)
             .map_err(map_err)?;
+        for (i, (base, img)) in rom::build_extra_images(chip).into_iter().enumerate() {
+            let size = img.len() as u32;
+            let store = sys.memory.add_store("system memory (more)", img.len(), 0xFF);
+            sys.memory.store_mut(store).copy_from_slice(&img);
+            sys.memory
+                .map_store(
+                    if i == 0 { "system memory 2" } else { "system memory n" },
+                    base,
+                    size,
+                    store,
+                    0,
+                    rom_writes,
+                    true,
+                )
+                .map_err(map_err)?;
+        }
         if let (Some(a), Some(s)) = (&m.otp, otp_store) {
             sys.memory
                 .map_store("otp", a.base, a.size, s, 0, WritePolicy::Device(flash_dev), false)
