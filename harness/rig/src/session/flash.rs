@@ -88,6 +88,7 @@ impl RigSession {
         };
         let (clock, started) = (cx.clock().clone(), cx.clock().now());
         let bytes: u64 = img.image.segments.iter().map(|s| s.data.len() as u64).sum();
+        self.uart_stats = Default::default();
         let result = match f.via {
             Via::Probe => {
                 let (name, elf) = (img.name.clone(), img.elf.clone());
@@ -96,6 +97,17 @@ impl RigSession {
             Via::Uart => self.flash_uart(&img, f.erase, f.verify, cx).map(|ev| evidence.extend(ev)),
             Via::Dfu => self.flash_dfu(&img, f.erase, f.verify),
         };
+        if f.via == Via::Uart {
+            // What the link cost, pass or fail: a flash that passed on a noisy link says so.
+            let s = self.uart_stats;
+            for (label, value) in [
+                ("AN3155 retries", s.retries),
+                ("AN3155 resyncs", s.resyncs),
+                ("AN3155 blocks confirmed by read-back", s.confirmed_by_read_back),
+            ] {
+                evidence.push(Evidence::Measurement { label: label.into(), value: value as f64, unit: String::new() });
+            }
+        }
         evidence.push(Evidence::Measurement { label: "bytes written".into(), value: bytes as f64, unit: "B".into() });
         evidence.push(Evidence::Measurement {
             label: "flash time".into(),
