@@ -50,6 +50,11 @@ pub struct UartFaults {
     pub corrupt_every: Option<u32>,
     /// Flip one data bit of each frame with this probability.
     pub corrupt_probability: f64,
+    /// Drop only the n-th frame (counted from when the faults were set): one lost byte at a
+    /// chosen point of an exchange, for tests.
+    pub drop_at: Option<u64>,
+    /// Flip one data bit of only the n-th frame.
+    pub corrupt_at: Option<u64>,
 }
 
 /// Fault injection configured per board. Deterministic for a given `seed`.

@@ -385,7 +385,13 @@ fn bump(seen: &mut Vec<u64>, usart: usize) -> u64 {
 
 /// The fate of frame number `n` under `f`.
 fn frame_fate(f: UartFaults, n: u64, rng: &mut ChaCha8Rng) -> RxFate {
-    let UartFaults { drop_every, drop_probability, corrupt_every, corrupt_probability } = f;
+    let UartFaults { drop_every, drop_probability, corrupt_every, corrupt_probability, drop_at, corrupt_at } = f;
+    if drop_at == Some(n) {
+        return RxFate::Drop;
+    }
+    if corrupt_at == Some(n) {
+        return RxFate::Corrupt(1u8 << rng.random_range(0..8));
+    }
     if drop_every.is_some_and(|k| k > 0 && n.is_multiple_of(k as u64))
         || (drop_probability > 0.0 && rng.random_bool(drop_probability.clamp(0.0, 1.0)))
     {

@@ -54,8 +54,9 @@ impl fmt::Display for Stage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NackHint {
     /// The same NACK after the command bytes on every attempt, for a command readout protection
-    /// blocks (AN3155 command table note; reference 1.4), while the link itself worked.
-    ReadoutProtection { attempts: u32, get_answered: bool },
+    /// blocks (AN3155 command table note; reference 1.4), while Get Version, which protection
+    /// does not block, was answered: the link itself works.
+    ReadoutProtection { attempts: u32 },
     /// The address lies outside every region of the memory map the client was given (the device
     /// NACKs such addresses after the address frame; reference 1.2).
     AddressOutsideMap { address: u32, map: String },
@@ -64,10 +65,9 @@ pub enum NackHint {
 impl fmt::Display for NackHint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NackHint::ReadoutProtection { attempts, get_answered } => write!(
+            NackHint::ReadoutProtection { attempts } => write!(
                 f,
-                "the same NACK on all {attempts} attempts{}: readout protection active?",
-                if *get_answered { " while Get was answered" } else { "" }
+                "the same NACK on all {attempts} attempts while Get Version was answered: readout protection active?"
             ),
             NackHint::AddressOutsideMap { address, map } => {
                 write!(f, "0x{address:08X} is outside the bootloader's memory map ({map})")
