@@ -241,17 +241,28 @@ fn a_lost_page_list_byte_ends_at_the_callers_deadline_not_240_s_later() {
 /// Flashes a 96 KiB image over the UART through the flash step on a fresh board with `faults`
 /// (boards.yaml syntax). Returns the step outcome and its virtual duration.
 fn flash_96k(name: &str, faults: &str, budget: Duration) -> (hil_rig::engine::StepOutcome, Duration) {
+    flash_image(CHIP, Via::Uart, name, faults, budget)
+}
+
+/// [`flash_96k`] on `chip` through `via`.
+fn flash_image(
+    chip_name: &str,
+    via: Via,
+    name: &str,
+    faults: &str,
+    budget: Duration,
+) -> (hil_rig::engine::StepOutcome, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let boards = dir.path().join("boards.yaml");
     std::fs::write(
         &boards,
-        format!("boards:\n  - {{ name: {name}, chip: {CHIP}, virtual: {{ timing: fast, seed: 3, option-bytes: {{ nboot-sel: false }}, faults: {{ {faults} }} }} }}\n"),
+        format!("boards:\n  - {{ name: {name}, chip: {chip_name}, virtual: {{ timing: fast, seed: 3, option-bytes: {{ nboot-sel: false }}, faults: {{ {faults} }} }} }}\n"),
     )
     .unwrap();
     let (config, diags) = hil_config::load_and_validate(&boards, &[], &Default::default());
     assert!(diags.is_empty(), "{diags:?}");
     let board = config.unwrap().boards.get(name).unwrap().clone();
-    let chip = hil_chips::Chip::by_name(CHIP).unwrap();
+    let chip = hil_chips::Chip::by_name(chip_name).unwrap();
     let base = board.application_base(chip);
     // A vector table up front (preflight takes it for firmware), then data without command pairs.
     let mut image = pattern(96 * 1024, 0x41);
@@ -274,7 +285,7 @@ fn flash_96k(name: &str, faults: &str, budget: Duration) -> (hil_rig::engine::St
     let o = session.run_step(
         &step(Action::Flash(Flash {
             image: Located::new(ImageRef::File(path)),
-            via: Via::Uart,
+            via,
             verify: true,
             base: Some(hil_config::Address(base)),
             erase: EraseMode::Touched,
@@ -332,4 +343,21 @@ fn fault_sweep_flashes_96k_or_fails_cleanly_within_the_deadline() {
     for period in [" 1000", " 2000", " 5000"] {
         assert_eq!(passed(period), 4, "{}", table.join("\n"));
     }
+}
+
+#[test]
+fn dfu_flash_recovers_from_stalled_and_lost_requests() {
+    // G0B1: its ROM also serves DfuSe. A stalled or lost DFU request is cleared (CLRSTATUS /
+    // ABORT) and the block done again; the flash step reports the retries and verifies.
+    let budget = Duration::from_secs(120);
+    let (o, took) =
+        flash_image("STM32G0B1RE", Via::Dfu, "dfu-noise", "usb-stall-every: 41, usb-timeout-every: 97", budget);
+    assert_eq!(o.status, Status::Passed, "{:?}", o.message);
+    assert!(took <= budget);
+    let retries = measurement(&o, "DfuSe retries").unwrap();
+    assert!(retries >= 2.0, "{retries}");
+    println!(
+        "DfuSe, usb-stall-every 41 + usb-timeout-every 97: passed in {:.1} s virtual, {retries} retries",
+        took.as_secs_f64()
+    );
 }

@@ -153,6 +153,12 @@ pub enum DfuError {
     NotAllowed { op: Op, address: u32, what: &'static str, layout: String },
     #[error("{op}: {reason}")]
     InvalidArgument { op: Op, reason: String },
+    #[error("{op}: gave up after {attempts} attempts; the last one: {last}")]
+    RetriesExhausted { op: Op, attempts: u32, last: Box<DfuError> },
+    #[error(
+        "{op}: reads back 0x{got:02X} at offset {offset} where 0x{expected:02X} was sent, and is not erased (the flash needs an erase before it takes the block again)"
+    )]
+    ReadBackDiffers { op: Op, offset: usize, expected: u8, got: u8 },
     #[error("configuration descriptor: {0}")]
     Descriptor(#[from] DescriptorError),
     #[error("alternate setting {alt} not found; the DFU interface offers {available:?}")]
@@ -178,6 +184,38 @@ fn status_hint(status: Status) -> &'static str {
 
 type Result<T, E = DfuError> = std::result::Result<T, E>;
 
+impl DfuError {
+    /// What a bad cable or a device that lost a request can cause, and clearing the device's
+    /// state and sending the request again can cure: a stall or timeout of a transfer, a status
+    /// of dfuERROR, a state the request did not lead to, a short status. Not: a device that is
+    /// gone, a host-side error, an address outside the layout.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DfuError::Transfer { source, .. } => matches!(source, TransferError::Stall | TransferError::Timeout(_)),
+            // Not BusyTimeout / Stuck: a device busy for that long is not cured by asking again.
+            DfuError::Status { .. } | DfuError::WrongState { .. } | DfuError::ShortStatus { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The error of the last attempt when retries ran out, else this one.
+    pub fn last(&self) -> &DfuError {
+        match self {
+            DfuError::RetriesExhausted { last, .. } => last,
+            other => other,
+        }
+    }
+}
+
+/// What it took to get the requests through (see [`DfuSeClient::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DfuStats {
+    /// Operations (a block write, a page erase, an upload) done again after a transient error.
+    pub retries: u32,
+    /// Blocks whose outcome was unknown and that an upload showed written.
+    pub confirmed_by_upload: u32,
+}
+
 /// Waits and limits. Defaults follow dfu-util (\[DU\]; reference 3.3, 3.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DfuConfig {
@@ -194,6 +232,9 @@ pub struct DfuConfig {
     pub max_poll_stalls: u32,
     /// Give up after this many consecutive zero-timeout busy polls (dfu-util: 100).
     pub max_zero_polls: u32,
+    /// How often a block write, page erase or upload that failed transiently (a stalled or lost
+    /// request, dfuERROR) is done again after CLRSTATUS / ABORT back to dfuIDLE (0 = never).
+    pub retries: u32,
 }
 
 impl Default for DfuConfig {
@@ -205,6 +246,7 @@ impl Default for DfuConfig {
             f405_mass_erase_quirk: true,
             max_poll_stalls: 3,
             max_zero_polls: 100,
+            retries: 3,
         }
     }
 }
@@ -235,6 +277,7 @@ pub struct DfuSeClient<T: ControlTransfer> {
     target: DfuSeTarget,
     config: DfuConfig,
     tap: Tap,
+    stats: DfuStats,
 }
 
 const GET_DESCRIPTOR: u8 = 6;
@@ -261,7 +304,7 @@ impl<T: ControlTransfer> DfuSeClient<T> {
             transfer_size: 0,
             functional: DfuFunctional { attributes: 0, detach_timeout_ms: 0, transfer_size: 0, dfu_version: 0 },
         };
-        let mut client = DfuSeClient { dev, target: placeholder, config, tap };
+        let mut client = DfuSeClient { dev, target: placeholder, config, tap, stats: DfuStats::default() };
         client.target = client.discover(alt_setting)?;
         client.select_and_clear()?;
         Ok(client)
@@ -276,7 +319,7 @@ impl<T: ControlTransfer> DfuSeClient<T> {
     ) -> Result<Self> {
         let mut tap = Tap::default();
         tap.set(transcript);
-        let mut client = DfuSeClient { dev, target, config, tap };
+        let mut client = DfuSeClient { dev, target, config, tap, stats: DfuStats::default() };
         client.select_and_clear()?;
         Ok(client)
     }
@@ -349,6 +392,11 @@ impl<T: ControlTransfer> DfuSeClient<T> {
 
     pub fn target(&self) -> &DfuSeTarget {
         &self.target
+    }
+
+    /// Retries so far.
+    pub fn stats(&self) -> DfuStats {
+        self.stats
     }
 
     pub fn set_transcript(&mut self, sink: Option<Box<dyn TranscriptSink>>) {
@@ -550,6 +598,56 @@ impl<T: ControlTransfer> DfuSeClient<T> {
         DfuError::NotAllowed { op, address, what, layout: self.target.layout.to_string() }
     }
 
+    /// Brings the device back to dfuIDLE after a transient error: GETSTATUS, then CLRSTATUS out
+    /// of dfuERROR or ABORT out of the other states (DFU 1.1 state diagram; reference 3.3, 3.6).
+    /// Those requests can fail on the same bad link, so a few tries.
+    fn recover(&mut self) -> Result<()> {
+        let mut last = None;
+        for _ in 0..3 {
+            match self.clear_errors() {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_transient() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(DfuError::WrongState {
+            op: Op::ClearErrors,
+            expected: State::IDLE,
+            state: State::ERROR,
+            status: Status::OK,
+        }))
+    }
+
+    /// Runs `f` until it succeeds, recovering to dfuIDLE after each transient error, at most
+    /// `config.retries` more times. `f` gets the attempt number (0 first).
+    fn retrying<R>(&mut self, op: Op, mut f: impl FnMut(&mut Self, u32) -> Result<R>) -> Result<R> {
+        let mut attempt = 0;
+        loop {
+            let e = match f(self, attempt) {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            if !e.is_transient() {
+                return Err(e);
+            }
+            if attempt >= self.config.retries {
+                return Err(if attempt == 0 {
+                    e
+                } else {
+                    DfuError::RetriesExhausted { op, attempts: attempt + 1, last: Box::new(e) }
+                });
+            }
+            attempt += 1;
+            self.stats.retries += 1;
+            self.tap.note(|| format!("retry {attempt} of {}: {op} after: {e}", self.config.retries));
+            tracing::debug!(%op, attempt, "DfuSe retry after: {e}");
+            if let Err(r) = self.recover() {
+                tracing::debug!("recovering to dfuIDLE: {r}");
+                return Err(DfuError::RetriesExhausted { op, attempts: attempt, last: Box::new(e) });
+            }
+        }
+    }
+
     // ----- DfuSe commands ----------------------------------------------------------------------
 
     /// Get Commands (UPLOAD with wValue 0 from dfuIDLE): the ROM answers `00 21 41 92`.
@@ -573,12 +671,13 @@ impl<T: ControlTransfer> DfuSeClient<T> {
             return Err(self.not_allowed(op, address, "erasable"));
         }
         let a = address.to_le_bytes();
-        self.special(op, &[0x41, a[0], a[1], a[2], a[3]]).map(|_| ())
+        // An erase is idempotent: a failed one is simply done again.
+        self.retrying(op, |c, _| c.special(op, &[0x41, a[0], a[1], a[2], a[3]]).map(|_| ()))
     }
 
     /// Mass erase (0x41 alone).
     pub fn mass_erase(&mut self) -> Result<()> {
-        self.special(Op::MassErase, &[0x41]).map(|_| ())
+        self.retrying(Op::MassErase, |c, _| c.special(Op::MassErase, &[0x41]).map(|_| ()))
     }
 
     /// Read Unprotect (0x92): the device removes readout protection, which mass-erases flash, and
@@ -632,6 +731,12 @@ impl<T: ControlTransfer> DfuSeClient<T> {
     /// Writes without erasing (after [`DfuSeClient::mass_erase`], or to RAM): per chunk of
     /// wTransferSize, Set Address Pointer then DNLOAD with wValue 2, as dfu-util does; then ABORT
     /// back to dfuIDLE.
+    ///
+    /// A chunk that fails transiently is written again after the device is back in dfuIDLE. If
+    /// its DNLOAD had gone out, the device may have programmed it before the error (the status
+    /// that would say so was lost), and flash takes no second program without an erase; so the
+    /// chunk is uploaded first: written as sent, done; erased, written again; else
+    /// [`DfuError::ReadBackDiffers`].
     pub fn write(&mut self, address: u32, data: &[u8]) -> Result<()> {
         let size = self.target.transfer_size as usize;
         for (i, chunk) in data.chunks(size).enumerate() {
@@ -644,16 +749,33 @@ impl<T: ControlTransfer> DfuSeClient<T> {
             if !seg.writable {
                 return Err(self.not_allowed(op, at as u32, "writable"));
             }
-            self.set_address(at as u32)?;
-            self.class_out(op, dfu_request::DNLOAD, 2, chunk)?;
-            let first = self.status_for(op)?;
-            let st = self.poll_while_busy(op, first)?;
-            if st.state != State::DNLOAD_IDLE || st.status != Status::OK {
-                return Err(DfuError::Status { op, state: st.state, status: st.status });
-            }
+            let mut sent = false;
+            self.retrying(op, |c, _| {
+                if sent && seg.readable {
+                    let back = c.upload(at as u32, chunk.len())?;
+                    if back == chunk {
+                        c.stats.confirmed_by_upload += 1;
+                        c.tap.note(|| format!("{op}: uploaded as written"));
+                        return Ok(());
+                    }
+                    if let Some(i) = back.iter().zip(chunk).position(|(b, d)| b != d && *b != 0xFF) {
+                        return Err(DfuError::ReadBackDiffers { op, offset: i, expected: chunk[i], got: back[i] });
+                    }
+                }
+                c.set_address(at as u32)?;
+                sent = true;
+                c.class_out(op, dfu_request::DNLOAD, 2, chunk)?;
+                let first = c.status_for(op)?;
+                let st = c.poll_while_busy(op, first)?;
+                if st.state != State::DNLOAD_IDLE || st.status != Status::OK {
+                    return Err(DfuError::Status { op, state: st.state, status: st.status });
+                }
+                Ok(())
+            })?;
         }
         if !data.is_empty() {
-            self.abort_to_idle(Op::Download { address, len: data.len() })?;
+            let op = Op::Download { address, len: data.len() };
+            self.retrying(op, |c, _| c.abort_to_idle(op))?;
         }
         Ok(())
     }
@@ -677,6 +799,26 @@ impl<T: ControlTransfer> DfuSeClient<T> {
                 return Err(self.not_allowed(op, at, "readable"));
             }
         }
+        // Reading has no side effect: a failed piece is simply read again. Pieces of a few
+        // blocks keep the work lost to one failed request small.
+        const BLOCKS_PER_PIECE: usize = 4;
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let at = address + out.len() as u32;
+            let want = (len - out.len()).min(BLOCKS_PER_PIECE * size);
+            let piece_op = Op::Upload { address: at, len: want };
+            let piece = self.retrying(piece_op, |c, _| c.upload_once(piece_op, at, want, want.div_ceil(size)))?;
+            let short = piece.len() < want;
+            out.extend_from_slice(&piece);
+            if short {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn upload_once(&mut self, op: Op, address: u32, len: usize, blocks: usize) -> Result<Vec<u8>> {
+        let size = self.target.transfer_size as usize;
         self.set_address(address)?;
         self.abort_to_idle(op)?;
         let mut out = Vec::with_capacity(len);

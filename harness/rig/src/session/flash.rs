@@ -89,6 +89,7 @@ impl RigSession {
         let (clock, started) = (cx.clock().clone(), cx.clock().now());
         let bytes: u64 = img.image.segments.iter().map(|s| s.data.len() as u64).sum();
         self.uart_stats = Default::default();
+        self.dfu_stats = Default::default();
         let result = match f.via {
             Via::Probe => {
                 let (name, elf) = (img.name.clone(), img.elf.clone());
@@ -105,6 +106,14 @@ impl RigSession {
                 ("AN3155 resyncs", s.resyncs),
                 ("AN3155 blocks confirmed by read-back", s.confirmed_by_read_back),
             ] {
+                evidence.push(Evidence::Measurement { label: label.into(), value: value as f64, unit: String::new() });
+            }
+        }
+        if f.via == Via::Dfu {
+            let s = self.dfu_stats;
+            for (label, value) in
+                [("DfuSe retries", s.retries), ("DfuSe blocks confirmed by upload", s.confirmed_by_upload)]
+            {
                 evidence.push(Evidence::Measurement { label: label.into(), value: value as f64, unit: String::new() });
             }
         }
@@ -228,6 +237,18 @@ impl RigSession {
 
     pub(super) fn flash_dfu(&mut self, img: &FlashedImage, erase: EraseMode, verify: bool) -> Result<(), StepError> {
         let mut dfu = self.open_dfu()?;
+        let r = Self::dfu_download(&mut dfu, img, erase, verify);
+        // What the link cost, pass or fail (reported by the flash step).
+        self.dfu_stats = dfu.stats();
+        r
+    }
+
+    fn dfu_download(
+        dfu: &mut hil_bootloader_host::dfu::DfuSeClient<Box<dyn hil_bootloader_host::dfu::ControlTransfer + Send>>,
+        img: &FlashedImage,
+        erase: EraseMode,
+        verify: bool,
+    ) -> Result<(), StepError> {
         let ranges = img.image.ranges();
         if erase == EraseMode::Mass {
             dfu.mass_erase()?;

@@ -61,6 +61,8 @@ pub struct RigSession {
     pub progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
     /// What the last AN3155 session cost on the link (retries, resyncs).
     pub uart_stats: LinkStats,
+    /// What the last DfuSe download cost (retries).
+    pub dfu_stats: hil_bootloader_host::dfu::DfuStats,
 }
 
 /// A step's result as its outcome: `failed` when the board is to blame, `error` when the rig is.
@@ -94,6 +96,7 @@ impl RigSession {
             boot0_driven: None,
             progress: None,
             uart_stats: LinkStats::default(),
+            dfu_stats: Default::default(),
         })
     }
 
