@@ -697,8 +697,8 @@ impl UartClient {
 
     /// Sends `filler` until the device answers a single filler byte with NACK: then it is waiting
     /// for a command. Fillers go one at a time while that may be the last byte of a frame, and in
-    /// doubling bursts (up to 256) while the device stays silent, so a device that lost a byte
-    /// early in a long frame is filled quickly. Bounded by `timeouts.resync` and the deadline.
+    /// growing bursts (x4, up to 256) while the device stays silent, so a device that lost a
+    /// byte early in a long frame is filled quickly. Bounded by `timeouts.resync` and the deadline.
     fn resync_with(&mut self, filler: u8, drain: bool) -> Result<Resynced> {
         let total = self.bounded(self.config.timeouts.resync);
         let deadline = Deadline::after(&self.clock, total);
@@ -761,7 +761,9 @@ impl UartClient {
             } else if replies.is_empty() {
                 silent += 1;
                 if silent >= 2 {
-                    burst = (burst * 2).min(MAX_BLOCK);
+                    // Overshooting costs only wire time (the extra fillers pair up into NACKs);
+                    // each probe costs a wait, so grow fast.
+                    burst = (burst * 4).min(MAX_BLOCK);
                 }
             }
         }
@@ -940,6 +942,11 @@ impl UartClient {
             return self.write_memory(offset(address, half, Command::WriteMemory)?, &data[half..]);
         }
         let can_read_back = self.get.as_ref().is_none_or(|g| g.supports(Command::ReadMemory));
+        // Per byte, whether any read-back since the block was last sent showed it as written /
+        // as erased. Read Memory replies carry no checksum, so one read can be corrupted on the
+        // way back; a flipped bit rarely hits the same byte twice, so the reads are combined.
+        let mut seen_data = vec![false; data.len()];
+        let mut seen_erased = vec![false; data.len()];
         self.exchange(ctx, Retry::Always, |c, _, uncertain| {
             if uncertain && can_read_back {
                 let rctx = Ctx { command: Command::ReadMemory, subject: ctx.subject };
@@ -950,14 +957,18 @@ impl UartClient {
                     }
                     other => other,
                 })?;
-                if back == data {
+                for (i, b) in back.iter().enumerate() {
+                    seen_data[i] |= *b == data[i];
+                    seen_erased[i] |= *b == 0xFF;
+                }
+                if seen_data.iter().all(|s| *s) {
                     c.stats.confirmed_by_read_back += 1;
                     c.tap.note(|| format!("{}{}: read back as written", ctx.command, ctx.subject));
                     return Ok(());
                 }
-                if let Some(i) = back.iter().zip(data).position(|(b, d)| b != d && *b != 0xFF)
-                    && back.iter().any(|b| *b != 0xFF)
-                {
+                if !seen_erased.iter().all(|s| *s) {
+                    // Neither yet: read again on the next attempt (or report it if none is left).
+                    let i = (0..data.len()).find(|&i| !seen_data[i] && !seen_erased[i]).unwrap_or(0);
                     return Err(UartError::ReadBackDiffers {
                         command: ctx.command,
                         subject: ctx.subject,
@@ -967,6 +978,9 @@ impl UartClient {
                     });
                 }
             }
+            // Erased (or never sent): send it, and judge later reads afresh.
+            seen_data.fill(false);
+            seen_erased.fill(false);
             c.send_command(ctx)?;
             c.send_address(address, ctx)?;
             c.send(&frame, ctx)?;

@@ -403,7 +403,7 @@ fn resync_is_bounded() {
     let e = c.resync().unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(e.to_string(), "resync: the device answered none of the filler bytes with NACK within 300ms");
-    // Single fillers first, then doubling bursts while the device stays silent.
+    // Single fillers first, then growing bursts while the device stays silent.
     let written = h.written();
     assert!(written.len() > 8 && written.iter().all(|b| *b == 0xFF), "{written:02X?}");
 }
@@ -726,7 +726,7 @@ fn a_silent_device_fails_cleanly_within_the_deadline_on_the_port_clock() {
 }
 
 #[test]
-fn a_lost_byte_in_a_long_frame_is_filled_by_doubling_bursts() {
+fn a_lost_byte_in_a_long_frame_is_filled_by_growing_bursts() {
     // The device lost the Write Memory count byte and took the first data byte (0xFF) as the
     // count: it waits for far more bytes than were sent. Lone fillers get no answer, so bursts
     // grow until the frame is full and the pairs after it are NACKed.
@@ -744,7 +744,7 @@ fn a_lost_byte_in_a_long_frame_is_filled_by_doubling_bursts() {
     c.resync().unwrap();
     let sent = h.written().len();
     assert!(sent > 200 && sent < 600, "{sent} fillers");
-    // Doubling bursts: far fewer waits than fillers.
+    // Growing bursts: far fewer waits than fillers.
     let waited = crate::clock::Clock::now(clock.as_ref());
     assert!(waited < Duration::from_millis(10 * 40), "{waited:?}");
 }
@@ -761,4 +761,20 @@ fn a_block_holding_every_filler_value_is_written_in_halves() {
     let (mut c, h) = client(script);
     c.write_memory(0x0800_0000, &data).unwrap();
     h.assert_done();
+}
+
+#[test]
+fn read_backs_corrupted_on_the_way_back_are_combined() {
+    // The block was written and its ACK lost; each read-back has one byte corrupted on the way
+    // to the host, at different places: together they show every byte as written.
+    let data = [9, 8, 7, 6];
+    let mut script = write_exchange(0x0800_0100, &data);
+    script.extend([Host(vec![0xFE]), Host(vec![0xFE]), Device(vec![N])]);
+    script.extend(read_exchange(0x0800_0100, &[9, 8, 7, 0x16]));
+    script.extend([Host(vec![0xFE]), Host(vec![0xFE]), Device(vec![N])]);
+    script.extend(read_exchange(0x0800_0100, &[0x19, 8, 7, 6]));
+    let (mut c, h) = client(script);
+    c.write_memory(0x0800_0100, &data).unwrap();
+    h.assert_done();
+    assert_eq!(c.stats(), LinkStats { retries: 2, resyncs: 2, confirmed_by_read_back: 1 });
 }
