@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::descriptors::{DescriptorError, DfuFunctional, parse_configuration, parse_string};
 use super::layout::{LayoutError, MemoryLayout, MemorySegment};
 use super::transport::{ControlTransfer, Setup, TransferError, dfu_request, request_type};
+use crate::clock::Deadline;
 use crate::transcript::{Event, Tap, TranscriptSink};
 
 /// DFU state (bState of GETSTATUS; reference 3.3).
@@ -155,6 +156,8 @@ pub enum DfuError {
     InvalidArgument { op: Op, reason: String },
     #[error("{op}: gave up after {attempts} attempts; the last one: {last}")]
     RetriesExhausted { op: Op, attempts: u32, last: Box<DfuError> },
+    #[error("{op}: the caller's deadline passed")]
+    DeadlineExceeded { op: Op },
     #[error(
         "{op}: reads back 0x{got:02X} at offset {offset} where 0x{expected:02X} was sent, and is not erased (the flash needs an erase before it takes the block again)"
     )]
@@ -278,6 +281,8 @@ pub struct DfuSeClient<T: ControlTransfer> {
     config: DfuConfig,
     tap: Tap,
     stats: DfuStats,
+    /// The caller's deadline: no transfer, poll wait or retry goes past it.
+    deadline: Option<Deadline>,
 }
 
 const GET_DESCRIPTOR: u8 = 6;
@@ -304,7 +309,8 @@ impl<T: ControlTransfer> DfuSeClient<T> {
             transfer_size: 0,
             functional: DfuFunctional { attributes: 0, detach_timeout_ms: 0, transfer_size: 0, dfu_version: 0 },
         };
-        let mut client = DfuSeClient { dev, target: placeholder, config, tap, stats: DfuStats::default() };
+        let mut client =
+            DfuSeClient { dev, target: placeholder, config, tap, stats: DfuStats::default(), deadline: None };
         client.target = client.discover(alt_setting)?;
         client.select_and_clear()?;
         Ok(client)
@@ -319,7 +325,7 @@ impl<T: ControlTransfer> DfuSeClient<T> {
     ) -> Result<Self> {
         let mut tap = Tap::default();
         tap.set(transcript);
-        let mut client = DfuSeClient { dev, target, config, tap, stats: DfuStats::default() };
+        let mut client = DfuSeClient { dev, target, config, tap, stats: DfuStats::default(), deadline: None };
         client.select_and_clear()?;
         Ok(client)
     }
@@ -399,6 +405,28 @@ impl<T: ControlTransfer> DfuSeClient<T> {
         self.stats
     }
 
+    /// No transfer, bwPollTimeout wait or retry goes past `deadline`; once it has passed,
+    /// operations fail with [`DfuError::DeadlineExceeded`]. It should be on the clock the
+    /// device's waits count (the board's clock for a virtual board).
+    pub fn set_deadline(&mut self, deadline: Option<Deadline>) {
+        self.deadline = deadline;
+    }
+
+    /// The transfer timeout, cut to what is left of the caller's deadline.
+    fn transfer_timeout(&self, op: Op) -> Result<Duration> {
+        match &self.deadline {
+            Some(d) if d.passed() => Err(DfuError::DeadlineExceeded { op }),
+            Some(d) => Ok(self.config.transfer_timeout.min(d.remaining())),
+            None => Ok(self.config.transfer_timeout),
+        }
+    }
+
+    /// Waits `d` on the device's clock, at most until the caller's deadline.
+    fn wait(&mut self, d: Duration) {
+        let d = self.deadline.as_ref().map_or(d, |dl| d.min(dl.remaining()));
+        self.dev.wait(d);
+    }
+
     pub fn set_transcript(&mut self, sink: Option<Box<dyn TranscriptSink>>) {
         self.tap.set(sink);
     }
@@ -418,7 +446,8 @@ impl<T: ControlTransfer> DfuSeClient<T> {
     // ----- transfers ---------------------------------------------------------------------------
 
     fn transfer_in(&mut self, op: Op, setup: Setup) -> Result<Vec<u8>> {
-        let result = self.dev.control_in(setup, self.config.transfer_timeout);
+        let timeout = self.transfer_timeout(op)?;
+        let result = self.dev.control_in(setup, timeout);
         self.tap.emit(|| match &result {
             Ok(data) => Event::Control { setup, data: data.clone(), outcome: Ok(()) },
             Err(e) => Event::Control { setup, data: Vec::new(), outcome: Err(e.to_string()) },
@@ -445,7 +474,8 @@ impl<T: ControlTransfer> DfuSeClient<T> {
             index: self.target.interface as u16,
             length: data.len() as u16,
         };
-        let result = self.dev.control_out(setup, data, self.config.transfer_timeout);
+        let timeout = self.transfer_timeout(op)?;
+        let result = self.dev.control_out(setup, data, timeout);
         self.tap.emit(|| Event::Control {
             setup,
             data: data.to_vec(),
@@ -495,7 +525,7 @@ impl<T: ControlTransfer> DfuSeClient<T> {
         let mut last = None;
         for _ in 0..8 {
             let st = self.status_for(op)?;
-            self.dev.wait(st.poll_timeout);
+            self.wait(st.poll_timeout);
             match st.state {
                 State::IDLE if st.status == Status::OK => return Ok(st),
                 State::ERROR | State::IDLE => self.class_out(op, dfu_request::CLRSTATUS, 0, &[])?,
@@ -516,7 +546,7 @@ impl<T: ControlTransfer> DfuSeClient<T> {
     fn abort_to_idle(&mut self, op: Op) -> Result<()> {
         self.class_out(op, dfu_request::ABORT, 0, &[])?;
         let st = self.status_for(op)?;
-        self.dev.wait(st.poll_timeout);
+        self.wait(st.poll_timeout);
         if st.state != State::IDLE {
             return Err(DfuError::WrongState { op, expected: State::IDLE, state: st.state, status: st.status });
         }
@@ -533,7 +563,7 @@ impl<T: ControlTransfer> DfuSeClient<T> {
             if op == Op::MassErase && self.config.f405_mass_erase_quirk && pause == Duration::from_millis(100) {
                 pause = self.config.mass_erase_limit;
             }
-            self.dev.wait(pause);
+            self.wait(pause);
             if st.state != State::DNBUSY {
                 return Ok(st);
             }
@@ -561,6 +591,9 @@ impl<T: ControlTransfer> DfuSeClient<T> {
             if st.state == State::DNBUSY && waited >= limit {
                 return Err(DfuError::BusyTimeout { op, waited, limit });
             }
+            if st.state == State::DNBUSY && self.deadline.as_ref().is_some_and(Deadline::passed) {
+                return Err(DfuError::DeadlineExceeded { op });
+            }
         }
     }
 
@@ -576,7 +609,7 @@ impl<T: ControlTransfer> DfuSeClient<T> {
         }
         if op == Op::ReadUnprotect {
             // The device mass-erases and resets; there is no later status to read ([DU]).
-            self.dev.wait(first.poll_timeout);
+            self.wait(first.poll_timeout);
             return Ok(first);
         }
         let st = self.poll_while_busy(op, first)?;
@@ -630,7 +663,7 @@ impl<T: ControlTransfer> DfuSeClient<T> {
             if !e.is_transient() {
                 return Err(e);
             }
-            if attempt >= self.config.retries {
+            if attempt >= self.config.retries || self.deadline.as_ref().is_some_and(Deadline::passed) {
                 return Err(if attempt == 0 {
                     e
                 } else {

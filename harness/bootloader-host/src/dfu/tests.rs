@@ -42,6 +42,8 @@ struct FakeDfu {
     write_errors: u32,
     /// The GETSTATUS that programs the next n blocks programs them, then its reply is lost.
     lose_status_after_write: u32,
+    /// Waits pass on this clock too (the device's clock, for deadline tests).
+    clock: Option<std::sync::Arc<crate::clock::testing::ManualClock>>,
 }
 
 impl FakeDfu {
@@ -70,6 +72,7 @@ impl FakeDfu {
             class_requests: 0,
             write_errors: 0,
             lose_status_after_write: 0,
+            clock: None,
         }
     }
 
@@ -253,6 +256,9 @@ impl ControlTransfer for FakeDfu {
 
     fn wait(&mut self, duration: Duration) {
         self.waits.push(duration);
+        if let Some(c) = &self.clock {
+            crate::clock::Clock::sleep(c.as_ref(), duration);
+        }
     }
 }
 
@@ -595,4 +601,21 @@ fn block_retries_are_bounded_and_end_in_a_typed_error() {
     assert_eq!(c.stats().retries, 2);
     assert_eq!(c.device_mut().log.iter().filter(|l| l.starts_with("DNLOAD 2")).count(), 3);
     assert!(c.device_mut().flash[..16].iter().all(|b| *b == 0xFF));
+}
+
+#[test]
+fn a_device_busy_forever_ends_at_the_callers_deadline_on_its_clock() {
+    use crate::clock::{Clock, Deadline};
+    let clock = std::sync::Arc::new(crate::clock::testing::ManualClock::default());
+    let mut dev = FakeDfu::new();
+    dev.busy_polls = u32::MAX;
+    dev.poll_ms = 250;
+    dev.clock = Some(clock.clone());
+    let mut c = open(dev);
+    let dyn_clock: std::sync::Arc<dyn Clock> = clock.clone();
+    let start = Clock::now(clock.as_ref());
+    c.set_deadline(Some(Deadline::after(&dyn_clock, Duration::from_secs(2))));
+    let e = c.erase_page(BASE).unwrap_err();
+    assert!(matches!(e, DfuError::DeadlineExceeded { op: Op::ErasePage(BASE) }), "{e:?}");
+    assert_eq!(Clock::now(clock.as_ref()) - start, Duration::from_secs(2));
 }

@@ -96,7 +96,7 @@ impl RigSession {
                 self.with_probe(|p| p.flash(&name, &img.image, elf.as_deref(), f.verify).map(|_| ()))
             }
             Via::Uart => self.flash_uart(&img, f.erase, f.verify, cx).map(|ev| evidence.extend(ev)),
-            Via::Dfu => self.flash_dfu(&img, f.erase, f.verify),
+            Via::Dfu => self.flash_dfu(&img, f.erase, f.verify, cx),
         };
         if f.via == Via::Uart {
             // What the link cost, pass or fail: a flash that passed on a noisy link says so.
@@ -235,8 +235,16 @@ impl RigSession {
             .collect())
     }
 
-    pub(super) fn flash_dfu(&mut self, img: &FlashedImage, erase: EraseMode, verify: bool) -> Result<(), StepError> {
+    pub(super) fn flash_dfu(
+        &mut self,
+        img: &FlashedImage,
+        erase: EraseMode,
+        verify: bool,
+        cx: &StepCx,
+    ) -> Result<(), StepError> {
         let mut dfu = self.open_dfu()?;
+        // No transfer, poll or retry past the step's deadline (on the board's clock).
+        dfu.set_deadline(Some(cx.deadline.clone()));
         let r = Self::dfu_download(&mut dfu, img, erase, verify);
         // What the link cost, pass or fail (reported by the flash step).
         self.dfu_stats = dfu.stats();
