@@ -232,11 +232,12 @@ fn check_virtual(
             ));
         }
     }
-    for (name, n) in
-        [("uart-rx-drop-every", v.faults.uart_rx_drop_every), ("uart-rx-corrupt-every", v.faults.uart_rx_corrupt_every)]
-    {
+    for (name, n) in v.faults.periods() {
         if n == Some(0) {
-            d.push(Diagnostic::at(path, at, format!("faults.{name} must be at least 1 (every Nth byte)")));
+            d.push(Diagnostic::at(path, at, {
+                let unit = if name.starts_with("usb") { "request" } else { "byte" };
+                format!("faults.{name} must be at least 1 (every Nth {unit})")
+            }));
         }
     }
     if let (Some(addr), Some(chip)) = (v.faults.flash_program_error_at, chip)

@@ -42,16 +42,18 @@ pub fn board_config(name: &str, chip: &hil_chips::Chip, v: &VirtualBoard) -> Boa
     let usart = console_usart(chip);
     let seed = v.seed.unwrap_or(1);
     let mut faults = FaultConfig { seed, ..Default::default() };
-    if v.faults.uart_rx_drop_every.is_some() || v.faults.uart_rx_corrupt_every.is_some() {
-        faults.uart_rx.insert(
-            usart.clone(),
-            UartFaults {
-                drop_every: v.faults.uart_rx_drop_every,
-                corrupt_every: v.faults.uart_rx_corrupt_every,
-                ..Default::default()
-            },
-        );
+    // Line noise on the console USART, each direction on its own (boards.yaml `faults:`).
+    let f = &v.faults;
+    for (map, drop_every, corrupt_every) in [
+        (&mut faults.uart_rx, f.uart_rx_drop_every, f.uart_rx_corrupt_every),
+        (&mut faults.uart_tx, f.uart_tx_drop_every, f.uart_tx_corrupt_every),
+    ] {
+        if drop_every.is_some() || corrupt_every.is_some() {
+            map.insert(usart.clone(), UartFaults { drop_every, corrupt_every, ..Default::default() });
+        }
     }
+    faults.usb_stall_every = f.usb_stall_every;
+    faults.usb_timeout_every = f.usb_timeout_every;
     if let Some(a) = v.faults.flash_program_error_at {
         // Programming is per double word (RM0444 3.3.7): the double word holding the address fails.
         let dw = a.0 & !7;

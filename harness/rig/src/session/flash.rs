@@ -98,14 +98,35 @@ impl RigSession {
         if let Ok(mut seen) = self.seen.lock() {
             seen.note_image(hil_report::ImageRecord { name: img.name.clone(), sha256: img.sha256.clone(), bytes });
         }
+        self.uart_stats = Default::default();
+        self.dfu_stats = Default::default();
         let result = match f.via {
             Via::Probe => {
                 let (name, elf) = (img.name.clone(), img.elf.clone());
                 self.with_probe(|p| p.flash(&name, &img.image, elf.as_deref(), f.verify).map(|_| ()))
             }
             Via::Uart => self.flash_uart(&img, f.erase, f.verify, cx).map(|ev| evidence.extend(ev)),
-            Via::Dfu => self.flash_dfu(&img, f.erase, f.verify),
+            Via::Dfu => self.flash_dfu(&img, f.erase, f.verify, cx),
         };
+        if f.via == Via::Uart {
+            // What the link cost, pass or fail: a flash that passed on a noisy link says so.
+            let s = self.uart_stats;
+            for (label, value) in [
+                ("AN3155 retries", s.retries),
+                ("AN3155 resyncs", s.resyncs),
+                ("AN3155 blocks confirmed by read-back", s.confirmed_by_read_back),
+            ] {
+                evidence.push(Evidence::Measurement { label: label.into(), value: value as f64, unit: String::new() });
+            }
+        }
+        if f.via == Via::Dfu {
+            let s = self.dfu_stats;
+            for (label, value) in
+                [("DfuSe retries", s.retries), ("DfuSe blocks confirmed by upload", s.confirmed_by_upload)]
+            {
+                evidence.push(Evidence::Measurement { label: label.into(), value: value as f64, unit: String::new() });
+            }
+        }
         evidence.push(Evidence::Measurement { label: "bytes written".into(), value: bytes as f64, unit: "B".into() });
         evidence.push(Evidence::Measurement {
             label: "flash time".into(),
@@ -225,8 +246,28 @@ impl RigSession {
             .collect())
     }
 
-    pub(super) fn flash_dfu(&mut self, img: &FlashedImage, erase: EraseMode, verify: bool) -> Result<(), StepError> {
+    pub(super) fn flash_dfu(
+        &mut self,
+        img: &FlashedImage,
+        erase: EraseMode,
+        verify: bool,
+        cx: &StepCx,
+    ) -> Result<(), StepError> {
         let mut dfu = self.open_dfu()?;
+        // No transfer, poll or retry past the step's deadline (on the board's clock).
+        dfu.set_deadline(Some(cx.deadline.clone()));
+        let r = Self::dfu_download(&mut dfu, img, erase, verify);
+        // What the link cost, pass or fail (reported by the flash step).
+        self.dfu_stats = dfu.stats();
+        r
+    }
+
+    fn dfu_download(
+        dfu: &mut hil_bootloader_host::dfu::DfuSeClient<Box<dyn hil_bootloader_host::dfu::ControlTransfer + Send>>,
+        img: &FlashedImage,
+        erase: EraseMode,
+        verify: bool,
+    ) -> Result<(), StepError> {
         let ranges = img.image.ranges();
         if erase == EraseMode::Mass {
             dfu.mass_erase()?;
