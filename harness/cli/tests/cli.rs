@@ -494,3 +494,49 @@ fn a_wait_is_never_cut_short_by_a_deadline_and_never_passes_unwaited() {
         text(&o.stderr)
     );
 }
+
+/// Issue 19 faults where real boards fail: a brown-out in the middle of a flash write and a probe
+/// link that drops mid-session. The rig detects each, never reports a pass with wrong flash
+/// content, and the board is usable again where recovery is possible.
+#[test]
+fn a_brownout_mid_write_and_a_dropped_probe_link_are_caught_never_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("boards.yaml"),
+        "boards:\n  - name: bo\n    chip: STM32G071RB\n    virtual:\n      seed: 1\n      option-bytes: { nboot-sel: false }\n      faults: { flash-brownout-at-program: 50 }\n  - name: pl\n    chip: STM32G071RB\n    virtual:\n      seed: 1\n      faults: { probe-link-drop-after: 400 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "name: a-uart-flash\nsteps:\n  - enter: { state: system-bootloader, via: boot0-pin }\n  - flash: { image: \"fixture:app\", via: uart }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        "name: b-probe-flash\nsteps:\n  - flash: { image: \"fixture:app\", via: probe }\n  - reset\n  - expect-serial: { contains: \"hil-app\" }\n",
+    )
+    .unwrap();
+    let run = |board: &str| -> serde_json::Value {
+        let o = hil(&["run", "--board", board, "--report-dir", "r", "a.yaml", "b.yaml"], dir.path());
+        assert_eq!(o.status.code(), Some(1), "{}{}", text(&o.stdout), text(&o.stderr));
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r/latest/report.json")).unwrap()).unwrap()
+    };
+    let status = |r: &serde_json::Value, name: &str| -> (String, String) {
+        let s = r["scenarios"].as_array().unwrap().iter().find(|s| s["scenario"] == name).unwrap();
+        (s["status"].as_str().unwrap().to_string(), s["message"].as_str().unwrap_or("").to_string())
+    };
+    // Brown-out at the 50th double word of the UART flash: the write does not pass; the board
+    // comes back from the power-on reset, and the next flash (probe) passes and runs.
+    let r = run("bo");
+    let (st, msg) = status(&r, "a-uart-flash");
+    assert_eq!(st, "failed", "{msg}");
+    assert!(msg.contains("step 2 flash"), "{msg}");
+    assert_eq!(status(&r, "b-probe-flash").0, "passed", "the board is usable after the brown-out");
+    // The SWD link drops mid-flash: the probe flash fails (nothing passes on a board the rig can
+    // no longer see; this board's entry leaves BOOT0 to the option bits, so `a` fails anyway).
+    let r = run("pl");
+    let (st, msg) = status(&r, "b-probe-flash");
+    assert_eq!(st, "failed", "{msg}");
+    assert!(msg.contains("step 1 flash"), "{msg}");
+    assert_eq!(r["summary"]["passed"], 0, "{}", r["summary"]);
+}

@@ -147,11 +147,23 @@ pub struct Faults {
     /// cell (PROGERR).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flash_program_error_at: Option<Address>,
+    /// The Nth flash double-word program (counted from the board's start) browns out: supply
+    /// lost mid-write (a flash update interrupted by a power cut or a weak supply), the board
+    /// goes through a power-on reset with the double word half written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub flash_brownout_at_program: Option<u32>,
+    /// The SWD link drops after this many debug transfers (counted from the board's start) and
+    /// stays down: a loose probe cable or a probe that hung mid-session. The target stops
+    /// answering the probe; UART and USB are unaffected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub probe_link_drop_after: Option<u32>,
 }
 
 impl Faults {
     /// The periodic faults by their boards.yaml names, for validation.
-    pub fn periods(&self) -> [(&'static str, Option<u32>); 6] {
+    pub fn periods(&self) -> [(&'static str, Option<u32>); 8] {
         [
             ("uart-rx-drop-every", self.uart_rx_drop_every),
             ("uart-rx-corrupt-every", self.uart_rx_corrupt_every),
@@ -159,6 +171,8 @@ impl Faults {
             ("uart-tx-corrupt-every", self.uart_tx_corrupt_every),
             ("usb-stall-every", self.usb_stall_every),
             ("usb-timeout-every", self.usb_timeout_every),
+            ("flash-brownout-at-program", self.flash_brownout_at_program),
+            ("probe-link-drop-after", self.probe_link_drop_after),
         ]
     }
 }

@@ -54,6 +54,8 @@ pub fn board_config(name: &str, chip: &hil_chips::Chip, v: &VirtualBoard) -> Boa
     }
     faults.usb_stall_every = f.usb_stall_every;
     faults.usb_timeout_every = f.usb_timeout_every;
+    faults.flash_brownout_at_program = f.flash_brownout_at_program.map(u64::from);
+    faults.probe_link_drop_after = f.probe_link_drop_after.map(u64::from);
     if let Some(a) = v.faults.flash_program_error_at {
         // Programming is per double word (RM0444 3.3.7): the double word holding the address fails.
         let dw = a.0 & !7;

@@ -81,6 +81,11 @@ pub struct FaultConfig {
     pub flash_program_fail: Vec<Range<u32>>,
     /// The next n double-word programs fail the same way.
     pub flash_fail_next_programs: u32,
+    /// The n-th double-word program since the board started (from 1) browns out: a power-on
+    /// reset while the cells are being written, the double word left half written.
+    pub flash_brownout_at_program: Option<u64>,
+    /// After this many debug transfers the SWD link is down for good (a loose probe cable).
+    pub probe_link_drop_after: Option<u64>,
 }
 
 /// Behaviours that could not be tied to a primary source. Each switch names the behaviour the

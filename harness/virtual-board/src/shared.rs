@@ -288,6 +288,8 @@ pub struct Counters {
     pub flash_reg_writes_debug: u64,
     /// Double words programmed successfully.
     pub flash_programs: u64,
+    /// Programs cut by an injected brown-out.
+    pub flash_brownouts: u64,
     pub flash_page_erases: u64,
     pub flash_mass_erases: u64,
     pub option_programs: u64,
@@ -309,6 +311,8 @@ pub struct FaultState {
     rx_seen: Vec<u64>,
     tx_seen: Vec<u64>,
     dfu_requests_seen: u64,
+    programs_started: u64,
+    probe_transfers: u64,
 }
 
 /// What happens to one frame on a UART wire (either direction).
@@ -331,7 +335,15 @@ pub enum UsbFate {
 impl FaultState {
     pub fn new(config: FaultConfig) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
-        FaultState { config, rng, rx_seen: Vec::new(), tx_seen: Vec::new(), dfu_requests_seen: 0 }
+        FaultState {
+            config,
+            rng,
+            rx_seen: Vec::new(),
+            tx_seen: Vec::new(),
+            dfu_requests_seen: 0,
+            programs_started: 0,
+            probe_transfers: 0,
+        }
     }
     pub fn set(&mut self, config: FaultConfig) {
         *self = FaultState::new(config);
@@ -363,6 +375,20 @@ impl FaultState {
         } else {
             UsbFate::Deliver
         }
+    }
+    /// Counts one debug transfer; whether the SWD link is still up.
+    pub fn probe_transfer(&mut self) -> bool {
+        self.probe_transfers += 1;
+        self.config.probe_link_drop_after.is_none_or(|n| self.probe_transfers <= n)
+    }
+    /// Whether the injected probe-link drop has happened.
+    pub fn probe_link_dropped(&self) -> bool {
+        self.config.probe_link_drop_after.is_some_and(|n| self.probe_transfers >= n)
+    }
+    /// Whether the program now starting is the one that browns out (counts every program).
+    pub fn program_browns_out(&mut self) -> bool {
+        self.programs_started += 1;
+        self.config.flash_brownout_at_program == Some(self.programs_started)
     }
     /// Whether programming the double word at `addr` fails (and consumes one `fail_next_programs`).
     pub fn program_fails(&mut self, addr: u32) -> bool {
