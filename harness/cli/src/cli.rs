@@ -47,6 +47,7 @@ pub enum Command {
     Validate(ConfigArgs),
     /// List boards or scenarios.
     List {
+        /// What to list.
         what: ListWhat,
         /// Machine-readable output (probes, ports, dfu).
         #[arg(long)]
@@ -55,6 +56,15 @@ pub enum Command {
         config: ConfigArgs,
     },
     /// Run scenarios on boards and write reports.
+    #[command(
+        after_help = "Examples:\n  hil run                                   the default boards, every scenario\n  \
+                            hil run --board nucleo-g071rb --retries 1\n  \
+                            hil run --scenario 'c09-*' --dry-run      what would run, and why the rest is skipped\n  \
+                            hil run --rerun-failed                    what failed in the latest run\n  \
+                            hil run --fail-fast -j 1 scenarios/flash-over-uart.yaml\n\n\
+                            Exit: 0 passed, 1 a scenario failed, 2 configuration, 3 the rig could not carry a scenario out,\n\
+                            4 nothing ran, 130/143 stopped by SIGINT/SIGTERM."
+    )]
     Run {
         #[command(flatten)]
         config: ConfigArgs,
@@ -104,12 +114,17 @@ pub enum Command {
         retries: u32,
     },
     /// Flash an image through a board's bootloader or probe.
+    #[command(after_help = "Examples:\n  hil flash --board g071-virtual --via uart --verify --go app.elf\n  \
+                            hil flash --board nucleo-g071rb --via probe --verify app.hex\n  \
+                            hil flash --board g0b1-virtual --via dfu --base 0x08000000 app.bin")]
     Flash {
         /// Board inventory (default: the nearest boards.yaml at or above the working directory).
         #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
         boards: Option<PathBuf>,
+        /// The board (a name in boards.yaml).
         #[arg(long, value_name = "NAME")]
         board: String,
+        /// How: through the ROM's AN3155 UART bootloader, its USB DfuSe device, or the debug probe.
         #[arg(long, value_enum)]
         via: FlashVia,
         /// Verify after writing (bootloader checksum where available, else read-back).
@@ -124,6 +139,7 @@ pub enum Command {
         /// What the image is: the application, or the board's custom bootloader (layout.bootloader).
         #[arg(long, value_enum, default_value = "application")]
         target: ImageRole,
+        /// The image: ELF, Intel HEX, or a raw .bin with --base.
         file: PathBuf,
     },
     /// Firmware image tools.
@@ -142,7 +158,10 @@ pub enum Command {
         command: BenchCommand,
     },
     /// Print the JSON Schema of a file format (for editors).
-    Schema { what: SchemaWhat },
+    Schema {
+        /// Which file format.
+        what: SchemaWhat,
+    },
     /// Check the lab boards: probe, serial port, DFU device and power command present and
     /// accessible, the target answering (DBGMCU_IDCODE), the ROM's PID and version when it runs.
     /// Exit 1 when a board is not ready; each problem comes with its fix.
@@ -165,11 +184,13 @@ pub enum Command {
         /// Board inventory (default: the nearest boards.yaml at or above the working directory).
         #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
         boards: Option<PathBuf>,
+        /// The board (a name in boards.yaml).
         #[arg(long, value_name = "NAME")]
         board: String,
     },
     /// Print a shell completion script (e.g. `hil completions bash > /etc/bash_completion.d/hil`).
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -245,6 +266,7 @@ pub enum ImageCommand {
         /// Board inventory (default: the nearest boards.yaml at or above the working directory).
         #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
         boards: Option<PathBuf>,
+        /// The board (a name in boards.yaml).
         #[arg(long, value_name = "NAME")]
         board: String,
         /// Load address of a raw .bin file.
@@ -253,6 +275,7 @@ pub enum ImageCommand {
         /// What the image is: the application, or the board's custom bootloader (layout.bootloader).
         #[arg(long, value_enum, default_value = "application")]
         target: ImageRole,
+        /// The image: ELF, Intel HEX, or a raw .bin with --base.
         file: PathBuf,
     },
 }
@@ -265,6 +288,7 @@ pub enum SimCommand {
         /// The debug adapter's USB selector, e.g. 1209:0001:g071-virtual.
         #[arg(long, value_name = "VID:PID:SERIAL")]
         adapter: String,
+        /// Power on or off.
         #[arg(value_enum)]
         state: PowerState,
     },
@@ -273,6 +297,7 @@ pub enum SimCommand {
         /// Board inventory (default: the nearest boards.yaml at or above the working directory).
         #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
         boards: Option<PathBuf>,
+        /// The board (a name in boards.yaml).
         #[arg(long, value_name = "NAME")]
         board: String,
         /// Symlink the PTY here.
@@ -281,6 +306,7 @@ pub enum SimCommand {
         /// Image to put into flash first (default: erased flash, factory option bytes).
         #[arg(long, value_name = "FILE")]
         image: Option<PathBuf>,
+        /// BOOT0 pin level at power-on (default: the board entry's).
         #[arg(long, value_enum)]
         boot0: Option<Level>,
         /// Serve the board's USB device (the ROM's DfuSe device while it runs) on a usbredir
@@ -301,6 +327,7 @@ pub enum BenchCommand {
         /// Board inventory (default: the nearest boards.yaml at or above the working directory).
         #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
         boards: Option<PathBuf>,
+        /// The board (a name in boards.yaml).
         #[arg(long, value_name = "NAME")]
         board: String,
         /// Image size (e.g. 64K).
@@ -315,6 +342,7 @@ pub enum BenchCommand {
         /// Board inventory (default: the nearest boards.yaml at or above the working directory).
         #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
         boards: Option<PathBuf>,
+        /// The board (a name in boards.yaml).
         #[arg(long, value_name = "NAME")]
         board: String,
         /// Image size (e.g. 64K).
@@ -326,6 +354,7 @@ pub enum BenchCommand {
         /// Board inventory (default: the nearest boards.yaml at or above the working directory).
         #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
         boards: Option<PathBuf>,
+        /// The board (a name in boards.yaml).
         #[arg(long, value_name = "NAME")]
         board: String,
     },
@@ -347,6 +376,32 @@ mod tests {
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// Every option and argument of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_is_described() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "hil", &mut missing);
+        assert!(missing.is_empty(), "undocumented in --help: {missing:#?}");
     }
 }
 
