@@ -474,10 +474,27 @@ fn run(
         // Each scenario's line as it finishes (flushed, so CI logs stream); above the spinner on a
         // terminal, which counts done/total.
         let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let on_result: Option<hil_rig::engine::ResultSink> = (!quiet).then(|| {
+        let running = hil_rig::engine::RunningSteps::default();
+        // On a terminal: done/total and what each board is on, refreshed a few times a second.
+        if !progress.is_hidden() {
+            let (progress, done, running) = (progress.clone(), done.clone(), running.clone());
+            tokio::spawn(async move {
+                while !progress.is_finished() {
+                    let n = done.load(std::sync::atomic::Ordering::Relaxed);
+                    let boards: Vec<String> =
+                        running.current().into_iter().map(|(b, s, step)| format!("{b}: {s} {step}")).collect();
+                    progress.set_message(format!("{n}/{total} done | {}", boards.join(" | ")));
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+            });
+        }
+        let on_result: Option<hil_rig::engine::ResultSink> = {
             let (progress, done) = (progress.clone(), done.clone());
-            std::sync::Arc::new(move |r: &hil_report::ScenarioResult| {
-                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            Some(std::sync::Arc::new(move |r: &hil_report::ScenarioResult| {
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if quiet {
+                    return;
+                }
                 let line = scenario_line(r);
                 if progress.is_hidden() {
                     use std::io::Write as _;
@@ -486,11 +503,9 @@ fn run(
                     let _ = o.flush();
                 } else {
                     progress.println(line);
-                    progress
-                        .set_message(format!("{n}/{total} scenario runs done, last: {} on {}", r.scenario, r.board));
                 }
-            }) as hil_rig::engine::ResultSink
-        });
+            }) as hil_rig::engine::ResultSink)
+        };
         let opts = hil_rig::EngineOptions {
             lock_wait: lock_wait.std(),
             audit_diagnosis,
@@ -499,6 +514,7 @@ fn run(
             fail_fast: policy.fail_fast,
             retries: policy.retries,
             abandon: abandon.clone(),
+            running: running.clone(),
             ..Default::default()
         };
         let r = hil_rig::engine::run(

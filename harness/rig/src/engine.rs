@@ -164,6 +164,26 @@ impl RunningSteps {
             m.remove(board);
         }
     }
+    /// What each busy board runs now: (board, scenario, the step's message "step N KEYWORD").
+    pub fn current(&self) -> Vec<(String, String, String)> {
+        self.0
+            .lock()
+            .map(|m| {
+                m.values()
+                    .map(|r| {
+                        let step = r
+                            .message
+                            .as_deref()
+                            .and_then(|m| m.strip_prefix("interrupted at "))
+                            .and_then(|m| m.split(" (").next())
+                            .unwrap_or("")
+                            .to_string();
+                        (r.board.clone(), r.scenario.clone(), step)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
     fn take(&self) -> Vec<ScenarioResult> {
         self.0.lock().map(|mut m| std::mem::take(&mut *m).into_values().collect()).unwrap_or_default()
     }

@@ -565,3 +565,41 @@ fn a_virtual_board_is_never_retried() {
     assert!(once.retried.is_empty() && !once.flaky);
     assert_eq!(r.log.iter().filter(|l| l.ends_with("flaky:1")).count(), 1);
 }
+
+#[test]
+fn running_steps_say_what_each_board_is_on_while_it_runs() {
+    let sc = [("slow", "name: slow\nsteps:\n  - send: { text: \"pass\" }\n  - send: { text: \"sleep:400\" }\n")];
+    let (tmp, config) = setup(&sc);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let opener = Arc::new(Opener { barrier: Arc::new(Barrier::new(2)), log, fail_open: false });
+    let running = hil_rig::engine::RunningSteps::default();
+    let watcher = {
+        let running = running.clone();
+        std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < end {
+                let now = running.current();
+                if !now.is_empty() && now[0].2 == "step 2 send" {
+                    return now;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Vec::new()
+        })
+    };
+    let selected: Vec<&Board> = vec![config.boards.get("a").unwrap()];
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (report, _) = rt
+        .block_on(engine::run_config(
+            &config,
+            &selected,
+            opener,
+            &tmp.path().join("reports"),
+            EngineOptions { running: running.clone(), ..opts(tmp.path()) },
+            CancelFlag::new(),
+        ))
+        .unwrap();
+    assert_eq!(report.summary.passed, 1);
+    assert_eq!(watcher.join().unwrap(), vec![("a".to_string(), "slow".to_string(), "step 2 send".to_string())]);
+    assert!(running.current().is_empty(), "nothing runs once the run is over");
+}
