@@ -350,7 +350,7 @@ pub async fn run(
                 }
                 continue;
             }
-            BoardEvent::Finished(result) => result,
+            BoardEvent::Finished(result) => *result,
         };
         if let Some(sink) = &opts.on_result {
             sink(&result);
@@ -368,7 +368,7 @@ pub async fn run(
         // to the process's exit.
         while let Ok(event) = rx.try_recv() {
             if let BoardEvent::Finished(r) = event {
-                report.scenarios.push(r);
+                report.scenarios.push(*r);
             }
         }
         for r in opts.running.take() {
@@ -441,7 +441,7 @@ fn not_started(p: &PlannedScenario, board: &str, why: String, cancel: &CancelFla
 
 /// What a board task tells the run as it goes.
 enum BoardEvent {
-    Finished(ScenarioResult),
+    Finished(Box<ScenarioResult>),
     /// What the board's session saw (sent when the session closes).
     Seen {
         board: String,
@@ -455,7 +455,7 @@ struct Results(mpsc::UnboundedSender<BoardEvent>);
 
 impl Results {
     fn send(&self, r: ScenarioResult) -> Result<(), ()> {
-        self.0.send(BoardEvent::Finished(r)).map_err(|_| ())
+        self.0.send(BoardEvent::Finished(Box::new(r))).map_err(|_| ())
     }
 }
 
