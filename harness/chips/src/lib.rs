@@ -425,6 +425,12 @@ pub struct EmptyCheck {
     pub first_word_address: u32,
     pub evaluated_at: Vec<LoadEvent>,
     pub redirect: BootTarget,
+    /// The flag software sees (a diagnosis register name and bit, `FLASH_ACR.16`).
+    #[serde(default)]
+    pub flag: Option<ClockGate>,
+    /// Its name in the reference manual (`FLASH_ACR.EMPTY`), for reports.
+    #[serde(default)]
+    pub flag_name: Option<String>,
 }
 
 /// Inputs a boot rule may name.
@@ -477,6 +483,9 @@ impl From<ClockGate> for String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Remap {
+    /// What the field is called in the reference manual (`SYSCFG_CFGR1.MEM_MODE`), for reports.
+    #[serde(default)]
+    pub field_name: Option<String>,
     /// Address of the register holding the field.
     pub register: u32,
     pub shift: u8,
@@ -485,6 +494,9 @@ pub struct Remap {
     pub values: BTreeMap<u8, BootTarget>,
     /// Clock that must be on for writes to take effect.
     pub clock: ClockGate,
+    /// The clock bit's name in the reference manual (`RCC_APBENR2.SYSCFGEN`), for reports.
+    #[serde(default)]
+    pub clock_name: Option<String>,
     pub source: String,
 }
 

@@ -190,13 +190,41 @@ impl Evidence {
     fn ipsr(&self) -> u32 {
         self.get("xpsr").unwrap_or(0) & 0x1FF
     }
-    /// SYSCFG_CFGR1.MEM_MODE reads 01 (RM0444 9.1.1). With the SYSCFG clock off the register reads
-    /// 0 whatever the mapping, so the alias words are the better witness.
+    /// The chip's remap field (chip data `remap`, e.g. SYSCFG_CFGR1.MEM_MODE) selects system
+    /// memory. With its clock off the register reads 0 whatever the mapping, so the alias words
+    /// are the better witness.
     fn mem_mode_sysmem(&self) -> Option<bool> {
-        self.get("SYSCFG_CFGR1").map(|v| v & 0b11 == 0b01)
+        let r = self.chip.remap.as_ref()?;
+        let name = self.chip.diagnosis.as_ref()?.registers.iter().find(|x| x.address == r.register)?.name.as_str();
+        let mask = if r.width >= 32 { u32::MAX } else { (1u32 << r.width) - 1 };
+        let field = (self.get(name)? >> r.shift) & mask;
+        Some(r.values.get(&(field as u8)) == Some(&hil_chips::BootTarget::SystemMemory))
     }
+    /// The remap register's clock gate (chip data `remap.clock`, an RCC register and bit).
     fn syscfg_clock(&self) -> Option<bool> {
-        self.get("RCC_APBENR2").map(|v| v & 1 != 0)
+        let g = &self.chip.remap.as_ref()?.clock;
+        self.get(&format!("RCC_{}", g.register)).map(|v| v & (1 << g.bit) != 0)
+    }
+    /// The empty-check flag (chip data `boot.empty_check.flag`).
+    fn empty_flag(&self) -> Option<bool> {
+        let f = self.chip.boot.as_ref()?.empty_check.as_ref()?.flag.as_ref()?;
+        self.get(&f.register).map(|v| v & (1 << f.bit) != 0)
+    }
+    fn remap_field_name(&self) -> String {
+        self.chip.remap.as_ref().and_then(|r| r.field_name.clone()).unwrap_or_else(|| "remap field".into())
+    }
+    fn remap_clock_name(&self) -> String {
+        self.chip
+            .remap
+            .as_ref()
+            .map(|r| r.clock_name.clone().unwrap_or_else(|| format!("RCC_{}.{}", r.clock.register, r.clock.bit)))
+            .unwrap_or_default()
+    }
+    fn empty_flag_name(&self) -> String {
+        let check = self.chip.boot.as_ref().and_then(|b| b.empty_check.as_ref());
+        check
+            .and_then(|c| c.flag_name.clone().or_else(|| c.flag.as_ref().map(|f| format!("{}.{}", f.register, f.bit))))
+            .unwrap_or_else(|| "empty flag".into())
     }
     /// Whether 0x00000000 shows the ROM's vector table (system memory mapped there).
     fn alias_shows_rom(&self) -> Option<bool> {
@@ -551,10 +579,10 @@ fn foreign_table(e: &Evidence, facts: &mut Vec<Fact>) -> Option<Diagnosis> {
             (false, Some(false)) => "reads 0 (with the SYSCFG clock off the register reads 0 whatever the mapping)",
             (false, _) => "not 01 (main flash)",
         };
-        facts.push(fact("SYSCFG_CFGR1.MEM_MODE", value, !m && clock != Some(false)));
+        facts.push(fact(e.remap_field_name(), value, !m && clock != Some(false)));
     }
     if let Some(c) = clock {
-        facts.push(fact("RCC_APBENR2.SYSCFGEN", if c { "1" } else { "0: SYSCFG clock off" }, !c));
+        facts.push(fact(e.remap_clock_name(), if c { "1" } else { "0: SYSCFG clock off" }, !c));
     }
     Some(if clock == Some(false) {
         named(
@@ -751,10 +779,10 @@ fn boot_latches(e: &Evidence, facts: &mut Vec<Fact>) -> Option<Diagnosis> {
             e.snapshot.clone(),
         ));
     }
-    let empty = e.get("FLASH_ACR").map(|v| v & (1 << 16) != 0);
+    let empty = e.empty_flag();
     let programmed = e.app_vectors.is_some_and(|(sp, _)| sp != 0xFFFF_FFFF);
     if empty == Some(true) && programmed {
-        facts.push(fact("FLASH_ACR.EMPTY", "1 (flash was empty at power-on)", true));
+        facts.push(fact(e.empty_flag_name(), "1 (flash was empty at power-on)", true));
         facts.push(fact(format!("word at {}", hex(e.chip.memory.flash.base)), "programmed", true));
         return Some(named(
             "empty-check-latched",
@@ -791,7 +819,7 @@ fn boot_latches(e: &Evidence, facts: &mut Vec<Fact>) -> Option<Diagnosis> {
         facts.push(fact(format!("word at {}", hex(e.chip.memory.flash.base)), "programmed", true));
         if let Some(em) = empty {
             facts.push(fact(
-                "FLASH_ACR.EMPTY now",
+                format!("{} now", e.empty_flag_name()),
                 if em { "1" } else { "0 (this ROM version clears it when it starts)" },
                 em,
             ));
