@@ -4,7 +4,8 @@
 //! the core compares generations after its own stores and at every service point, and FPB
 //! changes flush it (breakpoints are baked into the entries).
 
-use super::decode::{Entry, Op, decode16, entry};
+use super::decode::{Entry, Op, decode16, decode16_v7, entry, entry_op};
+use super::thumb2::decode32_v7;
 use super::{Cpu, is_ppb};
 use crate::bus::{Bus, BusFault, BusFaultKind, CODE_LINE_BYTES, CODE_LINE_HALFWORDS, Size};
 
@@ -64,6 +65,18 @@ impl Cpu {
             for (i, hw) in raw.iter().enumerate() {
                 self.icache.data[slot][i] = self.decode_at(base + 2 * i as u32, *hw);
             }
+            if self.cfg.arch.is_v7() {
+                // Predecode 32-bit instructions whose second halfword is in the line (bits [31:24]);
+                // the others decode when they execute.
+                let dsp = self.cfg.arch.has_dsp();
+                for i in 0..CODE_LINE_HALFWORDS - 1 {
+                    let e = self.icache.data[slot][i];
+                    if entry_op(e) == Op::Wide7 {
+                        let t = decode32_v7(raw[i], raw[i + 1], dsp);
+                        self.icache.data[slot][i] = e | (t as u32) << 24;
+                    }
+                }
+            }
             self.icache.tags[slot] = line + 1;
             return Ok(self.icache.data[slot][(pc >> 1) as usize & (CODE_LINE_HALFWORDS - 1)]);
         }
@@ -72,6 +85,12 @@ impl Cpu {
     }
 
     fn decode_at(&self, addr: u32, hw: u16) -> Entry {
-        if self.fpb_matches(addr) { entry(hw, Op::FpbBreak) } else { entry(hw, decode16(hw)) }
+        if self.fpb_matches(addr) {
+            entry(hw, Op::FpbBreak)
+        } else if self.cfg.arch.is_v7() {
+            entry(hw, decode16_v7(hw))
+        } else {
+            entry(hw, decode16(hw))
+        }
     }
 }

@@ -35,6 +35,13 @@ pub(crate) const DEMCR_VC_CORERESET: u32 = 1 << 0;
 pub(crate) const DEMCR_VC_HARDERR: u32 = 1 << 10;
 /// C1.6.5: the ARMv6-M DEMCR has DWTENA, VC_HARDERR and VC_CORERESET.
 const DEMCR_MASK: u32 = 1 << 24 | DEMCR_VC_HARDERR | DEMCR_VC_CORERESET;
+/// ARMv7-M C1.6.5: TRCENA, MON_*, and the vector catch bits VC_HARDERR..VC_MMERR, VC_CORERESET.
+const DEMCR_MASK_V7: u32 = 1 << 24 | 0xF << 16 | 0x7F0 | DEMCR_VC_CORERESET;
+/// DEMCR.TRCENA gates the DWT (C1.6.5).
+const DEMCR_TRCENA: u32 = 1 << 24;
+/// ARMv7-M B3.2.8 CCR writable bits: NONBASETHRDENA, USERSETMPEND, UNALIGN_TRP, DIV_0_TRP,
+/// BFHFNMIGN, STKALIGN.
+const CCR_MASK_V7: u32 = 1 | 1 << 1 | 1 << 3 | 1 << 4 | 1 << 8 | 1 << 9;
 
 pub(crate) const DFSR_HALTED: u32 = 1 << 0;
 pub(crate) const DFSR_BKPT: u32 = 1 << 1;
@@ -115,12 +122,31 @@ impl Cpu {
     /// A load from the PPB by the executing program.
     pub(crate) fn cpu_ppb_read(&mut self, addr: u32, size: Size) -> Result<u32, BusFault> {
         self.cpu_ppb_check(addr, size)?;
+        if size != Size::Word {
+            let word = self.ppb_read(addr & !3, Size::Word, Origin::Cpu).map_err(|k| BusFault::new(addr, size, k))?;
+            return Ok((word >> (8 * (addr & 3))) & size.mask());
+        }
         self.ppb_read(addr, size, Origin::Cpu).map_err(|k| BusFault::new(addr, size, k))
     }
 
     pub(crate) fn cpu_ppb_write(&mut self, addr: u32, size: Size, value: u32) -> Result<(), BusFault> {
         self.cpu_ppb_check(addr, size)?;
+        if size != Size::Word {
+            return self.ppb_write_subword(addr, size, value, Origin::Cpu).map_err(|k| BusFault::new(addr, size, k));
+        }
         self.ppb_write(addr, size, value, Origin::Cpu).map_err(|k| BusFault::new(addr, size, k))
+    }
+
+    /// ARMv7-M sub-word SCS write: the byte lanes of the addressed word. Write-one-to-clear
+    /// registers (CFSR, HFSR) see zeros in the other lanes; the others are read-modify-write.
+    fn ppb_write_subword(&mut self, addr: u32, size: Size, value: u32, origin: Origin) -> Result<(), BusFaultKind> {
+        let word_addr = addr & !3;
+        let shift = 8 * (addr & 3);
+        let lanes = size.mask() << shift;
+        let v = (value & size.mask()) << shift;
+        let w1c = matches!(word_addr, 0xE000_ED28 | 0xE000_ED2C);
+        let merged = if w1c { v } else { (self.ppb_read(word_addr, Size::Word, origin)? & !lanes) | v };
+        self.ppb_write(word_addr, Size::Word, merged, origin)
     }
 
     fn cpu_ppb_check(&self, addr: u32, size: Size) -> Result<(), BusFault> {
@@ -129,7 +155,8 @@ impl Cpu {
             return Err(BusFault::new(addr, size, BusFaultKind::Device("unprivileged access to the PPB")));
         }
         // B3.2: ARMv6-M SCS registers are word-accessible only (sub-word is UNPREDICTABLE; we fault).
-        if size != Size::Word {
+        // ARMv7-M allows byte and halfword accesses (NVIC_IPR, SHPR, CFSR are byte-accessible).
+        if size != Size::Word && !self.config().arch.is_v7() {
             return Err(BusFault::new(
                 addr,
                 size,
@@ -149,6 +176,9 @@ impl Cpu {
     }
 
     pub(crate) fn debug_ppb_write(&mut self, addr: u32, size: Size, value: u32) -> Result<(), BusFault> {
+        if self.config().arch.is_v7() && size != Size::Word && addr & (size.bytes() - 1) == 0 {
+            return self.ppb_write_subword(addr, size, value, Origin::Debug).map_err(|k| BusFault::new(addr, size, k));
+        }
         if size != Size::Word || addr & 3 != 0 {
             return Err(BusFault::new(
                 addr,
@@ -169,8 +199,12 @@ impl Cpu {
         match block {
             SCS => Ok(self.scs_read(off, origin)),
             DWT => Ok(match off {
-                // DWT_CTRL: NUMCOMP = 0, no comparators modelled.
+                // DWT_CTRL: NUMCOMP = 0, no comparators modelled; ARMv7-M: CYCCNTENA (C1.8.7)
+                // with the other profiling counters absent (NOTRCPKT, NOEXTTRIG, NOPRFCNT).
+                0x000 if self.config().arch.is_v7() => 1 << 27 | 1 << 26 | 1 << 24 | self.v7.cyccnt_on as u32,
                 0x000 => 0,
+                // DWT_CYCCNT (C1.8.6).
+                0x004 if self.config().arch.is_v7() => self.cyccnt(),
                 // DWT_PCSR (ARMv6-M C1.8, DWT): the sampled PC; all ones while halted.
                 0x01C => {
                     if self.halted.is_some() {
@@ -222,6 +256,18 @@ impl Cpu {
                 // Breakpoints are baked into the decoded-code cache.
                 self.icache.flush(self.icache.generation);
                 self.service = true;
+                Ok(())
+            }
+            DWT if self.config().arch.is_v7() => {
+                match off {
+                    0x000 => {
+                        let held = self.cyccnt();
+                        self.v7.cyccnt_on = value & 1 != 0;
+                        self.set_cyccnt(held);
+                    }
+                    0x004 => self.set_cyccnt(value),
+                    _ => {}
+                }
                 Ok(())
             }
             DWT | ROM_TABLE => Ok(()),
@@ -294,9 +340,18 @@ impl Cpu {
             0xD08 => self.vtor,
             0xD0C => self.aircr(),
             0xD10 => self.scr,
-            0xD14 => CCR_VALUE,
+            0xD14 => self.ccr(),
             0xD1C => self.shpr2(),
             0xD20 => self.shpr3(),
+            // ARMv7-M B3.2.2: SHPR1, SHCSR, CFSR, HFSR, MMFAR, BFAR, AFSR, CPACR; ICTR (B3.4.3).
+            0x004 if self.config().arch.is_v7() => self.cfg_irqs().div_ceil(32).saturating_sub(1),
+            0xD18 if self.config().arch.is_v7() => self.shpr1(),
+            0xD24 if self.config().arch.is_v7() => self.shcsr(),
+            0xD28 if self.config().arch.is_v7() => self.v7.cfsr,
+            0xD2C if self.config().arch.is_v7() => self.v7.hfsr,
+            0xD34 if self.config().arch.is_v7() => self.v7.mmfar,
+            0xD38 if self.config().arch.is_v7() => self.v7.bfar,
+            0xD88 if self.config().arch.is_v7() => self.v7.cpacr,
             // ARMv6-M C1.6: SHCSR (SVCALLPENDED) exists for the debugger only.
             0xD24 if debug => (self.nvic.is_pending(EXC_SVCALL) as u32) << 15,
             0xD30 => self.dbg.dfsr,
@@ -358,6 +413,11 @@ impl Cpu {
             0xD08 if self.config().vtor_present => self.vtor = v & self.vtor_mask(),
             // B3.2.6: writes without VECTKEY 0x05FA are ignored.
             0xD0C if v >> 16 == 0x05FA => {
+                if self.config().arch.is_v7() {
+                    // ARMv7-M B3.2.6: PRIGROUP[10:8].
+                    self.nvic.prigroup = ((v >> 8) & 7) as u8;
+                    self.service = true;
+                }
                 if v & (1 << 2) != 0 {
                     // SYSRESETREQ: the board performs the system reset.
                     self.pending_reset.get_or_insert(ResetCause::Software);
@@ -373,6 +433,30 @@ impl Cpu {
             0xD20 => {
                 self.nvic.pri_systick = (v >> 24) as u8 & self.nvic.prio_mask;
                 self.nvic.pri_pendsv = (v >> 16) as u8 & self.nvic.prio_mask;
+                if self.config().arch.is_v7() {
+                    self.nvic.pri_debugmon = v as u8 & self.nvic.prio_mask;
+                }
+            }
+            0xD14 if self.config().arch.is_v7() => self.v7.ccr = v & CCR_MASK_V7,
+            0xD18 if self.config().arch.is_v7() => {
+                let m = self.nvic.prio_mask;
+                (self.nvic.pri_mem, self.nvic.pri_bus, self.nvic.pri_usage) =
+                    (v as u8 & m, (v >> 8) as u8 & m, (v >> 16) as u8 & m);
+            }
+            0xD24 if self.config().arch.is_v7() => self.shcsr_write(v),
+            // B3.2.15/16: CFSR and HFSR are write-one-to-clear.
+            0xD28 if self.config().arch.is_v7() => self.v7.cfsr &= !v,
+            0xD2C if self.config().arch.is_v7() => self.v7.hfsr &= !v,
+            0xD34 if self.config().arch.is_v7() => self.v7.mmfar = v,
+            0xD38 if self.config().arch.is_v7() => self.v7.bfar = v,
+            // B3.2.20 CPACR: with no coprocessors every field is RAZ/WI.
+            0xD88 if self.config().arch.is_v7() => {}
+            // B3.4.3 STIR: pends the interrupt (unprivileged only with CCR.USERSETMPEND).
+            0xF00 if self.config().arch.is_v7() => {
+                let irq = v & 0x1FF;
+                if irq < self.cfg_irqs() {
+                    self.set_pending(EXC_IRQ0 + irq);
+                }
             }
             0xD24 if debug => {
                 if v & (1 << 15) != 0 {
@@ -385,7 +469,13 @@ impl Cpu {
             0xDF0 => self.dhcsr_write(v, debug),
             0xDF4 => self.dcrsr_write(v),
             0xDF8 => self.dbg.dcrdr = v,
-            0xDFC => self.dbg.demcr = v & DEMCR_MASK,
+            0xDFC => {
+                let mask = if self.config().arch.is_v7() { DEMCR_MASK_V7 } else { DEMCR_MASK };
+                // TRCENA gates CYCCNT: it keeps its value while the DWT is off.
+                let held = self.cyccnt();
+                self.dbg.demcr = v & mask;
+                self.set_cyccnt(held);
+            }
             // Read-only and reserved words ignore writes.
             _ => {}
         }
@@ -446,9 +536,61 @@ impl Cpu {
         }
     }
 
-    /// B3.2.6: VECTKEYSTAT reads 0xFA05; little-endian; no PRIGROUP on ARMv6-M.
+    /// B3.2.6: VECTKEYSTAT reads 0xFA05; little-endian; PRIGROUP on ARMv7-M only.
     pub(crate) fn aircr(&self) -> u32 {
-        0xFA05_0000
+        0xFA05_0000 | (self.nvic.prigroup as u32) << 8
+    }
+
+    /// ARMv7-M B3.2.10 SHPR1: MemManage, BusFault, UsageFault priorities.
+    pub(crate) fn shpr1(&self) -> u32 {
+        self.nvic.pri_mem as u32 | (self.nvic.pri_bus as u32) << 8 | (self.nvic.pri_usage as u32) << 16
+    }
+
+    /// ARMv7-M B3.2.13 SHCSR: active and pending bits of the system handlers, fault enables.
+    pub(crate) fn shcsr(&self) -> u32 {
+        let act = |e| self.nvic.is_active(e) as u32;
+        let pend = |e| self.nvic.is_pending(e) as u32;
+        act(super::EXC_MEMMANAGE)
+            | act(super::EXC_BUSFAULT) << 1
+            | act(super::EXC_USAGEFAULT) << 3
+            | act(EXC_SVCALL) << 7
+            | act(super::EXC_DEBUGMON) << 8
+            | act(EXC_PENDSV) << 10
+            | act(EXC_SYSTICK) << 11
+            | pend(super::EXC_USAGEFAULT) << 12
+            | pend(super::EXC_MEMMANAGE) << 13
+            | pend(super::EXC_BUSFAULT) << 14
+            | pend(EXC_SVCALL) << 15
+            | self.nvic.fault_ena
+    }
+
+    /// SHCSR write: the enables, and the pending bits (the active bits are not modelled as
+    /// writable: changing them is UNPREDICTABLE outside a context restore).
+    fn shcsr_write(&mut self, v: u32) {
+        self.nvic.fault_ena = v & (7 << 16);
+        for (b, exc) in
+            [(12, super::EXC_USAGEFAULT), (13, super::EXC_MEMMANAGE), (14, super::EXC_BUSFAULT), (15, EXC_SVCALL)]
+        {
+            if v & (1 << b) != 0 {
+                self.set_pending(exc);
+            } else {
+                self.nvic.clear_pending(exc);
+            }
+        }
+    }
+
+    /// DWT_CYCCNT: counts core cycles while CYCCNTENA and DEMCR.TRCENA (C1.8.6, C1.6.5).
+    pub(crate) fn cyccnt(&self) -> u32 {
+        if self.v7.cyccnt_on && self.dbg.demcr & DEMCR_TRCENA != 0 {
+            self.cycles.wrapping_sub(self.v7.cyccnt_base) as u32
+        } else {
+            self.v7.cyccnt_held
+        }
+    }
+
+    fn set_cyccnt(&mut self, v: u32) {
+        self.v7.cyccnt_held = v;
+        self.v7.cyccnt_base = self.cycles.wrapping_sub(v as u64);
     }
 
     pub(crate) fn shpr2(&self) -> u32 {
