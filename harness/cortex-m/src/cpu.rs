@@ -533,7 +533,11 @@ impl Cpu {
                 continue;
             }
             let limit = until_cycle.min(self.deadline).min(self.systick.next_event);
-            self.exec_loop(bus, limit);
+            if self.cfg.arch.is_v7() {
+                self.exec_loop::<B, true>(bus, limit);
+            } else {
+                self.exec_loop::<B, false>(bus, limit);
+            }
         }
     }
 
@@ -1003,8 +1007,9 @@ impl Cpu {
 
     /// The inner loop: fetch from the decoded-code cache, execute, until the limit or until
     /// something needs the service point.
+    /// `V7`: the ARMv7-M instantiation, which checks ITSTATE; the ARMv6-M one has no IT blocks.
     #[inline(never)]
-    fn exec_loop<B: Bus>(&mut self, bus: &mut B, limit: u64) {
+    fn exec_loop<B: Bus, const V7: bool>(&mut self, bus: &mut B, limit: u64) {
         while self.cycles < limit && !self.service {
             let pc = self.r[15];
             let e = match self.fetch(bus, pc) {
@@ -1015,7 +1020,7 @@ impl Cpu {
                 }
             };
             // Inside an IT block (ARMv7-M only): condition check and ITSTATE advance.
-            if self.it != 0 {
+            if V7 && self.it != 0 {
                 self.exec_in_it(bus, e, pc);
                 continue;
             }

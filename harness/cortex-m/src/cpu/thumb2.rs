@@ -187,8 +187,8 @@ pub(crate) fn decode32_v7(hw1: u16, hw2: u16, dsp: bool) -> T32 {
                     match (op1, op2) {
                         (0b00, 0b00) => T32::Strex,
                         (0b00, 0b01) => T32::Ldrex,
-                        (0b00, 0b10) | (0b10 | 0b11, 0b00 | 0b10) => T32::Strd,
-                        (0b00, 0b11) | (0b10 | 0b11, 0b01 | 0b11) => T32::Ldrd,
+                        (0b00 | 0b01, 0b10) | (0b10 | 0b11, 0b00 | 0b10) => T32::Strd,
+                        (0b00 | 0b01, 0b11) | (0b10 | 0b11, 0b01 | 0b11) => T32::Ldrd,
                         (0b01, 0b00) => match op3 {
                             0b0100 => T32::Strexb,
                             0b0101 => T32::Strexh,
