@@ -1095,6 +1095,9 @@ impl Cpu {
             return;
         }
         self.take_exception(bus, exc, ret);
+        if exc != EXC_HARDFAULT {
+            self.vector_catch_fault(exc, kind);
+        }
     }
 
     pub(crate) fn enter_debug(&mut self, reason: HaltReason) {

@@ -550,3 +550,45 @@ fn basepri_and_faultmask_through_msr_mrs_and_the_debugger() {
     // DCRSR's packed CONTROL/FAULTMASK/BASEPRI/PRIMASK (C1.6.3).
     assert_eq!(b.cpu.reg(Reg::SpecialPacked), 1 << 16 | 0x20 << 8);
 }
+
+#[test]
+fn exception_return_clears_faultmask_and_icsr_shows_rettobase() {
+    // B1.5.8: returning from any exception but NMI clears FAULTMASK. B3.2.4 RETTOBASE.
+    let mut a = Asm::new();
+    a.hw(op::svc(0));
+    a.mrs(1, 19); // FAULTMASK after the return
+    a.b_self();
+    let svc = a.here();
+    a.hw(0xB671); // cpsid f
+    a.mrs(8, 19); // r8, r9: not in the exception frame
+    a.mov32(6, 0xE000_ED04).w(0xF8D6, 0x9000); // ldr.w r9, [r6] (ICSR)
+    a.bx(14);
+    let end = svc - 1;
+    let mut b = Board::with_config(m3());
+    b.load(&a.finish(), &[(11, svc)]);
+    b.reset();
+    b.cpu.run(&mut b.sys, 10_000);
+    assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(end));
+    assert_eq!((r(&b, 1), r(&b, 8)), (0, 1));
+    assert_eq!(r(&b, 9) & (1 << 11 | 0x1FF), 1 << 11 | 11, "RETTOBASE, VECTACTIVE = SVCall");
+}
+
+#[test]
+fn demcr_vector_catch_halts_on_a_usage_fault() {
+    // C1.6.5 VC_STATERR: halt on entry to a UsageFault for an undefined instruction.
+    let mut a = Asm::new();
+    str_to(&mut a, SHCSR, 1 << 18);
+    a.hw(0xDE07); // udf #7
+    a.b_self();
+    let uf = a.here();
+    a.b_self();
+    let mut b = Board::with_config(m3());
+    b.load(&a.finish(), &[(6, uf)]);
+    b.reset();
+    b.write32(0xE000_EDF0, 0xA05F_0001); // C_DEBUGEN
+    b.write32(DEMCR, 1 << 7);
+    let stop = b.cpu.run(&mut b.sys, 10_000);
+    assert_eq!(stop, Stop::Halted(hil_cortex_m::HaltReason::VectorCatch));
+    assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(uf), "halted before the handler's first instruction");
+    assert_eq!(b.read32(0xE000_ED30) & 1 << 3, 1 << 3, "DFSR.VCATCH");
+}

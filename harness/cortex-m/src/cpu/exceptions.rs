@@ -475,6 +475,10 @@ impl Cpu {
             return Err(bad);
         }
         self.nvic.deactivate(returning);
+        // ARMv7-M B1.5.8 DeActivate: returning from anything but NMI clears FAULTMASK.
+        if returning != EXC_NMI {
+            self.faultmask = false;
+        }
         self.repend_if_level_high(returning);
         self.set_stack_state(new_ipsr, use_psp);
         self.r[0] = w[0];
@@ -503,6 +507,26 @@ impl Cpu {
         self.service = true;
         self.cycles += 10;
         Ok(())
+    }
+
+    /// DEMCR vector catch for an ARMv7-M configurable fault just taken (C1.6.5: VC_MMERR,
+    /// VC_BUSERR, VC_NOCPERR, VC_CHKERR, VC_STATERR, VC_INTERR): halt before its handler.
+    pub(crate) fn vector_catch_fault(&mut self, exc: u32, kind: FaultKind) {
+        if !self.dbg.c_debugen || self.halted.is_some() {
+            return;
+        }
+        let bit = match (exc, kind) {
+            (EXC_MEMMANAGE, _) => 4,
+            (_, FaultKind::Stacking(_) | FaultKind::Unstacking(_) | FaultKind::BadExcReturn { .. }) => 9,
+            (EXC_BUSFAULT, _) => 8,
+            (EXC_USAGEFAULT, FaultKind::NoCoprocessor { .. }) => 5,
+            (EXC_USAGEFAULT, FaultKind::Unaligned { .. } | FaultKind::DivideByZero) => 6,
+            (EXC_USAGEFAULT, _) => 7,
+            _ => return,
+        };
+        if self.dbg.demcr & (1 << bit) != 0 && self.ipsr == exc {
+            self.enter_debug(HaltReason::VectorCatch);
+        }
     }
 
     /// ARMv7-M fault status (B3.2.15 CFSR, B3.2.16 HFSR, MMFAR, BFAR) for a fault of `kind`; the

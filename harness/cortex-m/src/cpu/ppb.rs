@@ -505,6 +505,10 @@ impl Cpu {
     /// B3.2.4 ICSR.
     pub(crate) fn icsr(&self) -> u32 {
         let mut v = self.ipsr & 0x1FF;
+        // ARMv7-M B3.2.4 RETTOBASE: in Handler mode with exactly one active exception.
+        if self.config().arch.is_v7() && self.ipsr != 0 && self.nvic.stack.len() == 1 {
+            v |= 1 << 11;
+        }
         if let Some(p) = self.highest_pending() {
             v |= (p & 0x1FF) << 12;
         }
