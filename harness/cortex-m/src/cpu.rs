@@ -6,10 +6,12 @@
 //!
 //! Layout: `decode` (Thumb encodings to ops), `exec` (instruction semantics), `exceptions`
 //! (priorities, entry/return, faults, lockup), `ppb` (NVIC/SCB/SysTick/debug/FPB registers),
-//! `systick`, `icache` (decoded-code cache). ARMv7-M extends this without rewriting it: the
-//! 32-bit decoder and IT state go into `decode`/`exec`, BASEPRI/FAULTMASK into the execution
-//! priority (`exceptions`), and the configurable faults map [`FaultKind`]s that ARMv6-M escalates
-//! to HardFault onto MemManage/BusFault/UsageFault.
+//! `systick`, `icache` (decoded-code cache), `thumb2` (ARMv7-M 32-bit instructions, IT blocks,
+//! the DSP extension). ARMv7-M extends ARMv6-M without rewriting it: its 16-bit additions and
+//! the 32-bit space decode to their own ops (predecoded into the icache entry), the run loop has
+//! an ARMv7-M instantiation that honours ITSTATE, BASEPRI/FAULTMASK/PRIGROUP enter the execution
+//! priority (`exceptions`), and the [`FaultKind`]s that ARMv6-M escalates to HardFault map onto
+//! MemManage/BusFault/UsageFault with CFSR/HFSR/BFAR (B1.5.16, B3.2.15).
 
 mod decode;
 mod exceptions;

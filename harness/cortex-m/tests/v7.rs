@@ -592,3 +592,59 @@ fn demcr_vector_catch_halts_on_a_usage_fault() {
     assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(uf), "halted before the handler's first instruction");
     assert_eq!(b.read32(0xE000_ED30) & 1 << 3, 1 << 3, "DFSR.VCATCH");
 }
+
+#[test]
+fn dsp_cross_lane_dual_multiply_and_saturation_flags() {
+    // r1 = 0x7FFF8000 (hi 32767, lo -32768), r2 = 0x00017FFF (hi 1, lo 32767).
+    let mut a = Asm::new();
+    a.mov32(1, 0x7FFF_8000).mov32(2, 0x0001_7FFF).mov32(0, 100).mov32(3, 0x4000_0000);
+    a.mov32(4, 5).mov32(12, 0);
+    a.w(0xFAA1, 0xF502); // sasx r5, r1, r2: lo -32768-1, hi 32767+32767 (A7.7.115)
+    a.w(0xFAE1, 0xF642); // usax r6, r1, r2: lo 0x8000+1, hi 0x7FFF-0x7FFF; GE 0b1100 (A7.7.218)
+    a.w(0xFAD1, 0xF762); // uhsub16 r7, r1, r2 (A7.7.200)
+    a.w(0xFAA1, 0xF812); // qasx r8, r1, r2 (A7.7.102)
+    a.w(0xFB41, 0x0902); // smlsd r9, r1, r2, r0 (A7.7.141)
+    a.w(0xFB41, 0xFA12); // smusdx r10, r1, r2 (A7.7.152)
+    a.w(0xFB61, 0x3B02); // smmls r11, r1, r2, r3 (A7.7.144)
+    a.w(0xFBC1, 0x4C92); // smlalbt r4, r12, r1, r2 (A7.7.134)
+    let b = run(m4(), &mut a);
+    assert_eq!(r(&b, 5), 0xFFFE_7FFF);
+    assert_eq!(r(&b, 6), 0x0000_8001);
+    assert_eq!(b.cpu.reg(Reg::Xpsr) >> 16 & 0xF, 0b1100, "GE from USAX");
+    assert_eq!(r(&b, 7), 0x3FFF_0000);
+    assert_eq!(r(&b, 8), 0x7FFF_8000);
+    assert_eq!(r(&b, 9), 0xC000_0065);
+    assert_eq!(r(&b, 10), 0xC000_7FFF);
+    assert_eq!(r(&b, 11), 0x3FFF_4001);
+    assert_eq!((r(&b, 4), r(&b, 12)), (0xFFFF_8005, 0xFFFF_FFFF));
+    assert_eq!(b.cpu.reg(Reg::Xpsr) & 1 << 27, 0, "no saturation: Q clear");
+
+    let mut a = Asm::new();
+    a.mov32(1, 0x7FFF_8000).mov32(2, 0x0001_7FFF).mov32(0, 0x7FFF_FFFF);
+    a.w(0xFB12, 0x0502); // smlabb r5, r2, r2, r0: 32767^2 + 0x7FFFFFFF overflows: Q (A7.7.130)
+    a.w(0xFA2F, 0xF692); // sxtb16 r6, r2, ror #8 (A7.7.181)
+    a.w(0xFA3F, 0xF781); // uxtb16 r7, r1 (A7.7.224)
+    let b = run(m4(), &mut a);
+    assert_eq!(r(&b, 5), 0xBFFF_0000);
+    assert_ne!(b.cpu.reg(Reg::Xpsr) & 1 << 27, 0, "Q set by the overflowing accumulate");
+    assert_eq!((r(&b, 6), r(&b, 7)), (0x0000_007F, 0x00FF_0000));
+}
+
+#[test]
+fn scs_byte_and_halfword_accesses_on_v7m() {
+    // B3.4.3 / B3.2.10: NVIC_IPR and SHPR are byte-accessible on ARMv7-M (the cortex-m crate's
+    // NVIC::set_priority writes bytes there); CFSR's parts are byte/halfword write-one-to-clear.
+    let mut a = Asm::new();
+    a.mov32(0, IPR + 1).mov32(1, 0xA5);
+    a.hw(0x7001); // strb r1, [r0]: IRQ1 priority (implemented bits 0xA0)
+    a.mov32(0, 0xE000_ED23).mov32(1, 0x50);
+    a.hw(0x7001); // strb r1, [r0]: SysTick priority (SHPR3 byte 3)
+    a.mov32(0, IPR).ldr(2, 0, 0);
+    a.mov32(0, 0xE000_ED20).ldr(3, 0, 0);
+    a.mov32(0, IPR + 1);
+    a.hw(0x7804); // ldrb r4, [r0]
+    let b = run(m3(), &mut a);
+    assert_eq!(r(&b, 2), 0xA0 << 8);
+    assert_eq!(r(&b, 3), 0x50 << 24);
+    assert_eq!(r(&b, 4), 0xA0);
+}

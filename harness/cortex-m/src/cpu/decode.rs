@@ -2,8 +2,8 @@
 //! execution dispatches on it. Field extraction stays in the executor: it is a few shifts.
 //!
 //! Encoding tables: ARMv6-M ARM (DDI0419) A5.2 (16-bit) and A5.3 (32-bit). ARMv7-M adds encodings
-//! in the slots that are `Undefined` here (CBZ/CBNZ, IT, the whole 32-bit space), so its decoder
-//! extends this one rather than replacing it.
+//! in the slots that are `Undefined` here (CBZ/CBNZ, IT, the whole 32-bit space): [`decode16_v7`]
+//! extends this table, and `thumb2::decode32_v7` decodes the 32-bit space.
 
 /// What a halfword is, as the first (or only) halfword of an instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

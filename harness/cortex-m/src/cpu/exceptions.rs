@@ -1,8 +1,9 @@
 //! Exception model (ARMv6-M ARM B1.5): priorities, pending/active state (the NVIC's and the
 //! system exceptions'), entry with stacking, return through EXC_RETURN, HardFault escalation and
-//! lockup. Exception numbers run to 16 + 256 so the ARMv7-M NVIC fits the same tables; ARMv7-M's
-//! configurable faults will map [`FaultKind`]s to MemManage/BusFault/UsageFault where this file
-//! escalates everything to HardFault.
+//! lockup. Exception numbers run to 16 + 256 so the ARMv7-M NVIC fits the same tables. On
+//! ARMv7-M (DDI0403E B1.5) the configurable faults take [`FaultKind`]s to MemManage, BusFault or
+//! UsageFault (escalated to HardFault when disabled or masked), and PRIGROUP, BASEPRI and
+//! FAULTMASK enter the execution priority.
 
 use std::fmt;
 

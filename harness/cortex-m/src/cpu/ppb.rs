@@ -1,6 +1,9 @@
 //! The Private Peripheral Bus as the core serves it (ARMv6-M ARM B3.2-B3.4, C1): SysTick, NVIC,
 //! SCB, the debug registers (DHCSR, DCRSR, DCRDR, DEMCR, DFSR), the breakpoint unit (FPB/BPU),
-//! a minimal DWT, the ROM table and the CoreSight identification registers.
+//! a minimal DWT, the ROM table and the CoreSight identification registers. ARMv7-M (DDI0403E
+//! B3.2, B3.4, C1.6, C1.8) adds SHPR1, SHCSR, CFSR/HFSR/MMFAR/BFAR, a writable CCR, CPACR (RAZ/WI:
+//! no coprocessors), PRIGROUP, ICTR, STIR, DWT_CYCCNT, the fault vector catches and byte/halfword
+//! SCS access.
 
 use super::{Cpu, EXC_IRQ0, EXC_NMI, EXC_PENDSV, EXC_SVCALL, EXC_SYSTICK, HaltReason, Reg, bit};
 use crate::bus::{BusFault, BusFaultKind, Size};
