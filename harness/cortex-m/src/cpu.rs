@@ -71,6 +71,10 @@ pub struct CpuConfig {
     pub vtor_present: bool,
     /// FPB instruction comparators (4 on the M0+).
     pub fpb_comparators: u8,
+    /// FPB version 2 (ARMv7-M C1.11, FP_CTRL.REV = 1, as on the Cortex-M7): comparators hold
+    /// BPADDR[31:1] and BE[0] and cover the whole address space. Version 1 (M0+ BPU, M3, M4)
+    /// holds COMP[28:2] and REPLACE[31:30] and covers the code region only.
+    pub fpb_rev2: bool,
     /// `UDF #imm` with this immediate stops the core with [`Stop::NativeTrap`] instead of
     /// faulting: how the board hands control to native models (the ROM bootloader).
     pub native_trap: Option<u8>,
@@ -86,6 +90,7 @@ impl CpuConfig {
             priority_bits: 2,
             vtor_present: true,
             fpb_comparators: 4,
+            fpb_rev2: false,
             native_trap: None,
         }
     }
@@ -100,6 +105,7 @@ impl CpuConfig {
             priority_bits: 4,
             vtor_present: true,
             fpb_comparators: 6,
+            fpb_rev2: false,
             native_trap: None,
         }
     }

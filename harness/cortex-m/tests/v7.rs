@@ -648,3 +648,80 @@ fn scs_byte_and_halfword_accesses_on_v7m() {
     assert_eq!(r(&b, 3), 0x50 << 24);
     assert_eq!(r(&b, 4), 0xA0);
 }
+
+#[test]
+fn interrupt_inside_an_it_block_resumes_the_block() {
+    // B1.5.6/B1.5.8: an exception between two instructions of an IT block stacks ITSTATE in the
+    // xPSR and the return restores it: the rest of the block still runs conditionally.
+    let mut a = Asm::new();
+    str_to(&mut a, ISER, 1);
+    a.mov32(0, ISPR).movs(1, 1).movs(2, 0);
+    a.movs(3, 0); // Z = 1
+    a.hw(0xBF01); // itttt eq
+    a.str(1, 0, 0); // streq: pends IRQ0, taken after this instruction
+    a.adds(2, 1); // addeq r2, #1 (no flags inside IT)
+    a.adds(2, 1);
+    a.adds(2, 1);
+    a.b_self();
+    let irq = a.here();
+    a.hw(0x4668); // mov r0, sp
+    a.w(0xF8D0, 0x801C); // ldr.w r8, [r0, #28]: the stacked xPSR
+    a.bx(14);
+    let end = irq - 1;
+    let mut b = Board::with_config(m3());
+    b.load(&a.finish(), &[(16, irq)]);
+    b.reset();
+    b.cpu.run(&mut b.sys, 10_000);
+    assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(end));
+    assert_eq!(r(&b, 2), 3, "the three ADDs after the interrupt ran");
+    assert_ne!(b.cpu.reg(Reg::Xpsr) & 1 << 30, 0, "Z kept: no flag setting inside IT");
+    let xpsr = r(&b, 8);
+    let it = (xpsr >> 25 & 3) | (xpsr >> 10 & 0x3F) << 2;
+    // ITTTT EQ = 0x01; after one instruction ITAdvance gives 0x02 (three left).
+    assert_eq!(it, 0x02, "stacked ITSTATE {xpsr:#x}");
+}
+
+#[test]
+fn debugger_steps_through_an_it_block() {
+    // C1.5: each step retires one instruction; a failed condition is a step too.
+    let mut a = Asm::new();
+    a.movs(3, 0); // Z = 1
+    a.hw(0xBF0C); // ite eq
+    a.movs(1, 7); // moveq
+    a.movs(1, 9); // movne (skipped)
+    a.b_self();
+    let mut b = Board::with_config(m3());
+    b.load(&a.finish(), &[]);
+    b.reset();
+    b.write32(0xE000_EDF0, 0xA05F_0003); // C_DEBUGEN | C_HALT
+    let mut pcs = vec![];
+    for _ in 0..5 {
+        b.write32(0xE000_EDF0, 0xA05F_0005); // C_DEBUGEN | C_STEP
+        b.cpu.run(&mut b.sys, b.cpu.cycles() + 100);
+        pcs.push(b.cpu.reg(Reg::Pc) - Board::addr(0));
+    }
+    assert_eq!(pcs, [2, 4, 6, 8, 8]);
+    assert_eq!(r(&b, 1), 7);
+}
+
+#[test]
+fn fpb_version_2_breaks_on_any_halfword_address() {
+    // C1.11: FP_CTRL.REV = 1; FP_COMPn = BPADDR[31:1] | BE; no code-region limit (SRAM here).
+    let mut a = Asm::new();
+    a.movs(0, 1).movs(0, 2).movs(0, 3).b_self();
+    let mut b = Board::with_config(CpuConfig { fpb_rev2: true, ..m4() });
+    // Run from SRAM: copy the code there and jump to it.
+    let code = a.finish();
+    let bytes: Vec<u8> = code.iter().flat_map(|h| h.to_le_bytes()).collect();
+    b.sys.memory.poke(SRAM + 0x100, &bytes).unwrap();
+    b.load(&[op::NOP], &[]);
+    b.reset();
+    b.cpu.set_reg(Reg::Pc, SRAM + 0x100);
+    let ctrl = b.read32(0xE000_2000);
+    assert_eq!((ctrl >> 28, ctrl >> 4 & 0xF), (1, 6), "REV 1, six comparators");
+    b.write32(0xE000_2000, 3);
+    b.write32(0xE000_2008, (SRAM + 0x104) | 1);
+    b.write32(0xE000_EDF0, 0xA05F_0001);
+    assert_eq!(b.cpu.run(&mut b.sys, 1000), Stop::Halted(hil_cortex_m::HaltReason::Breakpoint));
+    assert_eq!((b.cpu.reg(Reg::Pc), r(&b, 0)), (SRAM + 0x104, 2));
+}

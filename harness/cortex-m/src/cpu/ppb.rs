@@ -219,8 +219,17 @@ impl Cpu {
                 _ => 0,
             }),
             FPB => Ok(match off {
-                // BP_CTRL: NUM_CODE[7:4], ENABLE[0]; KEY reads as zero.
-                0x000 => ((self.dbg.fpb_comp.len() as u32 & 0xF) << 4) | self.dbg.fpb_enable as u32,
+                // BP_CTRL: NUM_CODE[7:4], ENABLE[0]; KEY reads as zero. FP_CTRL (ARMv7-M C1.11.3)
+                // adds NUM_CODE[14:12], NUM_LIT[11:8] (no literal comparators) and REV[31:28].
+                0x000 => {
+                    let n = self.dbg.fpb_comp.len() as u32;
+                    (self.config().fpb_rev2 as u32) << 28
+                        | (n >> 4 & 7) << 12
+                        | (n & 0xF) << 4
+                        | self.dbg.fpb_enable as u32
+                }
+                // FP_REMAP: RMPSPT = 0, remapping is not supported.
+                0x004 => 0,
                 o if (0x008..0x008 + 4 * self.dbg.fpb_comp.len() as u32).contains(&o) => {
                     self.dbg.fpb_comp[((o - 8) / 4) as usize]
                 }
@@ -252,7 +261,8 @@ impl Cpu {
                     // The write takes effect only with KEY (bit 1) set (ARMv6-M C1.9 BPU, M0+ TRM BP_CTRL).
                     0x000 if value & 2 != 0 => self.dbg.fpb_enable = value & 1 != 0,
                     o if (0x008..0x008 + 4 * self.dbg.fpb_comp.len() as u32).contains(&o) => {
-                        self.dbg.fpb_comp[((o - 8) / 4) as usize] = value & BP_COMP_MASK;
+                        let mask = if self.config().fpb_rev2 { u32::MAX } else { BP_COMP_MASK };
+                        self.dbg.fpb_comp[((o - 8) / 4) as usize] = value & mask;
                     }
                     _ => {}
                 }
@@ -281,7 +291,14 @@ impl Cpu {
     /// Whether an FPB comparator breaks on an instruction at `addr` (C1.8: comparators only see
     /// the code region below 0x20000000; BP_MATCH selects the halfword).
     pub(crate) fn fpb_matches(&self, addr: u32) -> bool {
-        if !self.dbg.fpb_enable || addr >= 0x2000_0000 {
+        if !self.dbg.fpb_enable {
+            return false;
+        }
+        if self.config().fpb_rev2 {
+            // ARMv7-M C1.11.5 (FPB version 2): BE[0] enables, BPADDR[31:1] is the halfword.
+            return self.dbg.fpb_comp.iter().any(|c| c & 1 != 0 && c & !1 == addr & !1);
+        }
+        if addr >= 0x2000_0000 {
             return false;
         }
         self.dbg.fpb_comp.iter().any(|c| {
