@@ -448,6 +448,8 @@ impl Cpu {
     /// The cycle count is not reset: it is the board's time base and only moves forward.
     pub fn power_on_reset<B: Bus>(&mut self, bus: &mut B) {
         self.dbg = DebugRegs::new(self.cfg.fpb_comparators);
+        // The DWT is in the debug domain: only a power-on reset clears it.
+        self.v7 = V7Regs::default();
         self.reset_common(bus);
     }
 
@@ -1080,9 +1082,17 @@ impl Cpu {
             }
             Exc::Bkpt | Exc::FpbBreak => {
                 // C1.4: a breakpoint halts when halting debug is enabled; otherwise, with no
-                // DebugMonitor on ARMv6-M, it escalates to HardFault.
+                // DebugMonitor on ARMv6-M, it escalates to HardFault. ARMv7-M C1.4/C1.6.5: with
+                // DEMCR.MON_EN it is a DebugMonitor exception (returning to the breakpoint)
+                // when that can preempt, else HardFault.
                 if self.dbg.c_debugen {
                     self.enter_debug(HaltReason::Breakpoint);
+                } else if self.cfg.arch.is_v7()
+                    && self.dbg.demcr & ppb::DEMCR_MON_EN != 0
+                    && self.nvic.group(self.nvic.priority(EXC_DEBUGMON)) < self.exec_priority()
+                {
+                    self.dbg.dfsr |= DFSR_BKPT;
+                    self.take_exception(bus, EXC_DEBUGMON, pc);
                 } else {
                     let kind = if x == Exc::Bkpt { FaultKind::Breakpoint } else { FaultKind::FpbBreakpoint };
                     self.take_fault(bus, kind, pc, pc);

@@ -725,3 +725,25 @@ fn fpb_version_2_breaks_on_any_halfword_address() {
     assert_eq!(b.cpu.run(&mut b.sys, 1000), Stop::Halted(hil_cortex_m::HaltReason::Breakpoint));
     assert_eq!((b.cpu.reg(Reg::Pc), r(&b, 0)), (SRAM + 0x104, 2));
 }
+
+#[test]
+fn bkpt_with_mon_en_enters_debugmonitor_at_the_breakpoint() {
+    // C1.4, C1.6.5: without halting debug, DEMCR.MON_EN turns BKPT into a DebugMonitor
+    // exception whose return address is the BKPT itself; DFSR.BKPT is set.
+    let mut a = Asm::new();
+    a.movs(0, 1);
+    let bkpt = a.here();
+    a.hw(op::BKPT);
+    a.b_self();
+    let mon = a.here();
+    a.b_self();
+    let mut b = Board::with_config(m3());
+    b.load(&a.finish(), &[(12, mon)]);
+    b.reset();
+    b.write32(DEMCR, 1 << 16);
+    b.cpu.run(&mut b.sys, 10_000);
+    assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(mon));
+    assert_eq!(b.cpu.reg(Reg::Xpsr) & 0x1FF, 12);
+    assert_eq!(b.read32(b.cpu.reg(Reg::Msp) + 24), Board::addr(bkpt));
+    assert_eq!(b.read32(0xE000_ED30) & 2, 2);
+}

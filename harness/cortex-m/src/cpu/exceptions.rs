@@ -440,8 +440,9 @@ impl Cpu {
         self.excl = None;
         self.sleep = None;
         self.service = true;
-        // Cortex-M0+ TRM: 15-cycle interrupt latency with zero-wait-state memory.
-        self.cycles += 15;
+        // Cortex-M0+ TRM: 15-cycle interrupt latency with zero-wait-state memory; Cortex-M3/M4
+        // TRMs: 12.
+        self.cycles += if self.cfg.arch.is_v7() { 12 } else { 15 };
         Ok(())
     }
 

@@ -40,6 +40,9 @@ pub(crate) const DEMCR_VC_HARDERR: u32 = 1 << 10;
 const DEMCR_MASK: u32 = 1 << 24 | DEMCR_VC_HARDERR | DEMCR_VC_CORERESET;
 /// ARMv7-M C1.6.5: TRCENA, MON_*, and the vector catch bits VC_HARDERR..VC_MMERR, VC_CORERESET.
 const DEMCR_MASK_V7: u32 = 1 << 24 | 0xF << 16 | 0x7F0 | DEMCR_VC_CORERESET;
+/// DEMCR.MON_EN enables the DebugMonitor exception, MON_PEND pends it (ARMv7-M C1.6.5).
+pub(crate) const DEMCR_MON_EN: u32 = 1 << 16;
+const DEMCR_MON_PEND: u32 = 1 << 17;
 /// DEMCR.TRCENA gates the DWT (C1.6.5).
 const DEMCR_TRCENA: u32 = 1 << 24;
 /// ARMv7-M B3.2.8 CCR writable bits: NONBASETHRDENA, USERSETMPEND, UNALIGN_TRP, DIV_0_TRP,
@@ -383,7 +386,7 @@ impl Cpu {
                 v
             }
             0xDF8 => self.dbg.dcrdr,
-            0xDFC => self.dbg.demcr,
+            0xDFC => self.dbg.demcr | (self.nvic.is_pending(super::EXC_DEBUGMON) as u32) << 17,
             // Reserved and write-only SCS words read as zero.
             _ => 0,
         }
@@ -493,8 +496,15 @@ impl Cpu {
                 let mask = if self.config().arch.is_v7() { DEMCR_MASK_V7 } else { DEMCR_MASK };
                 // TRCENA gates CYCCNT: it keeps its value while the DWT is off.
                 let held = self.cyccnt();
-                self.dbg.demcr = v & mask;
+                self.dbg.demcr = v & mask & !DEMCR_MON_PEND;
                 self.set_cyccnt(held);
+                if self.config().arch.is_v7() {
+                    if v & DEMCR_MON_PEND != 0 {
+                        self.set_pending(super::EXC_DEBUGMON);
+                    } else {
+                        self.nvic.clear_pending(super::EXC_DEBUGMON);
+                    }
+                }
             }
             // Read-only and reserved words ignore writes.
             _ => {}
