@@ -27,7 +27,7 @@ use crate::bus::{Bus, BusFault, Initiator, Size};
 use crate::device::ResetCause;
 use exceptions::Nvic;
 use icache::ICache;
-use ppb::{DEMCR_VC_CORERESET, DFSR_BKPT, DFSR_HALTED, DFSR_VCATCH, DebugRegs};
+use ppb::{DEMCR_VC_CORERESET, DFSR_BKPT, DFSR_DWTTRAP, DFSR_HALTED, DFSR_VCATCH, DebugRegs};
 use systick::SysTick;
 
 /// The architecture profile the core implements.
@@ -186,6 +186,9 @@ pub enum HaltReason {
     Breakpoint,
     /// DEMCR vector catch: VC_CORERESET after reset, VC_HARDERR on HardFault (DFSR.VCATCH).
     VectorCatch,
+    /// A DWT data-address watchpoint matched (ARMv7-M, DFSR.DWTTRAP); the core halts after the
+    /// accessing instruction.
+    Watchpoint,
 }
 
 /// Why [`Cpu::run`] returned.
@@ -286,8 +289,11 @@ pub struct Cpu {
     pub(crate) faultmask: bool,
     /// The local exclusive monitor (A3.4): the address LDREX tagged, if open.
     pub(crate) excl: Option<u32>,
-    /// ARMv7-M system control state (B3.2): CCR, fault status, DWT cycle counter.
+    /// ARMv7-M system control state (B3.2): CCR, fault status, DWT.
     pub(crate) v7: V7Regs,
+    /// A DWT comparator watches data addresses (and DEMCR.TRCENA is set): the ARMv7-M run loop
+    /// sends accesses through a recording bus.
+    pub(crate) watch_armed: bool,
     pub(crate) spsel: bool,
     pub(crate) npriv: bool,
     /// The WFE event register (B1.5.18).
@@ -332,12 +338,26 @@ pub(crate) struct V7Regs {
     pub bfar: u32,
     /// CPACR (B3.2.20): with no FPU the CP10/CP11 fields read as zero.
     pub cpacr: u32,
+    /// The DWT (debug domain: survives system resets).
+    pub dwt: Dwt,
+}
+
+/// ARMv7-M DWT state (C1.8): the cycle counter and the data-address comparators.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Dwt {
     /// DWT_CTRL.CYCCNTENA and the cycle at which CYCCNT would have been zero (C1.8.6).
     pub cyccnt_on: bool,
     pub cyccnt_base: u64,
     /// CYCCNT while stopped.
     pub cyccnt_held: u32,
+    /// DWT_COMPn, DWT_MASKn, DWT_FUNCTIONn (C1.8.10-12).
+    pub comp: [u32; DWT_COMPARATORS],
+    pub mask: [u32; DWT_COMPARATORS],
+    pub function: [u32; DWT_COMPARATORS],
 }
+
+/// DWT comparators on the Cortex-M3/M4 (TRM: four).
+pub(crate) const DWT_COMPARATORS: usize = 4;
 
 pub(crate) const CCR_UNALIGN_TRP: u32 = 1 << 3;
 pub(crate) const CCR_DIV_0_TRP: u32 = 1 << 4;
@@ -410,6 +430,7 @@ impl Cpu {
             faultmask: false,
             excl: None,
             v7: V7Regs { ccr: CCR_STKALIGN, ..V7Regs::default() },
+            watch_armed: false,
             spsel: false,
             npriv: false,
             event: false,
@@ -450,6 +471,7 @@ impl Cpu {
         self.dbg = DebugRegs::new(self.cfg.fpb_comparators);
         // The DWT is in the debug domain: only a power-on reset clears it.
         self.v7 = V7Regs::default();
+        self.watch_armed = false;
         self.reset_common(bus);
     }
 
@@ -478,10 +500,9 @@ impl Cpu {
         self.basepri = 0;
         self.faultmask = false;
         self.excl = None;
-        let (on, base, held) = (self.v7.cyccnt_on, self.v7.cyccnt_base, self.v7.cyccnt_held);
+        let dwt = std::mem::take(&mut self.v7.dwt);
         // B3.2.8: CCR resets with STKALIGN set (Cortex-M3 r2p0+, M4); the DWT is debug state.
-        self.v7 =
-            V7Regs { ccr: CCR_STKALIGN, cyccnt_on: on, cyccnt_base: base, cyccnt_held: held, ..V7Regs::default() };
+        self.v7 = V7Regs { ccr: CCR_STKALIGN, dwt, ..V7Regs::default() };
         self.spsel = false;
         self.npriv = false;
         self.event = false;
@@ -1029,9 +1050,10 @@ impl Cpu {
                     continue;
                 }
             };
-            // Inside an IT block (ARMv7-M only): condition check and ITSTATE advance.
-            if V7 && self.it != 0 {
-                self.exec_in_it(bus, e, pc);
+            // Inside an IT block (ARMv7-M only): condition check and ITSTATE advance; with DWT
+            // watchpoints armed, through the recording bus.
+            if V7 && (self.it != 0 || self.watch_armed) {
+                self.exec_slow(bus, e, pc);
                 continue;
             }
             match self.exec(bus, e, pc) {
@@ -1045,7 +1067,7 @@ impl Cpu {
     fn exec_one<B: Bus>(&mut self, bus: &mut B) {
         let pc = self.r[15];
         match self.fetch(bus, pc) {
-            Ok(e) if self.it != 0 => self.exec_in_it(bus, e, pc),
+            Ok(e) if self.it != 0 || self.watch_armed => self.exec_slow(bus, e, pc),
             Ok(e) => match self.exec(bus, e, pc) {
                 Ok(()) => self.retired += 1,
                 Err(x) => self.raise(bus, x, pc),
@@ -1125,6 +1147,7 @@ impl Cpu {
             HaltReason::Request | HaltReason::Step => DFSR_HALTED,
             HaltReason::Breakpoint => DFSR_BKPT,
             HaltReason::VectorCatch => DFSR_VCATCH,
+            HaltReason::Watchpoint => DFSR_DWTTRAP,
         };
         // Debug state wakes a sleeping core and ends lockup (B1.5.15).
         self.sleep = None;

@@ -747,3 +747,35 @@ fn bkpt_with_mon_en_enters_debugmonitor_at_the_breakpoint() {
     assert_eq!(b.read32(b.cpu.reg(Reg::Msp) + 24), Board::addr(bkpt));
     assert_eq!(b.read32(0xE000_ED30) & 2, 2);
 }
+
+#[test]
+fn dwt_data_watchpoint_halts_after_the_access() {
+    // C1.8.10-12: DWT_COMP0 = address, MASK0 = 2 (word), FUNCTION0 = 0b0110 (write): the store
+    // to that word halts the core after it retires (DFSR.DWTTRAP, MATCHED); reads do not.
+    let mut a = Asm::new();
+    a.mov32(0, SRAM + 0x40).mov32(1, 0x55);
+    a.ldr(2, 0, 0); // read: no match for a write watchpoint
+    a.hw(0x7081); // strb r1, [r0, #2]: inside the watched word
+    let after = a.here();
+    a.movs(3, 1);
+    a.b_self();
+    let mut b = Board::with_config(m3());
+    b.load(&a.finish(), &[]);
+    b.reset();
+    b.write32(0xE000_EDF0, 0xA05F_0001);
+    b.write32(DEMCR, 1 << 24);
+    assert_eq!(b.read32(DWT_CTRL) >> 28, 4, "NUMCOMP");
+    b.write32(0xE000_1020, SRAM + 0x40);
+    b.write32(0xE000_1024, 2);
+    b.write32(0xE000_1028, 0b0110);
+    assert_eq!(b.cpu.run(&mut b.sys, 10_000), Stop::Halted(hil_cortex_m::HaltReason::Watchpoint));
+    assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(after));
+    assert_eq!(b.read32(0xE000_ED30) & 1 << 2, 1 << 2, "DFSR.DWTTRAP");
+    assert_eq!(b.read32(0xE000_1028) & 1 << 24, 1 << 24, "MATCHED");
+    assert_eq!(b.read32(0xE000_1028) & 1 << 24, 0, "MATCHED clears on read");
+    // Disarmed, the program runs on.
+    b.write32(0xE000_1028, 0);
+    b.write32(0xE000_EDF0, 0xA05F_0001);
+    b.cpu.run(&mut b.sys, b.cpu.cycles() + 1000);
+    assert_eq!(r(&b, 3), 1);
+}

@@ -5,7 +5,7 @@
 //! no coprocessors), PRIGROUP, ICTR, STIR, DWT_CYCCNT, the fault vector catches and byte/halfword
 //! SCS access.
 
-use super::{Cpu, EXC_IRQ0, EXC_NMI, EXC_PENDSV, EXC_SVCALL, EXC_SYSTICK, HaltReason, Reg, bit};
+use super::{Cpu, DWT_COMPARATORS, EXC_IRQ0, EXC_NMI, EXC_PENDSV, EXC_SVCALL, EXC_SYSTICK, HaltReason, Reg, bit};
 use crate::bus::{BusFault, BusFaultKind, Size};
 use crate::device::ResetCause;
 
@@ -45,12 +45,15 @@ pub(crate) const DEMCR_MON_EN: u32 = 1 << 16;
 const DEMCR_MON_PEND: u32 = 1 << 17;
 /// DEMCR.TRCENA gates the DWT (C1.6.5).
 const DEMCR_TRCENA: u32 = 1 << 24;
+/// DWT_FUNCTIONn.MATCHED (C1.8.12).
+const DWT_MATCHED: u32 = 1 << 24;
 /// ARMv7-M B3.2.8 CCR writable bits: NONBASETHRDENA, USERSETMPEND, UNALIGN_TRP, DIV_0_TRP,
 /// BFHFNMIGN, STKALIGN.
 const CCR_MASK_V7: u32 = 1 | 1 << 1 | 1 << 3 | 1 << 4 | 1 << 8 | 1 << 9;
 
 pub(crate) const DFSR_HALTED: u32 = 1 << 0;
 pub(crate) const DFSR_BKPT: u32 = 1 << 1;
+pub(crate) const DFSR_DWTTRAP: u32 = 1 << 2;
 pub(crate) const DFSR_VCATCH: u32 = 1 << 3;
 const DFSR_MASK: u32 = 0x1F;
 
@@ -207,7 +210,23 @@ impl Cpu {
             DWT => Ok(match off {
                 // DWT_CTRL: NUMCOMP = 0, no comparators modelled; ARMv7-M: CYCCNTENA (C1.8.7)
                 // with the other profiling counters absent (NOTRCPKT, NOEXTTRIG, NOPRFCNT).
-                0x000 if self.config().arch.is_v7() => 1 << 27 | 1 << 26 | 1 << 24 | self.v7.cyccnt_on as u32,
+                0x000 if self.config().arch.is_v7() => {
+                    (DWT_COMPARATORS as u32) << 28 | 1 << 27 | 1 << 26 | 1 << 24 | self.v7.dwt.cyccnt_on as u32
+                }
+                // DWT_COMPn/MASKn/FUNCTIONn (C1.8.10-12); MATCHED (FUNCTION bit 24) clears on read.
+                o if self.config().arch.is_v7() && (0x020..0x020 + 16 * DWT_COMPARATORS as u32).contains(&o) => {
+                    let n = ((o - 0x020) / 16) as usize;
+                    match o & 0xF {
+                        0x0 => self.v7.dwt.comp[n],
+                        0x4 => self.v7.dwt.mask[n],
+                        0x8 => {
+                            let v = self.v7.dwt.function[n];
+                            self.v7.dwt.function[n] &= !DWT_MATCHED;
+                            v
+                        }
+                        _ => 0,
+                    }
+                }
                 0x000 => 0,
                 // DWT_CYCCNT (C1.8.6).
                 0x004 if self.config().arch.is_v7() => self.cyccnt(),
@@ -278,10 +297,25 @@ impl Cpu {
                 match off {
                     0x000 => {
                         let held = self.cyccnt();
-                        self.v7.cyccnt_on = value & 1 != 0;
+                        self.v7.dwt.cyccnt_on = value & 1 != 0;
                         self.set_cyccnt(held);
                     }
                     0x004 => self.set_cyccnt(value),
+                    o if (0x020..0x020 + 16 * DWT_COMPARATORS as u32).contains(&o) => {
+                        let n = ((o - 0x020) / 16) as usize;
+                        match o & 0xF {
+                            0x0 => self.v7.dwt.comp[n] = value,
+                            // MASK[4:0]: ignore that many low address bits (up to 2^31 bytes).
+                            0x4 => self.v7.dwt.mask[n] = value & 0x1F,
+                            // FUNCTION[3:0], DATAVMATCH, CYCMATCH, EMITRANGE, DATAVSIZE; MATCHED RO.
+                            0x8 => {
+                                let keep = self.v7.dwt.function[n] & DWT_MATCHED;
+                                self.v7.dwt.function[n] = value & 0x0000_0DAF | keep;
+                            }
+                            _ => {}
+                        }
+                        self.update_watch();
+                    }
                     _ => {}
                 }
                 Ok(())
@@ -498,6 +532,7 @@ impl Cpu {
                 let held = self.cyccnt();
                 self.dbg.demcr = v & mask & !DEMCR_MON_PEND;
                 self.set_cyccnt(held);
+                self.update_watch();
                 if self.config().arch.is_v7() {
                     if v & DEMCR_MON_PEND != 0 {
                         self.set_pending(super::EXC_DEBUGMON);
@@ -615,16 +650,49 @@ impl Cpu {
 
     /// DWT_CYCCNT: counts core cycles while CYCCNTENA and DEMCR.TRCENA (C1.8.6, C1.6.5).
     pub(crate) fn cyccnt(&self) -> u32 {
-        if self.v7.cyccnt_on && self.dbg.demcr & DEMCR_TRCENA != 0 {
-            self.cycles.wrapping_sub(self.v7.cyccnt_base) as u32
+        if self.v7.dwt.cyccnt_on && self.dbg.demcr & DEMCR_TRCENA != 0 {
+            self.cycles.wrapping_sub(self.v7.dwt.cyccnt_base) as u32
         } else {
-            self.v7.cyccnt_held
+            self.v7.dwt.cyccnt_held
         }
     }
 
+    /// Whether any DWT comparator watches data addresses (FUNCTION 0b0101/0b0110/0b0111 with
+    /// DATAVMATCH and CYCMATCH clear, C1.8.12) with the DWT enabled by DEMCR.TRCENA.
+    pub(crate) fn update_watch(&mut self) {
+        self.watch_armed = self.config().arch.is_v7()
+            && self.dbg.demcr & DEMCR_TRCENA != 0
+            && self.v7.dwt.function.iter().any(|f| f & 0x180 == 0 && matches!(f & 0xF, 5..=7));
+        self.service = true;
+    }
+
+    /// The comparators an access of `size` at `addr` matches (bit n = comparator n).
+    pub(crate) fn watch_hits(dwt: &super::Dwt, addr: u32, size: Size, write: bool) -> u8 {
+        let mut hits = 0;
+        for n in 0..DWT_COMPARATORS {
+            let f = dwt.function[n];
+            let wants = match f & 0xF {
+                5 => !write,
+                6 => write,
+                7 => true,
+                _ => false,
+            };
+            if !wants || f & 0x180 != 0 {
+                continue;
+            }
+            let ignore = if dwt.mask[n] >= 31 { u32::MAX >> 1 } else { (1u32 << dwt.mask[n]) - 1 };
+            let (lo, hi) = (addr & !ignore, addr.wrapping_add(size.bytes() - 1) & !ignore);
+            let c = dwt.comp[n] & !ignore;
+            if lo == c || hi == c {
+                hits |= 1 << n;
+            }
+        }
+        hits
+    }
+
     fn set_cyccnt(&mut self, v: u32) {
-        self.v7.cyccnt_held = v;
-        self.v7.cyccnt_base = self.cycles.wrapping_sub(v as u64);
+        self.v7.dwt.cyccnt_held = v;
+        self.v7.dwt.cyccnt_base = self.cycles.wrapping_sub(v as u64);
     }
 
     pub(crate) fn shpr2(&self) -> u32 {

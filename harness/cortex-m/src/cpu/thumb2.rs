@@ -8,8 +8,52 @@
 
 use super::decode::{Entry, Op, entry_op};
 use super::exec::add_with_carry;
-use super::{CCR_DIV_0_TRP, Cpu, Exc, FaultKind, Sleep};
-use crate::bus::{Bus, Size};
+use super::{CCR_DIV_0_TRP, Cpu, Dwt, EXC_DEBUGMON, Exc, FaultKind, HaltReason, Sleep};
+use crate::bus::{Attention, Bus, BusFault, CODE_LINE_HALFWORDS, Initiator, Size};
+
+/// A bus that records which DWT comparators the data accesses through it match (C1.8): the
+/// ARMv7-M run loop executes through it while watchpoints are armed, so the plain path pays
+/// nothing for them.
+struct WatchBus<'a, B: Bus> {
+    inner: &'a mut B,
+    dwt: Dwt,
+    hits: u8,
+}
+
+impl<B: Bus> Bus for WatchBus<'_, B> {
+    fn read(&mut self, addr: u32, size: Size, initiator: Initiator, cycle: u64) -> Result<u32, BusFault> {
+        self.hits |= Cpu::watch_hits(&self.dwt, addr, size, false);
+        self.inner.read(addr, size, initiator, cycle)
+    }
+    fn write(&mut self, addr: u32, size: Size, value: u32, initiator: Initiator, cycle: u64) -> Result<(), BusFault> {
+        self.hits |= Cpu::watch_hits(&self.dwt, addr, size, true);
+        self.inner.write(addr, size, value, initiator, cycle)
+    }
+    fn fetch16(&mut self, addr: u32) -> Result<u16, BusFault> {
+        self.inner.fetch16(addr)
+    }
+    fn attention(&self) -> bool {
+        self.inner.attention()
+    }
+    fn take_attention(&mut self) -> Attention {
+        self.inner.take_attention()
+    }
+    fn irq_levels(&self) -> [u64; 4] {
+        self.inner.irq_levels()
+    }
+    fn take_irq_pulses(&mut self) -> [u64; 4] {
+        self.inner.take_irq_pulses()
+    }
+    fn deadline_cycle(&self) -> u64 {
+        self.inner.deadline_cycle()
+    }
+    fn fetch_code_line(&mut self, line_addr: u32, out: &mut [u16; CODE_LINE_HALFWORDS]) -> bool {
+        self.inner.fetch_code_line(line_addr, out)
+    }
+    fn code_generation(&self) -> u64 {
+        self.inner.code_generation()
+    }
+}
 
 /// What a 32-bit ARMv7-M instruction is. `Undecoded` (0) means "decode at execution" (the
 /// second halfword was not in the cached line).
@@ -520,6 +564,44 @@ fn sh(x: u32, i: u32) -> i32 {
 }
 
 impl Cpu {
+    /// The ARMv7-M slow path: inside an IT block, or with DWT watchpoints armed.
+    #[inline(never)]
+    pub(crate) fn exec_slow<B: Bus>(&mut self, bus: &mut B, e: Entry, pc: u32) {
+        if !self.watch_armed {
+            return self.exec_in_it(bus, e, pc);
+        }
+        let mut wb = WatchBus { inner: bus, dwt: self.v7.dwt.clone(), hits: 0 };
+        if self.it != 0 {
+            self.exec_in_it(&mut wb, e, pc);
+        } else {
+            match self.exec(&mut wb, e, pc) {
+                Ok(()) => self.retired += 1,
+                Err(x) => self.raise(&mut wb, x, pc),
+            }
+        }
+        if wb.hits != 0 {
+            self.watchpoint_event(wb.hits);
+        }
+    }
+
+    /// C1.8.12 / C1.4: a data watchpoint matched (MATCHED set): halt after the instruction with
+    /// halting debug, else a DebugMonitor exception with DEMCR.MON_EN, else nothing.
+    fn watchpoint_event(&mut self, hits: u8) {
+        for n in 0..self.v7.dwt.function.len() {
+            if hits & (1 << n) != 0 {
+                self.v7.dwt.function[n] |= 1 << 24;
+            }
+        }
+        if self.dbg.c_debugen {
+            if self.halted.is_none() {
+                self.enter_debug(HaltReason::Watchpoint);
+            }
+        } else if self.dbg.demcr & super::ppb::DEMCR_MON_EN != 0 {
+            self.dbg.dfsr |= super::ppb::DFSR_DWTTRAP;
+            self.set_pending(EXC_DEBUGMON);
+        }
+    }
+
     /// One instruction inside an IT block (A7.3.3): a failed condition retires it as a NOP;
     /// 16-bit data processing does not set flags; ITSTATE advances unless the instruction faults
     /// (a fault stacks the ITSTATE of the faulting instruction; SVC returns after itself).
