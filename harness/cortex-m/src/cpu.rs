@@ -75,6 +75,9 @@ pub struct CpuConfig {
     /// BPADDR[31:1] and BE[0] and cover the whole address space. Version 1 (M0+ BPU, M3, M4)
     /// holds COMP[28:2] and REPLACE[31:30] and covers the code region only.
     pub fpb_rev2: bool,
+    /// Bit-band aliases at 0x22000000 (SRAM) and 0x42000000 (peripherals): an option of the
+    /// Cortex-M3/M4 that STM32F1/F2/F4 implement (PM0056 2.2.5, PM0214 2.2.5).
+    pub bitband: bool,
     /// `UDF #imm` with this immediate stops the core with [`Stop::NativeTrap`] instead of
     /// faulting: how the board hands control to native models (the ROM bootloader).
     pub native_trap: Option<u8>,
@@ -91,6 +94,7 @@ impl CpuConfig {
             vtor_present: true,
             fpb_comparators: 4,
             fpb_rev2: false,
+            bitband: false,
             native_trap: None,
         }
     }
@@ -106,6 +110,7 @@ impl CpuConfig {
             vtor_present: true,
             fpb_comparators: 6,
             fpb_rev2: false,
+            bitband: true,
             native_trap: None,
         }
     }

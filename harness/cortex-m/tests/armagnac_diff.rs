@@ -420,8 +420,9 @@ impl Profile {
     fn cpu_config(self) -> CpuConfig {
         match self.version {
             ArmVersion::V6M => CpuConfig::cortex_m0plus(32),
-            ArmVersion::V7M => CpuConfig::cortex_m3(32),
-            _ => CpuConfig::cortex_m4(32),
+            // Bit-banding is a Cortex-M3/M4 option armagnac does not have (directed test in v7.rs).
+            ArmVersion::V7M => CpuConfig { bitband: false, ..CpuConfig::cortex_m3(32) },
+            _ => CpuConfig { bitband: false, ..CpuConfig::cortex_m4(32) },
         }
     }
     /// One instruction (or an IT block) as halfwords.

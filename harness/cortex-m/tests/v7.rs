@@ -779,3 +779,34 @@ fn dwt_data_watchpoint_halts_after_the_access() {
     b.cpu.run(&mut b.sys, b.cpu.cycles() + 1000);
     assert_eq!(r(&b, 3), 1);
 }
+
+#[test]
+fn bit_band_aliases_read_and_write_single_bits() {
+    // Cortex-M3 TRM 3.7 / PM0056 2.2.5: alias = 0x22000000 + byte_offset * 32 + bit * 4.
+    let mut a = Asm::new();
+    a.mov32(0, SRAM + 0x10).mov32(1, 0x0000_0F00);
+    a.str(1, 0, 0);
+    a.mov32(2, 0x2200_0000 + 0x10 * 32 + 9 * 4); // bit 9 of the word at SRAM + 0x10
+    a.ldr(3, 2, 0); // 1
+    a.mov32(4, 0x2200_0000 + 0x11 * 32 + 5 * 4); // bit 5 of the byte at SRAM + 0x11 (bit 13)
+    a.movs(5, 1);
+    a.str(5, 4, 0); // set bit 13
+    a.mov32(4, 0x2200_0000 + 0x10 * 32 + 8 * 4);
+    a.movs(5, 0);
+    a.str(5, 4, 0); // clear bit 8
+    a.ldr(6, 0, 0);
+    let b = run(m3(), &mut a);
+    assert_eq!(r(&b, 3), 1);
+    assert_eq!(r(&b, 6), 0x0000_2E00);
+
+    // Without the option (the M0+) the alias is unmapped: a BusFault (here HardFault).
+    let mut a = Asm::new();
+    a.mov32(2, 0x2200_0000).ldr(3, 2, 0).b_self();
+    let hf = a.here();
+    a.b_self();
+    let mut b = Board::with_config(CpuConfig { bitband: false, ..m3() });
+    b.load(&a.finish(), &[(3, hf)]);
+    b.reset();
+    b.cpu.run(&mut b.sys, 10_000);
+    assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(hf));
+}

@@ -6,7 +6,7 @@
 
 use super::decode::{Entry, Op, Wide, decode32, entry_op};
 use super::{Cpu, Exc, FaultKind, Sleep};
-use crate::bus::{Bus, Initiator, Size};
+use crate::bus::{Bus, BusFault, Initiator, Size};
 
 /// A2.2.1 AddWithCarry: (result, carry, overflow).
 #[inline(always)]
@@ -94,7 +94,62 @@ impl Cpu {
         if bus.attention() {
             self.service = true;
         }
-        r.map_err(|f| Exc::Fault(FaultKind::DataBus(f)))
+        match r {
+            Ok(v) => Ok(v),
+            Err(f) => self.load_error(bus, addr, size, f),
+        }
+    }
+
+    /// A load the bus refused: a bit-band alias access (the board maps nothing there), or a
+    /// BusFault.
+    #[cold]
+    #[inline(never)]
+    fn load_error<B: Bus>(&mut self, bus: &mut B, addr: u32, size: Size, f: BusFault) -> Result<u32, Exc> {
+        match self.bitband_target(addr, size) {
+            Some((word, bit)) => {
+                let v =
+                    bus.read(word, size, Initiator::Cpu, self.cycles).map_err(|f| Exc::Fault(FaultKind::DataBus(f)))?;
+                Ok((v >> bit) & 1)
+            }
+            None => Err(Exc::Fault(FaultKind::DataBus(f))),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn store_error<B: Bus>(&mut self, bus: &mut B, addr: u32, size: Size, value: u32, f: BusFault) -> Result<(), Exc> {
+        match self.bitband_target(addr, size) {
+            Some((word, bit)) => {
+                // Cortex-M3 TRM 3.7: a write to the alias is a locked read-modify-write of the bit.
+                let fault = |f| Exc::Fault(FaultKind::DataBus(f));
+                let old = bus.read(word, size, Initiator::Cpu, self.cycles).map_err(fault)?;
+                let new = if value & 1 != 0 { old | 1 << bit } else { old & !(1 << bit) };
+                bus.write(word, size, new, Initiator::Cpu, self.cycles).map_err(fault)?;
+                if bus.code_generation() != self.icache.generation {
+                    self.icache.flush(bus.code_generation());
+                }
+                Ok(())
+            }
+            None => Err(Exc::Fault(FaultKind::DataBus(f))),
+        }
+    }
+
+    /// Bit-band (Cortex-M3/M4 TRM 3.7, PM0056 2.2.5): the 32 MiB aliases at 0x22000000 and
+    /// 0x42000000 map each word to one bit of the first MiB of SRAM and peripherals. Returns the
+    /// `size`-aligned target and the bit within it.
+    fn bitband_target(&self, addr: u32, size: Size) -> Option<(u32, u32)> {
+        if !self.cfg.bitband {
+            return None;
+        }
+        let (alias, region) = match addr >> 25 {
+            0x11 => (0x2200_0000, 0x2000_0000),
+            0x21 => (0x4200_0000, 0x4000_0000),
+            _ => return None,
+        };
+        let off = addr - alias;
+        let byte = region + (off >> 5);
+        let target = byte & !(size.bytes() - 1);
+        Some((target, (byte - target) * 8 + ((off >> 2) & 7)))
     }
 
     /// A load that must be aligned on every profile (LDM, POP, LDRD, LDREX: ARMv7-M A3.2.1).
@@ -161,7 +216,10 @@ impl Cpu {
         if bus.code_generation() != self.icache.generation {
             self.icache.flush(bus.code_generation());
         }
-        r.map_err(|f| Exc::Fault(FaultKind::DataBus(f)))
+        match r {
+            Ok(()) => Ok(()),
+            Err(f) => self.store_error(bus, addr, size, value, f),
+        }
     }
 
     /// Execute the instruction at `pc` whose first halfword is `e`.
