@@ -810,3 +810,52 @@ fn bit_band_aliases_read_and_write_single_bits() {
     b.cpu.run(&mut b.sys, 10_000);
     assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(hf));
 }
+
+/// BL from halfword index `at` to halfword index `to` (A7.7.18: I1 = NOT(J1 XOR S)).
+fn bl(code: &mut [u16], at: usize, to: usize) {
+    let imm = ((to as i32 - at as i32 - 2) * 2) as u32;
+    let s = (imm >> 24) & 1;
+    let (i1, i2) = ((imm >> 23) & 1, (imm >> 22) & 1);
+    code[at] = (0xF000 | s << 10 | (imm >> 12) & 0x3FF) as u16;
+    code[at + 1] = (0xD000 | (!(i1 ^ s) & 1) << 13 | (!(i2 ^ s) & 1) << 11 | (imm >> 1) & 0x7FF) as u16;
+}
+
+#[test]
+fn loads_to_the_pc_interwork_and_return_from_exceptions() {
+    // A7.7.41 POP.W {.., pc} and A7.7.43 LDR PC, [SP], #4: LoadWritePC (BXWritePC), which in
+    // Handler mode with EXC_RETURN returns from the exception (B1.5.8); BXEQ LR as the last
+    // instruction of an IT block.
+    let mut a = Asm::new();
+    let call1 = a.here();
+    a.w(0, 0); // bl f1
+    let call2 = a.here();
+    a.w(0, 0); // bl f2
+    a.hw(op::svc(0));
+    let end = a.here();
+    a.b_self();
+    let f1 = a.here();
+    a.w(0xE92D, 0x4010); // push.w {r4, lr}
+    a.movs(5, 7);
+    a.w(0xE8BD, 0x8010); // pop.w {r4, pc}
+    let f2 = a.here();
+    a.movs(7, 3).movs(0, 0); // Z = 1
+    a.hw(0xBF08); // it eq
+    a.bx(14); // bxeq lr
+    a.movs(7, 4);
+    a.b_self();
+    let svc = a.here();
+    a.w(0xF84D, 0xED04); // str.w lr, [sp, #-4]!
+    a.movs(6, 9);
+    a.w(0xF85D, 0xFB04); // ldr.w pc, [sp], #4
+    let mut code = a.finish();
+    bl(&mut code, call1, f1);
+    bl(&mut code, call2, f2);
+    let mut b = Board::with_config(m3());
+    b.load(&code, &[(11, svc)]);
+    b.reset();
+    b.cpu.run(&mut b.sys, 10_000);
+    assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(end), "{:?}", b.cpu.last_fault());
+    assert_eq!((r(&b, 5), r(&b, 6), r(&b, 7)), (7, 9, 3));
+    assert_eq!(b.cpu.reg(Reg::Xpsr) & 0x1FF, 0, "back in Thread mode");
+    assert_eq!(b.cpu.reg(Reg::Sp), SRAM + common::SRAM_LEN, "stack balanced");
+}
