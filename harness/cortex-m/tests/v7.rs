@@ -859,3 +859,21 @@ fn loads_to_the_pc_interwork_and_return_from_exceptions() {
     assert_eq!(b.cpu.reg(Reg::Xpsr) & 0x1FF, 0, "back in Thread mode");
     assert_eq!(b.cpu.reg(Reg::Sp), SRAM + common::SRAM_LEN, "stack balanced");
 }
+
+#[test]
+fn bkpt_is_unconditional_inside_an_it_block() {
+    // A7.7.17: BKPT executes even when the IT condition fails.
+    let mut a = Asm::new();
+    a.movs(0, 1); // Z = 0
+    a.hw(0xBF08); // it eq (fails)
+    let bkpt = a.here();
+    a.hw(op::BKPT);
+    a.b_self();
+    let mut b = Board::with_config(m3());
+    b.load(&a.finish(), &[]);
+    b.reset();
+    b.write32(0xE000_EDF0, 0xA05F_0001);
+    assert_eq!(b.cpu.run(&mut b.sys, 1000), Stop::Halted(hil_cortex_m::HaltReason::Breakpoint));
+    assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(bkpt));
+    assert_ne!(b.cpu.reg(Reg::Xpsr) & 0x0600_FC00, 0, "still in the IT block");
+}

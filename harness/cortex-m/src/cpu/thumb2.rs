@@ -610,9 +610,12 @@ impl Cpu {
         let it = self.it;
         let advanced = if it & 7 == 0 { 0 } else { (it & 0xE0) | ((it << 1) & 0x1F) };
         let op = entry_op(e);
-        if op == Op::FpbBreak {
-            self.raise(bus, Exc::FpbBreak, pc);
-            return;
+        // A7.7.17: BKPT is unconditional even inside an IT block; an FPB match is a debug event
+        // before the instruction, whatever its condition. ITSTATE stays with the instruction.
+        match op {
+            Op::FpbBreak => return self.raise(bus, Exc::FpbBreak, pc),
+            Op::Bkpt => return self.raise(bus, Exc::Bkpt, pc),
+            _ => {}
         }
         let cond = (it >> 4) as u32;
         // A7.3.1 ConditionPassed: 0b1111 in ITSTATE behaves as "always" (UNPREDICTABLE).
