@@ -817,7 +817,7 @@ mod v7 {
     /// A 32-bit instruction from a template (`in_it`: no branches).
     fn wide(rng: &mut ChaCha8Rng, dsp: bool, in_it: bool) -> (u16, u16) {
         loop {
-            let class = rng.random_range(0..24);
+            let class = rng.random_range(0..22);
             let v = match class {
                 0 | 1 => dp_imm(rng),
                 2 | 3 => dp_reg(rng),
@@ -841,26 +841,14 @@ mod v7 {
                     let sysm = [0u32, 1, 2, 3, 5, 6, 7, 8, 9, 16, 20][rng.random_range(0..11)];
                     (0xF3EF, 0x8000 | r(rng) << 8 | sysm)
                 }
-                22 => ((rng.random::<u16>() | 0xE800) as u32, rng.random::<u16>() as u32),
                 _ => continue,
             };
             let (a, b) = (v.0 as u16, v.1 as u16);
             if a >> 11 < 0b11101 {
                 continue;
             }
-            if class == 22 && !random_wide_ok(a, b, dsp) {
-                continue;
-            }
             return (a, b);
         }
-    }
-
-    /// Fully random 32-bit encodings: kept only where our decoder says UNDEFINED and the
-    /// encoding is not one armagnac implements for a later architecture or lets through
-    /// (both must fault), so this exercises the decoder's holes.
-    fn random_wide_ok(a: u16, b: u16, dsp: bool) -> bool {
-        let _ = (a, b, dsp);
-        false
     }
 
     fn dp_imm(rng: &mut ChaCha8Rng) -> (u32, u32) {
