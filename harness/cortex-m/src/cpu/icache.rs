@@ -32,6 +32,14 @@ impl ICache {
         }
     }
 
+    /// The halfword after `pc`, for an entry at `pc` that was predecoded from this line (so the
+    /// line is cached and holds `pc + 2`).
+    #[inline(always)]
+    pub fn next_halfword(&self, pc: u32) -> u32 {
+        let slot = (pc >> LINE_SHIFT) as usize & (LINES - 1);
+        self.data[slot][((pc >> 1) as usize + 1) & (CODE_LINE_HALFWORDS - 1)] & 0xFFFF
+    }
+
     pub fn flush(&mut self, generation: u64) {
         self.tags.fill(0);
         self.generation = generation;

@@ -671,15 +671,18 @@ impl Cpu {
     #[inline(never)]
     pub(crate) fn exec_t32<B: Bus>(&mut self, bus: &mut B, e: Entry, pc: u32) -> Result<(), Exc> {
         let h1 = e & 0xFFFF;
-        let h2 = match self.fetch(bus, pc.wrapping_add(2)) {
-            Ok(e2) => e2 & 0xFFFF,
-            Err(f) => return Err(Exc::Fault(FaultKind::InstructionBus(f))),
+        let (t, h2) = match t32_of(e >> 24) {
+            T32::Undecoded => {
+                let h2 = match self.fetch(bus, pc.wrapping_add(2)) {
+                    Ok(e2) => e2 & 0xFFFF,
+                    Err(f) => return Err(Exc::Fault(FaultKind::InstructionBus(f))),
+                };
+                (decode32_v7(h1 as u16, h2 as u16, self.cfg.arch.has_dsp()), h2)
+            }
+            // Predecoded: the second halfword sits next to the first in the same cached line.
+            t => (t, self.icache.next_halfword(pc)),
         };
         self.r[15] = pc.wrapping_add(4);
-        let t = match t32_of(e >> 24) {
-            T32::Undecoded => decode32_v7(h1 as u16, h2 as u16, self.cfg.arch.has_dsp()),
-            t => t,
-        };
         let undefined = Exc::Fault(FaultKind::Undefined { opcode: h1 << 16 | h2 });
         match t {
             T32::Undecoded | T32::Undefined | T32::Udf => return Err(undefined),
