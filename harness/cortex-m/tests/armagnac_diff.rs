@@ -1198,10 +1198,11 @@ mod v7 {
             && before.pc & 2 != 0
             && matches!(theirs_result, Err(armagnac::core::RunError::InstructionUnpredictable))
         {
-            // A7.7.51 LDRD (literal): address = Align(PC, 4) +/- imm; armagnac rejects a PC that
-            // is not word aligned as UNPREDICTABLE.
+            // A7.7.51 LDRD (literal) from a PC that is not word aligned: the ARM leaves it
+            // UNPREDICTABLE (the pseudocode checks PC<1:0>); we load from Align(PC, 4) +/- imm,
+            // armagnac stops with InstructionUnpredictable.
             return Some(
-                "LDRD (literal) at a halfword-aligned PC: A7.7.51 uses Align(PC, 4), armagnac calls it UNPREDICTABLE",
+                "LDRD (literal) at a PC that is not word aligned: UNPREDICTABLE (A7.7.51); we use Align(PC, 4)",
             );
         }
         None

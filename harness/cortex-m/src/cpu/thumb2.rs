@@ -866,6 +866,7 @@ impl Cpu {
                     return Err(undefined);
                 }
                 let n = rn(h1);
+                // A7.7.51 (literal): a PC that is not word aligned is UNPREDICTABLE; Align(PC, 4).
                 let base = if n == 15 { pc.wrapping_add(4) & !3 } else { self.r[n] };
                 let offset_addr = if u { base.wrapping_add(imm) } else { base.wrapping_sub(imm) };
                 let addr = if p { offset_addr } else { base };
