@@ -877,3 +877,21 @@ fn bkpt_is_unconditional_inside_an_it_block() {
     assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(bkpt));
     assert_ne!(b.cpu.reg(Reg::Xpsr) & 0x0600_FC00, 0, "still in the IT block");
 }
+
+#[test]
+fn msr_apsr_masks_select_flags_and_ge() {
+    // B5.2.3: MSR APSR_g writes GE only (DSP), APSR_nzcvq writes N, Z, C, V, Q only.
+    let mut a = Asm::new();
+    a.mov32(0, 0xF805_0000); // N Z C V Q set, GE = 0b0101
+    a.w(0xF380, 0x8400); // msr APSR_g, r0
+    a.mrs(1, 0);
+    a.mov32(0, 0x5800_0000); // Z V Q
+    a.w(0xF380, 0x8800); // msr APSR_nzcvq, r0
+    a.mrs(2, 0);
+    a.mov32(3, 0x1122_3344).mov32(4, 0xAABB_CCDD);
+    a.w(0xFAA3, 0xF584); // sel r5, r3, r4 with GE = 0b0101
+    let b = run(m4(), &mut a);
+    assert_eq!(r(&b, 1), 0x0005_0000);
+    assert_eq!(r(&b, 2), 0x5805_0000);
+    assert_eq!(r(&b, 5), 0xAA22_CC44);
+}
