@@ -512,6 +512,8 @@ impl Cpu {
         self.npriv = false;
         self.event = false;
         self.nvic.reset();
+        // DEMCR (debug domain) survives a system reset, and with it DebugMonitor's enable.
+        self.nvic.debugmon_ena = self.cfg.arch.is_v7() && self.dbg.demcr & ppb::DEMCR_MON_EN != 0;
         self.vtor = 0;
         self.scr = 0;
         self.systick.reset(self.cycles);

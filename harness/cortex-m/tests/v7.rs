@@ -895,3 +895,24 @@ fn msr_apsr_masks_select_flags_and_ge() {
     assert_eq!(r(&b, 2), 0x5805_0000);
     assert_eq!(r(&b, 5), 0xAA22_CC44);
 }
+
+#[test]
+fn mon_pend_takes_debugmonitor_only_when_enabled() {
+    // C1.6.5: DEMCR.MON_PEND pends DebugMonitor; MON_EN enables it.
+    let mut a = Asm::new();
+    a.hw(op::NOP);
+    let idle = a.here();
+    a.b_self();
+    let mon = a.here();
+    a.b_self();
+    let mut b = Board::with_config(m3());
+    b.load(&a.finish(), &[(12, mon)]);
+    b.reset();
+    b.write32(DEMCR, 1 << 17);
+    b.cpu.run(&mut b.sys, 1000);
+    assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(idle), "pending but disabled");
+    assert_eq!(b.read32(DEMCR) & 1 << 17, 1 << 17);
+    b.write32(DEMCR, 1 << 16 | 1 << 17);
+    b.cpu.run(&mut b.sys, b.cpu.cycles() + 1000);
+    assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(mon));
+}

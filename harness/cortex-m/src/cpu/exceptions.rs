@@ -133,6 +133,8 @@ pub(crate) struct Nvic {
     pub fault_ena: u32,
     /// The ARMv7-M exception set (MemManage, BusFault, UsageFault, DebugMonitor) exists.
     pub v7: bool,
+    /// DEMCR.MON_EN: DebugMonitor is enabled (C1.6.5).
+    pub debugmon_ena: bool,
     /// Active exceptions in activation order (innermost last).
     pub stack: Vec<u32>,
     pub n_irq: u32,
@@ -150,6 +152,7 @@ impl Nvic {
             prigroup: 0,
             fault_ena: 0,
             v7,
+            debugmon_ena: false,
             pending: [0; EXC_WORDS],
             active: [0; EXC_WORDS],
             enabled: [0; 4],
@@ -202,6 +205,7 @@ impl Nvic {
     pub fn enabled(&self, exc: u32) -> bool {
         match exc {
             EXC_MEMMANAGE..=EXC_USAGEFAULT => self.fault_ena & (1 << (16 + exc - EXC_MEMMANAGE)) != 0,
+            EXC_DEBUGMON => self.debugmon_ena,
             _ => exc < EXC_IRQ0 || bit(&self.enabled, exc - EXC_IRQ0),
         }
     }

@@ -534,6 +534,7 @@ impl Cpu {
                 self.set_cyccnt(held);
                 self.update_watch();
                 if self.config().arch.is_v7() {
+                    self.nvic.debugmon_ena = v & DEMCR_MON_EN != 0;
                     if v & DEMCR_MON_PEND != 0 {
                         self.set_pending(super::EXC_DEBUGMON);
                     } else {
