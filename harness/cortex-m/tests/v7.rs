@@ -916,3 +916,42 @@ fn mon_pend_takes_debugmonitor_only_when_enabled() {
     b.cpu.run(&mut b.sys, b.cpu.cycles() + 1000);
     assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(mon));
 }
+
+#[test]
+fn random_code_never_panics_the_core() {
+    // Whatever the encodings (UNDEFINED, UNPREDICTABLE, coprocessor, straddling 32-bit ones),
+    // the core raises faults or locks up; it never panics. Random registers point anywhere.
+    use rand::{Rng, SeedableRng};
+    let mut retired = 0;
+    for cfg in [CpuConfig::cortex_m0plus(32), m3(), m4()] {
+        for seed in 0..60u64 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let code: Vec<u16> = (0..2048).map(|_| rng.random()).collect();
+            let mut b = Board::with_config(cfg.clone());
+            b.load(&code, &[]);
+            // Every vector but reset points into the random code too.
+            let image: Vec<u8> =
+                (2..48u32).flat_map(|_| (Board::addr(rng.random_range(0..2048)) | 1).to_le_bytes()).collect();
+            b.load_flash(8, &image);
+            b.reset();
+            for n in 0..13u8 {
+                let v = match rng.random_range(0..3) {
+                    0 => rng.random(),
+                    1 => SRAM + rng.random_range(0..common::SRAM_LEN),
+                    _ => rng.random_range(0..64),
+                };
+                b.cpu.set_reg(Reg::from_regsel(n as u32).unwrap(), v);
+            }
+            for _ in 0..20 {
+                let until = b.cpu.cycles() + 2_000;
+                match b.cpu.run(&mut b.sys, until) {
+                    Stop::ResetRequested(_) => b.cpu.system_reset(&mut b.sys),
+                    Stop::Lockup { .. } | Stop::Halted(_) => break,
+                    _ => {}
+                }
+            }
+            retired += b.cpu.instructions();
+        }
+    }
+    assert!(retired > 50_000, "the random programs ran: {retired} instructions");
+}
