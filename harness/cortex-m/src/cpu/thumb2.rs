@@ -328,7 +328,8 @@ pub(crate) fn decode32_v7(hw1: u16, hw2: u16, dsp: bool) -> T32 {
             if op2 & 0b1110001 == 0 {
                 // A5.3.10 store single: op1 = hw1[7:5], op2 = hw2[11:6].
                 let size = (h1 >> 5) & 3;
-                if size == 3 {
+                // A7.7.158-A7.7.172: STR{B,H} with Rn = 1111 is UNDEFINED.
+                if size == 3 || h1 & 0xF == 0xF {
                     T32::Undefined
                 } else if h1 & 0x80 != 0 {
                     T32::StrImm12
@@ -1392,7 +1393,8 @@ mod tests {
             (0xF850, 0x1021, T32::LdrReg),  // ldr r1, [r0, r1, lsl #2]
             (0xF8DF, 0x1004, T32::LdrLit),
             (0xF8C0, 0x1004, T32::StrImm12),
-            (0xFB00, 0xF001, T32::Mla), // mul r0, r0, r1
+            (0xF8CF, 0x1004, T32::Undefined), // str.w r1, [pc, #4]
+            (0xFB00, 0xF001, T32::Mla),       // mul r0, r0, r1
             (0xFB90, 0xF0F1, T32::Sdiv),
             (0xFBB0, 0xF0F1, T32::Udiv),
             (0xFBA0, 0x0101, T32::Umull),
