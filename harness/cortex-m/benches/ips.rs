@@ -8,10 +8,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Board, FLASH};
-use hil_cortex_m::Stop;
+use hil_cortex_m::{CpuConfig, Stop};
 
 /// `movs r0, #0; loop: subs r0, #1; bne loop` - 2^32 iterations, never ends in the bench.
 const BUSY: [u16; 3] = [0x2000, 0x3801, 0xD1FD];
+
+/// The ARMv7-M loop: `mov.w r0, #0; loop: add.w r1, r1, r0, lsl #2; subs.w r0, r0, #1;
+/// it ne; addne r2, #1; bne.w loop` - Thumb-2 data processing, an IT block and a wide branch.
+const BUSY_V7: [u16; 10] = [0xF04F, 0x0000, 0xEB01, 0x0180, 0xF1B0, 0x0001, 0xBF18, 0x3201, 0xF47F, 0xAFF8];
 
 /// On-CPU time of this thread (the machine is shared: wall time also counts waiting for a core).
 fn thread_cpu_time() -> Option<Duration> {
@@ -42,10 +46,14 @@ fn measure(name: &str, mut f: impl FnMut() -> u64) -> f64 {
 }
 
 fn ours_busy() -> f64 {
-    let mut b = Board::new();
-    b.load_program(&BUSY, None);
+    ours_loop("hil-cortex-m busy loop", CpuConfig::cortex_m0plus(32), &BUSY)
+}
+
+fn ours_loop(name: &str, cfg: CpuConfig, code: &[u16]) -> f64 {
+    let mut b = Board::with_config(cfg);
+    b.load_program(code, None);
     b.reset();
-    measure("hil-cortex-m busy loop", || {
+    measure(name, || {
         let before = b.cpu.instructions();
         let until = b.cpu.cycles() + 20_000_000;
         assert_eq!(b.cpu.run(&mut b.sys, until), Stop::Budget);
@@ -54,15 +62,20 @@ fn ours_busy() -> f64 {
 }
 
 fn armagnac_busy() -> f64 {
+    armagnac_loop("armagnac 0.3 (LUT decoder) busy loop", false, &BUSY)
+}
+
+fn armagnac_loop(name: &str, v7: bool, code: &[u16]) -> f64 {
     use armagnac::core::{ArmVersion, Config, Emulator, Processor, RunOptions};
     use armagnac::decoder::Lut16AndGrouped32InstructionDecoder;
-    let mut p = Processor::new(Config::v6m());
-    p.instruction_decoder = Box::new(Lut16AndGrouped32InstructionDecoder::new(ArmVersion::V6M));
-    let code: Vec<u8> = BUSY.iter().flat_map(|h| h.to_le_bytes()).collect();
+    let (config, version) = if v7 { (Config::v7m(), ArmVersion::V7M) } else { (Config::v6m(), ArmVersion::V6M) };
+    let mut p = Processor::new(config);
+    p.instruction_decoder = Box::new(Lut16AndGrouped32InstructionDecoder::new(version));
+    let code: Vec<u8> = code.iter().flat_map(|h| h.to_le_bytes()).collect();
     p.map(FLASH, &code).unwrap();
     p.map_ram(0x2000_0000, 0x1000).unwrap();
     p.set_pc(FLASH);
-    measure("armagnac 0.3 (LUT decoder) busy loop", || {
+    measure(name, || {
         p.run(RunOptions::new().gas(2_000_000)).unwrap();
         2_000_000
     })
@@ -70,10 +83,14 @@ fn armagnac_busy() -> f64 {
 
 /// The `core-mix` fixture from reset to its exit, again and again.
 fn ours_mix() -> f64 {
-    let fixture = hil_fixtures::get("core-mix", FLASH).expect("core-mix fixture");
-    let mut b = Board::new();
+    ours_mix_of("hil-cortex-m mix (core-mix fixture)", "core-mix", CpuConfig::cortex_m0plus(32))
+}
+
+fn ours_mix_of(name: &str, fixture: &str, cfg: CpuConfig) -> f64 {
+    let fixture = hil_fixtures::get(fixture, FLASH).expect("core-mix fixture");
+    let mut b = Board::with_config(cfg);
     b.load_elf(fixture.elf);
-    measure("hil-cortex-m mix (core-mix fixture)", || {
+    measure(name, || {
         b.dev_mut().exit = None;
         b.dev_mut().log.clear();
         b.reset();
@@ -91,5 +108,15 @@ fn main() {
     let ours = ours_busy();
     let theirs = armagnac_busy();
     let mix = ours_mix();
-    println!("busy loop: {:.1}x armagnac; mix: {:.1} M instr/s", ours / theirs, mix / 1e6);
+    println!("ARMv6-M busy loop: {:.1}x armagnac; mix: {:.1} M instr/s", ours / theirs, mix / 1e6);
+    let ours7 = ours_loop("hil-cortex-m v7-M loop (Thumb-2, IT)", CpuConfig::cortex_m3(32), &BUSY_V7);
+    let theirs7 = armagnac_loop("armagnac 0.3 (LUT decoder) v7-M loop", true, &BUSY_V7);
+    let mix7 = ours_mix_of("hil-cortex-m mix (core-mix-v7m, Cortex-M3)", "core-mix-v7m", CpuConfig::cortex_m3(32));
+    let mix7em = ours_mix_of("hil-cortex-m mix (core-mix-v7em, Cortex-M4)", "core-mix-v7em", CpuConfig::cortex_m4(32));
+    println!(
+        "ARMv7-M loop: {:.1}x armagnac; v7-M mix: {:.1} M instr/s; v7E-M mix: {:.1} M instr/s",
+        ours7 / theirs7,
+        mix7 / 1e6,
+        mix7em / 1e6
+    );
 }

@@ -6,10 +6,12 @@
 //!
 //! Layout: `decode` (Thumb encodings to ops), `exec` (instruction semantics), `exceptions`
 //! (priorities, entry/return, faults, lockup), `ppb` (NVIC/SCB/SysTick/debug/FPB registers),
-//! `systick`, `icache` (decoded-code cache). ARMv7-M extends this without rewriting it: the
-//! 32-bit decoder and IT state go into `decode`/`exec`, BASEPRI/FAULTMASK into the execution
-//! priority (`exceptions`), and the configurable faults map [`FaultKind`]s that ARMv6-M escalates
-//! to HardFault onto MemManage/BusFault/UsageFault.
+//! `systick`, `icache` (decoded-code cache), `thumb2` (ARMv7-M 32-bit instructions, IT blocks,
+//! the DSP extension). ARMv7-M extends ARMv6-M without rewriting it: its 16-bit additions and
+//! the 32-bit space decode to their own ops (predecoded into the icache entry), the run loop has
+//! an ARMv7-M instantiation that honours ITSTATE, BASEPRI/FAULTMASK/PRIGROUP enter the execution
+//! priority (`exceptions`), and the [`FaultKind`]s that ARMv6-M escalates to HardFault map onto
+//! MemManage/BusFault/UsageFault with CFSR/HFSR/BFAR (B1.5.16, B3.2.15).
 
 mod decode;
 mod exceptions;
@@ -17,6 +19,7 @@ mod exec;
 mod icache;
 mod ppb;
 mod systick;
+mod thumb2;
 
 pub use exceptions::{FaultKind, FaultRecord};
 
@@ -24,12 +27,40 @@ use crate::bus::{Bus, BusFault, Initiator, Size};
 use crate::device::ResetCause;
 use exceptions::Nvic;
 use icache::ICache;
-use ppb::{CCR_VALUE, DEMCR_VC_CORERESET, DFSR_BKPT, DFSR_HALTED, DFSR_VCATCH, DebugRegs};
+use ppb::{DEMCR_VC_CORERESET, DFSR_BKPT, DFSR_DWTTRAP, DFSR_HALTED, DFSR_VCATCH, DebugRegs};
 use systick::SysTick;
+
+/// The architecture profile the core implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Arch {
+    /// ARMv6-M (Cortex-M0/M0+): 16-bit Thumb plus BL, MSR, MRS, barriers; every fault is HardFault.
+    #[default]
+    V6M,
+    /// ARMv7-M (Cortex-M3): Thumb-2, IT, BASEPRI/FAULTMASK, configurable faults.
+    V7M,
+    /// ARMv7E-M (Cortex-M4 without FPU use): ARMv7-M plus the DSP extension.
+    V7EM,
+}
+
+impl Arch {
+    /// ARMv7-M or later.
+    #[inline(always)]
+    pub fn is_v7(self) -> bool {
+        self != Arch::V6M
+    }
+
+    /// The DSP extension (ARMv7-M ARM A4.1: ARMv7E-M).
+    #[inline(always)]
+    pub fn has_dsp(self) -> bool {
+        self == Arch::V7EM
+    }
+}
 
 /// Static properties of the core as a chip integrates it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CpuConfig {
+    /// Architecture profile: which encodings exist and which system level the core has.
+    pub arch: Arch,
     /// CPUID register value (0x410CC601: Cortex-M0+ r0p1).
     pub cpuid: u32,
     /// External interrupt lines wired to the NVIC.
@@ -40,6 +71,13 @@ pub struct CpuConfig {
     pub vtor_present: bool,
     /// FPB instruction comparators (4 on the M0+).
     pub fpb_comparators: u8,
+    /// FPB version 2 (ARMv7-M C1.11, FP_CTRL.REV = 1, as on the Cortex-M7): comparators hold
+    /// BPADDR[31:1] and BE[0] and cover the whole address space. Version 1 (M0+ BPU, M3, M4)
+    /// holds COMP[28:2] and REPLACE[31:30] and covers the code region only.
+    pub fpb_rev2: bool,
+    /// Bit-band aliases at 0x22000000 (SRAM) and 0x42000000 (peripherals): an option of the
+    /// Cortex-M3/M4 that STM32F1/F2/F4 implement (PM0056 2.2.5, PM0214 2.2.5).
+    pub bitband: bool,
     /// `UDF #imm` with this immediate stops the core with [`Stop::NativeTrap`] instead of
     /// faulting: how the board hands control to native models (the ROM bootloader).
     pub native_trap: Option<u8>,
@@ -49,13 +87,38 @@ impl CpuConfig {
     /// Cortex-M0+ as integrated on STM32G0 (PM0223; RM0444 12.1).
     pub fn cortex_m0plus(external_interrupts: u32) -> Self {
         CpuConfig {
+            arch: Arch::V6M,
             cpuid: 0x410C_C601,
             external_interrupts,
             priority_bits: 2,
             vtor_present: true,
             fpb_comparators: 4,
+            fpb_rev2: false,
+            bitband: false,
             native_trap: None,
         }
+    }
+
+    /// Cortex-M3 r1p1 as integrated on STM32F1 (PM0056 4.2: CPUID 0x411FC231, 4 priority bits,
+    /// FPB with 6 instruction comparators).
+    pub fn cortex_m3(external_interrupts: u32) -> Self {
+        CpuConfig {
+            arch: Arch::V7M,
+            cpuid: 0x411F_C231,
+            external_interrupts,
+            priority_bits: 4,
+            vtor_present: true,
+            fpb_comparators: 6,
+            fpb_rev2: false,
+            bitband: true,
+            native_trap: None,
+        }
+    }
+
+    /// Cortex-M4 r0p1 as integrated on STM32F4/G4/L4 (PM0214 4.3: CPUID 0x410FC241, 4 priority
+    /// bits). The FPU is not modelled: CPACR reads as zero and FP instructions raise NOCP.
+    pub fn cortex_m4(external_interrupts: u32) -> Self {
+        CpuConfig { arch: Arch::V7EM, cpuid: 0x410F_C241, ..Self::cortex_m3(external_interrupts) }
     }
 }
 
@@ -128,6 +191,9 @@ pub enum HaltReason {
     Breakpoint,
     /// DEMCR vector catch: VC_CORERESET after reset, VC_HARDERR on HardFault (DFSR.VCATCH).
     VectorCatch,
+    /// A DWT data-address watchpoint matched (ARMv7-M, DFSR.DWTTRAP); the core halts after the
+    /// accessing instruction.
+    Watchpoint,
 }
 
 /// Why [`Cpu::run`] returned.
@@ -166,6 +232,9 @@ pub struct CoreSnapshot {
     pub msp: u32,
     pub psp: u32,
     pub primask: bool,
+    /// ARMv7-M BASEPRI and FAULTMASK (zero on ARMv6-M).
+    pub basepri: u8,
+    pub faultmask: bool,
     pub control: u32,
     /// Exception number in IPSR (0 = thread mode).
     pub ipsr: u32,
@@ -174,6 +243,9 @@ pub struct CoreSnapshot {
     pub aircr: u32,
     pub scr: u32,
     pub ccr: u32,
+    /// ARMv7-M CFSR and HFSR (zero on ARMv6-M).
+    pub cfsr: u32,
+    pub hfsr: u32,
     pub shpr2: u32,
     pub shpr3: u32,
     pub systick_csr: u32,
@@ -211,7 +283,22 @@ pub struct Cpu {
     /// EPSR.T: executing with it clear is an INVSTATE fault (B1.4.2).
     pub(crate) t: bool,
     pub(crate) ipsr: u32,
+    /// EPSR.IT (ITSTATE, A7.3.3): nonzero inside an IT block. Always zero on ARMv6-M.
+    pub(crate) it: u8,
+    /// APSR.Q (sticky saturation) and APSR.GE[3:0] (ARMv7-M A2.3.2; GE with the DSP extension).
+    pub(crate) q: bool,
+    pub(crate) ge: u8,
     pub(crate) primask: bool,
+    /// ARMv7-M BASEPRI (implemented bits only) and FAULTMASK (B1.4.3).
+    pub(crate) basepri: u8,
+    pub(crate) faultmask: bool,
+    /// The local exclusive monitor (A3.4): the address LDREX tagged, if open.
+    pub(crate) excl: Option<u32>,
+    /// ARMv7-M system control state (B3.2): CCR, fault status, DWT.
+    pub(crate) v7: V7Regs,
+    /// A DWT comparator watches data addresses (and DEMCR.TRCENA is set): the ARMv7-M run loop
+    /// sends accesses through a recording bus.
+    pub(crate) watch_armed: bool,
     pub(crate) spsel: bool,
     pub(crate) npriv: bool,
     /// The WFE event register (B1.5.18).
@@ -244,6 +331,43 @@ pub struct Cpu {
     pub(crate) irq_levels: [u64; 4],
 }
 
+/// ARMv7-M system control registers that ARMv6-M does not have (B3.2.2 table).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct V7Regs {
+    /// CCR (B3.2.8): NONBASETHRDENA, USERSETMPEND, UNALIGN_TRP, DIV_0_TRP, BFHFNMIGN, STKALIGN.
+    pub ccr: u32,
+    /// CFSR = UFSR:BFSR:MMFSR (B3.2.15), HFSR (B3.2.16), MMFAR, BFAR.
+    pub cfsr: u32,
+    pub hfsr: u32,
+    pub mmfar: u32,
+    pub bfar: u32,
+    /// CPACR (B3.2.20): with no FPU the CP10/CP11 fields read as zero.
+    pub cpacr: u32,
+    /// The DWT (debug domain: survives system resets).
+    pub dwt: Dwt,
+}
+
+/// ARMv7-M DWT state (C1.8): the cycle counter and the data-address comparators.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Dwt {
+    /// DWT_CTRL.CYCCNTENA and the cycle at which CYCCNT would have been zero (C1.8.6).
+    pub cyccnt_on: bool,
+    pub cyccnt_base: u64,
+    /// CYCCNT while stopped.
+    pub cyccnt_held: u32,
+    /// DWT_COMPn, DWT_MASKn, DWT_FUNCTIONn (C1.8.10-12).
+    pub comp: [u32; DWT_COMPARATORS],
+    pub mask: [u32; DWT_COMPARATORS],
+    pub function: [u32; DWT_COMPARATORS],
+}
+
+/// DWT comparators on the Cortex-M3/M4 (TRM: four).
+pub(crate) const DWT_COMPARATORS: usize = 4;
+
+pub(crate) const CCR_UNALIGN_TRP: u32 = 1 << 3;
+pub(crate) const CCR_DIV_0_TRP: u32 = 1 << 4;
+pub(crate) const CCR_STKALIGN: u32 = 1 << 9;
+
 /// Why the core sleeps (B1.5.19 WFI, B1.5.18 WFE).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Sleep {
@@ -270,6 +394,11 @@ impl From<FaultKind> for Exc {
 /// Exception numbers (B1.5.2).
 pub(crate) const EXC_NMI: u32 = 2;
 pub(crate) const EXC_HARDFAULT: u32 = 3;
+/// ARMv7-M configurable faults and DebugMonitor (B1.5.2).
+pub(crate) const EXC_MEMMANAGE: u32 = 4;
+pub(crate) const EXC_BUSFAULT: u32 = 5;
+pub(crate) const EXC_USAGEFAULT: u32 = 6;
+pub(crate) const EXC_DEBUGMON: u32 = 12;
 pub(crate) const EXC_SVCALL: u32 = 11;
 pub(crate) const EXC_PENDSV: u32 = 14;
 pub(crate) const EXC_SYSTICK: u32 = 15;
@@ -286,7 +415,7 @@ impl Cpu {
         config.external_interrupts = config.external_interrupts.min(256);
         config.priority_bits = config.priority_bits.clamp(1, 8);
         config.fpb_comparators = config.fpb_comparators.min(15);
-        let nvic = Nvic::new(config.external_interrupts, config.priority_bits);
+        let nvic = Nvic::new(config.external_interrupts, config.priority_bits, config.arch.is_v7());
         let dbg = DebugRegs::new(config.fpb_comparators);
         Cpu {
             cfg: config,
@@ -298,7 +427,15 @@ impl Cpu {
             v: false,
             t: true,
             ipsr: 0,
+            it: 0,
+            q: false,
+            ge: 0,
             primask: false,
+            basepri: 0,
+            faultmask: false,
+            excl: None,
+            v7: V7Regs { ccr: CCR_STKALIGN, ..V7Regs::default() },
+            watch_armed: false,
             spsel: false,
             npriv: false,
             event: false,
@@ -337,6 +474,9 @@ impl Cpu {
     /// The cycle count is not reset: it is the board's time base and only moves forward.
     pub fn power_on_reset<B: Bus>(&mut self, bus: &mut B) {
         self.dbg = DebugRegs::new(self.cfg.fpb_comparators);
+        // The DWT is in the debug domain: only a power-on reset clears it.
+        self.v7 = V7Regs::default();
+        self.watch_armed = false;
         self.reset_common(bus);
     }
 
@@ -358,11 +498,22 @@ impl Cpu {
         self.sp_other = 0;
         (self.n, self.z, self.c, self.v) = (false, false, false, false);
         self.ipsr = 0;
+        self.it = 0;
+        self.q = false;
+        self.ge = 0;
         self.primask = false;
+        self.basepri = 0;
+        self.faultmask = false;
+        self.excl = None;
+        let dwt = std::mem::take(&mut self.v7.dwt);
+        // B3.2.8: CCR resets with STKALIGN set (Cortex-M3 r2p0+, M4); the DWT is debug state.
+        self.v7 = V7Regs { ccr: CCR_STKALIGN, dwt, ..V7Regs::default() };
         self.spsel = false;
         self.npriv = false;
         self.event = false;
         self.nvic.reset();
+        // DEMCR (debug domain) survives a system reset, and with it DebugMonitor's enable.
+        self.nvic.debugmon_ena = self.cfg.arch.is_v7() && self.dbg.demcr & ppb::DEMCR_MON_EN != 0;
         self.vtor = 0;
         self.scr = 0;
         self.systick.reset(self.cycles);
@@ -420,7 +571,11 @@ impl Cpu {
                 continue;
             }
             let limit = until_cycle.min(self.deadline).min(self.systick.next_event);
-            self.exec_loop(bus, limit);
+            if self.cfg.arch.is_v7() {
+                self.exec_loop::<B, true>(bus, limit);
+            } else {
+                self.exec_loop::<B, false>(bus, limit);
+            }
         }
     }
 
@@ -513,7 +668,7 @@ impl Cpu {
             Reg::Xpsr => self.xpsr(),
             Reg::Msp => self.msp(),
             Reg::Psp => self.psp(),
-            Reg::SpecialPacked => self.control() << 24 | self.primask as u32,
+            Reg::SpecialPacked => self.special_packed(),
             other => self.r[other as usize],
         }
     }
@@ -527,12 +682,17 @@ impl Cpu {
             Reg::Xpsr => {
                 self.set_apsr(value);
                 self.t = value & XPSR_T != 0;
-                self.set_stack_state(value & IPSR_MASK, self.spsel);
+                self.set_epsr_it(value);
+                self.set_stack_state(value & self.ipsr_mask(), self.spsel);
             }
             Reg::Msp => self.set_msp(value),
             Reg::Psp => self.set_psp(value),
             Reg::SpecialPacked => {
                 self.primask = value & 1 != 0;
+                if self.cfg.arch.is_v7() {
+                    self.basepri = (value >> 8) as u8 & self.nvic.prio_mask;
+                    self.faultmask = value & (1 << 16) != 0;
+                }
                 let control = value >> 24;
                 self.npriv = control & 1 != 0;
                 self.set_stack_state(self.ipsr, control & 2 != 0);
@@ -585,13 +745,17 @@ impl Cpu {
             msp: self.msp(),
             psp: self.psp(),
             primask: self.primask,
+            basepri: self.basepri,
+            faultmask: self.faultmask,
             control: self.control(),
             ipsr: self.ipsr,
             vtor: self.vtor,
             icsr: self.icsr(),
             aircr: self.aircr(),
             scr: self.scr,
-            ccr: CCR_VALUE,
+            ccr: self.ccr(),
+            cfsr: self.v7.cfsr,
+            hfsr: self.v7.hfsr,
             shpr2: self.shpr2(),
             shpr3: self.shpr3(),
             systick_csr: {
@@ -640,24 +804,59 @@ impl Cpu {
 
     // ---- register helpers -------------------------------------------------------------------
 
+    /// B1.4.2: EPSR holds T and ICI/IT (ITSTATE[1:0] in bits 26:25, ITSTATE[7:2] in 15:10).
     pub(crate) fn xpsr(&self) -> u32 {
-        self.apsr() | (self.t as u32) << 24 | self.ipsr
+        let it = self.it as u32;
+        self.apsr() | (self.t as u32) << 24 | (it & 3) << 25 | (it >> 2) << 10 | self.ipsr
     }
 
     #[inline]
     pub(crate) fn apsr(&self) -> u32 {
-        (self.n as u32) << 31 | (self.z as u32) << 30 | (self.c as u32) << 29 | (self.v as u32) << 28
+        (self.n as u32) << 31
+            | (self.z as u32) << 30
+            | (self.c as u32) << 29
+            | (self.v as u32) << 28
+            | (self.q as u32) << 27
+            | (self.ge as u32) << 16
     }
 
+    /// Write NZCV, and on ARMv7-M Q (and GE with the DSP extension).
     pub(crate) fn set_apsr(&mut self, v: u32) {
         self.n = v & (1 << 31) != 0;
         self.z = v & (1 << 30) != 0;
         self.c = v & (1 << 29) != 0;
         self.v = v & (1 << 28) != 0;
+        if self.cfg.arch.is_v7() {
+            self.q = v & (1 << 27) != 0;
+        }
+        if self.cfg.arch.has_dsp() {
+            self.ge = (v >> 16) as u8 & 0xF;
+        }
+    }
+
+    /// Restore EPSR.IT from an xPSR value (exception return, debugger writes); ARMv6-M has none.
+    pub(crate) fn set_epsr_it(&mut self, xpsr: u32) {
+        if self.cfg.arch.is_v7() {
+            self.it = ((xpsr >> 25) & 3 | ((xpsr >> 10) & 0x3F) << 2) as u8;
+        }
     }
 
     pub(crate) fn control(&self) -> u32 {
         self.npriv as u32 | (self.spsel as u32) << 1
+    }
+
+    pub(crate) fn ipsr_mask(&self) -> u32 {
+        if self.cfg.arch.is_v7() { IPSR_MASK_V7 } else { IPSR_MASK }
+    }
+
+    /// CCR (B3.2.8): read-only STKALIGN | UNALIGN_TRP on ARMv6-M, the writable register on ARMv7-M.
+    pub(crate) fn ccr(&self) -> u32 {
+        if self.cfg.arch.is_v7() { self.v7.ccr } else { ppb::CCR_VALUE }
+    }
+
+    /// CONTROL[31:24], FAULTMASK[23:16], BASEPRI[15:8], PRIMASK[7:0] (DCRSR REGSEL 0b10100).
+    pub(crate) fn special_packed(&self) -> u32 {
+        self.control() << 24 | (self.faultmask as u32) << 16 | (self.basepri as u32) << 8 | self.primask as u32
     }
 
     #[inline]
@@ -846,8 +1045,9 @@ impl Cpu {
 
     /// The inner loop: fetch from the decoded-code cache, execute, until the limit or until
     /// something needs the service point.
+    /// `V7`: the ARMv7-M instantiation, which checks ITSTATE; the ARMv6-M one has no IT blocks.
     #[inline(never)]
-    fn exec_loop<B: Bus>(&mut self, bus: &mut B, limit: u64) {
+    fn exec_loop<B: Bus, const V7: bool>(&mut self, bus: &mut B, limit: u64) {
         while self.cycles < limit && !self.service {
             let pc = self.r[15];
             let e = match self.fetch(bus, pc) {
@@ -857,6 +1057,12 @@ impl Cpu {
                     continue;
                 }
             };
+            // Inside an IT block (ARMv7-M only): condition check and ITSTATE advance; with DWT
+            // watchpoints armed, through the recording bus.
+            if V7 && (self.it != 0 || self.watch_armed) {
+                self.exec_slow(bus, e, pc);
+                continue;
+            }
             match self.exec(bus, e, pc) {
                 Ok(()) => self.retired += 1,
                 Err(x) => self.raise(bus, x, pc),
@@ -868,6 +1074,7 @@ impl Cpu {
     fn exec_one<B: Bus>(&mut self, bus: &mut B) {
         let pc = self.r[15];
         match self.fetch(bus, pc) {
+            Ok(e) if self.it != 0 || self.watch_armed => self.exec_slow(bus, e, pc),
             Ok(e) => match self.exec(bus, e, pc) {
                 Ok(()) => self.retired += 1,
                 Err(x) => self.raise(bus, x, pc),
@@ -904,9 +1111,17 @@ impl Cpu {
             }
             Exc::Bkpt | Exc::FpbBreak => {
                 // C1.4: a breakpoint halts when halting debug is enabled; otherwise, with no
-                // DebugMonitor on ARMv6-M, it escalates to HardFault.
+                // DebugMonitor on ARMv6-M, it escalates to HardFault. ARMv7-M C1.4/C1.6.5: with
+                // DEMCR.MON_EN it is a DebugMonitor exception (returning to the breakpoint)
+                // when that can preempt, else HardFault.
                 if self.dbg.c_debugen {
                     self.enter_debug(HaltReason::Breakpoint);
+                } else if self.cfg.arch.is_v7()
+                    && self.dbg.demcr & ppb::DEMCR_MON_EN != 0
+                    && self.nvic.group(self.nvic.priority(EXC_DEBUGMON)) < self.exec_priority()
+                {
+                    self.dbg.dfsr |= DFSR_BKPT;
+                    self.take_exception(bus, EXC_DEBUGMON, pc);
                 } else {
                     let kind = if x == Exc::Bkpt { FaultKind::Breakpoint } else { FaultKind::FpbBreakpoint };
                     self.take_fault(bus, kind, pc, pc);
@@ -916,15 +1131,20 @@ impl Cpu {
         }
     }
 
-    /// A fault at `pc` (stacked return address `ret`): HardFault, or lockup when the core already
-    /// runs at HardFault or NMI priority (B1.5.15).
+    /// A fault at `pc` (stacked return address `ret`): HardFault on ARMv6-M; on ARMv7-M the
+    /// configurable fault it belongs to, escalated to HardFault when disabled or masked (B1.5.16);
+    /// lockup when the core already runs at priority -1 or higher (B1.5.15).
     pub(crate) fn take_fault<B: Bus>(&mut self, bus: &mut B, kind: FaultKind, ret: u32, pc: u32) {
         self.record_fault(kind, pc);
+        let exc = if self.cfg.arch.is_v7() { self.record_fault_status(kind) } else { EXC_HARDFAULT };
         if self.exec_priority() < 0 {
             self.lockup(pc);
             return;
         }
-        self.take_exception(bus, EXC_HARDFAULT, ret);
+        self.take_exception(bus, exc, ret);
+        if exc != EXC_HARDFAULT {
+            self.vector_catch_fault(exc, kind);
+        }
     }
 
     pub(crate) fn enter_debug(&mut self, reason: HaltReason) {
@@ -934,6 +1154,7 @@ impl Cpu {
             HaltReason::Request | HaltReason::Step => DFSR_HALTED,
             HaltReason::Breakpoint => DFSR_BKPT,
             HaltReason::VectorCatch => DFSR_VCATCH,
+            HaltReason::Watchpoint => DFSR_DWTTRAP,
         };
         // Debug state wakes a sleeping core and ends lockup (B1.5.15).
         self.sleep = None;
@@ -961,6 +1182,8 @@ pub(crate) fn bit(bits: &[u64], n: u32) -> bool {
 
 pub(crate) const XPSR_T: u32 = 1 << 24;
 pub(crate) const IPSR_MASK: u32 = 0x3F;
+/// ARMv7-M IPSR is 9 bits (B1.4.2).
+pub(crate) const IPSR_MASK_V7: u32 = 0x1FF;
 
 #[cfg(test)]
 mod tests {

@@ -5,18 +5,36 @@
 mod common;
 
 use common::{Board, FLASH};
-use hil_cortex_m::{ResetCause, Stop};
+use hil_cortex_m::{CpuConfig, ResetCause, Stop};
 
 fn boot(name: &str) -> Board {
+    boot_on(name, CpuConfig::cortex_m0plus(32))
+}
+
+fn boot_on(name: &str, cfg: CpuConfig) -> Board {
     let fixture = hil_fixtures::get(name, FLASH).unwrap_or_else(|| panic!("fixture {name} is built"));
-    let mut b = Board::new();
+    let mut b = Board::with_config(cfg);
     b.load_elf(fixture.elf);
     b.reset();
     b
 }
 
+/// The core a fixture was built for: `-v7m` names run on a Cortex-M3, `-v7em` on a Cortex-M4.
+fn core_for(name: &str) -> CpuConfig {
+    if name == "core-nesting-v7m" {
+        // The program checks that only two priority bits are implemented (as on the M0+).
+        CpuConfig { priority_bits: 2, ..CpuConfig::cortex_m3(32) }
+    } else if name.ends_with("-v7em") {
+        CpuConfig::cortex_m4(32)
+    } else if name.ends_with("-v7m") || name == "core-v7sys" {
+        CpuConfig::cortex_m3(32)
+    } else {
+        CpuConfig::cortex_m0plus(32)
+    }
+}
+
 fn run(name: &str) -> (Board, Vec<Stop>) {
-    let mut b = boot(name);
+    let mut b = boot_on(name, core_for(name));
     let (exit, stops) = b.run_to_exit(50_000_000);
     assert_eq!(
         exit,
@@ -30,7 +48,12 @@ fn run(name: &str) -> (Board, Vec<Stop>) {
 
 #[test]
 fn exception_nesting_and_priorities() {
-    let (b, stops) = run("core-nesting");
+    nesting("core-nesting");
+    nesting("core-nesting-v7m");
+}
+
+fn nesting(name: &str) {
+    let (b, stops) = run(name);
     assert!(stops.is_empty(), "{stops:?}");
     #[rustfmt::skip]
     let expected = [
@@ -50,7 +73,12 @@ fn exception_nesting_and_priorities() {
 
 #[test]
 fn systick_pends_while_masked_and_wakes_wfi() {
-    let (b, _) = run("core-systick-masked");
+    systick_masked("core-systick-masked");
+    systick_masked("core-systick-masked-v7m");
+}
+
+fn systick_masked(name: &str) {
+    let (b, _) = run(name);
     assert_eq!(b.dev().log, [1, 0x101, 2, 0x102, 0x103, 0x104, 0x105, 0x106, 3]);
     // Six periods of 1000 cycles at least passed, mostly asleep.
     assert!(b.cpu.cycles() >= 6000, "{}", b.cpu.cycles());
@@ -59,7 +87,12 @@ fn systick_pends_while_masked_and_wakes_wfi() {
 
 #[test]
 fn svc_passes_arguments_and_escalates_with_primask() {
-    let (b, _) = run("core-svc");
+    svc("core-svc");
+    svc("core-svc-v7m");
+}
+
+fn svc(name: &str) {
+    let (b, _) = run(name);
     // 35 + 7, 100 + 9, then SVC #3 with PRIMASK set: HardFault, stacked PC after the SVC (0xDF03).
     assert_eq!(b.dev().log, [42, 109, 0xE0, 0xF0, 0xDF03]);
     let f = b.cpu.last_fault().expect("the escalation is recorded");
@@ -68,21 +101,50 @@ fn svc_passes_arguments_and_escalates_with_primask() {
 
 #[test]
 fn pendsv_tail_chains_after_the_interrupt() {
-    let (b, _) = run("core-pendsv-tail");
-    assert_eq!(b.dev().log, [1, 0x10, 0x11, 0x20, 3, 4, 0x21, 6]);
+    for name in ["core-pendsv-tail", "core-pendsv-tail-v7m"] {
+        let (b, _) = run(name);
+        assert_eq!(b.dev().log, [1, 0x10, 0x11, 0x20, 3, 4, 0x21, 6], "{name}");
+    }
 }
 
 #[test]
 fn thread_mode_on_psp() {
-    let (b, _) = run("core-psp");
-    assert_eq!(b.dev().log, [1, 2, 3]);
+    for name in ["core-psp", "core-psp-v7m"] {
+        let (b, _) = run(name);
+        assert_eq!(b.dev().log, [1, 2, 3], "{name}");
+    }
 }
 
 #[test]
 fn sysresetreq_resets_through_the_board_and_ram_survives() {
-    let (b, stops) = run("core-sysreset");
-    assert_eq!(stops, [Stop::ResetRequested(ResetCause::Software)]);
-    assert_eq!(b.dev().log, [1, 2, FLASH]);
+    for name in ["core-sysreset", "core-sysreset-v7m"] {
+        let (b, stops) = run(name);
+        assert_eq!(stops, [Stop::ResetRequested(ResetCause::Software)], "{name}");
+        assert_eq!(b.dev().log, [1, 2, FLASH], "{name}");
+    }
+}
+
+/// ARMv7-M system level from a real thumbv7m (and thumbv7em) program: DWT CYCCNT, DIV_0_TRP and
+/// UNALIGN_TRP UsageFaults resumed past the instruction, BASEPRI masking, PRIGROUP preemption, a
+/// BusFault with BFAR, then escalation to HardFault with HFSR.FORCED (the program's exit).
+#[test]
+fn v7m_system_level_program() {
+    for name in ["core-v7sys", "core-v7sys-v7em"] {
+        let (b, stops) = run(name);
+        assert!(stops.is_empty(), "{name}: {stops:?}");
+        #[rustfmt::skip]
+        let expected = [
+            1,                          // DWT cycle count plausible
+            0xF000_0000 | 1 << 25, 2,   // DIVBYZERO
+            0xF000_0000 | 1 << 24, 3,   // UNALIGNED
+            4,                          // BASEPRI masked IRQ0 at 0x80, not at 0xC0
+            0x12_22_11,                 // PRIGROUP 5: IRQ1 waits for IRQ2 (same group)
+            0x12_11_22,                 // PRIGROUP 0: IRQ1 preempts IRQ2
+            0xF000_0000 | 1 << 15 | 1 << 9, 0x6000_0000, 5, // BusFault: PRECISERR, BFARVALID, BFAR
+            1 << 30, 1 << 15 | 1 << 9,  // HardFault: HFSR.FORCED, CFSR
+        ];
+        assert_eq!(b.dev().log, expected, "{name}");
+    }
 }
 
 /// The mix program's checksum, computed here the same way.
@@ -115,7 +177,13 @@ fn mix_checksum(mut seed: u32, rounds: u32) -> u32 {
 
 #[test]
 fn mix_program_computes_the_host_checksum() {
-    let mut b = boot("core-mix");
+    mix("core-mix");
+    mix("core-mix-v7m");
+    mix("core-mix-v7em");
+}
+
+fn mix(name: &str) {
+    let mut b = boot_on(name, core_for(name));
     let (exit, stops) = b.run_to_exit(200_000_000);
     assert!(stops.is_empty(), "{stops:?} {:?}", b.cpu.last_fault());
     assert_eq!(exit, Some(mix_checksum(1, 20)));

@@ -2,8 +2,8 @@
 //! execution dispatches on it. Field extraction stays in the executor: it is a few shifts.
 //!
 //! Encoding tables: ARMv6-M ARM (DDI0419) A5.2 (16-bit) and A5.3 (32-bit). ARMv7-M adds encodings
-//! in the slots that are `Undefined` here (CBZ/CBNZ, IT, the whole 32-bit space), so its decoder
-//! extends this one rather than replacing it.
+//! in the slots that are `Undefined` here (CBZ/CBNZ, IT, the whole 32-bit space): [`decode16_v7`]
+//! extends this table, and `thumb2::decode32_v7` decodes the 32-bit space.
 
 /// What a halfword is, as the first (or only) halfword of an instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +88,13 @@ pub(crate) enum Op {
     /// First halfword of a 32-bit instruction (A5.1: bits[15:11] = 0b11101/0b11110/0b11111).
     Wide,
     Undefined,
+    /// ARMv7-M A7.7.21 CBZ/CBNZ.
+    Cbz,
+    /// ARMv7-M A7.7.38 IT.
+    It,
+    /// First halfword of an ARMv7-M 32-bit instruction; its [`super::thumb2::T32`] is predecoded
+    /// into bits [31:24] of the entry when the second halfword is in the same code line.
+    Wide7,
     /// An FPB comparator matches this address: a breakpoint debug event before the instruction.
     FpbBreak,
 }
@@ -184,6 +191,9 @@ const OPS: [Op; 256] = {
         Op::B,
         Op::Wide,
         Op::Undefined,
+        Op::Cbz,
+        Op::It,
+        Op::Wide7,
         Op::FpbBreak,
     ];
     let mut all = [Op::Undefined; 256];
@@ -283,6 +293,20 @@ pub(crate) fn decode16(hw: u16) -> Op {
         0b11100 => Op::B,
         // 0b11101: 32-bit space; ARMv6-M defines nothing there, but it is still 32 bits long.
         _ => Op::Wide,
+    }
+}
+
+/// Decode a 16-bit halfword as an ARMv7-M instruction (ARMv7-M ARM A5.2): the ARMv6-M table
+/// plus CBZ/CBNZ and IT in the miscellaneous slots, and the 32-bit space with Thumb-2.
+pub(crate) fn decode16_v7(hw: u16) -> Op {
+    let h = hw as u32;
+    match decode16(hw) {
+        Op::Wide => Op::Wide7,
+        // A5.2.5: 1011 x0x1 = CBNZ/CBZ.
+        Op::Undefined if h & 0xF500 == 0xB100 => Op::Cbz,
+        // A5.2.5: 1011 1111 xxxx xxxx with mask != 0 = IT.
+        Op::Undefined if h & 0xFF00 == 0xBF00 && h & 0xF != 0 => Op::It,
+        op => op,
     }
 }
 

@@ -1,16 +1,17 @@
 //! Exception model (ARMv6-M ARM B1.5): priorities, pending/active state (the NVIC's and the
 //! system exceptions'), entry with stacking, return through EXC_RETURN, HardFault escalation and
-//! lockup. Exception numbers run to 16 + 256 so the ARMv7-M NVIC fits the same tables; ARMv7-M's
-//! configurable faults will map [`FaultKind`]s to MemManage/BusFault/UsageFault where this file
-//! escalates everything to HardFault.
+//! lockup. Exception numbers run to 16 + 256 so the ARMv7-M NVIC fits the same tables. On
+//! ARMv7-M (DDI0403E B1.5) the configurable faults take [`FaultKind`]s to MemManage, BusFault or
+//! UsageFault (escalated to HardFault when disabled or masked), and PRIGROUP, BASEPRI and
+//! FAULTMASK enter the execution priority.
 
 use std::fmt;
 
 use super::{
-    Cpu, EXC_HARDFAULT, EXC_IRQ0, EXC_NMI, EXC_PENDSV, EXC_SVCALL, EXC_SYSTICK, HaltReason, IPSR_MASK, Sleep, XPSR_T,
-    bit,
+    CCR_STKALIGN, Cpu, EXC_BUSFAULT, EXC_DEBUGMON, EXC_HARDFAULT, EXC_IRQ0, EXC_MEMMANAGE, EXC_NMI, EXC_PENDSV,
+    EXC_SVCALL, EXC_SYSTICK, EXC_USAGEFAULT, HaltReason, Sleep, XPSR_T, bit,
 };
-use crate::bus::{Bus, BusFault, Initiator, Size};
+use crate::bus::{Bus, BusFault, BusFaultKind, Initiator, Size};
 
 /// Why the core took a HardFault (or locked up). On ARMv6-M every fault is a HardFault (B1.5.7);
 /// the kind keeps the cause for diagnosis.
@@ -41,6 +42,11 @@ pub enum FaultKind {
     Unstacking(BusFault),
     /// Reading a vector failed.
     VectorRead(BusFault),
+    /// A coprocessor or floating-point instruction with no coprocessor to run it (ARMv7-M
+    /// UsageFault NOCP, B3.2.15).
+    NoCoprocessor { opcode: u32 },
+    /// SDIV/UDIV by zero with CCR.DIV_0_TRP set (ARMv7-M UsageFault DIVBYZERO).
+    DivideByZero,
 }
 
 impl fmt::Display for FaultKind {
@@ -50,7 +56,8 @@ impl fmt::Display for FaultKind {
             FaultKind::InstructionBus(b) => write!(f, "instruction fetch: {b}"),
             FaultKind::Unaligned { addr, size, write } => write!(
                 f,
-                "unaligned {} {size:?} access at {addr:#010x} (ARMv6-M faults on every unaligned access)",
+                "unaligned {} {size:?} access at {addr:#010x} (ARMv6-M faults on every unaligned access; \
+                 ARMv7-M on LDM/STM/LDRD/exclusives and with CCR.UNALIGN_TRP)",
                 if *write { "write" } else { "read" }
             ),
             FaultKind::Undefined { opcode } => write!(f, "undefined instruction {opcode:#06x}"),
@@ -62,6 +69,10 @@ impl fmt::Display for FaultKind {
             FaultKind::Stacking(b) => write!(f, "exception stacking: {b}"),
             FaultKind::Unstacking(b) => write!(f, "exception unstacking: {b}"),
             FaultKind::VectorRead(b) => write!(f, "vector read: {b}"),
+            FaultKind::NoCoprocessor { opcode } => {
+                write!(f, "coprocessor/FP instruction {opcode:#010x} with no coprocessor (NOCP)")
+            }
+            FaultKind::DivideByZero => write!(f, "integer divide by zero with CCR.DIV_0_TRP set"),
         }
     }
 }
@@ -111,6 +122,19 @@ pub(crate) struct Nvic {
     pub pri_svcall: u8,
     pub pri_pendsv: u8,
     pub pri_systick: u8,
+    /// ARMv7-M: MemManage, BusFault, UsageFault and DebugMonitor priorities (SHPR1/SHPR3).
+    pub pri_mem: u8,
+    pub pri_bus: u8,
+    pub pri_usage: u8,
+    pub pri_debugmon: u8,
+    /// ARMv7-M AIRCR.PRIGROUP (B3.2.6); 0 on ARMv6-M, which leaves its 2-bit priorities whole.
+    pub prigroup: u8,
+    /// SHCSR MEMFAULTENA/BUSFAULTENA/USGFAULTENA (bits 16-18).
+    pub fault_ena: u32,
+    /// The ARMv7-M exception set (MemManage, BusFault, UsageFault, DebugMonitor) exists.
+    pub v7: bool,
+    /// DEMCR.MON_EN: DebugMonitor is enabled (C1.6.5).
+    pub debugmon_ena: bool,
     /// Active exceptions in activation order (innermost last).
     pub stack: Vec<u32>,
     pub n_irq: u32,
@@ -119,8 +143,16 @@ pub(crate) struct Nvic {
 }
 
 impl Nvic {
-    pub fn new(n_irq: u32, priority_bits: u8) -> Self {
+    pub fn new(n_irq: u32, priority_bits: u8, v7: bool) -> Self {
         Nvic {
+            pri_mem: 0,
+            pri_bus: 0,
+            pri_usage: 0,
+            pri_debugmon: 0,
+            prigroup: 0,
+            fault_ena: 0,
+            v7,
+            debugmon_ena: false,
             pending: [0; EXC_WORDS],
             active: [0; EXC_WORDS],
             enabled: [0; 4],
@@ -135,12 +167,19 @@ impl Nvic {
     }
 
     pub fn reset(&mut self) {
-        *self = Nvic::new(self.n_irq, self.prio_mask.count_ones() as u8);
+        *self = Nvic::new(self.n_irq, self.prio_mask.count_ones() as u8, self.v7);
     }
 
     pub fn exists(&self, exc: u32) -> bool {
         matches!(exc, EXC_NMI | EXC_HARDFAULT | EXC_SVCALL | EXC_PENDSV | EXC_SYSTICK)
+            || (self.v7 && matches!(exc, EXC_MEMMANAGE | EXC_BUSFAULT | EXC_USAGEFAULT | EXC_DEBUGMON))
             || (EXC_IRQ0..EXC_IRQ0 + self.n_irq).contains(&exc)
+    }
+
+    /// B1.5.4 (ARMv7-M): the group priority of a priority value under PRIGROUP.
+    #[inline]
+    pub fn group(&self, p: i16) -> i16 {
+        if !(0..BASE_PRIORITY).contains(&p) { p } else { p & !((2i16 << self.prigroup) - 1) }
     }
 
     /// B1.5.4: fixed priorities -2/-1 for NMI/HardFault; the rest configurable.
@@ -149,6 +188,10 @@ impl Nvic {
             1 => -3,
             EXC_NMI => -2,
             EXC_HARDFAULT => -1,
+            EXC_MEMMANAGE => self.pri_mem as i16,
+            EXC_BUSFAULT => self.pri_bus as i16,
+            EXC_USAGEFAULT => self.pri_usage as i16,
+            EXC_DEBUGMON => self.pri_debugmon as i16,
             EXC_SVCALL => self.pri_svcall as i16,
             EXC_PENDSV => self.pri_pendsv as i16,
             EXC_SYSTICK => self.pri_systick as i16,
@@ -157,9 +200,14 @@ impl Nvic {
         }
     }
 
-    /// System exceptions are always enabled on ARMv6-M; external ones per ISER.
+    /// System exceptions are always enabled on ARMv6-M; external ones per ISER; ARMv7-M's
+    /// configurable faults per SHCSR (B3.2.13).
     pub fn enabled(&self, exc: u32) -> bool {
-        exc < EXC_IRQ0 || bit(&self.enabled, exc - EXC_IRQ0)
+        match exc {
+            EXC_MEMMANAGE..=EXC_USAGEFAULT => self.fault_ena & (1 << (16 + exc - EXC_MEMMANAGE)) != 0,
+            EXC_DEBUGMON => self.debugmon_ena,
+            _ => exc < EXC_IRQ0 || bit(&self.enabled, exc - EXC_IRQ0),
+        }
     }
 
     pub fn is_pending(&self, exc: u32) -> bool {
@@ -231,8 +279,8 @@ impl Nvic {
 }
 
 impl Cpu {
-    /// B1.5.4 execution priority: the highest priority of the active exceptions, boosted to 0 by
-    /// PRIMASK.
+    /// B1.5.4 execution priority: the highest group priority of the active exceptions, boosted
+    /// to 0 by PRIMASK, to BASEPRI's group priority and to -1 by FAULTMASK (ARMv7-M).
     pub(crate) fn exec_priority(&self) -> i16 {
         let mut p = self.exec_priority_unmasked();
         if self.primask {
@@ -241,8 +289,17 @@ impl Cpu {
         p
     }
 
+    /// Execution priority without PRIMASK (what WFI wakes against, B1.5.19).
     fn exec_priority_unmasked(&self) -> i16 {
-        self.nvic.stack.iter().map(|e| self.nvic.priority(*e)).min().unwrap_or(BASE_PRIORITY)
+        let mut p =
+            self.nvic.stack.iter().map(|e| self.nvic.group(self.nvic.priority(*e))).min().unwrap_or(BASE_PRIORITY);
+        if self.basepri != 0 {
+            p = p.min(self.nvic.group(self.basepri as i16));
+        }
+        if self.faultmask {
+            p = p.min(-1);
+        }
+        p
     }
 
     /// DHCSR.C_MASKINTS masks PendSV, SysTick and external interrupts (C1.6.2).
@@ -253,7 +310,7 @@ impl Cpu {
     /// The exception to take now, if one preempts.
     pub(crate) fn pending_to_take(&self) -> Option<u32> {
         let (p, exc) = self.nvic.best_pending(|e| self.masked_by_debug(e))?;
-        (p < self.exec_priority()).then_some(exc)
+        (self.nvic.group(p) < self.exec_priority()).then_some(exc)
     }
 
     /// Highest-priority pending enabled exception, masking ignored (ICSR.VECTPENDING).
@@ -268,7 +325,7 @@ impl Cpu {
             Sleep::Wfi => self
                 .nvic
                 .best_pending(|e| self.masked_by_debug(e))
-                .is_some_and(|(p, _)| p < self.exec_priority_unmasked()),
+                .is_some_and(|(p, _)| self.nvic.group(p) < self.exec_priority_unmasked()),
             Sleep::Wfe => std::mem::take(&mut self.event),
         }
     }
@@ -331,6 +388,9 @@ impl Cpu {
             }
             Err(kind) => {
                 self.record_entry_fault(kind, ret);
+                if self.cfg.arch.is_v7() {
+                    self.record_fault_status(kind);
+                }
                 if self.nvic.priority(exc) < 0 || self.exec_priority() < 0 {
                     self.lockup(ret);
                 } else if let Err(kind) = self.enter_exception(bus, EXC_HARDFAULT, ret) {
@@ -354,8 +414,9 @@ impl Cpu {
     /// stacking or the vector read fails.
     fn enter_exception<B: Bus>(&mut self, bus: &mut B, exc: u32, ret: u32) -> Result<(), FaultKind> {
         let sp = self.r[13];
-        // B1.5.6: the frame is 8-byte aligned; xPSR bit 9 records the adjustment.
-        let align = (sp >> 2) & 1;
+        // B1.5.6: the frame is 8-byte aligned (ARMv7-M: when CCR.STKALIGN); xPSR bit 9 records
+        // the adjustment.
+        let align = if self.ccr() & CCR_STKALIGN != 0 { (sp >> 2) & 1 } else { 0 };
         let frame = sp.wrapping_sub(0x20) & !4;
         let xpsr = self.xpsr() | align << 9;
         let words = [self.r[0], self.r[1], self.r[2], self.r[3], self.r[12], self.r[14], ret & !1, xpsr];
@@ -378,10 +439,14 @@ impl Cpu {
         self.set_stack_state(exc, false);
         self.r[15] = vector & !1;
         self.t = vector & 1 != 0;
+        // ARMv7-M B1.5.6 ExceptionTaken: ITSTATE cleared, local monitor cleared.
+        self.it = 0;
+        self.excl = None;
         self.sleep = None;
         self.service = true;
-        // Cortex-M0+ TRM: 15-cycle interrupt latency with zero-wait-state memory.
-        self.cycles += 15;
+        // Cortex-M0+ TRM: 15-cycle interrupt latency with zero-wait-state memory; Cortex-M3/M4
+        // TRMs: 12.
+        self.cycles += if self.cfg.arch.is_v7() { 12 } else { 15 };
         Ok(())
     }
 
@@ -397,10 +462,12 @@ impl Cpu {
             return Err(bad);
         }
         let nested = self.nvic.active.iter().map(|w| w.count_ones()).sum::<u32>();
+        // ARMv7-M B3.2.8 CCR.NONBASETHRDENA allows returning to Thread mode with others active.
+        let nonbase = self.ccr() & 1 != 0;
         let (to_handler, use_psp) = match value & 0xF {
             0x1 if nested > 1 => (true, false),
-            0x9 if nested == 1 => (false, false),
-            0xD if nested == 1 => (false, true),
+            0x9 if nested == 1 || nonbase => (false, false),
+            0xD if nested == 1 || nonbase => (false, true),
             _ => return Err(bad),
         };
         let frame = if use_psp { self.psp() } else { self.msp() };
@@ -409,11 +476,15 @@ impl Cpu {
             *slot = self.raw_read(bus, frame.wrapping_add(4 * i as u32)).map_err(FaultKind::Unstacking)?;
         }
         let xpsr = w[7];
-        let new_ipsr = xpsr & IPSR_MASK;
+        let new_ipsr = xpsr & self.ipsr_mask();
         if to_handler != (new_ipsr != 0) {
             return Err(bad);
         }
         self.nvic.deactivate(returning);
+        // ARMv7-M B1.5.8 DeActivate: returning from anything but NMI clears FAULTMASK.
+        if returning != EXC_NMI {
+            self.faultmask = false;
+        }
         self.repend_if_level_high(returning);
         self.set_stack_state(new_ipsr, use_psp);
         self.r[0] = w[0];
@@ -426,7 +497,11 @@ impl Cpu {
         self.r[15] = w[6] & !1;
         self.set_apsr(xpsr);
         self.t = xpsr & XPSR_T != 0;
-        self.r[13] = frame.wrapping_add(0x20) | ((xpsr >> 9) & 1) << 2;
+        // ARMv7-M B1.5.8: EPSR.IT comes back from the frame; the local monitor is cleared.
+        self.set_epsr_it(xpsr);
+        self.excl = None;
+        let realign = if self.ccr() & CCR_STKALIGN != 0 { ((xpsr >> 9) & 1) << 2 } else { 0 };
+        self.r[13] = frame.wrapping_add(0x20) | realign;
         // The event register is set on exception return (ARMv7-M B1.5.8 pseudocode; the M0+
         // behaves alike), so a WFE after the handler does not sleep through its result.
         self.event = true;
@@ -438,6 +513,82 @@ impl Cpu {
         self.service = true;
         self.cycles += 10;
         Ok(())
+    }
+
+    /// DEMCR vector catch for an ARMv7-M configurable fault just taken (C1.6.5: VC_MMERR,
+    /// VC_BUSERR, VC_NOCPERR, VC_CHKERR, VC_STATERR, VC_INTERR): halt before its handler.
+    pub(crate) fn vector_catch_fault(&mut self, exc: u32, kind: FaultKind) {
+        if !self.dbg.c_debugen || self.halted.is_some() {
+            return;
+        }
+        let bit = match (exc, kind) {
+            (EXC_MEMMANAGE, _) => 4,
+            (_, FaultKind::Stacking(_) | FaultKind::Unstacking(_) | FaultKind::BadExcReturn { .. }) => 9,
+            (EXC_BUSFAULT, _) => 8,
+            (EXC_USAGEFAULT, FaultKind::NoCoprocessor { .. }) => 5,
+            (EXC_USAGEFAULT, FaultKind::Unaligned { .. } | FaultKind::DivideByZero) => 6,
+            (EXC_USAGEFAULT, _) => 7,
+            _ => return,
+        };
+        if self.dbg.demcr & (1 << bit) != 0 && self.ipsr == exc {
+            self.enter_debug(HaltReason::VectorCatch);
+        }
+    }
+
+    /// ARMv7-M fault status (B3.2.15 CFSR, B3.2.16 HFSR, MMFAR, BFAR) for a fault of `kind`; the
+    /// exception it is routed to (MemManage, BusFault, UsageFault or HardFault).
+    pub(crate) fn record_fault_status(&mut self, kind: FaultKind) -> u32 {
+        const IACCVIOL: u32 = 1 << 0;
+        const IBUSERR: u32 = 1 << 8;
+        const PRECISERR: u32 = 1 << 9;
+        const UNSTKERR: u32 = 1 << 11;
+        const STKERR: u32 = 1 << 12;
+        const BFARVALID: u32 = 1 << 15;
+        const UNDEFINSTR: u32 = 1 << 16;
+        const INVSTATE: u32 = 1 << 17;
+        const INVPC: u32 = 1 << 18;
+        const NOCP: u32 = 1 << 19;
+        const UNALIGNED: u32 = 1 << 24;
+        const DIVBYZERO: u32 = 1 << 25;
+        const HFSR_VECTTBL: u32 = 1 << 1;
+        const HFSR_FORCED: u32 = 1 << 30;
+        const HFSR_DEBUGEVT: u32 = 1 << 31;
+        let (exc, bits) = match kind {
+            FaultKind::DataBus(b) => {
+                self.v7.bfar = b.addr;
+                (EXC_BUSFAULT, PRECISERR | BFARVALID)
+            }
+            // B3.5.1: the default memory map's execute-never regions give a MemManage fault.
+            FaultKind::InstructionBus(b) if b.kind == BusFaultKind::NotExecutable => (EXC_MEMMANAGE, IACCVIOL),
+            FaultKind::InstructionBus(_) => (EXC_BUSFAULT, IBUSERR),
+            FaultKind::Stacking(_) => (EXC_BUSFAULT, STKERR),
+            FaultKind::Unstacking(_) => (EXC_BUSFAULT, UNSTKERR),
+            FaultKind::Unaligned { .. } => (EXC_USAGEFAULT, UNALIGNED),
+            FaultKind::Undefined { .. } => (EXC_USAGEFAULT, UNDEFINSTR),
+            FaultKind::InvalidState => (EXC_USAGEFAULT, INVSTATE),
+            FaultKind::BadExcReturn { .. } => (EXC_USAGEFAULT, INVPC),
+            FaultKind::NoCoprocessor { .. } => (EXC_USAGEFAULT, NOCP),
+            FaultKind::DivideByZero => (EXC_USAGEFAULT, DIVBYZERO),
+            FaultKind::VectorRead(_) => {
+                self.v7.hfsr |= HFSR_VECTTBL;
+                return EXC_HARDFAULT;
+            }
+            FaultKind::SvcEscalated => {
+                self.v7.hfsr |= HFSR_FORCED;
+                return EXC_HARDFAULT;
+            }
+            FaultKind::Breakpoint | FaultKind::FpbBreakpoint => {
+                self.v7.hfsr |= HFSR_DEBUGEVT;
+                return EXC_HARDFAULT;
+            }
+        };
+        self.v7.cfsr |= bits;
+        // B1.5.16 escalation: a disabled fault, or one that cannot preempt, becomes HardFault.
+        if !self.nvic.enabled(exc) || self.nvic.group(self.nvic.priority(exc)) >= self.exec_priority() {
+            self.v7.hfsr |= HFSR_FORCED;
+            return EXC_HARDFAULT;
+        }
+        exc
     }
 
     /// Word access for stacking and vector reads (PPB included, so a VTOR there still works).

@@ -6,11 +6,11 @@
 
 use super::decode::{Entry, Op, Wide, decode32, entry_op};
 use super::{Cpu, Exc, FaultKind, Sleep};
-use crate::bus::{Bus, Initiator, Size};
+use crate::bus::{Bus, BusFault, Initiator, Size};
 
 /// A2.2.1 AddWithCarry: (result, carry, overflow).
 #[inline(always)]
-fn add_with_carry(x: u32, y: u32, carry_in: bool) -> (u32, bool, bool) {
+pub(crate) fn add_with_carry(x: u32, y: u32, carry_in: bool) -> (u32, bool, bool) {
     let wide = x as u64 + y as u64 + carry_in as u64;
     let r = wide as u32;
     (r, wide >> 32 != 0, ((x ^ r) & (y ^ r)) >> 31 != 0)
@@ -23,13 +23,13 @@ fn lo(hw: u32, shift: u32) -> usize {
 
 impl Cpu {
     #[inline(always)]
-    fn set_nz(&mut self, r: u32) {
+    pub(crate) fn set_nz(&mut self, r: u32) {
         self.n = r >> 31 != 0;
         self.z = r == 0;
     }
 
     #[inline(always)]
-    fn set_nzcv(&mut self, (r, c, v): (u32, bool, bool)) -> u32 {
+    pub(crate) fn set_nzcv(&mut self, (r, c, v): (u32, bool, bool)) -> u32 {
         self.set_nz(r);
         self.c = c;
         self.v = v;
@@ -38,7 +38,7 @@ impl Cpu {
 
     /// A7.3 ConditionPassed for cond = bits[11:8] of B<c>.
     #[inline(always)]
-    fn condition(&self, cond: u32) -> bool {
+    pub(crate) fn condition(&self, cond: u32) -> bool {
         let r = match cond >> 1 {
             0 => self.z,
             1 => self.c,
@@ -55,14 +55,14 @@ impl Cpu {
 
     /// R[n] as an operand: the PC reads as the instruction address + 4 (A5.1.2).
     #[inline(always)]
-    fn operand(&self, n: usize, pc: u32) -> u32 {
+    pub(crate) fn operand(&self, n: usize, pc: u32) -> u32 {
         if n == 15 { pc.wrapping_add(4) } else { self.r[n] }
     }
 
     /// BXWritePC / LoadWritePC (A5.1.2, B1.5.8): interworking branch, or exception return in
     /// Handler mode for 0xFxxxxxxx.
     #[inline]
-    fn bx_write_pc<B: Bus>(&mut self, bus: &mut B, target: u32) -> Result<(), Exc> {
+    pub(crate) fn bx_write_pc<B: Bus>(&mut self, bus: &mut B, target: u32) -> Result<(), Exc> {
         if self.ipsr != 0 && target >> 28 == 0xF {
             return self.exception_return(bus, target).map_err(Exc::Fault);
         }
@@ -72,7 +72,7 @@ impl Cpu {
 
     /// EPSR.T takes bit 0; clearing it makes the next instruction fault (INVSTATE).
     #[inline]
-    fn branch_interworking(&mut self, target: u32) {
+    pub(crate) fn branch_interworking(&mut self, target: u32) {
         self.r[15] = target & !1;
         if target & 1 == 0 {
             self.t = false;
@@ -80,11 +80,12 @@ impl Cpu {
         }
     }
 
+    /// A single-register load (LDR, LDRH, LDRSH...): unaligned is a fault on ARMv6-M (A3.2) and
+    /// allowed on ARMv7-M unless CCR.UNALIGN_TRP (ARMv7-M A3.2.1).
     #[inline(always)]
     pub(crate) fn load<B: Bus>(&mut self, bus: &mut B, addr: u32, size: Size) -> Result<u32, Exc> {
-        // A3.2: ARMv6-M faults on every unaligned halfword or word access.
         if addr & (size.bytes() - 1) != 0 {
-            return Err(Exc::Fault(FaultKind::Unaligned { addr, size, write: false }));
+            return self.load_unaligned(bus, addr, size);
         }
         if super::is_ppb(addr) {
             return self.cpu_ppb_read(addr, size).map_err(|f| Exc::Fault(FaultKind::DataBus(f)));
@@ -93,13 +94,117 @@ impl Cpu {
         if bus.attention() {
             self.service = true;
         }
-        r.map_err(|f| Exc::Fault(FaultKind::DataBus(f)))
+        match r {
+            Ok(v) => Ok(v),
+            Err(f) => self.load_error(bus, addr, size, f),
+        }
+    }
+
+    /// A load the bus refused: a bit-band alias access (the board maps nothing there), or a
+    /// BusFault.
+    #[cold]
+    #[inline(never)]
+    fn load_error<B: Bus>(&mut self, bus: &mut B, addr: u32, size: Size, f: BusFault) -> Result<u32, Exc> {
+        match self.bitband_target(addr, size) {
+            Some((word, bit)) => {
+                let v =
+                    bus.read(word, size, Initiator::Cpu, self.cycles).map_err(|f| Exc::Fault(FaultKind::DataBus(f)))?;
+                Ok((v >> bit) & 1)
+            }
+            None => Err(Exc::Fault(FaultKind::DataBus(f))),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn store_error<B: Bus>(&mut self, bus: &mut B, addr: u32, size: Size, value: u32, f: BusFault) -> Result<(), Exc> {
+        match self.bitband_target(addr, size) {
+            Some((word, bit)) => {
+                // Cortex-M3 TRM 3.7: a write to the alias is a locked read-modify-write of the bit.
+                let fault = |f| Exc::Fault(FaultKind::DataBus(f));
+                let old = bus.read(word, size, Initiator::Cpu, self.cycles).map_err(fault)?;
+                let new = if value & 1 != 0 { old | 1 << bit } else { old & !(1 << bit) };
+                bus.write(word, size, new, Initiator::Cpu, self.cycles).map_err(fault)?;
+                if bus.code_generation() != self.icache.generation {
+                    self.icache.flush(bus.code_generation());
+                }
+                Ok(())
+            }
+            None => Err(Exc::Fault(FaultKind::DataBus(f))),
+        }
+    }
+
+    /// Bit-band (Cortex-M3/M4 TRM 3.7, PM0056 2.2.5): the 32 MiB aliases at 0x22000000 and
+    /// 0x42000000 map each word to one bit of the first MiB of SRAM and peripherals. Returns the
+    /// `size`-aligned target and the bit within it.
+    fn bitband_target(&self, addr: u32, size: Size) -> Option<(u32, u32)> {
+        if !self.cfg.bitband {
+            return None;
+        }
+        let (alias, region) = match addr >> 25 {
+            0x11 => (0x2200_0000, 0x2000_0000),
+            0x21 => (0x4200_0000, 0x4000_0000),
+            _ => return None,
+        };
+        let off = addr - alias;
+        let byte = region + (off >> 5);
+        let target = byte & !(size.bytes() - 1);
+        Some((target, (byte - target) * 8 + ((off >> 2) & 7)))
+    }
+
+    /// A load that must be aligned on every profile (LDM, POP, LDRD, LDREX: ARMv7-M A3.2.1).
+    #[inline(always)]
+    pub(crate) fn load_aligned<B: Bus>(&mut self, bus: &mut B, addr: u32, size: Size) -> Result<u32, Exc> {
+        if addr & (size.bytes() - 1) != 0 {
+            return Err(Exc::Fault(FaultKind::Unaligned { addr, size, write: false }));
+        }
+        self.load(bus, addr, size)
+    }
+
+    #[inline(always)]
+    pub(crate) fn store_aligned<B: Bus>(&mut self, bus: &mut B, addr: u32, size: Size, value: u32) -> Result<(), Exc> {
+        if addr & (size.bytes() - 1) != 0 {
+            return Err(Exc::Fault(FaultKind::Unaligned { addr, size, write: true }));
+        }
+        self.store(bus, addr, size, value)
+    }
+
+    /// Whether a single-register access may be unaligned (ARMv7-M A3.2.1, B3.2.8 UNALIGN_TRP).
+    fn unaligned_allowed(&self, addr: u32) -> bool {
+        self.cfg.arch.is_v7() && self.v7.ccr & super::CCR_UNALIGN_TRP == 0 && !super::is_ppb(addr)
+    }
+
+    /// ARMv7-M A3.2.1: an unaligned LDR/LDRH is performed as a sequence of byte accesses (the
+    /// bus splits it); ARMv6-M and UNALIGN_TRP fault (UsageFault UNALIGNED on ARMv7-M).
+    #[cold]
+    #[inline(never)]
+    fn load_unaligned<B: Bus>(&mut self, bus: &mut B, addr: u32, size: Size) -> Result<u32, Exc> {
+        if !self.unaligned_allowed(addr) {
+            return Err(Exc::Fault(FaultKind::Unaligned { addr, size, write: false }));
+        }
+        let mut v = 0;
+        for i in 0..size.bytes() {
+            v |= self.load(bus, addr.wrapping_add(i), Size::Byte)? << (8 * i);
+        }
+        Ok(v)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn store_unaligned<B: Bus>(&mut self, bus: &mut B, addr: u32, size: Size, value: u32) -> Result<(), Exc> {
+        if !self.unaligned_allowed(addr) {
+            return Err(Exc::Fault(FaultKind::Unaligned { addr, size, write: true }));
+        }
+        for i in 0..size.bytes() {
+            self.store(bus, addr.wrapping_add(i), Size::Byte, value >> (8 * i))?;
+        }
+        Ok(())
     }
 
     #[inline(always)]
     pub(crate) fn store<B: Bus>(&mut self, bus: &mut B, addr: u32, size: Size, value: u32) -> Result<(), Exc> {
         if addr & (size.bytes() - 1) != 0 {
-            return Err(Exc::Fault(FaultKind::Unaligned { addr, size, write: true }));
+            return self.store_unaligned(bus, addr, size, value);
         }
         if super::is_ppb(addr) {
             return self.cpu_ppb_write(addr, size, value).map_err(|f| Exc::Fault(FaultKind::DataBus(f)));
@@ -111,7 +216,10 @@ impl Cpu {
         if bus.code_generation() != self.icache.generation {
             self.icache.flush(bus.code_generation());
         }
-        r.map_err(|f| Exc::Fault(FaultKind::DataBus(f)))
+        match r {
+            Ok(()) => Ok(()),
+            Err(f) => self.store_error(bus, addr, size, value, f),
+        }
     }
 
     /// Execute the instruction at `pc` whose first halfword is `e`.
@@ -379,6 +487,15 @@ impl Cpu {
                     self.primask = hw & (1 << 4) != 0;
                     self.service = true;
                 }
+                // ARMv7-M B5.2.1: F sets FAULTMASK only below HardFault priority; clears always.
+                if self.cfg.arch.is_v7() && self.privileged() && hw & 1 != 0 {
+                    if hw & (1 << 4) == 0 {
+                        self.faultmask = false;
+                    } else if self.exec_priority() > -1 {
+                        self.faultmask = true;
+                    }
+                    self.service = true;
+                }
             }
             Op::Hint => match (hw >> 4) & 0xF {
                 // A6.7.75 WFE: consume the event register, or sleep until an event.
@@ -424,6 +541,17 @@ impl Cpu {
             }
             Op::Undefined => return Err(Exc::Fault(FaultKind::Undefined { opcode: hw })),
             Op::Wide => return self.exec32(bus, hw, pc),
+            Op::Cbz => {
+                // A7.7.21: CB{N}Z Rn, label (forward only, never inside an IT block).
+                let imm = ((hw >> 9) & 1) << 6 | ((hw >> 3) & 0x1F) << 1;
+                if (self.r[lo(hw, 0)] == 0) != (hw & 0x800 != 0) {
+                    self.r[15] = pc.wrapping_add(4).wrapping_add(imm);
+                    self.cycles += 1;
+                }
+            }
+            // A7.7.38: ITSTATE = firstcond:mask; the next instructions run through exec_in_it.
+            Op::It => self.it = hw as u8,
+            Op::Wide7 => return self.exec_t32(bus, e, pc),
         }
         Ok(())
     }
@@ -479,12 +607,12 @@ impl Cpu {
         let mut addr = start;
         for i in 0..8 {
             if list & (1 << i) != 0 {
-                self.store(bus, addr, Size::Word, self.r[i])?;
+                self.store_aligned(bus, addr, Size::Word, self.r[i])?;
                 addr = addr.wrapping_add(4);
             }
         }
         if hw & 0x100 != 0 {
-            self.store(bus, addr, Size::Word, self.r[14])?;
+            self.store_aligned(bus, addr, Size::Word, self.r[14])?;
         }
         self.r[13] = start;
         self.cycles += count as u64;
@@ -499,7 +627,7 @@ impl Cpu {
         let mut addr = self.r[13];
         for (i, v) in vals.iter_mut().enumerate() {
             if list & (1 << i) != 0 {
-                *v = self.load(bus, addr, Size::Word)?;
+                *v = self.load_aligned(bus, addr, Size::Word)?;
                 addr = addr.wrapping_add(4);
             }
         }
@@ -530,7 +658,7 @@ impl Cpu {
         let mut addr = self.r[n];
         for i in 0..8 {
             if list & (1 << i) != 0 {
-                self.store(bus, addr, Size::Word, self.r[i])?;
+                self.store_aligned(bus, addr, Size::Word, self.r[i])?;
                 addr = addr.wrapping_add(4);
             }
         }
@@ -547,7 +675,7 @@ impl Cpu {
         let mut addr = self.r[n];
         for (i, v) in vals.iter_mut().enumerate() {
             if list & (1 << i) != 0 {
-                *v = self.load(bus, addr, Size::Word)?;
+                *v = self.load_aligned(bus, addr, Size::Word)?;
                 addr = addr.wrapping_add(4);
             }
         }
@@ -603,6 +731,47 @@ impl Cpu {
         Ok(())
     }
 
+    /// B4.2.3 MSR (ARMv6-M SYSm encoding, B4.2.1 table); ARMv7-M B5.2.3 adds BASEPRI,
+    /// BASEPRI_MAX, FAULTMASK and the APSR write mask (`mask` = hw2[11:10]: nzcvq, g).
+    pub(crate) fn msr_v7(&mut self, sysm: u32, mask: u32, v: u32) {
+        let privileged = self.privileged();
+        match sysm {
+            0..=3 => {
+                if mask & 2 != 0 {
+                    self.n = v & (1 << 31) != 0;
+                    self.z = v & (1 << 30) != 0;
+                    self.c = v & (1 << 29) != 0;
+                    self.v = v & (1 << 28) != 0;
+                    self.q = v & (1 << 27) != 0;
+                }
+                if mask & 1 != 0 && self.cfg.arch.has_dsp() {
+                    self.ge = (v >> 16) as u8 & 0xF;
+                }
+            }
+            17 if privileged => {
+                self.basepri = v as u8 & self.nvic.prio_mask;
+                self.service = true;
+            }
+            // BASEPRI_MAX: only raises the masking level (a lower nonzero value).
+            18 if privileged => {
+                let b = v as u8 & self.nvic.prio_mask;
+                if b != 0 && (self.basepri == 0 || b < self.basepri) {
+                    self.basepri = b;
+                }
+            }
+            // FAULTMASK can be set only below HardFault priority.
+            19 if privileged => {
+                if v & 1 == 0 {
+                    self.faultmask = false;
+                } else if self.exec_priority() > -1 {
+                    self.faultmask = true;
+                }
+                self.service = true;
+            }
+            _ => self.msr(sysm, v),
+        }
+    }
+
     /// B4.2.3 MSR (ARMv6-M SYSm encoding, B4.2.1 table).
     pub(crate) fn msr(&mut self, sysm: u32, v: u32) {
         let privileged = self.privileged();
@@ -653,6 +822,9 @@ impl Cpu {
             },
             2 => match sysm & 7 {
                 0 if privileged => self.primask as u32,
+                // ARMv7-M B5.2.2: BASEPRI, BASEPRI_MAX (same register), FAULTMASK.
+                1 | 2 if privileged && self.cfg.arch.is_v7() => self.basepri as u32,
+                3 if privileged && self.cfg.arch.is_v7() => self.faultmask as u32,
                 4 => self.control(),
                 _ => 0,
             },

@@ -4,7 +4,8 @@
 //! the core compares generations after its own stores and at every service point, and FPB
 //! changes flush it (breakpoints are baked into the entries).
 
-use super::decode::{Entry, Op, decode16, entry};
+use super::decode::{Entry, Op, decode16, decode16_v7, entry, entry_op};
+use super::thumb2::decode32_v7;
 use super::{Cpu, is_ppb};
 use crate::bus::{Bus, BusFault, BusFaultKind, CODE_LINE_BYTES, CODE_LINE_HALFWORDS, Size};
 
@@ -29,6 +30,14 @@ impl ICache {
                 .unwrap_or_else(|_| unreachable!()),
             generation: 0,
         }
+    }
+
+    /// The halfword after `pc`, for an entry at `pc` that was predecoded from this line (so the
+    /// line is cached and holds `pc + 2`).
+    #[inline(always)]
+    pub fn next_halfword(&self, pc: u32) -> u32 {
+        let slot = (pc >> LINE_SHIFT) as usize & (LINES - 1);
+        self.data[slot][((pc >> 1) as usize + 1) & (CODE_LINE_HALFWORDS - 1)] & 0xFFFF
     }
 
     pub fn flush(&mut self, generation: u64) {
@@ -64,6 +73,18 @@ impl Cpu {
             for (i, hw) in raw.iter().enumerate() {
                 self.icache.data[slot][i] = self.decode_at(base + 2 * i as u32, *hw);
             }
+            if self.cfg.arch.is_v7() {
+                // Predecode 32-bit instructions whose second halfword is in the line (bits [31:24]);
+                // the others decode when they execute.
+                let dsp = self.cfg.arch.has_dsp();
+                for i in 0..CODE_LINE_HALFWORDS - 1 {
+                    let e = self.icache.data[slot][i];
+                    if entry_op(e) == Op::Wide7 {
+                        let t = decode32_v7(raw[i], raw[i + 1], dsp);
+                        self.icache.data[slot][i] = e | (t as u32) << 24;
+                    }
+                }
+            }
             self.icache.tags[slot] = line + 1;
             return Ok(self.icache.data[slot][(pc >> 1) as usize & (CODE_LINE_HALFWORDS - 1)]);
         }
@@ -72,6 +93,12 @@ impl Cpu {
     }
 
     fn decode_at(&self, addr: u32, hw: u16) -> Entry {
-        if self.fpb_matches(addr) { entry(hw, Op::FpbBreak) } else { entry(hw, decode16(hw)) }
+        if self.fpb_matches(addr) {
+            entry(hw, Op::FpbBreak)
+        } else if self.cfg.arch.is_v7() {
+            entry(hw, decode16_v7(hw))
+        } else {
+            entry(hw, decode16(hw))
+        }
     }
 }

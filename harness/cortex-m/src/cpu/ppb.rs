@@ -1,8 +1,11 @@
 //! The Private Peripheral Bus as the core serves it (ARMv6-M ARM B3.2-B3.4, C1): SysTick, NVIC,
 //! SCB, the debug registers (DHCSR, DCRSR, DCRDR, DEMCR, DFSR), the breakpoint unit (FPB/BPU),
-//! a minimal DWT, the ROM table and the CoreSight identification registers.
+//! a minimal DWT, the ROM table and the CoreSight identification registers. ARMv7-M (DDI0403E
+//! B3.2, B3.4, C1.6, C1.8) adds SHPR1, SHCSR, CFSR/HFSR/MMFAR/BFAR, a writable CCR, CPACR (RAZ/WI:
+//! no coprocessors), PRIGROUP, ICTR, STIR, DWT_CYCCNT, the fault vector catches and byte/halfword
+//! SCS access.
 
-use super::{Cpu, EXC_IRQ0, EXC_NMI, EXC_PENDSV, EXC_SVCALL, EXC_SYSTICK, HaltReason, Reg, bit};
+use super::{Cpu, DWT_COMPARATORS, EXC_IRQ0, EXC_NMI, EXC_PENDSV, EXC_SVCALL, EXC_SYSTICK, HaltReason, Reg, bit};
 use crate::bus::{BusFault, BusFaultKind, Size};
 use crate::device::ResetCause;
 
@@ -35,9 +38,22 @@ pub(crate) const DEMCR_VC_CORERESET: u32 = 1 << 0;
 pub(crate) const DEMCR_VC_HARDERR: u32 = 1 << 10;
 /// C1.6.5: the ARMv6-M DEMCR has DWTENA, VC_HARDERR and VC_CORERESET.
 const DEMCR_MASK: u32 = 1 << 24 | DEMCR_VC_HARDERR | DEMCR_VC_CORERESET;
+/// ARMv7-M C1.6.5: TRCENA, MON_*, and the vector catch bits VC_HARDERR..VC_MMERR, VC_CORERESET.
+const DEMCR_MASK_V7: u32 = 1 << 24 | 0xF << 16 | 0x7F0 | DEMCR_VC_CORERESET;
+/// DEMCR.MON_EN enables the DebugMonitor exception, MON_PEND pends it (ARMv7-M C1.6.5).
+pub(crate) const DEMCR_MON_EN: u32 = 1 << 16;
+const DEMCR_MON_PEND: u32 = 1 << 17;
+/// DEMCR.TRCENA gates the DWT (C1.6.5).
+const DEMCR_TRCENA: u32 = 1 << 24;
+/// DWT_FUNCTIONn.MATCHED (C1.8.12).
+const DWT_MATCHED: u32 = 1 << 24;
+/// ARMv7-M B3.2.8 CCR writable bits: NONBASETHRDENA, USERSETMPEND, UNALIGN_TRP, DIV_0_TRP,
+/// BFHFNMIGN, STKALIGN.
+const CCR_MASK_V7: u32 = 1 | 1 << 1 | 1 << 3 | 1 << 4 | 1 << 8 | 1 << 9;
 
 pub(crate) const DFSR_HALTED: u32 = 1 << 0;
 pub(crate) const DFSR_BKPT: u32 = 1 << 1;
+pub(crate) const DFSR_DWTTRAP: u32 = 1 << 2;
 pub(crate) const DFSR_VCATCH: u32 = 1 << 3;
 const DFSR_MASK: u32 = 0x1F;
 
@@ -115,12 +131,31 @@ impl Cpu {
     /// A load from the PPB by the executing program.
     pub(crate) fn cpu_ppb_read(&mut self, addr: u32, size: Size) -> Result<u32, BusFault> {
         self.cpu_ppb_check(addr, size)?;
+        if size != Size::Word {
+            let word = self.ppb_read(addr & !3, Size::Word, Origin::Cpu).map_err(|k| BusFault::new(addr, size, k))?;
+            return Ok((word >> (8 * (addr & 3))) & size.mask());
+        }
         self.ppb_read(addr, size, Origin::Cpu).map_err(|k| BusFault::new(addr, size, k))
     }
 
     pub(crate) fn cpu_ppb_write(&mut self, addr: u32, size: Size, value: u32) -> Result<(), BusFault> {
         self.cpu_ppb_check(addr, size)?;
+        if size != Size::Word {
+            return self.ppb_write_subword(addr, size, value, Origin::Cpu).map_err(|k| BusFault::new(addr, size, k));
+        }
         self.ppb_write(addr, size, value, Origin::Cpu).map_err(|k| BusFault::new(addr, size, k))
+    }
+
+    /// ARMv7-M sub-word SCS write: the byte lanes of the addressed word. Write-one-to-clear
+    /// registers (CFSR, HFSR) see zeros in the other lanes; the others are read-modify-write.
+    fn ppb_write_subword(&mut self, addr: u32, size: Size, value: u32, origin: Origin) -> Result<(), BusFaultKind> {
+        let word_addr = addr & !3;
+        let shift = 8 * (addr & 3);
+        let lanes = size.mask() << shift;
+        let v = (value & size.mask()) << shift;
+        let w1c = matches!(word_addr, 0xE000_ED28 | 0xE000_ED2C);
+        let merged = if w1c { v } else { (self.ppb_read(word_addr, Size::Word, origin)? & !lanes) | v };
+        self.ppb_write(word_addr, Size::Word, merged, origin)
     }
 
     fn cpu_ppb_check(&self, addr: u32, size: Size) -> Result<(), BusFault> {
@@ -129,7 +164,8 @@ impl Cpu {
             return Err(BusFault::new(addr, size, BusFaultKind::Device("unprivileged access to the PPB")));
         }
         // B3.2: ARMv6-M SCS registers are word-accessible only (sub-word is UNPREDICTABLE; we fault).
-        if size != Size::Word {
+        // ARMv7-M allows byte and halfword accesses (NVIC_IPR, SHPR, CFSR are byte-accessible).
+        if size != Size::Word && !self.config().arch.is_v7() {
             return Err(BusFault::new(
                 addr,
                 size,
@@ -149,6 +185,9 @@ impl Cpu {
     }
 
     pub(crate) fn debug_ppb_write(&mut self, addr: u32, size: Size, value: u32) -> Result<(), BusFault> {
+        if self.config().arch.is_v7() && size != Size::Word && addr & (size.bytes() - 1) == 0 {
+            return self.ppb_write_subword(addr, size, value, Origin::Debug).map_err(|k| BusFault::new(addr, size, k));
+        }
         if size != Size::Word || addr & 3 != 0 {
             return Err(BusFault::new(
                 addr,
@@ -169,8 +208,28 @@ impl Cpu {
         match block {
             SCS => Ok(self.scs_read(off, origin)),
             DWT => Ok(match off {
-                // DWT_CTRL: NUMCOMP = 0, no comparators modelled.
+                // DWT_CTRL: NUMCOMP = 0, no comparators modelled; ARMv7-M: CYCCNTENA (C1.8.7)
+                // with the other profiling counters absent (NOTRCPKT, NOEXTTRIG, NOPRFCNT).
+                0x000 if self.config().arch.is_v7() => {
+                    (DWT_COMPARATORS as u32) << 28 | 1 << 27 | 1 << 26 | 1 << 24 | self.v7.dwt.cyccnt_on as u32
+                }
+                // DWT_COMPn/MASKn/FUNCTIONn (C1.8.10-12); MATCHED (FUNCTION bit 24) clears on read.
+                o if self.config().arch.is_v7() && (0x020..0x020 + 16 * DWT_COMPARATORS as u32).contains(&o) => {
+                    let n = ((o - 0x020) / 16) as usize;
+                    match o & 0xF {
+                        0x0 => self.v7.dwt.comp[n],
+                        0x4 => self.v7.dwt.mask[n],
+                        0x8 => {
+                            let v = self.v7.dwt.function[n];
+                            self.v7.dwt.function[n] &= !DWT_MATCHED;
+                            v
+                        }
+                        _ => 0,
+                    }
+                }
                 0x000 => 0,
+                // DWT_CYCCNT (C1.8.6).
+                0x004 if self.config().arch.is_v7() => self.cyccnt(),
                 // DWT_PCSR (ARMv6-M C1.8, DWT): the sampled PC; all ones while halted.
                 0x01C => {
                     if self.halted.is_some() {
@@ -182,8 +241,17 @@ impl Cpu {
                 _ => 0,
             }),
             FPB => Ok(match off {
-                // BP_CTRL: NUM_CODE[7:4], ENABLE[0]; KEY reads as zero.
-                0x000 => ((self.dbg.fpb_comp.len() as u32 & 0xF) << 4) | self.dbg.fpb_enable as u32,
+                // BP_CTRL: NUM_CODE[7:4], ENABLE[0]; KEY reads as zero. FP_CTRL (ARMv7-M C1.11.3)
+                // adds NUM_CODE[14:12], NUM_LIT[11:8] (no literal comparators) and REV[31:28].
+                0x000 => {
+                    let n = self.dbg.fpb_comp.len() as u32;
+                    (self.config().fpb_rev2 as u32) << 28
+                        | (n >> 4 & 7) << 12
+                        | (n & 0xF) << 4
+                        | self.dbg.fpb_enable as u32
+                }
+                // FP_REMAP: RMPSPT = 0, remapping is not supported.
+                0x004 => 0,
                 o if (0x008..0x008 + 4 * self.dbg.fpb_comp.len() as u32).contains(&o) => {
                     self.dbg.fpb_comp[((o - 8) / 4) as usize]
                 }
@@ -215,13 +283,41 @@ impl Cpu {
                     // The write takes effect only with KEY (bit 1) set (ARMv6-M C1.9 BPU, M0+ TRM BP_CTRL).
                     0x000 if value & 2 != 0 => self.dbg.fpb_enable = value & 1 != 0,
                     o if (0x008..0x008 + 4 * self.dbg.fpb_comp.len() as u32).contains(&o) => {
-                        self.dbg.fpb_comp[((o - 8) / 4) as usize] = value & BP_COMP_MASK;
+                        let mask = if self.config().fpb_rev2 { u32::MAX } else { BP_COMP_MASK };
+                        self.dbg.fpb_comp[((o - 8) / 4) as usize] = value & mask;
                     }
                     _ => {}
                 }
                 // Breakpoints are baked into the decoded-code cache.
                 self.icache.flush(self.icache.generation);
                 self.service = true;
+                Ok(())
+            }
+            DWT if self.config().arch.is_v7() => {
+                match off {
+                    0x000 => {
+                        let held = self.cyccnt();
+                        self.v7.dwt.cyccnt_on = value & 1 != 0;
+                        self.set_cyccnt(held);
+                    }
+                    0x004 => self.set_cyccnt(value),
+                    o if (0x020..0x020 + 16 * DWT_COMPARATORS as u32).contains(&o) => {
+                        let n = ((o - 0x020) / 16) as usize;
+                        match o & 0xF {
+                            0x0 => self.v7.dwt.comp[n] = value,
+                            // MASK[4:0]: ignore that many low address bits (up to 2^31 bytes).
+                            0x4 => self.v7.dwt.mask[n] = value & 0x1F,
+                            // FUNCTION[3:0], DATAVMATCH, CYCMATCH, EMITRANGE, DATAVSIZE; MATCHED RO.
+                            0x8 => {
+                                let keep = self.v7.dwt.function[n] & DWT_MATCHED;
+                                self.v7.dwt.function[n] = value & 0x0000_0DAF | keep;
+                            }
+                            _ => {}
+                        }
+                        self.update_watch();
+                    }
+                    _ => {}
+                }
                 Ok(())
             }
             DWT | ROM_TABLE => Ok(()),
@@ -232,7 +328,14 @@ impl Cpu {
     /// Whether an FPB comparator breaks on an instruction at `addr` (C1.8: comparators only see
     /// the code region below 0x20000000; BP_MATCH selects the halfword).
     pub(crate) fn fpb_matches(&self, addr: u32) -> bool {
-        if !self.dbg.fpb_enable || addr >= 0x2000_0000 {
+        if !self.dbg.fpb_enable {
+            return false;
+        }
+        if self.config().fpb_rev2 {
+            // ARMv7-M C1.11.5 (FPB version 2): BE[0] enables, BPADDR[31:1] is the halfword.
+            return self.dbg.fpb_comp.iter().any(|c| c & 1 != 0 && c & !1 == addr & !1);
+        }
+        if addr >= 0x2000_0000 {
             return false;
         }
         self.dbg.fpb_comp.iter().any(|c| {
@@ -294,9 +397,18 @@ impl Cpu {
             0xD08 => self.vtor,
             0xD0C => self.aircr(),
             0xD10 => self.scr,
-            0xD14 => CCR_VALUE,
+            0xD14 => self.ccr(),
             0xD1C => self.shpr2(),
             0xD20 => self.shpr3(),
+            // ARMv7-M B3.2.2: SHPR1, SHCSR, CFSR, HFSR, MMFAR, BFAR, AFSR, CPACR; ICTR (B3.4.3).
+            0x004 if self.config().arch.is_v7() => self.cfg_irqs().div_ceil(32).saturating_sub(1),
+            0xD18 if self.config().arch.is_v7() => self.shpr1(),
+            0xD24 if self.config().arch.is_v7() => self.shcsr(),
+            0xD28 if self.config().arch.is_v7() => self.v7.cfsr,
+            0xD2C if self.config().arch.is_v7() => self.v7.hfsr,
+            0xD34 if self.config().arch.is_v7() => self.v7.mmfar,
+            0xD38 if self.config().arch.is_v7() => self.v7.bfar,
+            0xD88 if self.config().arch.is_v7() => self.v7.cpacr,
             // ARMv6-M C1.6: SHCSR (SVCALLPENDED) exists for the debugger only.
             0xD24 if debug => (self.nvic.is_pending(EXC_SVCALL) as u32) << 15,
             0xD30 => self.dbg.dfsr,
@@ -308,7 +420,7 @@ impl Cpu {
                 v
             }
             0xDF8 => self.dbg.dcrdr,
-            0xDFC => self.dbg.demcr,
+            0xDFC => self.dbg.demcr | (self.nvic.is_pending(super::EXC_DEBUGMON) as u32) << 17,
             // Reserved and write-only SCS words read as zero.
             _ => 0,
         }
@@ -358,6 +470,11 @@ impl Cpu {
             0xD08 if self.config().vtor_present => self.vtor = v & self.vtor_mask(),
             // B3.2.6: writes without VECTKEY 0x05FA are ignored.
             0xD0C if v >> 16 == 0x05FA => {
+                if self.config().arch.is_v7() {
+                    // ARMv7-M B3.2.6: PRIGROUP[10:8].
+                    self.nvic.prigroup = ((v >> 8) & 7) as u8;
+                    self.service = true;
+                }
                 if v & (1 << 2) != 0 {
                     // SYSRESETREQ: the board performs the system reset.
                     self.pending_reset.get_or_insert(ResetCause::Software);
@@ -373,6 +490,30 @@ impl Cpu {
             0xD20 => {
                 self.nvic.pri_systick = (v >> 24) as u8 & self.nvic.prio_mask;
                 self.nvic.pri_pendsv = (v >> 16) as u8 & self.nvic.prio_mask;
+                if self.config().arch.is_v7() {
+                    self.nvic.pri_debugmon = v as u8 & self.nvic.prio_mask;
+                }
+            }
+            0xD14 if self.config().arch.is_v7() => self.v7.ccr = v & CCR_MASK_V7,
+            0xD18 if self.config().arch.is_v7() => {
+                let m = self.nvic.prio_mask;
+                (self.nvic.pri_mem, self.nvic.pri_bus, self.nvic.pri_usage) =
+                    (v as u8 & m, (v >> 8) as u8 & m, (v >> 16) as u8 & m);
+            }
+            0xD24 if self.config().arch.is_v7() => self.shcsr_write(v),
+            // B3.2.15/16: CFSR and HFSR are write-one-to-clear.
+            0xD28 if self.config().arch.is_v7() => self.v7.cfsr &= !v,
+            0xD2C if self.config().arch.is_v7() => self.v7.hfsr &= !v,
+            0xD34 if self.config().arch.is_v7() => self.v7.mmfar = v,
+            0xD38 if self.config().arch.is_v7() => self.v7.bfar = v,
+            // B3.2.20 CPACR: with no coprocessors every field is RAZ/WI.
+            0xD88 if self.config().arch.is_v7() => {}
+            // B3.4.3 STIR: pends the interrupt (unprivileged only with CCR.USERSETMPEND).
+            0xF00 if self.config().arch.is_v7() => {
+                let irq = v & 0x1FF;
+                if irq < self.cfg_irqs() {
+                    self.set_pending(EXC_IRQ0 + irq);
+                }
             }
             0xD24 if debug => {
                 if v & (1 << 15) != 0 {
@@ -385,7 +526,22 @@ impl Cpu {
             0xDF0 => self.dhcsr_write(v, debug),
             0xDF4 => self.dcrsr_write(v),
             0xDF8 => self.dbg.dcrdr = v,
-            0xDFC => self.dbg.demcr = v & DEMCR_MASK,
+            0xDFC => {
+                let mask = if self.config().arch.is_v7() { DEMCR_MASK_V7 } else { DEMCR_MASK };
+                // TRCENA gates CYCCNT: it keeps its value while the DWT is off.
+                let held = self.cyccnt();
+                self.dbg.demcr = v & mask & !DEMCR_MON_PEND;
+                self.set_cyccnt(held);
+                self.update_watch();
+                if self.config().arch.is_v7() {
+                    self.nvic.debugmon_ena = v & DEMCR_MON_EN != 0;
+                    if v & DEMCR_MON_PEND != 0 {
+                        self.set_pending(super::EXC_DEBUGMON);
+                    } else {
+                        self.nvic.clear_pending(super::EXC_DEBUGMON);
+                    }
+                }
+            }
             // Read-only and reserved words ignore writes.
             _ => {}
         }
@@ -415,6 +571,10 @@ impl Cpu {
     /// B3.2.4 ICSR.
     pub(crate) fn icsr(&self) -> u32 {
         let mut v = self.ipsr & 0x1FF;
+        // ARMv7-M B3.2.4 RETTOBASE: in Handler mode with exactly one active exception.
+        if self.config().arch.is_v7() && self.ipsr != 0 && self.nvic.stack.len() == 1 {
+            v |= 1 << 11;
+        }
         if let Some(p) = self.highest_pending() {
             v |= (p & 0x1FF) << 12;
         }
@@ -446,9 +606,94 @@ impl Cpu {
         }
     }
 
-    /// B3.2.6: VECTKEYSTAT reads 0xFA05; little-endian; no PRIGROUP on ARMv6-M.
+    /// B3.2.6: VECTKEYSTAT reads 0xFA05; little-endian; PRIGROUP on ARMv7-M only.
     pub(crate) fn aircr(&self) -> u32 {
-        0xFA05_0000
+        0xFA05_0000 | (self.nvic.prigroup as u32) << 8
+    }
+
+    /// ARMv7-M B3.2.10 SHPR1: MemManage, BusFault, UsageFault priorities.
+    pub(crate) fn shpr1(&self) -> u32 {
+        self.nvic.pri_mem as u32 | (self.nvic.pri_bus as u32) << 8 | (self.nvic.pri_usage as u32) << 16
+    }
+
+    /// ARMv7-M B3.2.13 SHCSR: active and pending bits of the system handlers, fault enables.
+    pub(crate) fn shcsr(&self) -> u32 {
+        let act = |e| self.nvic.is_active(e) as u32;
+        let pend = |e| self.nvic.is_pending(e) as u32;
+        act(super::EXC_MEMMANAGE)
+            | act(super::EXC_BUSFAULT) << 1
+            | act(super::EXC_USAGEFAULT) << 3
+            | act(EXC_SVCALL) << 7
+            | act(super::EXC_DEBUGMON) << 8
+            | act(EXC_PENDSV) << 10
+            | act(EXC_SYSTICK) << 11
+            | pend(super::EXC_USAGEFAULT) << 12
+            | pend(super::EXC_MEMMANAGE) << 13
+            | pend(super::EXC_BUSFAULT) << 14
+            | pend(EXC_SVCALL) << 15
+            | self.nvic.fault_ena
+    }
+
+    /// SHCSR write: the enables, and the pending bits (the active bits are not modelled as
+    /// writable: changing them is UNPREDICTABLE outside a context restore).
+    fn shcsr_write(&mut self, v: u32) {
+        self.nvic.fault_ena = v & (7 << 16);
+        for (b, exc) in
+            [(12, super::EXC_USAGEFAULT), (13, super::EXC_MEMMANAGE), (14, super::EXC_BUSFAULT), (15, EXC_SVCALL)]
+        {
+            if v & (1 << b) != 0 {
+                self.set_pending(exc);
+            } else {
+                self.nvic.clear_pending(exc);
+            }
+        }
+    }
+
+    /// DWT_CYCCNT: counts core cycles while CYCCNTENA and DEMCR.TRCENA (C1.8.6, C1.6.5).
+    pub(crate) fn cyccnt(&self) -> u32 {
+        if self.v7.dwt.cyccnt_on && self.dbg.demcr & DEMCR_TRCENA != 0 {
+            self.cycles.wrapping_sub(self.v7.dwt.cyccnt_base) as u32
+        } else {
+            self.v7.dwt.cyccnt_held
+        }
+    }
+
+    /// Whether any DWT comparator watches data addresses (FUNCTION 0b0101/0b0110/0b0111 with
+    /// DATAVMATCH and CYCMATCH clear, C1.8.12) with the DWT enabled by DEMCR.TRCENA.
+    pub(crate) fn update_watch(&mut self) {
+        self.watch_armed = self.config().arch.is_v7()
+            && self.dbg.demcr & DEMCR_TRCENA != 0
+            && self.v7.dwt.function.iter().any(|f| f & 0x180 == 0 && matches!(f & 0xF, 5..=7));
+        self.service = true;
+    }
+
+    /// The comparators an access of `size` at `addr` matches (bit n = comparator n).
+    pub(crate) fn watch_hits(dwt: &super::Dwt, addr: u32, size: Size, write: bool) -> u8 {
+        let mut hits = 0;
+        for n in 0..DWT_COMPARATORS {
+            let f = dwt.function[n];
+            let wants = match f & 0xF {
+                5 => !write,
+                6 => write,
+                7 => true,
+                _ => false,
+            };
+            if !wants || f & 0x180 != 0 {
+                continue;
+            }
+            let ignore = if dwt.mask[n] >= 31 { u32::MAX >> 1 } else { (1u32 << dwt.mask[n]) - 1 };
+            let (lo, hi) = (addr & !ignore, addr.wrapping_add(size.bytes() - 1) & !ignore);
+            let c = dwt.comp[n] & !ignore;
+            if lo == c || hi == c {
+                hits |= 1 << n;
+            }
+        }
+        hits
+    }
+
+    fn set_cyccnt(&mut self, v: u32) {
+        self.v7.dwt.cyccnt_held = v;
+        self.v7.dwt.cyccnt_base = self.cycles.wrapping_sub(v as u64);
     }
 
     pub(crate) fn shpr2(&self) -> u32 {
