@@ -10,17 +10,14 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-/// The chip files shipped with the rig (file name, contents).
-const CHIP_FILES: &[(&str, &str)] = &[
-    ("stm32g071rb.yaml", include_str!("../chips/stm32g071rb.yaml")),
-    ("stm32g0b1re.yaml", include_str!("../chips/stm32g0b1re.yaml")),
-    ("stm32f103cb.yaml", include_str!("../chips/stm32f103cb.yaml")),
-];
+// CHIP_FILES: every chips/*.yaml (build.rs).
+include!(concat!(env!("OUT_DIR"), "/chip_files.rs"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChipError {
-    #[error("chips/{file}: {source}")]
-    Parse { file: String, source: serde_yaml::Error },
+    /// FILE:LINE:COL: message, like the config files' errors.
+    #[error("chips/{file}:{line}:{column}: {message}")]
+    Parse { file: String, line: usize, column: usize, message: String },
     #[error("chips/{file}: {message}")]
     Invalid { file: String, message: String },
 }
@@ -672,7 +669,13 @@ fn load_all() -> Result<Vec<Chip>, ChipError> {
 
 /// Parse and check one chip file.
 pub fn parse_chip(file: &str, text: &str) -> Result<Chip, ChipError> {
-    let chip: Chip = serde_yaml::from_str(text).map_err(|source| ChipError::Parse { file: file.into(), source })?;
+    let chip: Chip = serde_yaml::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        // serde_yaml appends " at line L column C": the location is in front already.
+        let message = e.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        ChipError::Parse { file: file.into(), line, column, message }
+    })?;
     let invalid = |message: String| ChipError::Invalid { file: file.into(), message };
     let m = &chip.memory;
     if !m.flash.size.is_multiple_of(m.flash.page_size) {
@@ -909,7 +912,7 @@ mod tests {
 
     #[test]
     fn model_sections_are_checked() {
-        let g071 = CHIP_FILES[0].1;
+        let g071 = CHIP_FILES.iter().find(|(f, _)| *f == "stm32g071rb.yaml").expect("shipped").1;
         let e =
             parse_chip("x.yaml", &g071.replace("{ nBOOT_SEL: 0, BOOT0: 0 }", "{ nBOOT_SL: 0, BOOT0: 0 }")).unwrap_err();
         assert!(e.to_string().contains("unknown input \"nBOOT_SL\""), "{e}");
@@ -924,10 +927,22 @@ mod tests {
 
     #[test]
     fn broken_files_are_rejected_with_the_file_name() {
-        let g071 = CHIP_FILES[0].1;
+        let g071 = CHIP_FILES.iter().find(|(f, _)| *f == "stm32g071rb.yaml").expect("shipped").1;
         let e = parse_chip("x.yaml", &g071.replace("page_size: 0x800", "page_size: 0x7FF")).unwrap_err();
         assert!(e.to_string().starts_with("chips/x.yaml: flash size"), "{e}");
         let e = parse_chip("x.yaml", &g071.replace("name: STM32G071RB", "nmae: STM32G071RB")).unwrap_err();
-        assert!(e.to_string().contains("chips/x.yaml"), "{e}");
+        let line = g071.lines().position(|l| l.starts_with("name: STM32G071RB")).unwrap() + 1;
+        // FILE:LINE:COL, like the config files' errors.
+        assert!(e.to_string().starts_with(&format!("chips/x.yaml:{line}:1: unknown field `nmae`")), "{e}");
+    }
+
+    #[test]
+    fn every_file_in_chips_is_shipped() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("chips");
+        let on_disk = std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "yaml")));
+        assert_eq!(on_disk.count(), CHIP_FILES.len());
+        assert_eq!(all().len(), CHIP_FILES.len(), "every file parses");
     }
 }
