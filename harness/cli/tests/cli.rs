@@ -540,3 +540,21 @@ fn a_brownout_mid_write_and_a_dropped_probe_link_are_caught_never_passed() {
     assert!(msg.contains("step 1 flash"), "{msg}");
     assert_eq!(r["summary"]["passed"], 0, "{}", r["summary"]);
 }
+
+#[test]
+fn a_missing_probe_is_named_with_what_is_attached_not_an_errno() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("boards.yaml"),
+        "boards:\n  - name: bench\n    chip: STM32G071RB\n    lab:\n      probe: { selector: \"0483:374b:NOSUCH\" }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("s.yaml"), "name: s\nsteps:\n  - flash: { image: \"fixture:app\", via: probe }\n")
+        .unwrap();
+    let o = hil(&["run", "--board", "bench", "--report-dir", "r", "s.yaml"], dir.path());
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "the rig cannot reach the board: {out}");
+    assert!(out.contains("no debug probe matches 0483:374b:NOSUCH; attached:"), "{out}");
+    assert!(out.contains("hil doctor"), "{out}");
+    assert!(!out.contains("errno"), "{out}");
+}

@@ -50,6 +50,13 @@ pub enum ProbeError {
     Selector { selector: String, message: String },
     #[error("open probe {selector}: {}", chain(.error))]
     Open { selector: String, error: Box<DebugProbeError> },
+    /// No probe matches: say what is attached instead of the USB stack's errno.
+    #[error(
+        "no debug probe matches {selector}; attached: {}{} (`hil list probes` lists them, `hil doctor` checks the board)",
+        if present.is_empty() { "none".to_string() } else { present.join(", ") },
+        if *no_usb { " - this host has no USB stack (/sys/bus/usb/devices is missing)" } else { "" }
+    )]
+    NotFound { selector: String, present: Vec<String>, no_usb: bool },
     #[error("probe {selector}: set SWD speed {khz} kHz: {}", chain(.error))]
     Speed { selector: String, khz: u32, error: Box<DebugProbeError> },
     #[error("attach to {target} through {selector}{how}: {}", chain(.error))]
@@ -79,7 +86,10 @@ impl ProbeError {
     /// the board's.
     pub fn is_link_failure(&self) -> bool {
         match self {
-            ProbeError::Selector { .. } | ProbeError::Open { .. } | ProbeError::Speed { .. } => true,
+            ProbeError::Selector { .. }
+            | ProbeError::Open { .. }
+            | ProbeError::NotFound { .. }
+            | ProbeError::Speed { .. } => true,
             ProbeError::Image { .. } | ProbeError::Load { .. } => true,
             ProbeError::DebugFreeze { error, .. } => error.is_link_failure(),
             ProbeError::Attach { error, .. }
@@ -379,6 +389,27 @@ impl ProbeSession {
         let parsed: probe_rs::probe::DebugProbeSelector = selector
             .parse()
             .map_err(|e| ProbeError::Selector { selector: selector.to_string(), message: format!("{e}") })?;
+        // A probe that is not there: name what is, rather than the USB stack's errno.
+        let lister = Lister::new();
+        if lister.list(Some(&parsed)).is_empty() {
+            let present = lister
+                .list_all()
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{:04x}:{:04x}{}",
+                        p.vendor_id,
+                        p.product_id,
+                        p.serial_number.as_deref().map(|s| format!(":{s}")).unwrap_or_default()
+                    )
+                })
+                .collect();
+            return Err(ProbeError::NotFound {
+                selector: selector.to_string(),
+                present,
+                no_usb: !std::path::Path::new("/sys/bus/usb/devices").exists(),
+            });
+        }
         let attempts = if opts.connect_under_reset { 2 } else { 1 };
         let mut last = None;
         for _ in 0..attempts {
