@@ -104,7 +104,7 @@ pub(crate) mod testing {
     use std::sync::Mutex;
 
     /// A clock that moves only when slept on (what a gated virtual board looks like to a client).
-    #[derive(Default)]
+    #[derive(Debug, Default)]
     pub struct ManualClock(pub Mutex<Duration>);
 
     impl Clock for ManualClock {

@@ -34,6 +34,20 @@ pub struct State {
     pub drops_parity: bool,
     /// (time, "DTR"/"RTS", asserted)
     pub modem: Vec<(Instant, &'static str, bool)>,
+    /// When set, a read that finds nothing lets the read timeout pass on this clock instead of
+    /// sleeping (what a gated virtual board does), so tests measure waits on it.
+    pub clock: Option<Arc<crate::clock::testing::ManualClock>>,
+    /// Answers host bytes once the script is done: a tiny device model for one test.
+    pub responder: Option<Responder>,
+}
+
+/// A closure from each host byte to the device's answer.
+pub struct Responder(pub Box<dyn FnMut(u8) -> Vec<u8> + Send>);
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Responder")
+    }
 }
 
 #[derive(Clone)]
@@ -73,6 +87,8 @@ impl ScriptedPort {
             timeout: Duration::from_millis(10),
             drops_parity: false,
             modem: Vec::new(),
+            clock: None,
+            responder: None,
         };
         release(&mut state);
         let shared = Arc::new(Mutex::new(state));
@@ -98,6 +114,13 @@ impl io::Write for ScriptedPort {
         for &b in buf {
             s.written.push(b);
             if s.mismatch.is_some() {
+                continue;
+            }
+            if s.script.is_empty()
+                && let Some(r) = s.responder.as_mut()
+            {
+                let answer = (r.0)(b);
+                s.rx.extend(answer);
                 continue;
             }
             let at = s.written.len() - 1;
@@ -138,6 +161,10 @@ impl io::Read for ScriptedPort {
                     *slot = s.rx.pop_front().unwrap_or_default();
                 }
                 return Ok(n);
+            }
+            if let Some(clock) = &s.clock {
+                crate::clock::Clock::sleep(clock.as_ref(), s.timeout);
+                return Err(io::ErrorKind::TimedOut.into());
             }
             s.timeout
         };

@@ -102,6 +102,9 @@ pub struct MemoryMap {
     /// Factory engineering bytes (package code, unique ID, flash size), read-only.
     #[serde(default)]
     pub engineering_bytes: Option<Area>,
+    /// Further system memory areas (the ROM's code beyond the first area), read-only.
+    #[serde(default)]
+    pub system_memory_extra: Vec<Area>,
     /// 96-bit unique device ID.
     #[serde(default)]
     pub uid_address: Option<u32>,
@@ -157,6 +160,10 @@ pub struct Bootloader {
     /// Stack pointer word of the ROM's vector table (what a boot into system memory loads).
     #[serde(default)]
     pub initial_sp: Option<u32>,
+    /// Whether Read Memory answers in the engineering bytes (package, unique ID, flash size), which
+    /// host tools read to identify the part. Differs between ROMs (see the chip's `unverified`).
+    #[serde(default)]
+    pub engineering_bytes_readable: bool,
     pub source: String,
 }
 

@@ -7,9 +7,19 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(
     name = "hil",
-    version,
+    version = hil_rig::VERSION,
     about = "Conformance rig for STM32 bootloader flows, on virtual and lab boards",
-    after_help = "Exit codes: 0 all passed / valid, 1 a scenario failed, 2 configuration or usage error.\n\
+    after_help = "Examples:\n  \
+                  hil run                               the suite on the default boards (boards.yaml)\n  \
+                  hil run --board nucleo-g071rb -j1     one lab board\n  \
+                  hil run --scenario 'flash-*' --dry-run\n  \
+                  hil run --rerun-failed                what failed in the latest run\n  \
+                  hil explain                           why the latest run's failures failed\n  \
+                  hil doctor                            is every lab board present and answering?\n\n\
+                  boards.yaml is found in the working directory or the nearest parent (or --boards / HIL_BOARDS).\n\
+                  Exit codes: 0 all passed / valid; 1 a scenario failed (or a board is not ready: doctor);\n  \
+                  2 configuration or usage error; 3 the rig could not carry a scenario out (board unreachable,\n  \
+                  probe lost); 4 nothing ran; 130 / 143 stopped by Ctrl-C / SIGTERM.\n\
                   Logs: -v info, -vv debug, -vvv trace; RUST_LOG overrides."
 )]
 pub struct Cli {
@@ -22,18 +32,13 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct ConfigArgs {
-    /// Board inventory.
-    #[arg(long, default_value = "boards.yaml", value_name = "FILE")]
-    pub boards: PathBuf,
-    /// Scenario files or directories (default: scenarios/).
+    /// Board inventory (default: boards.yaml in the working directory or the nearest parent that
+    /// has one).
+    #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
+    pub boards: Option<PathBuf>,
+    /// Scenario files or directories (default: scenarios/ next to the boards file).
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-}
-
-impl ConfigArgs {
-    pub fn scenario_paths(&self) -> Vec<PathBuf> {
-        if self.paths.is_empty() { vec![PathBuf::from("scenarios")] } else { self.paths.clone() }
-    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,9 +61,9 @@ pub enum Command {
         /// Run on this board (repeatable; default: the boards marked `default: true`).
         #[arg(long = "board", id = "board", value_name = "NAME")]
         board_names: Vec<String>,
-        /// Where the per-run report directory goes.
-        #[arg(long, default_value = "reports", value_name = "DIR")]
-        report_dir: PathBuf,
+        /// Where the per-run report directory goes (default: reports/ next to the boards file).
+        #[arg(long, value_name = "DIR")]
+        report_dir: Option<PathBuf>,
         /// How long to wait for a board another run holds (default: fail at once, naming the holder).
         #[arg(long, default_value = "0s", value_name = "DURATION")]
         lock_wait: String,
@@ -81,11 +86,28 @@ pub enum Command {
         /// Print the plan per board (what runs, what is skipped and why) and run nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Start no further scenario after the first failure or rig error (the rest are reported
+        /// as skipped, naming that failure).
+        #[arg(long)]
+        fail_fast: bool,
+        /// Run again only what failed, errored or was interrupted in RUN (a run directory or its
+        /// report.json; default: the latest run in --report-dir), on the same boards. A RUN is
+        /// given as `--rerun-failed=RUN`, so a scenario path after the flag stays a path.
+        #[arg(long, value_name = "RUN", num_args = 0..=1, require_equals = true)]
+        rerun_failed: Option<Option<PathBuf>>,
+        /// Boards run at the same time (each board runs its scenarios in order).
+        #[arg(long, short = 'j', value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: u16,
+        /// Lab boards: run a failed scenario again up to N times; a pass after a retry is reported
+        /// as flaky. Virtual boards are deterministic and never retried.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        retries: u32,
     },
     /// Flash an image through a board's bootloader or probe.
     Flash {
-        #[arg(long, default_value = "boards.yaml", value_name = "FILE")]
-        boards: PathBuf,
+        /// Board inventory (default: the nearest boards.yaml at or above the working directory).
+        #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
+        boards: Option<PathBuf>,
         #[arg(long, value_name = "NAME")]
         board: String,
         #[arg(long, value_enum)]
@@ -121,9 +143,41 @@ pub enum Command {
     },
     /// Print the JSON Schema of a file format (for editors).
     Schema { what: SchemaWhat },
-    /// Show, for the failures of a run, the named cause and the evidence behind it.
+    /// Check the lab boards: probe, serial port, DFU device and power command present and
+    /// accessible, the target answering (DBGMCU_IDCODE), the ROM's PID and version when it runs.
+    /// Exit 1 when a board is not ready; each problem comes with its fix.
+    #[command(after_help = "Examples:\n  hil doctor                       every lab board of boards.yaml\n  \
+                            hil doctor --board nucleo-g071rb\n  hil doctor --board g071-virtual   a virtual board (the same checks)")]
+    Doctor {
+        /// Board inventory (default: the nearest boards.yaml at or above the working directory).
+        #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
+        boards: Option<PathBuf>,
+        /// Only this board (repeatable; virtual boards too). Default: every lab board.
+        #[arg(long, value_name = "NAME")]
+        board: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the probe reads of a board: identity (DBGMCU_IDCODE, flash size, unique ID), the option
+    /// bytes in effect decoded, the readout protection level and the boot source they select.
+    Info {
+        /// Board inventory (default: the nearest boards.yaml at or above the working directory).
+        #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
+        boards: Option<PathBuf>,
+        #[arg(long, value_name = "NAME")]
+        board: String,
+    },
+    /// Print a shell completion script (e.g. `hil completions bash > /etc/bash_completion.d/hil`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Show the failures of a run: the failed step, what the board sent, the named cause and the
+    /// evidence behind it.
     Explain {
-        /// A run directory, its report.json, or nothing for reports/latest.
+        /// A run directory, its report.json, or nothing for the latest run in reports/ next to the
+        /// boards file.
         #[arg(value_name = "RUN")]
         run: Option<PathBuf>,
         /// Only this scenario.
@@ -132,6 +186,9 @@ pub enum Command {
         /// Only this board.
         #[arg(long)]
         board: Option<String>,
+        /// Also the passing scenarios that carry a diagnosis (expected failures, latent mistakes).
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -185,8 +242,9 @@ pub enum Level {
 pub enum ImageCommand {
     /// Preflight an image for a board (also run before every flash).
     Check {
-        #[arg(long, default_value = "boards.yaml", value_name = "FILE")]
-        boards: PathBuf,
+        /// Board inventory (default: the nearest boards.yaml at or above the working directory).
+        #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
+        boards: Option<PathBuf>,
         #[arg(long, value_name = "NAME")]
         board: String,
         /// Load address of a raw .bin file.
@@ -212,8 +270,9 @@ pub enum SimCommand {
     },
     /// Run a virtual board standalone, its USART on a PTY, until Ctrl-C / SIGTERM.
     Serve {
-        #[arg(long, default_value = "boards.yaml", value_name = "FILE")]
-        boards: PathBuf,
+        /// Board inventory (default: the nearest boards.yaml at or above the working directory).
+        #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
+        boards: Option<PathBuf>,
         #[arg(long, value_name = "NAME")]
         board: String,
         /// Symlink the PTY here.
@@ -239,8 +298,9 @@ pub enum SimCommand {
 pub enum BenchCommand {
     /// Flash over UART with the rig's AN3155 client and with stm32flash; print JSON.
     FlashUart {
-        #[arg(long, default_value = "boards.yaml", value_name = "FILE")]
-        boards: PathBuf,
+        /// Board inventory (default: the nearest boards.yaml at or above the working directory).
+        #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
+        boards: Option<PathBuf>,
         #[arg(long, value_name = "NAME")]
         board: String,
         /// Image size (e.g. 64K).
@@ -252,8 +312,9 @@ pub enum BenchCommand {
     },
     /// Flash over USB DFU in a Linux guest with the rig (nusb) and with dfu-util; print JSON.
     FlashDfu {
-        #[arg(long, default_value = "boards.yaml", value_name = "FILE")]
-        boards: PathBuf,
+        /// Board inventory (default: the nearest boards.yaml at or above the working directory).
+        #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
+        boards: Option<PathBuf>,
         #[arg(long, value_name = "NAME")]
         board: String,
         /// Image size (e.g. 64K).
@@ -262,8 +323,9 @@ pub enum BenchCommand {
     },
     /// Flash a 64 KiB image through probe-rs on the virtual board; print JSON.
     FlashProbe {
-        #[arg(long, default_value = "boards.yaml", value_name = "FILE")]
-        boards: PathBuf,
+        /// Board inventory (default: the nearest boards.yaml at or above the working directory).
+        #[arg(long, env = "HIL_BOARDS", value_name = "FILE")]
+        boards: Option<PathBuf>,
         #[arg(long, value_name = "NAME")]
         board: String,
     },

@@ -8,6 +8,7 @@ use hil_config::scenario::FlashTarget;
 use hil_config::{Config, Diagnostic, ValidationContext, load_and_validate};
 
 use crate::cli::{BenchCommand, Cli, Command, ConfigArgs, ImageCommand, ListWhat, SchemaWhat, SimCommand};
+use crate::discover::Project;
 use crate::output::table;
 use crate::signals::{StopSignal, StopSignals};
 
@@ -34,6 +35,25 @@ pub fn run_exit_code(r: &hil_report::RunReport) -> u8 {
     }
 }
 
+/// The project a command works in (see [`crate::discover`]); `Err` carries exit 2 after saying
+/// why none was found.
+pub fn project(boards: Option<&Path>) -> Result<Project, ExitCode> {
+    Project::from_cwd(boards).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// The boards file for a command that takes `--boards` (or exit 2).
+macro_rules! boards_file {
+    ($arg:expr) => {
+        match project($arg.as_deref()) {
+            Ok(p) => p.boards,
+            Err(code) => return Ok(code),
+        }
+    };
+}
+
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate(cfg) => validate(&cfg),
@@ -52,14 +72,48 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             tags,
             class,
             dry_run,
-        } => run(
-            &config,
-            &board_names,
-            &report_dir,
-            &lock_wait,
-            RunOutput { audit_diagnosis, quiet, dry_run },
-            &Selection { names: scenario_names, tags, class },
-        ),
+            fail_fast,
+            rerun_failed,
+            jobs,
+            retries,
+        } => {
+            let report_dir = match report_dir {
+                Some(d) => d,
+                None => match project(config.boards.as_deref()) {
+                    Ok(p) => p.reports(),
+                    Err(code) => return Ok(code),
+                },
+            };
+            let rerun = match rerun_failed {
+                None => None,
+                Some(p) => {
+                    let path = p.unwrap_or_else(|| report_dir.join("latest"));
+                    match failed_in(&path) {
+                        Ok(pairs) => Some(pairs),
+                        Err(e) => {
+                            eprintln!("error: --rerun-failed: {e:#}");
+                            return Ok(ExitCode::from(EXIT_CONFIG));
+                        }
+                    }
+                }
+            };
+            run(
+                &config,
+                &board_names,
+                &report_dir,
+                &lock_wait,
+                RunOutput { audit_diagnosis, quiet, dry_run },
+                &Selection { names: scenario_names, tags, class, rerun },
+                RunPolicy { fail_fast, jobs: jobs.into(), retries },
+            )
+        }
+        Command::Doctor { boards, board, json } => crate::doctor::doctor(&boards_file!(boards), &board, json),
+        Command::Info { boards, board } => crate::doctor::info(&boards_file!(boards), &board),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "hil", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema { what } => {
             let schema = match what {
                 SchemaWhat::Boards => hil_config::schema::boards_schema(),
@@ -68,8 +122,14 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Explain { run, scenario, board } => explain(run.as_deref(), scenario.as_deref(), board.as_deref()),
+        Command::Explain { run, scenario, board, all } => explain(
+            run.as_deref(),
+            scenario.as_deref(),
+            board.as_deref(),
+            if all { ExplainScope::All } else { ExplainScope::Failures },
+        ),
         Command::Flash { boards, board, via, verify, go, base, target, file } => {
+            let boards = boards_file!(boards);
             let request = crate::flash::FlashRequest {
                 via,
                 verify,
@@ -81,6 +141,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             crate::flash::flash(&boards, &board, request)
         }
         Command::Image { command: ImageCommand::Check { boards, board, base, target, file } } => {
+            let boards = boards_file!(boards);
             image_check(&boards, &board, base.as_deref(), target.into(), &file)
         }
         Command::Sim { command: SimCommand::Power { adapter, state } } => {
@@ -89,7 +150,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Sim {
             command: SimCommand::Serve { boards, board, uart_link, image, boot0, usbredir, usbredir_adapter },
         } => crate::sim::serve(
-            &boards,
+            &boards_file!(boards),
             &board,
             uart_link.as_deref(),
             image.as_deref(),
@@ -98,10 +159,12 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         ),
         Command::Bench { command } => match command {
             BenchCommand::FlashUart { boards, board, size, baud } => {
-                crate::bench::flash_uart(&boards, &board, &size, baud)
+                crate::bench::flash_uart(&boards_file!(boards), &board, &size, baud)
             }
-            BenchCommand::FlashDfu { boards, board, size } => crate::bench::flash_dfu(&boards, &board, &size),
-            BenchCommand::FlashProbe { boards, board } => crate::bench::flash_probe(&boards, &board),
+            BenchCommand::FlashDfu { boards, board, size } => {
+                crate::bench::flash_dfu(&boards_file!(boards), &board, &size)
+            }
+            BenchCommand::FlashProbe { boards, board } => crate::bench::flash_probe(&boards_file!(boards), &board),
             BenchCommand::Suite { config, board_count } => crate::bench::suite(&config, board_count),
         },
     }
@@ -117,7 +180,9 @@ pub fn validation_context() -> ValidationContext {
 
 /// Load and validate; print every problem and fail with exit 2 if there is any.
 pub fn load_config(cfg: &ConfigArgs) -> Result<Config, ExitCode> {
-    let (config, diags) = load_and_validate(&cfg.boards, &cfg.scenario_paths(), &validation_context());
+    let project = project(cfg.boards.as_deref())?;
+    let paths = if cfg.paths.is_empty() { vec![project.scenarios()] } else { cfg.paths.clone() };
+    let (config, diags) = load_and_validate(&project.boards, &paths, &validation_context());
     match config {
         Some(c) if diags.is_empty() => Ok(c),
         _ => {
@@ -158,33 +223,26 @@ fn validate(cfg: &ConfigArgs) -> Result<ExitCode> {
 }
 
 fn list(what: ListWhat, cfg: &ConfigArgs) -> Result<ExitCode> {
+    if what == ListWhat::Boards {
+        // The inventory alone: no scenarios needed.
+        let path = match project(cfg.boards.as_deref()) {
+            Ok(p) => p.boards,
+            Err(code) => return Ok(code),
+        };
+        let loaded = match load_boards_checked(&path) {
+            Ok(l) => l,
+            Err(code) => return Ok(code),
+        };
+        print_boards(&loaded);
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = match load_config(cfg) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
     match what {
-        // Hardware listings never get here (crate::hardware answers them).
-        ListWhat::Probes | ListWhat::Ports | ListWhat::Dfu => {}
-        ListWhat::Boards => {
-            let rows: Vec<Vec<String>> = config
-                .boards
-                .file
-                .boards
-                .iter()
-                .map(|b| {
-                    let chip = Config::chip_of(&b.value);
-                    let caps: Vec<&str> = b.value.capabilities(chip).iter().map(|c| c.name()).collect();
-                    vec![
-                        b.value.name.value.clone(),
-                        chip.name.clone(),
-                        if b.value.virtual_board.is_some() { "virtual" } else { "lab" }.to_string(),
-                        if b.value.default { "yes" } else { "" }.to_string(),
-                        caps.join(","),
-                    ]
-                })
-                .collect();
-            print!("{}", table(&["NAME", "CHIP", "KIND", "DEFAULT", "CAPABILITIES"], &rows));
-        }
+        // Hardware listings never get here (crate::hardware answers them); boards above.
+        ListWhat::Probes | ListWhat::Ports | ListWhat::Dfu | ListWhat::Boards => {}
         ListWhat::Scenarios => {
             let rows: Vec<Vec<String>> = config
                 .scenarios
@@ -210,6 +268,26 @@ fn list(what: ListWhat, cfg: &ConfigArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn print_boards(loaded: &hil_config::LoadedBoards) {
+    let rows: Vec<Vec<String>> = loaded
+        .file
+        .boards
+        .iter()
+        .map(|b| {
+            let chip = Config::chip_of(&b.value);
+            let caps: Vec<&str> = b.value.capabilities(chip).iter().map(|c| c.name()).collect();
+            vec![
+                b.value.name.value.clone(),
+                chip.name.clone(),
+                if b.value.virtual_board.is_some() { "virtual" } else { "lab" }.to_string(),
+                if b.value.default { "yes" } else { "" }.to_string(),
+                caps.join(","),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["NAME", "CHIP", "KIND", "DEFAULT", "CAPABILITIES"], &rows));
+}
+
 /// How `hil run` reports.
 struct RunOutput {
     audit_diagnosis: bool,
@@ -224,6 +302,38 @@ struct Selection {
     names: Vec<String>,
     tags: Vec<String>,
     class: Option<String>,
+    /// `--rerun-failed`: only these (scenario, board) pairs.
+    rerun: Option<FailedRuns>,
+}
+
+/// How a run goes on after failures, and how wide.
+struct RunPolicy {
+    fail_fast: bool,
+    jobs: usize,
+    retries: u32,
+}
+
+/// The (scenario, board) pairs a run did not pass (failed, errored, interrupted), and its id.
+struct FailedRuns {
+    run_id: String,
+    pairs: std::collections::BTreeSet<(String, String)>,
+}
+
+/// What did not pass in the run at `path` (a run directory, `latest`, or a report.json).
+fn failed_in(path: &Path) -> Result<FailedRuns> {
+    let file = if path.is_dir() { path.join(hil_report::write::JSON) } else { path.to_path_buf() };
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let report: hil_report::RunReport =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a hil report", file.display()))?;
+    let pairs = report
+        .scenarios
+        .iter()
+        .filter(|r| {
+            matches!(r.status, hil_report::Status::Failed | hil_report::Status::Error | hil_report::Status::Interrupted)
+        })
+        .map(|r| (r.scenario.clone(), r.board.clone()))
+        .collect();
+    Ok(FailedRuns { run_id: report.run_id, pairs })
 }
 
 impl Selection {
@@ -261,6 +371,7 @@ fn run(
     lock_wait: &str,
     out: RunOutput,
     selection: &Selection,
+    policy: RunPolicy,
 ) -> Result<ExitCode> {
     let RunOutput { audit_diagnosis, quiet, dry_run } = out;
     let lock_wait: hil_config::Duration = lock_wait.parse().map_err(|e: String| anyhow::anyhow!("--lock-wait: {e}"))?;
@@ -269,15 +380,52 @@ fn run(
         Err(code) => return Ok(code),
     };
     config.scenarios.retain(|ls| selection.takes(&ls.scenario));
-    let selected = match select_boards(&config, boards) {
+    // --rerun-failed: the boards of the failed pairs (unless --board narrows them further).
+    let mut boards = boards.to_vec();
+    if let Some(rerun) = &selection.rerun {
+        if rerun.pairs.is_empty() {
+            println!("nothing to rerun: every scenario of run {} passed or was skipped", rerun.run_id);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if boards.is_empty() {
+            boards = rerun
+                .pairs
+                .iter()
+                .map(|(_, b)| b.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+        }
+    }
+    let selected = match select_boards(&config, &boards) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e:#}");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let joined = joined_boards(&config, boards);
-    let plans = hil_rig::plan::plan_with(&config, &selected, &joined);
+    let joined = joined_boards(&config, &boards);
+    let mut plans = hil_rig::plan::plan_with(&config, &selected, &joined);
+    if let Some(rerun) = &selection.rerun {
+        for p in &mut plans {
+            let board = p.board.name.value.clone();
+            p.scenarios.retain(|s| rerun.pairs.contains(&(s.loaded.scenario.name.value.clone(), board.clone())));
+        }
+        plans.retain(|p| !p.scenarios.is_empty());
+        let missing: Vec<String> = rerun
+            .pairs
+            .iter()
+            .filter(|(s, b)| {
+                !plans
+                    .iter()
+                    .any(|p| &p.board.name.value == b && p.scenarios.iter().any(|x| &x.loaded.scenario.name.value == s))
+            })
+            .map(|(s, b)| format!("{s} on {b}"))
+            .collect();
+        if !missing.is_empty() {
+            eprintln!("warning: not in the current files or selection, not rerun: {}", missing.join(", "));
+        }
+    }
     let total: usize = plans.iter().map(|p| p.scenarios.len()).sum();
     if total == 0 {
         eprintln!(
@@ -301,10 +449,11 @@ fn run(
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let cancel = hil_rig::CancelFlag::new();
+    let abandon = hil_rig::CancelFlag::new();
     let stopped_by = std::sync::Arc::new(std::sync::OnceLock::<StopSignal>::new());
     let outcome = runtime.block_on(async {
         let mut signals = StopSignals::install().context("installing the Ctrl-C / SIGTERM handlers")?;
-        let (c, stopped) = (cancel.clone(), stopped_by.clone());
+        let (c, a, stopped) = (cancel.clone(), abandon.clone(), stopped_by.clone());
         tokio::spawn(async move {
             let first = signals.next().await;
             let _ = stopped.set(first);
@@ -314,6 +463,11 @@ fn run(
             );
             c.cancel();
             let again = signals.next().await;
+            eprintln!("{}: abandoning the running steps; writing the report", again.name());
+            a.cancel();
+            // The report is written within a few hundred milliseconds; a stuck disk must not keep
+            // the process alive.
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
             std::process::exit(again.exit_code().into());
         });
         let progress = crate::output::progress(None, format!("running {total} scenario runs"));
@@ -337,8 +491,16 @@ fn run(
                 }
             }) as hil_rig::engine::ResultSink
         });
-        let opts =
-            hil_rig::EngineOptions { lock_wait: lock_wait.std(), audit_diagnosis, on_result, ..Default::default() };
+        let opts = hil_rig::EngineOptions {
+            lock_wait: lock_wait.std(),
+            audit_diagnosis,
+            on_result,
+            parallel_boards: policy.jobs,
+            fail_fast: policy.fail_fast,
+            retries: policy.retries,
+            abandon: abandon.clone(),
+            ..Default::default()
+        };
         let r = hil_rig::engine::run(
             plans,
             std::sync::Arc::new(hil_rig::opener::rig_opener()),
@@ -350,6 +512,9 @@ fn run(
         progress.finish_and_clear();
         r.context("writing the report")
     });
+    // Every board task has ended unless a second signal abandoned them: do not wait for their
+    // blocking steps (dropping the runtime would), the report is written.
+    runtime.shutdown_background();
     let (report, dir) = outcome?;
     // The scenario lines went out as the scenarios finished; the totals close the run.
     print!("{}", run_totals(&report));
@@ -402,8 +567,8 @@ pub fn lock_board(board: &hil_config::Board) -> Result<hil_rig::lock::BoardLock,
     })
 }
 
-/// Load boards.yaml alone (for commands that take `--board` but no scenarios) and find a board.
-pub fn board_from(boards_path: &Path, name: &str) -> Result<(hil_config::LoadedBoards, String), ExitCode> {
+/// Load and validate boards.yaml alone; `Err` carries exit 2 after printing the problems.
+pub fn load_boards_checked(boards_path: &Path) -> Result<hil_config::LoadedBoards, ExitCode> {
     let loaded = match hil_config::load_boards(boards_path) {
         Ok(b) => b,
         Err(d) => {
@@ -416,8 +581,19 @@ pub fn board_from(boards_path: &Path, name: &str) -> Result<(hil_config::LoadedB
         print_diagnostics(&diags);
         return Err(ExitCode::from(EXIT_CONFIG));
     }
+    Ok(loaded)
+}
+
+/// Load boards.yaml alone (for commands that take `--board` but no scenarios) and find a board.
+pub fn board_from(boards_path: &Path, name: &str) -> Result<(hil_config::LoadedBoards, String), ExitCode> {
+    let loaded = load_boards_checked(boards_path)?;
     if loaded.get(name).is_none() {
-        eprintln!("error: unknown board `{name}`; boards in {}: {}", boards_path.display(), loaded.names().join(", "));
+        eprintln!(
+            "error: unknown board `{name}`{}; boards in {}: {}",
+            did_you_mean(name, loaded.names()),
+            boards_path.display(),
+            loaded.names().join(", ")
+        );
         return Err(ExitCode::from(EXIT_CONFIG));
     }
     Ok((loaded, name.to_string()))
@@ -468,6 +644,11 @@ fn image_check(boards: &Path, board: &str, base: Option<&str>, what: FlashTarget
     }
 }
 
+/// " (did you mean `x`?)" when a candidate is close to `name`.
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    hil_config::validate::closest(name, candidates).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default()
+}
+
 /// Boards that are in a default run only because scenarios name them (not `default: true`, no
 /// `--board`): they run just the scenarios that name them.
 pub fn joined_boards<'a>(config: &'a Config, names: &[String]) -> Vec<&'a str> {
@@ -503,10 +684,12 @@ pub fn select_boards<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a
         .iter()
         .map(|n| {
             config.boards.get(n).with_context(|| {
+                let names = config.boards.names();
                 format!(
-                    "unknown board `{n}`; boards in {}: {}",
+                    "unknown board `{n}`{}; boards in {}: {}",
+                    did_you_mean(n, names.iter().copied()),
                     config.boards.path.display(),
-                    config.boards.names().join(", ")
+                    names.join(", ")
                 )
             })
         })
@@ -514,32 +697,65 @@ pub fn select_boards<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a
 }
 
 /// `hil explain`: the reasoning behind each diagnosis of a run.
-fn explain(run: Option<&Path>, scenario: Option<&str>, board: Option<&str>) -> Result<ExitCode> {
+fn explain(run: Option<&Path>, scenario: Option<&str>, board: Option<&str>, scope: ExplainScope) -> Result<ExitCode> {
     let path = match run {
         Some(p) if p.is_dir() => p.join(hil_report::write::JSON),
         Some(p) => p.to_path_buf(),
-        None => Path::new("reports").join("latest").join(hil_report::write::JSON),
+        None => match project(None) {
+            Ok(p) => p.reports().join("latest").join(hil_report::write::JSON),
+            Err(code) => return Ok(code),
+        },
     };
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let report: hil_report::RunReport =
         serde_json::from_str(&text).with_context(|| format!("{} is not a hil report", path.display()))?;
-    print!("{}", explain_text(&report, scenario, board));
+    print!("{}", explain_text(&report, scenario, board, scope));
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn explain_text(report: &hil_report::RunReport, scenario: Option<&str>, board: Option<&str>) -> String {
+/// What `hil explain` shows: failures (and flaky passes) by default, or every scenario with a
+/// diagnosis, including expected failures that passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExplainScope {
+    Failures,
+    All,
+}
+
+pub fn explain_text(
+    report: &hil_report::RunReport,
+    scenario: Option<&str>,
+    board: Option<&str>,
+    scope: ExplainScope,
+) -> String {
+    use hil_report::Status;
     use std::fmt::Write as _;
     let mut s = String::new();
     let mut shown = 0;
-    for r in &report.scenarios {
+    let is_failure = |r: &hil_report::ScenarioResult| {
+        matches!(r.status, Status::Failed | Status::Error | Status::Interrupted) || r.flaky
+    };
+    // Failures first, then (with --all) the diagnosed passes.
+    let ordered = report.scenarios.iter().filter(|r| is_failure(r)).chain(
+        report.scenarios.iter().filter(|r| scope == ExplainScope::All && !is_failure(r) && r.diagnosis.is_some()),
+    );
+    for r in ordered {
         if scenario.is_some_and(|n| n != r.scenario) || board.is_some_and(|b| b != r.board) {
             continue;
         }
-        let Some(d) = &r.diagnosis else { continue };
         shown += 1;
-        let _ = writeln!(s, "{} on {}: {}", r.scenario, r.board, r.status.as_str());
+        let _ = writeln!(
+            s,
+            "{} on {}: {}{}",
+            r.scenario,
+            r.board,
+            r.status.as_str(),
+            if r.flaky { " (flaky)" } else { "" }
+        );
         if let Some(m) = &r.message {
             let _ = writeln!(s, "  failure:  {m}");
+        }
+        for (n, a) in r.retried.iter().enumerate() {
+            let _ = writeln!(s, "  attempt {}: {} {}", n + 1, a.status.as_str(), a.message.as_deref().unwrap_or(""));
         }
         if let Some(e) = &r.expected {
             let _ = writeln!(
@@ -549,27 +765,63 @@ pub fn explain_text(report: &hil_report::RunReport, scenario: Option<&str>, boar
                 e.cause.as_ref().map(|c| format!(" with cause {c}")).unwrap_or_default()
             );
         }
-        let _ = writeln!(s, "  cause:    {} ({})", d.title, d.cause);
-        let _ = writeln!(s, "  because:  {}", d.explanation);
-        if !d.facts.is_empty() {
-            let _ = writeln!(s, "  evidence (+ supports the cause, - checked and does not):");
-            for f in &d.facts {
-                let _ = writeln!(s, "    {} {:<36} {}", if f.supports { "+" } else { "-" }, f.name, f.value);
+        // The failed step and what the board actually said (the serial text an expect-serial got).
+        for step in r.steps.iter().filter(|st| matches!(st.status, Status::Failed | Status::Error)) {
+            let _ = writeln!(
+                s,
+                "  step {}:   {} {}: {}",
+                step.index + 1,
+                step.summary,
+                step.status.as_str(),
+                step.message.as_deref().unwrap_or("")
+            );
+            for e in &step.evidence {
+                if let hil_report::Evidence::Text { label, text } = e {
+                    let _ = writeln!(s, "  {label}:");
+                    for line in text.lines() {
+                        let _ = writeln!(s, "    | {line}");
+                    }
+                }
             }
         }
-        if let Some(fix) = &d.fix {
-            let _ = writeln!(s, "  fix:      {fix}");
-        }
-        if !d.snapshot.is_empty() {
-            let _ = writeln!(s, "  registers at failure:");
-            for (k, v) in &d.snapshot {
-                let _ = writeln!(s, "    {k:<14} {v:#010x}");
+        match &r.diagnosis {
+            Some(d) => {
+                let _ = writeln!(s, "  cause:    {} ({})", d.title, d.cause);
+                let _ = writeln!(s, "  because:  {}", d.explanation);
+                if !d.facts.is_empty() {
+                    let _ = writeln!(s, "  evidence (+ supports the cause, - checked and does not):");
+                    for f in &d.facts {
+                        let _ = writeln!(s, "    {} {:<36} {}", if f.supports { "+" } else { "-" }, f.name, f.value);
+                    }
+                }
+                if let Some(fix) = &d.fix {
+                    let _ = writeln!(s, "  fix:      {fix}");
+                }
+                if !d.snapshot.is_empty() {
+                    let _ = writeln!(s, "  registers at failure:");
+                    for (k, v) in &d.snapshot {
+                        let _ = writeln!(s, "    {k:<14} {v:#010x}");
+                    }
+                }
             }
+            None if r.status == Status::Failed => {
+                let _ = writeln!(s, "  cause:    none named (no diagnosis rule matched the snapshot)");
+            }
+            None => {}
         }
         s.push('\n');
     }
     if shown == 0 {
-        let _ = writeln!(s, "no diagnosed failures in run {}", report.run_id);
+        let _ = writeln!(
+            s,
+            "no {} in run {}",
+            if scope == ExplainScope::All {
+                "failures or diagnoses"
+            } else {
+                "failures (--all shows diagnosed passes)"
+            },
+            report.run_id
+        );
     }
     s
 }

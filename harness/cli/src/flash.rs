@@ -148,12 +148,18 @@ fn flash_session(
             _ => None,
         })
         .collect();
+    // A flash that got through a noisy link says what it took.
+    let retries = evidence.iter().find_map(|e| match e {
+        Evidence::Measurement { label, value, .. } if label == "AN3155 retries" && *value > 0.0 => Some(*value),
+        _ => None,
+    });
     println!(
-        "flashed {total} bytes to {name} via {} in {:.2} s{}{}",
+        "flashed {total} bytes to {name} via {} in {:.2} s{}{}{}",
         via_name(via),
         started.elapsed().as_secs_f64(),
         if phases.is_empty() { String::new() } else { format!(" ({})", phases.join(", ")) },
-        if verify { "; verified" } else { "" }
+        if verify { "; verified" } else { "" },
+        retries.map(|n| format!("; {n} AN3155 retries on link errors")).unwrap_or_default()
     );
     if go {
         let addr = hil_config::scenario::ValueRef::Literal(image_base);

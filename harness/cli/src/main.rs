@@ -7,6 +7,8 @@
 mod bench;
 mod cli;
 mod commands;
+mod discover;
+mod doctor;
 mod flash;
 mod hardware;
 mod output;

@@ -101,7 +101,7 @@ pub fn serve(
             vb.set_option_word("USER", word).wait()?;
         }
         if let Some(path) = image {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes = hil_image::read_image_file(path)?;
             let format = ImageFormat::detect(&bytes, chip.memory.flash.base);
             let segs = vb.load_image(bytes, format).wait().with_context(|| format!("loading {}", path.display()))?;
             for (addr, len) in segs {
@@ -204,8 +204,10 @@ pub fn serve(
         let _ = r.join();
     }
     let done = vb.shutdown();
+    // The PTY removed its own link when the board stopped; a link still pointing at our PTY
+    // (a board thread that died without dropping it) goes too, nothing else does.
     if let Some(l) = uart_link
-        && l.symlink_metadata().is_ok()
+        && std::fs::read_link(l).is_ok_and(|t| t == pty)
     {
         let _ = std::fs::remove_file(l);
     }

@@ -167,11 +167,13 @@ fn explain_shows_the_evidence_behind_each_cause() {
         message: Some("failed as expected".into()),
         steps: vec![],
         diagnosis: Some(diagnosis),
+        retried: vec![],
+        flaky: false,
     };
     let mut report = RunReport {
         schema_version: SCHEMA_VERSION,
         run_id: "r1".into(),
-        tool: Tool { name: "hil".into(), version: "0".into() },
+        tool: Tool { name: "hil".into(), version: "0".into(), revision: None, host: None },
         started_at: "t".into(),
         wall_finished_at: None,
         wall_duration_ms: 1,
@@ -184,15 +186,19 @@ fn explain_shows_the_evidence_behind_each_cause() {
     };
     report.finish_status();
     std::fs::write(dir.path().join("report.json"), render_json(&report).unwrap()).unwrap();
+    // A deliberate failure that failed as expected is a pass: not shown by default.
     let o = hil(&["explain", dir.path().to_str().unwrap()], &repo());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("no failures (--all shows diagnosed passes) in run r1"), "{}", text(&o.stdout));
+    let o = hil(&["explain", "--all", dir.path().to_str().unwrap()], &repo());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     assert!(out.contains("cause:    System memory is not mapped at 0x0 (remap-not-done)"), "{out}");
     assert!(out.contains("+ SYSCFG_CFGR1.MEM_MODE"), "{out}");
     assert!(out.contains("- PRIMASK"), "{out}");
     assert!(out.contains("pc             0x08000140"), "{out}");
-    let o = hil(&["explain", dir.path().to_str().unwrap(), "--board", "other"], &repo());
-    assert!(text(&o.stdout).contains("no diagnosed failures"));
+    let o = hil(&["explain", "--all", dir.path().to_str().unwrap(), "--board", "other"], &repo());
+    assert!(text(&o.stdout).contains("no failures or diagnoses in run r1"), "{}", text(&o.stdout));
     let o = hil(&["explain", "/nonexistent/run"], &repo());
     assert_eq!(o.status.code(), Some(2));
 }
@@ -281,4 +287,256 @@ fn dry_run_shows_the_plan_with_skip_reasons_and_selection_filters_scenarios() {
     // A selection that leaves nothing is a usage error, not a green run.
     let o = hil(&["run", "--tag", "no-such-tag"], &repo());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+}
+
+#[test]
+fn rerun_failed_runs_only_what_failed_and_explain_shows_the_serial_text_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("r");
+    let sc = dir.path().join("sc");
+    std::fs::create_dir(&sc).unwrap();
+    std::fs::write(sc.join("ok.yaml"), "name: ok\nsteps:\n  - reset: {}\n").unwrap();
+    // The application prints its banner after reset; this text never comes.
+    std::fs::write(
+        sc.join("bad.yaml"),
+        "name: bad\nsteps:\n  - flash: { image: fixture:app, via: probe }\n  - reset: {}\n  - expect-serial: { contains: \"no such banner\" }\n    timeout: 300ms\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--board", "g071-virtual", "--report-dir", reports.to_str().unwrap()];
+        args.extend(extra);
+        args.push(sc.to_str().unwrap());
+        hil(&args, &repo())
+    };
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    assert!(text(&o.stdout).contains("FAILED: 1 passed, 1 failed"), "{}", text(&o.stdout));
+    // Traceability: the revision, the host, the probe and the SHA-256 of the flashed image.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("latest/report.json")).unwrap()).unwrap();
+    assert_eq!(report["tool"]["revision"].as_str().map(str::len), Some(12), "{}", report["tool"]);
+    assert!(report["tool"]["host"].as_str().is_some_and(|h| !h.is_empty()));
+    let seen = &report["boards"][0]["seen"];
+    assert_eq!(seen["probe"], "hil virtual probe of g071-virtual", "{seen}");
+    let image = &seen["images"][0];
+    assert_eq!(image["name"], "fixture:app", "{seen}");
+    let sha = image["sha256"].as_str().unwrap();
+    assert!(sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()), "{sha}");
+
+    // explain defaults to the failures and shows what the board actually sent.
+    let o = hil(&["explain", reports.join("latest").to_str().unwrap()], &repo());
+    let out = text(&o.stdout);
+    assert!(out.starts_with("bad on g071-virtual: failed"), "{out}");
+    assert!(out.contains("step 3:   expect-serial"), "{out}");
+    assert!(out.contains("serial output meanwhile:") && out.contains("| hil-app"), "the banner it got: {out}");
+    assert!(!out.contains("ok on g071-virtual"), "{out}");
+
+    // Only `bad` runs again, on the board it failed on.
+    let o = run(&["--rerun-failed"]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAILED: 0 passed, 1 failed, 0 errors, 0 skipped"), "{out}");
+    assert!(!out.lines().any(|l| l.contains(" ok ")), "{out}");
+    // Named explicitly, a run whose failures are fixed has nothing to rerun.
+    let first = std::fs::read_dir(&reports)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !p.ends_with("latest"))
+        .min()
+        .unwrap();
+    let o = hil(
+        &[
+            "run",
+            &format!("--rerun-failed={}", first.join("report.json").display()),
+            "--report-dir",
+            reports.to_str().unwrap(),
+            sc.to_str().unwrap(),
+        ],
+        &repo(),
+    );
+    assert_eq!(o.status.code(), Some(1), "still failing: {}{}", text(&o.stdout), text(&o.stderr));
+    let o = run(&["--rerun-failed=/nonexistent/run"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("/nonexistent/run"), "{}", text(&o.stderr));
+
+    // --fail-fast: `bad` (first in file order) fails, `ok` does not start.
+    let o = run(&["--fail-fast", "-j", "1"]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAILED: 0 passed, 1 failed, 0 errors, 1 skipped"), "{out}");
+    assert!(out.contains("not run: --fail-fast stopped the run after bad failed on g071-virtual"), "{out}");
+}
+
+#[test]
+fn version_names_the_git_revision() {
+    let o = hil(&["--version"], &repo());
+    let out = text(&o.stdout);
+    assert!(out.starts_with(&format!("hil {} (", env!("CARGO_PKG_VERSION"))), "{out}");
+    let rev = out.trim().rsplit('(').next().unwrap().trim_end_matches(')').to_string();
+    // Built from a checkout (as tests always are): the revision is HEAD's (the build script reruns
+    // when HEAD moves).
+    let g = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).current_dir(repo()).output().unwrap();
+    assert_eq!(rev, text(&g.stdout).trim(), "{out}");
+}
+
+#[test]
+fn doctor_names_each_missing_piece_with_its_fix_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("boards.yaml"),
+        "boards:\n  - name: bench\n    chip: STM32G071RB\n    lab:\n      probe: { selector: \"0483:374b:NOSUCHPROBE\" }\n      serial: { port: /nonexistent/ttyUSB7 }\n      power: { on: [no-such-uhubctl, on], off: [no-such-uhubctl, off] }\n  - { name: sim, chip: STM32G071RB, virtual: {} }\n",
+    )
+    .unwrap();
+    let o = hil(&["doctor"], dir.path());
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", text(&o.stderr));
+    assert!(out.starts_with("bench (STM32G071RB, lab)\n"), "only lab boards by default: {out}");
+    assert!(out.contains("FAIL probe   no probe matches 0483:374b:NOSUCHPROBE; probes present:"), "{out}");
+    assert!(out.contains("FAIL serial  /nonexistent/ttyUSB7 does not exist; serial ports present:"), "{out}");
+    assert!(out.contains("FAIL power   power command `no-such-uhubctl` not found in PATH"), "{out}");
+    assert_eq!(out.matches("fix: ").count(), 3, "a fix per problem: {out}");
+    assert!(out.contains("not ready: bench"), "{out}");
+    assert!(!out.contains("target"), "the target is not asked while its probe is missing: {out}");
+    // JSON for scripts.
+    let o = hil(&["doctor", "--json"], dir.path());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().iter().filter(|c| c["verdict"] == "fail").count(), 3, "{v}");
+    // A virtual board on request: the target answers the probe.
+    let o = hil(&["doctor", "--board", "sim"], dir.path());
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    assert!(out.contains("ok   target  answers: DBGMCU_IDCODE 0x20000460, DEV_ID 0x460 (STM32G071RB)"), "{out}");
+    assert!(out.contains("ready: 1 board"), "{out}");
+    let o = hil(&["doctor", "--board", "bnch"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("unknown board `bnch` (did you mean `bench`?)"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn info_decodes_identity_option_bytes_and_boot_source() {
+    let o = hil(&["info", "--board", "g071-virtual"], &repo());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    insta::assert_snapshot!("info_g071_virtual", text(&o.stdout));
+}
+
+#[test]
+fn boards_yaml_is_found_from_a_subdirectory_and_list_boards_needs_no_scenarios() {
+    // From deep inside the repository: the repository's boards.yaml and scenarios/.
+    let o = hil(&["validate"], &repo().join("harness/cli/src"));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.starts_with(&format!("ok: {}/boards.yaml", repo().display())), "{out}");
+    // A project with boards and no scenarios/: listing boards works, validating says what is missing.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("boards.yaml"), "boards:\n  - { name: only, chip: STM32G071RB, virtual: {} }\n")
+        .unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let o = hil(&["list", "boards"], &dir.path().join("sub"));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("only"), "{}", text(&o.stdout));
+    // HIL_BOARDS names the file from anywhere; nothing found says how to name one.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hil"));
+    let o = cmd
+        .args(["list", "boards"])
+        .current_dir(elsewhere.path())
+        .env("HIL_BOARDS", dir.path().join("boards.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = hil(&["list", "boards"], elsewhere.path());
+    if !elsewhere.path().ancestors().any(|d| d.join("boards.yaml").is_file()) {
+        assert_eq!(o.status.code(), Some(2));
+        assert!(text(&o.stderr).contains("pass --boards FILE or set HIL_BOARDS"), "{}", text(&o.stderr));
+    }
+}
+
+#[test]
+fn completions_are_generated_for_the_shells() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = hil(&["completions", shell], &repo());
+        assert_eq!(o.status.code(), Some(0), "{shell}");
+        assert!(text(&o.stdout).contains("rerun-failed"), "{shell}: every option completes");
+    }
+}
+
+#[test]
+fn a_wait_is_never_cut_short_by_a_deadline_and_never_passes_unwaited() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("r");
+    // A scenario-wide timeout shorter than the wait: the wait's deadline makes room for it.
+    std::fs::write(dir.path().join("w.yaml"), "name: w\ntimeout: 100ms\nsteps:\n  - wait: 300ms\n").unwrap();
+    let o = hil(
+        &[
+            "run",
+            "--board",
+            "g071-virtual",
+            "--report-dir",
+            reports.to_str().unwrap(),
+            dir.path().join("w.yaml").to_str().unwrap(),
+        ],
+        &repo(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("latest/report.json")).unwrap()).unwrap();
+    let step = &report["scenarios"][0]["steps"][0];
+    let waited = step["virtual_end_us"].as_u64().unwrap() - step["virtual_start_us"].as_u64().unwrap();
+    assert!(waited >= 300_000, "the board's clock moved {waited} us: {step}");
+    // A step timeout shorter than its own wait is a configuration error.
+    std::fs::write(dir.path().join("x.yaml"), "name: x\nsteps:\n  - wait: 86340s\n    timeout: 60s\n").unwrap();
+    let o = hil(&["validate", dir.path().join("x.yaml").to_str().unwrap()], &repo());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("x.yaml:3:5: wait 86340s does not fit in its step timeout 60s"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// Issue 19 faults where real boards fail: a brown-out in the middle of a flash write and a probe
+/// link that drops mid-session. The rig detects each, never reports a pass with wrong flash
+/// content, and the board is usable again where recovery is possible.
+#[test]
+fn a_brownout_mid_write_and_a_dropped_probe_link_are_caught_never_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("boards.yaml"),
+        "boards:\n  - name: bo\n    chip: STM32G071RB\n    virtual:\n      seed: 1\n      option-bytes: { nboot-sel: false }\n      faults: { flash-brownout-at-program: 50 }\n  - name: pl\n    chip: STM32G071RB\n    virtual:\n      seed: 1\n      faults: { probe-link-drop-after: 400 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "name: a-uart-flash\nsteps:\n  - enter: { state: system-bootloader, via: boot0-pin }\n  - flash: { image: \"fixture:app\", via: uart }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        "name: b-probe-flash\nsteps:\n  - flash: { image: \"fixture:app\", via: probe }\n  - reset\n  - expect-serial: { contains: \"hil-app\" }\n",
+    )
+    .unwrap();
+    let run = |board: &str| -> serde_json::Value {
+        let o = hil(&["run", "--board", board, "--report-dir", "r", "a.yaml", "b.yaml"], dir.path());
+        assert_eq!(o.status.code(), Some(1), "{}{}", text(&o.stdout), text(&o.stderr));
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r/latest/report.json")).unwrap()).unwrap()
+    };
+    let status = |r: &serde_json::Value, name: &str| -> (String, String) {
+        let s = r["scenarios"].as_array().unwrap().iter().find(|s| s["scenario"] == name).unwrap();
+        (s["status"].as_str().unwrap().to_string(), s["message"].as_str().unwrap_or("").to_string())
+    };
+    // Brown-out at the 50th double word of the UART flash: the write does not pass; the board
+    // comes back from the power-on reset, and the next flash (probe) passes and runs.
+    let r = run("bo");
+    let (st, msg) = status(&r, "a-uart-flash");
+    assert_eq!(st, "failed", "{msg}");
+    assert!(msg.contains("step 2 flash"), "{msg}");
+    assert_eq!(status(&r, "b-probe-flash").0, "passed", "the board is usable after the brown-out");
+    // The SWD link drops mid-flash: the probe flash fails (nothing passes on a board the rig can
+    // no longer see; this board's entry leaves BOOT0 to the option bits, so `a` fails anyway).
+    let r = run("pl");
+    let (st, msg) = status(&r, "b-probe-flash");
+    assert_eq!(st, "failed", "{msg}");
+    assert!(msg.contains("step 1 flash"), "{msg}");
+    assert_eq!(r["summary"]["passed"], 0, "{}", r["summary"]);
 }

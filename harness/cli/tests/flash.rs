@@ -67,6 +67,23 @@ fn a_flash_that_does_not_program_is_caught_and_named() {
 }
 
 #[test]
+fn a_flash_over_a_noisy_line_gets_through_and_says_what_it_took() {
+    // Issue 19: one lost byte used to fail the whole flash. Lost bytes to the board and corrupted
+    // bytes from it are recovered by retries, which `hil flash` reports.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("boards.yaml"),
+        "boards:\n  - name: noisy\n    chip: STM32G071RB\n    virtual: { option-bytes: { nboot-sel: false }, faults: { uart-rx-drop-every: 700, uart-tx-corrupt-every: 40 } }\n",
+    )
+    .unwrap();
+    let o =
+        hil(&["flash", "--boards", "boards.yaml", "--board", "noisy", "--via", "uart", "--verify", app()], dir.path());
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    assert!(out.contains("; verified") && out.contains("AN3155 retries on link errors"), "{out}");
+}
+
+#[test]
 fn flash_refuses_an_image_preflight_rejects() {
     // Linked at 0x08000000; this board's application lives behind a 32 KiB bootloader.
     let o = hil(&["flash", "--board", "g071-custom-bootloader", "--via", "uart", app()], &repo());

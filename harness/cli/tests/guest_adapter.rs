@@ -76,6 +76,24 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
     assert!(o.text.contains("\"id\": \"/dev/ttyACM0\""), "{}", o.text);
     assert!(o.text.matches("1209:0001:g071-virtual").count() >= 2, "the port names its adapter: {}", o.text);
 
+    // hil doctor on the lab entry: probe and port present and accessible, the target answers the
+    // probe. Opening the tty pulses NRST (RTS) with BOOT0 low (DTR): the G071's ROM cleared
+    // FLASH_ACR.EMPTY when it started (AN2606 45.3.1), so the chip now boots its erased flash and
+    // the ROM check can only be a note - as on a real bench.
+    let o = run(&mut g, "cd /data && hil doctor --boards /data/boards.yaml --board g071-lab", CALL);
+    assert_eq!(o.rc, 0, "hil doctor:\n{}", o.text);
+    for want in [
+        "ok   probe   1209:0001:g071-virtual present",
+        "ok   serial  /dev/ttyACM0 opens at 115200 baud",
+        "ok   power",
+        "ok   target  answers: DBGMCU_IDCODE",
+        "DEV_ID 0x460 (STM32G071RB)",
+        "note rom     no AN3155 answer",
+        "ready: 1 board",
+    ] {
+        assert!(o.text.contains(want), "`{want}` missing:\n{}", o.text);
+    }
+
     // The probe: probe-rs's CMSIS-DAP driver, ST's flash algorithm on the virtual core.
     let o = run(
         &mut g,

@@ -51,3 +51,36 @@ fn sigterm_stops_a_run_with_exit_143_and_an_interrupted_report() {
     assert!(output.contains("SIGTERM: stopping"), "{output}");
     assert_interrupted(&report, &output);
 }
+
+/// A second Ctrl-C abandons what still runs (here a cleanup step, which the first one lets
+/// finish): the report is written at once, marked interrupted, naming the step that was running.
+#[test]
+fn a_second_sigint_abandons_the_run_and_still_writes_an_interrupted_report() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("boards.yaml"), REALISTIC_BOARD).unwrap();
+    std::fs::write(
+        dir.path().join("slow-cleanup.yaml"),
+        "name: slow-cleanup\nsteps:\n  - wait: 60s\n    timeout: 90s\ncleanup:\n  - wait: 60s\n    timeout: 90s\n",
+    )
+    .unwrap();
+    let locks = dir.path().join("locks");
+    let mut run = Running::spawn(hil(dir.path(), &locks, &["run", "--report-dir", "r", "slow-cleanup.yaml"]));
+    run.wait_for_line("running wait 60s", Duration::from_secs(60));
+    kill(run.pid(), Signal::SIGINT).unwrap();
+    // The cleanup's wait starts (cleanup runs after a first Ctrl-C), then the second one.
+    run.wait_for_line("running wait 60s (cleanup)", Duration::from_secs(30));
+    kill(run.pid(), Signal::SIGINT).unwrap();
+    let (status, out, err) = run.finish(Duration::from_secs(20));
+    let output = format!("stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(status.code(), Some(130), "{output}");
+    assert!(err.contains("SIGINT: abandoning the running steps"), "{output}");
+    let report = latest_report(&dir.path().join("r"));
+    assert_eq!(report["status"], "interrupted", "{output}");
+    let s = &report["scenarios"][0];
+    assert_eq!(s["status"], "interrupted", "{output}");
+    assert_eq!(
+        s["message"], "interrupted at step 2 wait (stopped again: the run was abandoned)",
+        "the step that was running: {output}"
+    );
+    assert_eq!(report["summary"]["interrupted"], 1);
+}

@@ -522,3 +522,131 @@ fn serve_loads_an_image_selects_boot0_and_stops_on_ctrl_c() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("is a lab board"), "{}", text(&o));
 }
+
+/// `hil doctor` on a lab entry whose serial port is the board's PTY: the port opens and the ROM
+/// (empty flash) answers over AN3155 with the G071's PID and version.
+#[test]
+fn doctor_finds_the_rom_answering_on_a_lab_entry_over_the_pty() {
+    let _one = one_at_a_time();
+    let serve = Serve::start(&repo().join("boards.yaml"), "g071-virtual", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("boards.yaml"),
+        format!(
+            "boards:\n  - name: bench\n    chip: STM32G071RB\n    lab:\n      serial: {{ port: {}, baud: 115200, parity: none }}\n",
+            serve.link.display()
+        ),
+    )
+    .unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["doctor"])
+        .current_dir(dir.path())
+        .env("HIL_LOCK_DIR", locks.path())
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains(&format!("ok   serial  {} opens at 115200 baud", serve.link.display())), "{out}");
+    assert!(out.contains("ok   rom     the ROM answers over AN3155: PID 0x0460, bootloader version"), "{out}");
+    assert!(out.contains("ready: 1 board"), "{out}");
+}
+
+/// `--uart-link` never deletes what the board did not create: an existing file (or a link to a
+/// PTY in use) is refused and left as it was; a stale link of a board that died is replaced.
+#[test]
+fn uart_link_refuses_to_replace_what_it_did_not_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("notes.txt");
+    std::fs::write(&precious, "lab notes").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["sim", "serve", "--boards"])
+        .arg(repo().join("boards.yaml"))
+        .args(["--board", "g071-virtual", "--uart-link"])
+        .arg(&precious)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("refusing to replace") && out.contains("it exists and is a regular file"), "{out}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "lab notes", "the file is untouched");
+
+    // A link left by a board that died (its PTY is gone) is taken over, and removed at exit.
+    let stale = dir.path().join("tty");
+    std::os::unix::fs::symlink("/dev/pts/99999", &stale).unwrap();
+    let _one = one_at_a_time();
+    let boards = repo().join("boards.yaml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["sim", "serve", "--boards"])
+        .arg(&boards)
+        .args(["--board", "g071-virtual", "--uart-link"])
+        .arg(&stale)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("ready: ")).expect("a ready line");
+    let target = std::fs::read_link(&stale).unwrap();
+    assert!(target.starts_with("/dev/pts/") && target.exists(), "{ready}: {}", target.display());
+    // A second board may not take the live link.
+    let o = Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["sim", "serve", "--boards"])
+        .arg(&boards)
+        .args(["--board", "g071-virtual", "--uart-link"])
+        .arg(&stale)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("a PTY in use"), "{}", text(&o));
+    assert_eq!(std::fs::read_link(&stale).unwrap(), target, "the live link is untouched");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let st = wait_deadline(&mut child, Duration::from_secs(30));
+    assert!(st.success(), "{st:?}");
+    assert!(stale.symlink_metadata().is_err(), "its own link is removed at exit");
+}
+
+/// Host tools identify the part from the engineering bytes through Read Memory: the G0 ROMs answer
+/// there (chip data `engineering_bytes_readable`), with the flash size, the unique ID hil info reads
+/// through the probe; the G0B1's ROM keeps its ID byte in its second system memory area (AN2606
+/// Table 3: 0x92 at 0x1FFF9FFE).
+#[test]
+fn stm32flash_reads_the_engineering_bytes_and_the_g0b1_rom_id_byte() {
+    if !peer() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let read = |link: &str, at: &str, file: &str| -> Vec<u8> {
+        let out = dir.path().join(file);
+        let (o, _) = stm32flash(link, &["-r", out.to_str().unwrap(), "-S", at], T);
+        assert!(o.status.success(), "read {at}: {}", text(&o));
+        std::fs::read(&out).unwrap()
+    };
+    for (board, kib) in [("g071-virtual", 128u16), ("g0b1-virtual", 512)] {
+        let serve = Serve::start(&repo().join("boards.yaml"), board, &[]);
+        let link = serve.link().to_string();
+        let size = read(&link, "0x1FFF75E0:4", "size.bin");
+        assert_eq!(u16::from_le_bytes([size[0], size[1]]), kib, "{board}: FLASH_SIZE");
+        let uid = read(&link, "0x1FFF7590:12", "uid.bin");
+        let info = Command::new(env!("CARGO_BIN_EXE_hil"))
+            .args(["info", "--board", board])
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        let words: Vec<String> =
+            uid.chunks(4).rev().map(|w| format!("{:08X}", u32::from_le_bytes([w[0], w[1], w[2], w[3]]))).collect();
+        assert!(
+            String::from_utf8_lossy(&info.stdout).contains(&format!("unique ID       {}", words.concat())),
+            "{board}: the ROM and the probe read the same UID {}: {}",
+            words.concat(),
+            String::from_utf8_lossy(&info.stdout)
+        );
+        if board == "g0b1-virtual" {
+            let id = read(&link, "0x1FFF9FFC:4", "id.bin");
+            assert_eq!(id[2], 0x92, "the G0B1 ROM's ID byte at 0x1FFF9FFE: {id:02x?}");
+        }
+    }
+}

@@ -109,19 +109,72 @@ pub struct OptionBits {
     pub hardware_watchdog: Option<bool>,
 }
 
-/// Faults injected by the virtual board, so reliability is tested rather than hoped for.
+/// Faults injected by the virtual board, so reliability is tested rather than hoped for. Periods
+/// count from the board's start and are at least 1 (every byte / request).
 #[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Faults {
-    /// Drop every Nth byte the board's USART receives.
+    /// Drop every Nth byte the board's USART receives: a start bit the receiver never saw (a
+    /// glitch on the host's TX wire, a loose connection).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub uart_rx_drop_every: Option<u32>,
-    /// Corrupt every Nth received byte (a parity error on an 8E1 link).
+    /// Corrupt every Nth received byte: one bit flipped on the wire (a parity error on an 8E1
+    /// link, which the ROM ignores and uses the byte anyway).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub uart_rx_corrupt_every: Option<u32>,
-    /// Programming this flash address fails with a programming error.
+    /// Drop every Nth byte the board's USART sends to the host: noise on the board's TX wire, or
+    /// a USB serial adapter that lost a byte on its way to the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub uart_tx_drop_every: Option<u32>,
+    /// Corrupt every Nth byte the board sends: one bit flipped on the board's TX wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub uart_tx_corrupt_every: Option<u32>,
+    /// Stall every Nth DFU class request before the bootloader sees it: a USB transaction that
+    /// failed its retries on a bad cable or hub (the host reports a stall / protocol error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub usb_stall_every: Option<u32>,
+    /// Lose every Nth DFU class request: it is never answered and the host's transfer times out
+    /// (a device or hub that stopped answering).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub usb_timeout_every: Option<u32>,
+    /// Programming this flash address fails with a programming error: a worn or defective flash
+    /// cell (PROGERR).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flash_program_error_at: Option<Address>,
+    /// The Nth flash double-word program (counted from the board's start) browns out: supply
+    /// lost mid-write (a flash update interrupted by a power cut or a weak supply), the board
+    /// goes through a power-on reset with the double word half written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub flash_brownout_at_program: Option<u32>,
+    /// The SWD link drops after this many debug transfers (counted from the board's start) and
+    /// stays down: a loose probe cable or a probe that hung mid-session. The target stops
+    /// answering the probe; UART and USB are unaffected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub probe_link_drop_after: Option<u32>,
+}
+
+impl Faults {
+    /// The periodic faults by their boards.yaml names, for validation.
+    pub fn periods(&self) -> [(&'static str, Option<u32>); 8] {
+        [
+            ("uart-rx-drop-every", self.uart_rx_drop_every),
+            ("uart-rx-corrupt-every", self.uart_rx_corrupt_every),
+            ("uart-tx-drop-every", self.uart_tx_drop_every),
+            ("uart-tx-corrupt-every", self.uart_tx_corrupt_every),
+            ("usb-stall-every", self.usb_stall_every),
+            ("usb-timeout-every", self.usb_timeout_every),
+            ("flash-brownout-at-program", self.flash_brownout_at_program),
+            ("probe-link-drop-after", self.probe_link_drop_after),
+        ]
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]

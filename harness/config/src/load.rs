@@ -35,6 +35,25 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// Largest boards or scenario file read (hand-written YAML is a few KiB; this stops a wrong path).
+pub const MAX_CONFIG_FILE: u64 = 4 * 1024 * 1024;
+
+fn hil_file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// Read a YAML text file, refusing what cannot be one (missing, a directory, binary, empty).
 /// `kind` names what the file should hold ("a boards file", "a scenario").
 pub fn read_yaml_text(path: &Path, kind: &str) -> Result<String, Diagnostic> {
@@ -42,6 +61,8 @@ pub fn read_yaml_text(path: &Path, kind: &str) -> Result<String, Diagnostic> {
         let why = match e.kind() {
             std::io::ErrorKind::NotFound => "file not found".to_string(),
             std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            // ELOOP (40 on Linux): `ErrorKind::FilesystemLoop` is not stable.
+            _ if e.raw_os_error() == Some(40) => "a symlink loop".to_string(),
             _ => e.to_string(),
         };
         Diagnostic::file(path, format!("cannot read {kind}: {why}"))
@@ -49,7 +70,29 @@ pub fn read_yaml_text(path: &Path, kind: &str) -> Result<String, Diagnostic> {
     if meta.is_dir() {
         return Err(Diagnostic::file(path, format!("is a directory, expected {kind} (a YAML file)")));
     }
-    let bytes = std::fs::read(path).map_err(|e| Diagnostic::file(path, format!("cannot read {kind}: {e}")))?;
+    // Checked before opening: opening a FIFO blocks until a writer comes, /dev/zero never ends.
+    if !meta.is_file() {
+        return Err(Diagnostic::file(
+            path,
+            format!("is {}, expected {kind} (a regular YAML file)", hil_file_kind(&meta)),
+        ));
+    }
+    if meta.len() > MAX_CONFIG_FILE {
+        return Err(Diagnostic::file(
+            path,
+            format!("is {} bytes; {kind} is at most {MAX_CONFIG_FILE} bytes", meta.len()),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    {
+        use std::io::Read as _;
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_CONFIG_FILE + 1).read_to_end(&mut bytes))
+            .map_err(|e| Diagnostic::file(path, format!("cannot read {kind}: {e}")))?;
+    }
+    if bytes.len() as u64 > MAX_CONFIG_FILE {
+        return Err(Diagnostic::file(path, format!("grew past {MAX_CONFIG_FILE} bytes while being read")));
+    }
     if let Some(pos) = bytes.iter().position(|b| *b == 0) {
         return Err(Diagnostic::file(
             path,

@@ -123,7 +123,8 @@ fn check_cause(path: &Path, c: &Located<String>, ctx: &ValidationContext, d: &mu
     ));
 }
 
-fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+/// The candidate nearest to `name` (case-insensitive edit distance at most 3): a "did you mean".
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (crate::scenario::strsim_distance(&c.to_lowercase(), &name.to_lowercase()), c))
@@ -231,11 +232,12 @@ fn check_virtual(
             ));
         }
     }
-    for (name, n) in
-        [("uart-rx-drop-every", v.faults.uart_rx_drop_every), ("uart-rx-corrupt-every", v.faults.uart_rx_corrupt_every)]
-    {
+    for (name, n) in v.faults.periods() {
         if n == Some(0) {
-            d.push(Diagnostic::at(path, at, format!("faults.{name} must be at least 1 (every Nth byte)")));
+            d.push(Diagnostic::at(path, at, {
+                let unit = if name.starts_with("usb") { "request" } else { "byte" };
+                format!("faults.{name} must be at least 1 (every Nth {unit})")
+            }));
         }
     }
     if let (Some(addr), Some(chip)) = (v.faults.flash_program_error_at, chip)
@@ -533,6 +535,16 @@ fn check_step(
         && t.0.is_zero()
     {
         d.push(Diagnostic::at(path, step, "step timeout must be more than zero"));
+    }
+    // A wait cut short by its own deadline would be a wait that did not happen.
+    if let (Action::Wait(w), Some(t)) = (&step.value.action, step.value.timeout)
+        && w.0 >= t.0
+    {
+        d.push(Diagnostic::at(
+            path,
+            step,
+            format!("wait {w} does not fit in its step timeout {t}: make the timeout longer than the wait, or drop it"),
+        ));
     }
     match &step.value.action {
         Action::Flash(f) => {

@@ -59,3 +59,39 @@ fn schema_rejects_what_validation_rejects() {
     let errors: Vec<String> = v.iter_errors(&good).map(|e| format!("{} at {}", e, e.instance_path())).collect();
     assert!(errors.is_empty(), "{errors:#?}");
 }
+
+/// Every periodic fault is "every Nth byte / request": 0 is refused by validation, so the
+/// schema says minimum 1 too (it used to say 0, and editors accepted what `hil validate` refused).
+#[test]
+fn fault_periods_are_at_least_one_in_the_schema_as_in_validation() {
+    let v = jsonschema::validator_for(&boards_schema()).unwrap();
+    let names = [
+        "uart-rx-drop-every",
+        "uart-rx-corrupt-every",
+        "uart-tx-drop-every",
+        "uart-tx-corrupt-every",
+        "usb-stall-every",
+        "usb-timeout-every",
+    ];
+    let ctx = hil_config::ValidationContext::default();
+    for name in names {
+        let doc = |n: u32| serde_json::json!({ "boards": [{ "name": "b", "chip": "STM32G071RB", "virtual": { "faults": { name: n } } }] });
+        assert!(!v.is_valid(&doc(0)), "schema accepted {name}: 0");
+        assert!(v.is_valid(&doc(1)), "schema refused {name}: 1");
+
+        let dir = tempfile::tempdir().unwrap();
+        for (n, refused) in [(0, true), (1, false)] {
+            let path = dir.path().join("boards.yaml");
+            let yaml =
+                format!("boards:\n  - {{ name: b, chip: STM32G071RB, virtual: {{ faults: {{ {name}: {n} }} }} }}\n");
+            std::fs::write(&path, yaml).unwrap();
+            let (_, diags) = hil_config::load_and_validate(&path, &[], &ctx);
+            let text: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+            assert_eq!(
+                text.iter().any(|d| d.contains(&format!("faults.{name} must be at least 1"))),
+                refused,
+                "{text:?}"
+            );
+        }
+    }
+}

@@ -313,3 +313,36 @@ fn shipped_configuration_is_valid() {
     assert!(diags.is_empty(), "{}", diags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"));
     assert!(config.unwrap().boards.defaults().count() >= 2);
 }
+
+/// What cannot be a config file is refused by what it is, before anything is read: a FIFO would
+/// block the reader, a device never ends, a symlink loop never resolves, a huge file is a wrong
+/// path.
+#[test]
+fn a_fifo_a_device_a_symlink_loop_or_a_huge_file_is_refused_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("boards.yaml");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let started = std::time::Instant::now();
+    let (_, diags) = load_and_validate(&fifo, &[], &ctx());
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "must not block on the FIFO");
+    let text: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+    assert!(text.iter().any(|t| t.contains("boards.yaml:1:1: is a FIFO, expected a boards file")), "{text:?}");
+
+    let (_, diags) = load_and_validate(Path::new("/dev/zero"), &[], &ctx());
+    assert!(diags.iter().any(|d| d.to_string().contains("/dev/zero:1:1: is a character device")), "{diags:?}");
+
+    let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+    std::os::unix::fs::symlink(&b, &a).unwrap();
+    std::os::unix::fs::symlink(&a, &b).unwrap();
+    let (_, diags) = load_and_validate(&a, &[], &ctx());
+    assert!(diags.iter().any(|d| d.to_string().contains("cannot read a boards file: a symlink loop")), "{diags:?}");
+
+    let huge = dir.path().join("huge.yaml");
+    let f = std::fs::File::create(&huge).unwrap();
+    f.set_len(hil_config::load::MAX_CONFIG_FILE + 1).unwrap();
+    let (_, diags) = load_and_validate(&huge, &[], &ctx());
+    assert!(
+        diags.iter().any(|d| d.to_string().contains(&format!("is {} bytes", hil_config::load::MAX_CONFIG_FILE + 1))),
+        "{diags:?}"
+    );
+}

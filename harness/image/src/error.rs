@@ -5,6 +5,12 @@ use crate::image::Format;
 pub enum ImageError {
     #[error("{file}: cannot read: {source}")]
     Io { file: String, source: std::io::Error },
+    #[error("{file}: is {what}, not a regular file: an image is read from a file")]
+    NotRegularFile { file: String, what: &'static str },
+    #[error("{file}: is a symlink loop")]
+    SymlinkLoop { file: String },
+    #[error("{file}: is {size} bytes; an image file is at most {max} bytes (no STM32 holds more)")]
+    TooLarge { file: String, size: u64, max: u64 },
     #[error("{file}: not a usable ELF file: {reason}")]
     Elf { file: String, reason: String },
     #[error("{file}:{line}: invalid Intel HEX record: {reason}")]

@@ -96,13 +96,68 @@ pub struct Image {
     pub entry: Option<u32>,
 }
 
+/// Largest image file read: ELF files carry symbols and debug info besides the loadable bytes,
+/// but no STM32 image comes near this. A cap keeps a wrong path (a device, a huge log) from
+/// exhausting memory.
+pub const MAX_IMAGE_FILE: u64 = 256 * 1024 * 1024;
+
+/// Reads an image file: a regular file (not a FIFO, a device, a directory), at most
+/// [`MAX_IMAGE_FILE`] bytes, checked before reading so that `/dev/zero` or a FIFO cannot hang or
+/// exhaust the reader.
+pub fn read_image_file(path: &Path) -> Result<Vec<u8>, ImageError> {
+    use std::io::Read as _;
+    let file = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|source| {
+        // ELOOP (40 on Linux): `ErrorKind::FilesystemLoop` is not stable.
+        if source.raw_os_error() == Some(40) {
+            ImageError::SymlinkLoop { file: file.clone() }
+        } else {
+            ImageError::Io { file: file.clone(), source }
+        }
+    })?;
+    if !meta.is_file() {
+        return Err(ImageError::NotRegularFile { file, what: file_kind(&meta) });
+    }
+    if meta.len() > MAX_IMAGE_FILE {
+        return Err(ImageError::TooLarge { file, size: meta.len(), max: MAX_IMAGE_FILE });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_IMAGE_FILE + 1).read_to_end(&mut bytes))
+        .map_err(|source| ImageError::Io { file: file.clone(), source })?;
+    // A file that grew while being read.
+    if bytes.len() as u64 > MAX_IMAGE_FILE {
+        return Err(ImageError::TooLarge { file, size: bytes.len() as u64, max: MAX_IMAGE_FILE });
+    }
+    Ok(bytes)
+}
+
+/// What a non-regular file is, for messages.
+pub fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
 impl Image {
     /// Reads an image file. ELF is recognised by its magic, Intel HEX by extension (`.hex`, `.ihex`,
     /// `.ihx`) or a leading `:`; a raw binary (`.bin`) needs `bin_base`, which is refused for the
     /// other formats because they carry their own addresses.
     pub fn load(path: &Path, bin_base: Option<u32>) -> Result<Image, ImageError> {
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| ImageError::Io { file: name.clone(), source })?;
+        let bytes = read_image_file(path)?;
         let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
         let format = if bytes.starts_with(b"\x7fELF") {
             Format::Elf
@@ -317,5 +372,34 @@ mod tests {
         merge_origin(&mut origins, Origin::HexRecords { first_line: 3, last_line: 3 });
         assert_eq!(origins, [Origin::HexRecords { first_line: 2, last_line: 3 }]);
         assert_eq!(origins[0].to_string(), "HEX records on lines 2-3");
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_of_a_bounded_size_are_read() {
+        let e = read_image_file(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert_eq!(e, "/dev/zero: is a character device, not a regular file: an image is read from a file");
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("app.bin");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let e = Image::load(&fifo, Some(0x0800_0000)).unwrap_err().to_string();
+        assert!(e.ends_with("app.bin: is a FIFO, not a regular file: an image is read from a file"), "{e}");
+        let e = read_image_file(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        let big = dir.path().join("big.bin");
+        std::fs::File::create(&big).unwrap().set_len(MAX_IMAGE_FILE + 1).unwrap();
+        let e = read_image_file(&big).unwrap_err().to_string();
+        assert!(e.contains(&format!("is {} bytes; an image file is at most", MAX_IMAGE_FILE + 1)), "{e}");
+        let (a, b) = (dir.path().join("a.elf"), dir.path().join("b.elf"));
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        assert!(read_image_file(&a).unwrap_err().to_string().ends_with("a.elf: is a symlink loop"));
+        let ok = dir.path().join("ok.bin");
+        std::fs::write(&ok, [1, 2, 3]).unwrap();
+        assert_eq!(read_image_file(&ok).unwrap(), vec![1, 2, 3]);
     }
 }

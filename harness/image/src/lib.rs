@@ -32,7 +32,7 @@ mod image;
 pub mod preflight;
 
 pub use error::ImageError;
-pub use image::{Format, Image, Origin, Segment};
+pub use image::{Format, Image, MAX_IMAGE_FILE, Origin, Segment, file_kind, read_image_file};
 
 #[cfg(test)]
 mod preflight_tests;

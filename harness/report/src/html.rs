@@ -63,12 +63,14 @@ pub fn render_html(r: &RunReport) -> String {
     let _ = writeln!(
         h,
         "<header><h1>hil run <span class=\"mono\">{}</span> <span class=\"badge {status}\">{status}</span></h1>\
-         <div class=\"meta\">started {} &middot; {:.1} s &middot; {} {} &middot; schema v{}</div></header><main>",
+         <div class=\"meta\">started {} &middot; {:.1} s &middot; {} {}{} &middot; {} &middot; schema v{}</div></header><main>",
         esc(&r.run_id),
         esc(&r.started_at),
         r.wall_duration_ms as f64 / 1000.0,
         esc(&r.tool.name),
         esc(&r.tool.version),
+        r.tool.revision.as_deref().map(|v| format!(" ({})", esc(v))).unwrap_or_default(),
+        esc(r.tool.host.as_deref().unwrap_or("unknown host")),
         r.schema_version
     );
     // Summary.
@@ -83,18 +85,48 @@ pub fn render_html(r: &RunReport) -> String {
         s.skipped,
         if s.interrupted == 0 { String::new() } else { format!(", <b>{}</b> interrupted", s.interrupted) }
     );
+    if s.flaky > 0 {
+        let _ = write!(h, "<p><b>{}</b> flaky: passed only after a retry.</p>", s.flaky);
+    }
+    // What a reader came for, before the matrices: the failures, each a link to its section.
+    let needs_look: Vec<&ScenarioResult> = r.scenarios.iter().filter(|x| needs_attention(x)).collect();
+    if !needs_look.is_empty() {
+        h.push_str("<h3>Failures</h3><ul>");
+        for x in &needs_look {
+            let _ = write!(
+                h,
+                "<li><a href=\"#{}\">{} on {}</a> {}{} {}</li>",
+                anchor(x),
+                esc(&x.scenario),
+                esc(&x.board),
+                badge(x.status),
+                if x.flaky { " <span class=\"badge skipped\">flaky</span>" } else { "" },
+                esc(x.message.as_deref().unwrap_or(""))
+            );
+        }
+        h.push_str("</ul>");
+    }
     if !r.command.is_empty() {
         let _ = write!(h, "<p class=\"muted\">command: <code>{}</code></p>", esc(&r.command.join(" ")));
     }
-    h.push_str("<table><tr><th>board</th><th>chip</th><th>kind</th><th>description</th></tr>");
+    h.push_str("<table><tr><th>board</th><th>chip</th><th>kind</th><th>description</th><th>probe</th><th>bootloader</th><th>images (SHA-256)</th></tr>");
     for b in &r.boards {
+        let images: Vec<String> = b
+            .seen
+            .images
+            .iter()
+            .map(|i| format!("{} <span class=\"mono muted\">{}</span>", esc(&i.name), esc(&i.sha256)))
+            .collect();
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&b.name),
             esc(&b.chip),
             esc(&b.kind),
-            esc(b.description.as_deref().unwrap_or(""))
+            esc(b.description.as_deref().unwrap_or("")),
+            esc(b.seen.probe.as_deref().unwrap_or("")),
+            esc(b.seen.bootloader.as_deref().unwrap_or("")),
+            images.join("<br>")
         );
     }
     h.push_str("</table></section>\n");
@@ -153,11 +185,18 @@ pub fn render_html(r: &RunReport) -> String {
         }
         h.push_str("</table></section>\n");
     }
-    for x in &r.scenarios {
+    // Failures first, then the rest in run order.
+    for x in r.scenarios.iter().filter(|x| needs_attention(x)).chain(r.scenarios.iter().filter(|x| !needs_attention(x)))
+    {
         scenario_section(&mut h, x);
     }
     h.push_str("</main></body></html>\n");
     h
+}
+
+/// Failed, errored, interrupted, or passed only after a retry.
+fn needs_attention(x: &ScenarioResult) -> bool {
+    matches!(x.status, Status::Failed | Status::Error | Status::Interrupted) || x.flaky
 }
 
 fn scenario_section(h: &mut String, x: &ScenarioResult) {
@@ -188,6 +227,15 @@ fn scenario_section(h: &mut String, x: &ScenarioResult) {
     }
     if let Some(m) = &x.message {
         let _ = write!(h, "<p><b>{}</b></p>", esc(m));
+    }
+    for (n, a) in x.retried.iter().enumerate() {
+        let _ = write!(
+            h,
+            "<p class=\"muted\">attempt {}: {} {}</p>",
+            n + 1,
+            badge(a.status),
+            esc(a.message.as_deref().unwrap_or(""))
+        );
     }
     // Timeline.
     let total = x.steps.iter().map(|s| s.wall_offset_ms + s.wall_duration_ms).max().unwrap_or(0).max(1);

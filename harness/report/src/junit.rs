@@ -2,7 +2,7 @@
 //! one <testsuite> per board, one <testcase> per scenario, failures with the step and diagnosis;
 //! interrupted scenarios as skipped with the message `interrupted`.
 
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
 
 use crate::model::{RunReport, ScenarioResult, Status};
 use crate::text::{evidence_text, failure_details};
@@ -14,11 +14,24 @@ const SYSTEM_OUT_LIMIT: usize = 16 * 1024;
 pub fn render_junit(report: &RunReport) -> String {
     let mut out = Report::new(format!("hil run {}", report.run_id));
     out.set_time(std::time::Duration::from_millis(report.wall_duration_ms));
-    let host = hostname();
+    let host = report.tool.host.clone().unwrap_or_else(crate::model::hostname);
     for board in &report.boards {
         let mut suite = TestSuite::new(board.name.clone());
         suite.add_property(("chip", board.chip.as_str()));
         suite.add_property(("kind", board.kind.as_str()));
+        suite.add_property(("hil-version", report.tool.version.as_str()));
+        if let Some(rev) = &report.tool.revision {
+            suite.add_property(("hil-revision", rev.as_str()));
+        }
+        if let Some(p) = &board.seen.probe {
+            suite.add_property(("probe", p.as_str()));
+        }
+        if let Some(b) = &board.seen.bootloader {
+            suite.add_property(("bootloader", b.as_str()));
+        }
+        for i in &board.seen.images {
+            suite.add_property(("image", format!("{} sha256:{}", i.name, i.sha256).as_str()));
+        }
         suite.extra.insert("hostname".into(), host.as_str().into());
         let runs: Vec<&ScenarioResult> = report.scenarios.iter().filter(|r| r.board == board.name).collect();
         suite.set_time(std::time::Duration::from_millis(runs.iter().map(|r| r.wall_duration_ms).sum()));
@@ -76,6 +89,21 @@ fn test_case(r: &ScenarioResult) -> TestCase {
             s
         }
     };
+    let mut status = status;
+    // Earlier attempts (`--retries`): <flakyFailure> under a pass, <rerunFailure> under a failure,
+    // as Surefire writes them and CI test viewers read them.
+    for a in &r.retried {
+        let kind = if a.status == Status::Error { NonSuccessKind::Error } else { NonSuccessKind::Failure };
+        let mut rerun = TestRerun::new(kind);
+        rerun.set_time(std::time::Duration::from_millis(a.wall_duration_ms));
+        if let Some(m) = &a.message {
+            rerun.set_message(one_line(m));
+        }
+        if let Some(c) = &a.cause {
+            rerun.set_type(c.as_str());
+        }
+        status.add_rerun(rerun);
+    }
     let mut tc = TestCase::new(r.scenario.clone(), status);
     tc.set_classname(format!("{}.{}", r.board, r.file));
     tc.set_time(std::time::Duration::from_millis(r.wall_duration_ms));
@@ -106,14 +134,4 @@ fn trimmed(mut s: String) -> String {
         ));
     }
     s
-}
-
-/// The machine the run ran on (JUnit's testsuite hostname).
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
 }

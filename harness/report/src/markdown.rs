@@ -21,7 +21,77 @@ pub fn render_markdown(r: &RunReport) -> String {
         r.summary.skipped,
         interrupted_count(r.summary.interrupted)
     );
+    if r.summary.flaky > 0 {
+        let _ = writeln!(s, "{} flaky (passed after a retry).\n", r.summary.flaky);
+    }
+    let _ = writeln!(
+        s,
+        "hil {}{} on {}.\n",
+        r.tool.version,
+        r.tool.revision.as_deref().map(|v| format!(" ({v})")).unwrap_or_default(),
+        r.tool.host.as_deref().unwrap_or("an unknown host")
+    );
+    let failures: Vec<_> = r.scenarios.iter().filter(|x| matches!(x.status, Status::Failed | Status::Error)).collect();
+    if !failures.is_empty() {
+        let _ = writeln!(s, "\n## Failures\n");
+        for f in failures {
+            let _ = writeln!(s, "### {} on {} ({})\n", md_text(&f.scenario), md_text(&f.board), md_text(&f.file));
+            if let Some(m) = &f.message {
+                let _ = writeln!(s, "{}\n", md_text(m));
+            }
+            let _ = writeln!(s, "```text\n{}```\n", failure_details(f));
+        }
+    }
+    let interrupted: Vec<_> = r.scenarios.iter().filter(|x| x.status == Status::Interrupted).collect();
+    if !interrupted.is_empty() {
+        let _ = writeln!(s, "\n## Interrupted\n");
+        let _ = writeln!(s, "Stopped by Ctrl-C / SIGTERM before they reached a verdict.\n");
+        for x in interrupted {
+            let _ = writeln!(s, "### {} on {} ({})\n", md_text(&x.scenario), md_text(&x.board), md_text(&x.file));
+            if let Some(m) = &x.message {
+                let _ = writeln!(s, "{}\n", md_text(m));
+            }
+            let _ = writeln!(s, "```text\n{}```\n", failure_details(x));
+        }
+    }
+    // Traceability: which probe, bootloader and images gave these verdicts.
+    if r.boards.iter().any(|b| !b.seen.is_empty()) {
+        let _ = writeln!(s, "\n## Boards\n");
+        for b in &r.boards {
+            let _ = writeln!(
+                s,
+                "- {} ({}, {}): probe {}; bootloader {}",
+                md_text(&b.name),
+                md_text(&b.chip),
+                b.kind,
+                md_text(b.seen.probe.as_deref().unwrap_or("not opened")),
+                md_text(b.seen.bootloader.as_deref().unwrap_or("not asked"))
+            );
+            for i in &b.seen.images {
+                let _ = writeln!(s, "  - image {} ({} bytes) sha256 `{}`", md_text(&i.name), i.bytes, i.sha256);
+            }
+        }
+    }
+    let flaky: Vec<_> = r.scenarios.iter().filter(|x| x.flaky).collect();
+    if !flaky.is_empty() {
+        let _ = writeln!(s, "\n## Flaky\n");
+        let _ = writeln!(s, "Passed only after a retry (`--retries`); the earlier attempts:\n");
+        for x in flaky {
+            for (n, a) in x.retried.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "- {} on {}, attempt {}: {}{}",
+                    md_text(&x.scenario),
+                    md_text(&x.board),
+                    n + 1,
+                    a.status.as_str(),
+                    a.message.as_deref().map(|m| format!(": {}", md_text(m))).unwrap_or_default()
+                );
+            }
+        }
+    }
     // Board x scenario matrix.
+    let _ = writeln!(s, "\n## Matrix\n");
     let boards: Vec<&str> = r.boards.iter().map(|b| b.name.as_str()).collect();
     let scenarios: BTreeSet<&str> = r.scenarios.iter().map(|x| x.scenario.as_str()).collect();
     let _ = writeln!(s, "| scenario | {} |", boards.join(" | "));
@@ -51,29 +121,6 @@ pub fn render_markdown(r: &RunReport) -> String {
                 })
                 .collect();
             let _ = writeln!(s, "| {} | {} |", md_text(&row.class), cells.join(" | "));
-        }
-    }
-    let failures: Vec<_> = r.scenarios.iter().filter(|x| matches!(x.status, Status::Failed | Status::Error)).collect();
-    if !failures.is_empty() {
-        let _ = writeln!(s, "\n## Failures\n");
-        for f in failures {
-            let _ = writeln!(s, "### {} on {} ({})\n", md_text(&f.scenario), md_text(&f.board), md_text(&f.file));
-            if let Some(m) = &f.message {
-                let _ = writeln!(s, "{}\n", md_text(m));
-            }
-            let _ = writeln!(s, "```text\n{}```\n", failure_details(f));
-        }
-    }
-    let interrupted: Vec<_> = r.scenarios.iter().filter(|x| x.status == Status::Interrupted).collect();
-    if !interrupted.is_empty() {
-        let _ = writeln!(s, "\n## Interrupted\n");
-        let _ = writeln!(s, "Stopped by Ctrl-C / SIGTERM before they reached a verdict.\n");
-        for x in interrupted {
-            let _ = writeln!(s, "### {} on {} ({})\n", md_text(&x.scenario), md_text(&x.board), md_text(&x.file));
-            if let Some(m) = &x.message {
-                let _ = writeln!(s, "{}\n", md_text(m));
-            }
-            let _ = writeln!(s, "```text\n{}```\n", failure_details(x));
         }
     }
     s

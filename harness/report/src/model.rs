@@ -41,6 +41,23 @@ pub struct RunReport {
 pub struct Tool {
     pub name: String,
     pub version: String,
+    /// The git revision hil was built from (`unknown` outside a checkout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The machine the run ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// This machine's host name (JUnit's `hostname`, the report's `tool.host`).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// State of the whole run.
@@ -65,6 +82,46 @@ pub struct BoardInfo {
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// What the run saw of the board (traceability): the probe, the bootloader, the images.
+    #[serde(default, skip_serializing_if = "Seen::is_empty")]
+    pub seen: Seen,
+}
+
+/// What a run saw of a board, so a verdict can be traced to the hardware and the firmware.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// The debug probe the rig opened (`VID:PID:serial`, as probe-rs lists it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+    /// The ROM bootloader's answer over AN3155: PID and version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootloader: Option<String>,
+    /// Every image flashed during the run, in first-flash order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageRecord>,
+}
+
+impl Seen {
+    pub fn is_empty(&self) -> bool {
+        self.probe.is_none() && self.bootloader.is_none() && self.images.is_empty()
+    }
+
+    /// Note an image (once per name and content).
+    pub fn note_image(&mut self, record: ImageRecord) {
+        if !self.images.contains(&record) {
+            self.images.push(record);
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The file, or `fixture:NAME@BASE`.
+    pub name: String,
+    /// SHA-256 of the file as read (the ELF for fixtures), lowercase hex.
+    pub sha256: String,
+    /// Bytes the image loads into the target.
+    pub bytes: u64,
 }
 
 /// Outcome of a scenario or step.
@@ -117,6 +174,24 @@ pub struct ScenarioResult {
     pub steps: Vec<StepResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<Diagnosis>,
+    /// Earlier attempts of a lab board's scenario that `--retries` ran again, oldest first. Virtual
+    /// boards are deterministic and never retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retried: Vec<Attempt>,
+    /// Passed only after a retry: the verdict is a pass, but the bench or the firmware is flaky.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flaky: bool,
+}
+
+/// A failed attempt of a scenario that was retried.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    pub wall_duration_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +296,13 @@ pub struct Summary {
     /// Cut off by Ctrl-C / SIGTERM (absent in reports written before schema 2).
     #[serde(default)]
     pub interrupted: usize,
+    /// Passed after a retry (lab boards with `--retries`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flaky: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Summary {
@@ -233,6 +315,7 @@ impl Summary {
             errors: count(Status::Error),
             skipped: count(Status::Skipped),
             interrupted: count(Status::Interrupted),
+            flaky: results.iter().filter(|r| r.flaky).count(),
         }
     }
 }

@@ -9,7 +9,7 @@ use hil_report::*;
 fn summary_and_status_follow_the_results() {
     let r = sample();
     assert_eq!(r.status, RunStatus::Failed);
-    assert_eq!(r.summary, Summary { total: 3, passed: 1, failed: 1, errors: 0, skipped: 1, interrupted: 0 });
+    assert_eq!(r.summary, Summary { total: 3, passed: 1, failed: 1, errors: 0, skipped: 1, interrupted: 0, flaky: 0 });
 }
 
 #[test]
@@ -97,6 +97,13 @@ fn run_dir_holds_all_formats_and_replaces_them_atomically() {
     dir.write_all(&r).unwrap();
     for f in ["report.json", "junit.xml", "summary.md", "report.html"] {
         assert!(dir.path().join(f).is_file(), "{f}");
+        // Readable by the lab group and CI's uploader, not only by the user who ran hil.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o044, 0o044, "{f} is {mode:o}");
+        }
     }
     r.status = RunStatus::Interrupted;
     dir.write_all(&r).unwrap();
@@ -188,7 +195,7 @@ fn interrupted_sample() -> RunReport {
 fn an_interrupted_scenario_has_no_verdict_in_any_format() {
     let r = interrupted_sample();
     assert_eq!(r.status, RunStatus::Interrupted, "no verdict for the run either");
-    assert_eq!(r.summary, Summary { total: 4, passed: 1, failed: 1, errors: 0, skipped: 1, interrupted: 1 });
+    assert_eq!(r.summary, Summary { total: 4, passed: 1, failed: 1, errors: 0, skipped: 1, interrupted: 1, flaky: 0 });
     // No conformance cell: one scenario of the class failed, the interrupted one adds nothing.
     assert_eq!(r.conformance[0].cells["g071-virtual"].scenarios, ["jump-from-app-primask"]);
 

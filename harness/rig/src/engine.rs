@@ -19,8 +19,8 @@ use hil_bootloader_host::clock::{Clock, ClockKind, Deadline, WallClock};
 use hil_config::scenario::{Action, Outcome};
 use hil_config::{Board, Config, Step};
 use hil_report::{
-    BoardInfo, Diagnosis, Evidence, ExpectedResult, RunDir, RunReport, RunStatus, ScenarioResult, Status, StepResult,
-    Tool,
+    Attempt, BoardInfo, Diagnosis, Evidence, ExpectedResult, RunDir, RunReport, RunStatus, ScenarioResult, Status,
+    StepResult, Tool,
 };
 use tokio::sync::{Semaphore, mpsc};
 
@@ -131,6 +131,10 @@ pub trait BoardSession: Send {
     fn take_scenario_evidence(&mut self) -> Vec<Evidence> {
         Vec::new()
     }
+    /// What the session saw of the board so far (probe, bootloader, images), for the report.
+    fn seen(&self) -> hil_report::Seen {
+        hil_report::Seen::default()
+    }
     /// Release everything (the board is left powered as it is).
     fn close(&mut self) {}
 }
@@ -138,6 +142,31 @@ pub trait BoardSession: Send {
 /// Opens boards for a run (virtual boards are started, lab boards connected).
 pub trait BoardOpener: Send + Sync {
     fn open(&self, board: &Board, cancel: &CancelFlag) -> Result<Box<dyn BoardSession>, String>;
+}
+
+/// The step each board is running: board -> the scenario's result should the run be abandoned
+/// now (interrupted at that step).
+#[derive(Clone, Default)]
+pub struct RunningSteps(Arc<Mutex<std::collections::BTreeMap<String, ScenarioResult>>>);
+
+impl RunningSteps {
+    fn start(&self, p: &PlannedScenario, board: &str, step: usize, keyword: &str, started_at: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            let why = format!("interrupted at step {} {keyword} (stopped again: the run was abandoned)", step + 1);
+            let mut r = skipped(p, board, why);
+            r.status = Status::Interrupted;
+            r.wall_started_at = started_at.to_string();
+            m.insert(board.to_string(), r);
+        }
+    }
+    fn finish(&self, board: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(board);
+        }
+    }
+    fn take(&self) -> Vec<ScenarioResult> {
+        self.0.lock().map(|mut m| std::mem::take(&mut *m).into_values().collect()).unwrap_or_default()
+    }
 }
 
 /// Called with each scenario result as it finishes (live progress).
@@ -162,6 +191,17 @@ pub struct EngineOptions {
     pub audit_diagnosis: bool,
     /// Sees each scenario result as soon as it is there, in finishing order.
     pub on_result: Option<ResultSink>,
+    /// Start no scenario after the first failure or rig error (on any board); the ones not
+    /// started are reported as skipped, naming the failure that stopped the run.
+    pub fail_fast: bool,
+    /// Set by a second Ctrl-C / SIGTERM: write the report now, the scenarios still running marked
+    /// interrupted at the step they were on, and return without waiting for the boards.
+    pub abandon: CancelFlag,
+    /// What each board is doing (updated as steps start), for an abandoned run's report.
+    pub running: RunningSteps,
+    /// Run a failed or errored scenario of a lab board again, up to this many times; a pass after
+    /// a retry is marked flaky. Virtual boards are deterministic and never retried.
+    pub retries: u32,
 }
 
 impl std::fmt::Debug for EngineOptions {
@@ -186,6 +226,10 @@ impl Default for EngineOptions {
             command: std::env::args().collect(),
             audit_diagnosis: false,
             on_result: None,
+            fail_fast: false,
+            retries: 0,
+            abandon: CancelFlag::new(),
+            running: RunningSteps::default(),
         }
     }
 }
@@ -193,6 +237,12 @@ impl Default for EngineOptions {
 fn step_timeout(step: &Step, scenario: &hil_config::Scenario, opts: &EngineOptions) -> Duration {
     if let Some(t) = step.timeout {
         return t.std();
+    }
+    // A wait's deadline is the wait plus the usual margin: a scenario-wide timeout must not cut
+    // it short (validation refuses a step timeout shorter than its wait).
+    if let Action::Wait(w) = &step.action {
+        let base = scenario.timeout.map_or(opts.default_step_timeout, |t| t.std());
+        return w.std().saturating_add(base);
     }
     let slow = matches!(step.action, Action::Flash(_) | Action::WriteOptionBytes(_) | Action::ReadoutUnprotect(_));
     match scenario.timeout {
@@ -210,6 +260,7 @@ pub fn board_info(board: &Board) -> BoardInfo {
         chip: board.chip.value.clone(),
         kind: if board.virtual_board.is_some() { "virtual" } else { "lab" }.into(),
         description: board.description.clone(),
+        seen: Default::default(),
     }
 }
 
@@ -225,7 +276,12 @@ pub async fn run(
     let mut report = RunReport {
         schema_version: hil_report::SCHEMA_VERSION,
         run_id: run_id(),
-        tool: Tool { name: "hil".into(), version: env!("CARGO_PKG_VERSION").into() },
+        tool: Tool {
+            name: "hil".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            revision: Some(crate::GIT_REVISION.into()),
+            host: Some(hil_report::hostname()),
+        },
         started_at: hil_report::now_rfc3339(),
         wall_finished_at: None,
         wall_duration_ms: 0,
@@ -239,19 +295,43 @@ pub async fn run(
     let dir = RunDir::create(report_root, &report)?;
     dir.write_all(&report)?;
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<ScenarioResult>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<BoardEvent>();
     let limit = Arc::new(Semaphore::new(opts.parallel_boards.max(1)));
+    let stop = FailFast::default();
     let mut tasks = Vec::new();
     for plan in plans {
-        let (tx, opener, opts, cancel, limit) =
-            (tx.clone(), opener.clone(), opts.clone(), cancel.clone(), limit.clone());
+        let (tx, opener, opts, cancel, limit, stop) =
+            (tx.clone(), opener.clone(), opts.clone(), cancel.clone(), limit.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
-            run_board(plan, opener, opts, cancel, tx).await;
+            run_board(plan, opener, opts, cancel, stop, tx).await;
         }));
     }
     drop(tx);
-    while let Some(result) = rx.recv().await {
+    let mut abandoned = false;
+    loop {
+        let event = tokio::select! {
+            e = rx.recv() => match e {
+                Some(e) => e,
+                None => break,
+            },
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                if opts.abandon.is_cancelled() {
+                    abandoned = true;
+                    break;
+                }
+                continue;
+            }
+        };
+        let result = match event {
+            BoardEvent::Seen { board, seen } => {
+                if let Some(b) = report.boards.iter_mut().find(|b| b.name == board) {
+                    b.seen = seen;
+                }
+                continue;
+            }
+            BoardEvent::Finished(result) => result,
+        };
         if let Some(sink) = &opts.on_result {
             sink(&result);
         }
@@ -263,10 +343,27 @@ pub async fn run(
             tracing::error!("updating the report failed: {e}");
         }
     }
-    for t in tasks {
-        if let Err(e) = t.await {
-            tracing::error!("a board task panicked: {e}");
-            report.status = RunStatus::Error;
+    if abandoned {
+        // What already finished, then what was running (no verdict); the boards' threads are left
+        // to the process's exit.
+        while let Ok(event) = rx.try_recv() {
+            if let BoardEvent::Finished(r) = event {
+                report.scenarios.push(r);
+            }
+        }
+        for r in opts.running.take() {
+            if let Some(sink) = &opts.on_result {
+                sink(&r);
+            }
+            report.scenarios.push(r);
+        }
+        report.status = RunStatus::Interrupted;
+    } else {
+        for t in tasks {
+            if let Err(e) = t.await {
+                tracing::error!("a board task panicked: {e}");
+                report.status = RunStatus::Error;
+            }
         }
     }
     // Boards finish in whatever order the host schedules them; the final report lists them in
@@ -307,6 +404,8 @@ fn skipped(p: &PlannedScenario, board: &str, why: String) -> ScenarioResult {
         message: Some(why),
         steps: vec![],
         diagnosis: None,
+        retried: vec![],
+        flaky: false,
     }
 }
 
@@ -320,13 +419,54 @@ fn not_started(p: &PlannedScenario, board: &str, why: String, cancel: &CancelFla
     ScenarioResult { status, ..skipped(p, board, why) }
 }
 
+/// What a board task tells the run as it goes.
+enum BoardEvent {
+    Finished(ScenarioResult),
+    /// What the board's session saw (sent when the session closes).
+    Seen {
+        board: String,
+        seen: hil_report::Seen,
+    },
+}
+
+/// The board tasks' end of the event channel: scenario results go as [`BoardEvent::Finished`].
+#[derive(Clone)]
+struct Results(mpsc::UnboundedSender<BoardEvent>);
+
+impl Results {
+    fn send(&self, r: ScenarioResult) -> Result<(), ()> {
+        self.0.send(BoardEvent::Finished(r)).map_err(|_| ())
+    }
+}
+
+/// `--fail-fast`: the first failure of the run, once there is one (shared by the board tasks).
+#[derive(Clone, Default)]
+struct FailFast(Arc<std::sync::OnceLock<String>>);
+
+impl FailFast {
+    /// Why scenarios are no longer started, if they are not.
+    fn reason(&self, opts: &EngineOptions) -> Option<String> {
+        opts.fail_fast
+            .then(|| self.0.get().map(|first| format!("not run: --fail-fast stopped the run after {first}")))
+            .flatten()
+    }
+
+    fn note(&self, r: &ScenarioResult) {
+        if matches!(r.status, Status::Failed | Status::Error) {
+            let _ = self.0.set(format!("{} {} on {}", r.scenario, r.status.as_str(), r.board));
+        }
+    }
+}
+
 async fn run_board(
     plan: BoardPlan,
     opener: Arc<dyn BoardOpener>,
     opts: EngineOptions,
     cancel: CancelFlag,
-    tx: mpsc::UnboundedSender<ScenarioResult>,
+    stop: FailFast,
+    events: mpsc::UnboundedSender<BoardEvent>,
 ) {
+    let tx = Results(events.clone());
     let name = plan.board.name.value.clone();
     let runnable: Vec<&PlannedScenario> = plan.scenarios.iter().filter(|p| p.skip.is_none()).collect();
     for p in plan.scenarios.iter().filter(|p| p.skip.is_some()) {
@@ -334,6 +474,12 @@ async fn run_board(
     }
     // Waited for a free slot past Ctrl-C: nothing starts after cancellation.
     if runnable.is_empty() || cancel.is_cancelled() {
+        return;
+    }
+    if let Some(why) = stop.reason(&opts) {
+        for p in runnable {
+            let _ = tx.send(skipped(p, &name, why.clone()));
+        }
         return;
     }
     // Lock (a lab board's hardware; a virtual board takes no lock), then open, on the blocking pool.
@@ -346,7 +492,9 @@ async fn run_board(
         Ok(Ok(l)) => l,
         Ok(Err(e)) => {
             for p in runnable {
-                let _ = tx.send(not_started(p, &name, e.to_string(), &cancel));
+                let r = not_started(p, &name, e.to_string(), &cancel);
+                stop.note(&r);
+                let _ = tx.send(r);
             }
             return;
         }
@@ -363,7 +511,9 @@ async fn run_board(
         Ok(Ok(s)) => Arc::new(Mutex::new(s)),
         Ok(Err(e)) => {
             for p in runnable {
-                let _ = tx.send(not_started(p, &name, format!("opening board `{name}` failed: {e}"), &cancel));
+                let r = not_started(p, &name, format!("opening board `{name}` failed: {e}"), &cancel);
+                stop.note(&r);
+                let _ = tx.send(r);
             }
             return;
         }
@@ -375,28 +525,58 @@ async fn run_board(
         }
     };
     let mut usable = true;
+    // Only a lab board is retried: a virtual board gives the same verdict every time.
+    let retries = if plan.board.virtual_board.is_some() { 0 } else { opts.retries };
     for p in runnable {
         if cancel.is_cancelled() {
             break;
+        }
+        if let Some(why) = stop.reason(&opts) {
+            let _ = tx.send(skipped(p, &name, why));
+            continue;
         }
         if !usable {
             let _ = tx.send(errored(p, &name, "not run: the board did not come back from a stuck step".into()));
             continue;
         }
-        let (result, still_usable) = run_scenario(p, &name, session.clone(), &opts, &cancel).await;
+        let (mut result, still_usable) = run_scenario(p, &name, session.clone(), &opts, &cancel).await;
         usable = still_usable;
+        let mut earlier = Vec::new();
+        while matches!(result.status, Status::Failed | Status::Error)
+            && (earlier.len() as u32) < retries
+            && usable
+            && !cancel.is_cancelled()
+        {
+            tracing::info!(board = %name, scenario = %result.scenario, "retrying after {}", result.status.as_str());
+            earlier.push(Attempt {
+                status: result.status,
+                message: result.message.clone(),
+                cause: result.diagnosis.as_ref().map(|d| d.cause.clone()),
+                wall_duration_ms: result.wall_duration_ms,
+            });
+            let (again, still_usable) = run_scenario(p, &name, session.clone(), &opts, &cancel).await;
+            (result, usable) = (again, still_usable);
+        }
+        result.flaky = !earlier.is_empty() && result.status == Status::Passed;
+        result.retried = earlier;
+        stop.note(&result);
         let _ = tx.send(result);
     }
     let s = session.clone();
-    let _ = tokio::time::timeout(
+    if let Ok(Ok(Some(seen))) = tokio::time::timeout(
         opts.grace,
         tokio::task::spawn_blocking(move || {
-            if let Ok(mut s) = s.lock() {
+            s.lock().ok().map(|mut s| {
+                let seen = s.seen();
                 s.close();
-            }
+                seen
+            })
         }),
     )
-    .await;
+    .await
+    {
+        let _ = events.send(BoardEvent::Seen { board: name.clone(), seen });
+    }
 }
 
 /// Run one scenario; returns its result and whether the board session can still be used.
@@ -446,6 +626,7 @@ async fn run_scenario(
             continue;
         }
         tracing::debug!(board, scenario = %s.name.value, step = i + 1, "running {}", step.action.summary());
+        opts.running.start(p, board, i, step.action.keyword(), &started_at);
         let mut run = exec_step(&session, step, i, p, opts, cancel).await;
         usable = run.usable;
         last_ran = Some(steps.len());
@@ -505,6 +686,8 @@ async fn run_scenario(
             continue;
         }
         // Cleanup runs even after Ctrl-C: restoring the board is worth its few seconds.
+        tracing::debug!(board, scenario = %s.name.value, step = i + 1, "running {} (cleanup)", step.action.summary());
+        opts.running.start(p, board, i, step.action.keyword(), &started_at);
         let run = exec_step(&session, step, i, p, opts, &CancelFlag::new()).await;
         usable = run.usable;
         last_ran = Some(steps.len());
@@ -634,7 +817,10 @@ async fn run_scenario(
         message,
         steps,
         diagnosis: diagnosis.or(audit.flatten()),
+        retried: vec![],
+        flaky: false,
     };
+    opts.running.finish(board);
     (result, usable)
 }
 

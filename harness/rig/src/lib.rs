@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod diagnosis;
 pub mod engine;
+pub mod inspect;
 pub mod lock;
 pub mod opener;
 pub mod option_bits;
@@ -21,3 +22,8 @@ pub mod virtual_backend;
 pub mod virtual_serial;
 
 pub use engine::{BoardOpener, BoardSession, CancelFlag, EngineOptions, StepCx, StepOutcome};
+
+/// The git revision this build comes from (`unknown` outside a checkout).
+pub const GIT_REVISION: &str = env!("HIL_GIT_REVISION");
+/// `hil --version`: the package version and the git revision.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HIL_GIT_REVISION"), ")");

@@ -346,6 +346,8 @@ pub struct ProbeSession {
     selector: String,
     target: String,
     opts: ProbeOptions,
+    /// `VID:PID:serial` of the probe probe-rs opened, when its lister names exactly one.
+    identity: Option<String>,
 }
 
 impl std::fmt::Debug for ProbeSession {
@@ -397,11 +399,24 @@ impl ProbeSession {
             };
             match r {
                 Ok(session) => {
+                    // Which probe this is, for the report (identical probes differ by serial).
+                    let listed = Lister::new().list(Some(&parsed));
+                    let identity = match listed.as_slice() {
+                        [p] => Some(format!(
+                            "{:04x}:{:04x}{} ({})",
+                            p.vendor_id,
+                            p.product_id,
+                            p.serial_number.as_deref().map(|s| format!(":{s}")).unwrap_or_default(),
+                            p.identifier
+                        )),
+                        _ => None,
+                    };
                     return Ok(ProbeSession {
                         session,
                         selector: selector.to_string(),
                         target: target.to_string(),
                         opts: opts.clone(),
+                        identity,
                     });
                 }
                 Err(e) if opts.connect_under_reset && is_under_reset_halt_timeout(&e) => {
@@ -416,6 +431,11 @@ impl ProbeSession {
         }
         let source = last.unwrap_or_else(|| probe_rs::Error::Other("no attach attempt was made".into()));
         Err(Self::attach_err(selector, target, opts, source))
+    }
+
+    /// The probe as probe-rs lists it (`VID:PID:serial (name)`), when known.
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
     }
 
     fn attach_err(selector: &str, target: &str, opts: &ProbeOptions, source: probe_rs::Error) -> ProbeError {

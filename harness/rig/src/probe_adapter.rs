@@ -66,6 +66,10 @@ pub fn to_ihex(image: &hil_image::Image) -> Result<Vec<u8>, ihex::WriterError> {
 }
 
 impl ProbeOps for ProbeSession {
+    fn identity(&self) -> Option<String> {
+        self.identity().map(str::to_string)
+    }
+
     fn halt(&mut self) -> Result<u32, ProbeError> {
         ProbeSession::halt(self)
     }

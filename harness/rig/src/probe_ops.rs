@@ -17,6 +17,10 @@ pub struct ProbeFlashStats {
 pub trait ProbeOps: Send {
     /// Halt the core; returns the PC it stopped at.
     fn halt(&mut self) -> Result<u32, ProbeError>;
+    /// The probe as probe-rs lists it (`VID:PID:serial`), when known: traceability.
+    fn identity(&self) -> Option<String> {
+        None
+    }
     fn resume(&mut self) -> Result<(), ProbeError>;
     fn is_halted(&mut self) -> Result<bool, ProbeError>;
     /// Reset with vector catch: stop before the first instruction of the reset handler.

@@ -128,8 +128,13 @@ mod tests {
 
     #[test]
     fn the_board_is_blamed_for_what_it_answered_and_the_rig_for_its_own_side() {
-        let nack =
-            UartError::Nack { command: Command::Go, subject: Subject::Address(0x0800_0000), stage: Stage::Address };
+        let nack = UartError::Nack {
+            command: Command::Go,
+            subject: Subject::Address(0x0800_0000),
+            stage: Stage::Address,
+            sent: vec![0x08, 0, 0, 0, 0x08],
+            hint: None,
+        };
         assert_eq!(StepError::from(nack).blame(), Blame::Board);
         let io = UartError::Io { during: "Go".into(), source: std::io::Error::other("port vanished") };
         assert_eq!(StepError::from(io).blame(), Blame::Rig);

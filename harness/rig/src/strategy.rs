@@ -76,6 +76,7 @@ fn set_boot0(s: &mut RigSession, high: bool) -> Result<(), StepError> {
 }
 
 fn enter_inner(s: &mut RigSession, state: BoardState, via: Option<Transition>, cx: &StepCx) -> Result<(), StepError> {
+    let seen = s.seen.clone();
     if state == BoardState::Halted {
         return s.with_probe(|p| p.halt()).map(|_| ());
     }
@@ -132,7 +133,7 @@ fn enter_inner(s: &mut RigSession, state: BoardState, via: Option<Transition>, c
         (BoardState::Application, Transition::Go) => {
             let base = s.application_base();
             s.uart_session(cx, |c| {
-                c.connect()?;
+                crate::session::connect_noted(c, &seen)?;
                 Ok(c.go(base)?)
             })?;
         }
@@ -186,9 +187,10 @@ pub fn detect(s: &mut RigSession, cx: &StepCx) -> Result<BoardState, StepError> 
 }
 
 pub fn expect_state(s: &mut RigSession, want: BoardState, cx: &StepCx) -> StepOutcome {
+    let seen = s.seen.clone();
     if s.probe_factory.is_none() && want == BoardState::SystemBootloader {
         // Without a probe the ROM is recognised by its AN3155 answer.
-        return match s.uart_session(cx, |c| Ok(c.connect()?)) {
+        return match s.uart_session(cx, |c| Ok(crate::session::connect_noted(c, &seen)?)) {
             Ok(_) => StepOutcome::passed(),
             Err(e) => StepOutcome::failed(format!("the system bootloader does not answer: {e}")),
         };

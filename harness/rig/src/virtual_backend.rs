@@ -42,16 +42,20 @@ pub fn board_config(name: &str, chip: &hil_chips::Chip, v: &VirtualBoard) -> Boa
     let usart = console_usart(chip);
     let seed = v.seed.unwrap_or(1);
     let mut faults = FaultConfig { seed, ..Default::default() };
-    if v.faults.uart_rx_drop_every.is_some() || v.faults.uart_rx_corrupt_every.is_some() {
-        faults.uart_rx.insert(
-            usart.clone(),
-            UartFaults {
-                drop_every: v.faults.uart_rx_drop_every,
-                corrupt_every: v.faults.uart_rx_corrupt_every,
-                ..Default::default()
-            },
-        );
+    // Line noise on the console USART, each direction on its own (boards.yaml `faults:`).
+    let f = &v.faults;
+    for (map, drop_every, corrupt_every) in [
+        (&mut faults.uart_rx, f.uart_rx_drop_every, f.uart_rx_corrupt_every),
+        (&mut faults.uart_tx, f.uart_tx_drop_every, f.uart_tx_corrupt_every),
+    ] {
+        if drop_every.is_some() || corrupt_every.is_some() {
+            map.insert(usart.clone(), UartFaults { drop_every, corrupt_every, ..Default::default() });
+        }
     }
+    faults.usb_stall_every = f.usb_stall_every;
+    faults.usb_timeout_every = f.usb_timeout_every;
+    faults.flash_brownout_at_program = f.flash_brownout_at_program.map(u64::from);
+    faults.probe_link_drop_after = f.probe_link_drop_after.map(u64::from);
     if let Some(a) = v.faults.flash_program_error_at {
         // Programming is per double word (RM0444 3.3.7): the double word holding the address fails.
         let dw = a.0 & !7;
@@ -59,6 +63,7 @@ pub fn board_config(name: &str, chip: &hil_chips::Chip, v: &VirtualBoard) -> Boa
     }
     BoardConfig {
         name: instance_name(name),
+        unique_id_source: name.to_string(),
         chip: chip.name.clone(),
         timing: match v.timing {
             Timing::Fast => hil_virtual_board::config::Timing::Fast,
@@ -77,6 +82,21 @@ pub fn board_config(name: &str, chip: &hil_chips::Chip, v: &VirtualBoard) -> Boa
 }
 
 pub use crate::option_bits::{apply_option_bits, user_option_word};
+
+/// How long a virtual board has been on when the rig first touches it, at open and after the rig
+/// switched its power. On a bench the board is on before the run opens it (its ST-Link or power
+/// switch powers it) and a probe's attach takes USB round trips after that, so the chip has long
+/// finished its start-up when the first debug access arrives: the boot target (RM0444 2.5) runs,
+/// and a ROM bootloader has clocked and enabled its interfaces (AN2606's bootloader timings give
+/// each version a startup time before it serves an interface; AN3155 2: then it waits for 0x7F).
+/// A wall-paced board gets that time from the host anyway; a gated board (`timing: fast`) does
+/// not, since its clock stands still until the rig waits on it. Without this wait the probe's first access lands at the
+/// power-on instant, in the middle of the ROM's start-up: probe-rs's STM32G0 attach
+/// (`debug_device_unlock`) reads RCC_APBENR1, the ROM then enables USART2 and USB in it (RM0444
+/// 5.4.15), and the attach writes back the value it read with DBGEN set, turning the ROM's
+/// USART2 clock off again, so the ROM never hears the host's 0x7F. The same wait in both timing
+/// modes keeps the verdict independent of the mode (DESIGN.md, virtual time and determinism).
+pub const POWERED_BEFORE_USE: Duration = Duration::from_millis(10);
 
 /// Start the virtual board of a boards.yaml entry and open its seams.
 pub fn open(board: &hil_config::Board) -> Result<Backends, OpenError> {
@@ -100,6 +120,8 @@ pub fn open(board: &hil_config::Board) -> Result<Backends, OpenError> {
         // Option bytes are loaded at power-on (RM0444 3.4.2): start from them.
         vb.power_cycle(Duration::from_millis(1)).wait().map_err(board_error)?;
     }
+    // The board comes up before the rig touches it (see POWERED_BEFORE_USE).
+    vb.sleep(POWERED_BEFORE_USE).wait().map_err(board_error)?;
     let uart = vb.uart(&usart).map_err(board_error)?;
     let clock: Arc<dyn Clock> =
         if vb.gated() { Arc::new(VirtualBoardClock { board: vb.clone() }) } else { WallClock::shared() };
@@ -178,7 +200,10 @@ pub struct VirtualPower {
 
 impl PowerSwitch for VirtualPower {
     fn power_cycle(&mut self, off_for: Duration) -> Result<(), crate::backend::PowerError> {
-        Ok(self.board.power_cycle(off_for).wait()?)
+        self.board.power_cycle(off_for).wait()?;
+        // Back on: the board comes up before the rig touches it again (the probe re-attaches
+        // after a power cycle; see POWERED_BEFORE_USE).
+        Ok(self.board.sleep(POWERED_BEFORE_USE).wait()?)
     }
 }
 

@@ -43,6 +43,12 @@ impl BoardSession for Fake {
                 StepOutcome::passed()
             }
             ("fail", why) => StepOutcome::failed(why.to_string()),
+            // Fails its first N runs on this board, then passes (a flaky bench).
+            ("flaky", n) => {
+                let line = format!("{}: {cmd}", self.board);
+                let runs = self.log.lock().unwrap().iter().filter(|l| **l == line).count();
+                if runs <= n.parse().unwrap() { StepOutcome::failed("flaky-contact") } else { StepOutcome::passed() }
+            }
             ("error", why) => StepOutcome::error(why.to_string()),
             ("sleep", ms) => {
                 // A well-behaved backend: waits, but not past its deadline or a cancellation.
@@ -148,6 +154,16 @@ fn run_opts(
     fail_open: bool,
     audit_diagnosis: bool,
 ) -> Run {
+    run_engine(scenarios, boards, cancel_after, fail_open, |o| EngineOptions { audit_diagnosis, ..o })
+}
+
+fn run_engine(
+    scenarios: &[(&str, &str)],
+    boards: &[&str],
+    cancel_after: Option<Duration>,
+    fail_open: bool,
+    options: impl FnOnce(EngineOptions) -> EngineOptions,
+) -> Run {
     let (tmp, config) = setup(scenarios);
     let log = Arc::new(Mutex::new(Vec::new()));
     let opener = Arc::new(Opener { barrier: Arc::new(Barrier::new(2)), log: log.clone(), fail_open });
@@ -167,7 +183,7 @@ fn run_opts(
             &selected,
             opener,
             &tmp.path().join("reports"),
-            EngineOptions { audit_diagnosis, ..opts(tmp.path()) },
+            options(opts(tmp.path())),
             cancel,
         ))
         .unwrap();
@@ -479,4 +495,73 @@ fn a_lab_board_whose_tty_is_missing_names_the_board_and_the_port() {
     assert!(matches!(&e, hil_rig::opener::OpenError::Serial { board, .. } if board == "bench-a"), "{e:?}");
     let text = e.to_string();
     assert!(text.starts_with("board `bench-a`: serial port /nonexistent/hil-engine-tty: "), "{text}");
+}
+
+#[test]
+fn fail_fast_starts_nothing_after_the_first_failure_and_names_it() {
+    let sc = [
+        ("s1", "name: s1\nsteps:\n  - send: { text: \"pass\" }\n"),
+        ("s2", "name: s2\nsteps:\n  - send: { text: \"fail:broken\" }\n"),
+        ("s3", "name: s3\nsteps:\n  - send: { text: \"pass\" }\n"),
+        ("s4", "name: s4\nsteps:\n  - send: { text: \"pass\" }\n"),
+    ];
+    // One board at a time (whichever starts first): s1 passes, s2 fails, nothing after it starts,
+    // on this board or the other.
+    let r = run_engine(&sc, &["a", "b"], None, false, |o| EngineOptions { fail_fast: true, parallel_boards: 1, ..o });
+    let (first, other) = if result(&r.report, "s2", "a").status == Status::Failed { ("a", "b") } else { ("b", "a") };
+    assert_eq!(result(&r.report, "s1", first).status, Status::Passed);
+    assert_eq!(result(&r.report, "s2", first).status, Status::Failed);
+    let why = format!("not run: --fail-fast stopped the run after s2 failed on {first}");
+    for (s, b) in [("s3", first), ("s4", first), ("s1", other), ("s2", other), ("s3", other), ("s4", other)] {
+        let x = result(&r.report, s, b);
+        assert_eq!(x.status, Status::Skipped, "{s} on {b}");
+        assert_eq!(x.message.as_deref(), Some(why.as_str()));
+    }
+    assert!(!r.log.iter().any(|l| l.starts_with(&format!("{other}: "))), "{other} started: {:?}", r.log);
+    assert_eq!(r.report.status, RunStatus::Failed);
+    // Without it every scenario runs.
+    let r = run_engine(&sc, &["a", "b"], None, false, |o| EngineOptions { parallel_boards: 1, ..o });
+    assert_eq!(r.report.summary.passed, 6);
+    assert_eq!(r.report.summary.failed, 2);
+}
+
+#[test]
+fn a_lab_board_is_retried_and_a_pass_after_a_retry_is_flaky_in_every_report() {
+    let sc = [
+        ("once", "name: once\nsteps:\n  - send: { text: \"flaky:1\" }\n"),
+        ("always", "name: always\nsteps:\n  - send: { text: \"fail:dead\" }\n"),
+    ];
+    let r = run_engine(&sc, &["bench-a"], None, false, |o| EngineOptions { retries: 2, ..o });
+    let once = result(&r.report, "once", "bench-a");
+    assert_eq!(once.status, Status::Passed);
+    assert!(once.flaky);
+    assert_eq!(once.retried.len(), 1);
+    assert_eq!(once.retried[0].status, Status::Failed);
+    assert_eq!(once.retried[0].cause.as_deref(), Some("flaky-contact"));
+    let always = result(&r.report, "always", "bench-a");
+    assert_eq!(always.status, Status::Failed);
+    assert!(!always.flaky);
+    assert_eq!(always.retried.len(), 2, "bounded by --retries");
+    assert_eq!(r.log.iter().filter(|l| l.ends_with("fail:dead")).count(), 3);
+    assert_eq!(r.report.summary.flaky, 1);
+    let junit = std::fs::read_to_string(r.dir.join("junit.xml")).unwrap();
+    assert!(junit.contains("<flakyFailure"), "{junit}");
+    assert!(junit.contains("<rerunFailure"), "{junit}");
+    let md = std::fs::read_to_string(r.dir.join("summary.md")).unwrap();
+    assert!(md.contains("1 flaky (passed after a retry)"), "{md}");
+    assert!(md.contains("once on bench-a, attempt 1: failed"), "{md}");
+    let html = std::fs::read_to_string(r.dir.join("report.html")).unwrap();
+    assert!(html.contains("flaky"), "html");
+    let json = std::fs::read_to_string(r.dir.join("report.json")).unwrap();
+    assert!(json.contains("\"flaky\": true"), "{json}");
+}
+
+#[test]
+fn a_virtual_board_is_never_retried() {
+    let sc = [("once", "name: once\nsteps:\n  - send: { text: \"flaky:1\" }\n")];
+    let r = run_engine(&sc, &["a"], None, false, |o| EngineOptions { retries: 3, ..o });
+    let once = result(&r.report, "once", "a");
+    assert_eq!(once.status, Status::Failed);
+    assert!(once.retried.is_empty() && !once.flaky);
+    assert_eq!(r.log.iter().filter(|l| l.ends_with("flaky:1")).count(), 1);
 }

@@ -34,11 +34,15 @@ impl Default for RamInit {
     }
 }
 
-/// Fault injection on one USART's receive path (host -> device).
+/// Fault injection on one direction of one USART's line. Each fault stands for what noise on a
+/// real line does to a frame: a dropped frame is a start bit the receiver never saw (a glitch, a
+/// loose wire, an adapter's FIFO overrun); a corrupted frame is a bit flipped on the wire, which
+/// the receiver flags as a parity error on an 8E1 link and the ROM uses anyway (\[OBL\]
+/// `OPENBL_USART_ReadByte` ignores PE; reference 1.1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UartFaults {
-    /// Drop every n-th received frame.
+    /// Drop every n-th frame.
     pub drop_every: Option<u32>,
     /// Drop each frame with this probability.
     pub drop_probability: f64,
@@ -46,6 +50,11 @@ pub struct UartFaults {
     pub corrupt_every: Option<u32>,
     /// Flip one data bit of each frame with this probability.
     pub corrupt_probability: f64,
+    /// Drop only the n-th frame (counted from when the faults were set): one lost byte at a
+    /// chosen point of an exchange, for tests.
+    pub drop_at: Option<u64>,
+    /// Flip one data bit of only the n-th frame.
+    pub corrupt_at: Option<u64>,
 }
 
 /// Fault injection configured per board. Deterministic for a given `seed`.
@@ -53,13 +62,30 @@ pub struct UartFaults {
 #[serde(default, deny_unknown_fields)]
 pub struct FaultConfig {
     pub seed: u64,
-    /// By USART instance name (`USART2`).
+    /// Frames the host sends to a USART (host -> device), by USART instance name (`USART2`).
     pub uart_rx: BTreeMap<String, UartFaults>,
+    /// Frames a USART transmits to the host (device -> host), by instance name: the same noise on
+    /// the other wire of the pair, as the host's receiver sees it.
+    pub uart_tx: BTreeMap<String, UartFaults>,
+    /// Every n-th DFU class request (DNLOAD, UPLOAD, GETSTATUS, ...) is answered with STALL
+    /// without reaching the bootloader: what the host sees when a packet of the transfer was
+    /// corrupted and the transaction failed its retries (Linux reports EPIPE / EPROTO), or when a
+    /// device stalls a request it cannot take in its current state.
+    pub usb_stall_every: Option<u32>,
+    /// Every n-th DFU class request is lost without reaching the bootloader and never answered,
+    /// so the host's transfer times out: a device that stopped answering (NAKs forever) or a
+    /// hub that dropped the transfer.
+    pub usb_timeout_every: Option<u32>,
     /// Double-word programs whose address falls in one of these ranges fail: PROGERR is set
     /// (and OPERR with ERRIE) and the flash keeps its old content.
     pub flash_program_fail: Vec<Range<u32>>,
     /// The next n double-word programs fail the same way.
     pub flash_fail_next_programs: u32,
+    /// The n-th double-word program since the board started (from 1) browns out: a power-on
+    /// reset while the cells are being written, the double word left half written.
+    pub flash_brownout_at_program: Option<u64>,
+    /// After this many debug transfers the SWD link is down for good (a loose probe cable).
+    pub probe_link_drop_after: Option<u64>,
 }
 
 /// Behaviours that could not be tied to a primary source. Each switch names the behaviour the
@@ -148,12 +174,16 @@ pub struct BoardConfig {
     /// Default deadline of API calls.
     #[serde(with = "duration_ms")]
     pub default_deadline: Duration,
+    /// What the 96-bit unique ID is derived from: the board's name in boards.yaml, so that it is
+    /// the same in every run (the registry `name` is unique per process). Empty: `name`.
+    pub unique_id_source: String,
 }
 
 impl Default for BoardConfig {
     fn default() -> Self {
         BoardConfig {
             name: "virtual-g071".into(),
+            unique_id_source: String::new(),
             chip: "STM32G071RB".into(),
             timing: Timing::Fast,
             ram_init: RamInit::default(),

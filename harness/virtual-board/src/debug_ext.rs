@@ -68,6 +68,10 @@ impl Machine {
         if !self.powered() {
             return DapLink::Off;
         }
+        if self.soc.sys.shared.faults.probe_link_dropped() {
+            // Injected: the SWD wires stopped carrying (issue 19 fault `probe-link-drop-after`).
+            return DapLink::Disabled("the SWD link dropped (injected fault: probe-link-drop-after)".into());
+        }
         let f = &self.soc.sys.shared.flash;
         if f.rdp == RdpLevel::Level2 {
             return DapLink::Disabled("RDP level 2: the debug port is disabled (RM0444 3.5.1)".into());
@@ -77,6 +81,18 @@ impl Machine {
 
     /// Perform debugger accesses in order, stopping at the first that fails.
     pub fn debug_transfer(&mut self, ops: &[DebugOp], in_reset: InResetBus) -> TransferOutcome {
+        if !self.soc.sys.shared.faults.probe_transfer() {
+            return TransferOutcome {
+                values: Vec::new(),
+                error: Some((
+                    0,
+                    BoardError::DebugRefused {
+                        board: self.name.clone(),
+                        why: "the SWD link dropped (injected fault: probe-link-drop-after)".into(),
+                    },
+                )),
+            };
+        }
         let mut values = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
             let r = match *op {

@@ -22,7 +22,7 @@ pub enum BoardError {
     /// against a board thread that stopped making progress (an emulator bug, a host stalled for
     /// minutes). Tripping it is a failure of the rig or the host, never of the firmware.
     #[error(
-        "board {board}: {what} (a wait of {budget:?} on the board's clock) was still unanswered after {wall:?} of          wall time: the wall-clock safety net tripped (host overloaded or emulator stuck; not a board failure)"
+        "board {board}: {what} (a wait of {budget:?} on the board's clock) was still unanswered after {wall:?} of wall time: the wall-clock safety net tripped (host overloaded or emulator stuck; not a board failure)"
     )]
     WallSafetyNet { board: String, what: String, budget: Duration, wall: Duration },
     #[error("board {0}: the board thread has stopped")]

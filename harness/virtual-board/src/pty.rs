@@ -87,7 +87,7 @@ impl Pty {
         fcntl(&r.master, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK))
             .map_err(|e| format!("fcntl O_NONBLOCK: {e}"))?;
         if let Some(l) = link {
-            let _ = std::fs::remove_file(l);
+            claim_link(l)?;
             std::os::unix::fs::symlink(&path, l)
                 .map_err(|e| format!("symlink {} -> {}: {e}", l.display(), path.display()))?;
         }
@@ -134,10 +134,49 @@ impl Drop for Pty {
         if let Some(h) = self.reader.take() {
             let _ = h.join();
         }
-        if let Some(l) = &self.link {
+        // Only our own link: someone may have replaced it meanwhile.
+        if let Some(l) = &self.link
+            && std::fs::read_link(l).is_ok_and(|t| t == self.path)
+        {
             let _ = std::fs::remove_file(l);
         }
     }
+}
+
+/// Make sure a link may be created at `l`: nothing is there, or a stale link an earlier board
+/// left (a symlink to a PTY that no longer exists), which is removed. Anything else - a file, a
+/// directory, a link to a live PTY (another board serving) - is refused: never delete what this
+/// board did not create.
+pub fn claim_link(l: &Path) -> Result<(), String> {
+    let meta = match std::fs::symlink_metadata(l) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("--uart-link {}: {e}", l.display())),
+        Ok(m) => m,
+    };
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(l).map_err(|e| format!("--uart-link {}: {e}", l.display()))?;
+        if target.starts_with("/dev/pts/") && !target.exists() {
+            return std::fs::remove_file(l)
+                .map_err(|e| format!("removing the stale link {} -> {}: {e}", l.display(), target.display()));
+        }
+        return Err(format!(
+            "refusing to replace {}: it is a link to {}{}; remove it or choose another path",
+            l.display(),
+            target.display(),
+            if target.starts_with("/dev/pts/") { " (a PTY in use: another board may be serving)" } else { "" }
+        ));
+    }
+    let what = if meta.is_dir() {
+        "a directory"
+    } else if meta.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    };
+    Err(format!(
+        "refusing to replace {}: it exists and is {what}, not a link this board made; remove it or choose another path",
+        l.display()
+    ))
 }
 
 /// The baud rate the peer set on the PTY. Standard rates are termios speed codes; other tools

@@ -140,6 +140,24 @@ pub fn build_image(chip: &Chip) -> (Vec<u8>, RomLayout) {
     (img, layout)
 }
 
+/// The further system memory areas (chip data `system_memory_extra`): the ROM's code there is not
+/// modelled (erased bytes, 0xFF), but the bootloader ID byte is placed where AN2606 Table 3 says.
+pub fn build_extra_images(chip: &Chip) -> Vec<(u32, Vec<u8>)> {
+    chip.memory
+        .system_memory_extra
+        .iter()
+        .map(|a| {
+            let mut img = vec![0xFF; a.size as usize];
+            if let Some(id) = chip.bootloader.id_address
+                && a.contains(id)
+            {
+                img[(id - a.base) as usize] = chip.bootloader.id;
+            }
+            (a.base, img)
+        })
+        .collect()
+}
+
 /// How the core arrived in the ROM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum RomEntryKind {

@@ -288,12 +288,19 @@ pub struct Counters {
     pub flash_reg_writes_debug: u64,
     /// Double words programmed successfully.
     pub flash_programs: u64,
+    /// Programs cut by an injected brown-out.
+    pub flash_brownouts: u64,
     pub flash_page_erases: u64,
     pub flash_mass_erases: u64,
     pub option_programs: u64,
     /// Bytes the USARTs received from the host side (delivered or lost).
     pub uart_rx_frames: u64,
     pub uart_rx_dropped: u64,
+    /// Bytes the USARTs transmitted that a fault dropped or corrupted on the way to the host.
+    pub uart_tx_dropped: u64,
+    pub uart_tx_corrupted: u64,
+    /// DFU class requests a fault stalled or lost before the bootloader saw them.
+    pub usb_requests_faulted: u64,
 }
 
 /// Fault injection state (seeded, deterministic).
@@ -302,9 +309,13 @@ pub struct FaultState {
     pub config: FaultConfig,
     rng: ChaCha8Rng,
     rx_seen: Vec<u64>,
+    tx_seen: Vec<u64>,
+    dfu_requests_seen: u64,
+    programs_started: u64,
+    probe_transfers: u64,
 }
 
-/// What happens to one received frame.
+/// What happens to one frame on a UART wire (either direction).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RxFate {
     Deliver,
@@ -313,10 +324,26 @@ pub enum RxFate {
     Corrupt(u8),
 }
 
+/// What happens to one DFU class request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsbFate {
+    Deliver,
+    Stall,
+    Lose,
+}
+
 impl FaultState {
     pub fn new(config: FaultConfig) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
-        FaultState { config, rng, rx_seen: Vec::new() }
+        FaultState {
+            config,
+            rng,
+            rx_seen: Vec::new(),
+            tx_seen: Vec::new(),
+            dfu_requests_seen: 0,
+            programs_started: 0,
+            probe_transfers: 0,
+        }
     }
     pub fn set(&mut self, config: FaultConfig) {
         *self = FaultState::new(config);
@@ -324,24 +351,44 @@ impl FaultState {
     /// Decide the fate of the next frame received by USART `name`.
     pub fn rx_fate(&mut self, usart: usize, name: &str) -> RxFate {
         let Some(f) = self.config.uart_rx.get(name).copied() else { return RxFate::Deliver };
-        if self.rx_seen.len() <= usart {
-            self.rx_seen.resize(usart + 1, 0);
+        let n = bump(&mut self.rx_seen, usart);
+        frame_fate(f, n, &mut self.rng)
+    }
+    /// Decide the fate of the next frame USART `name` transmits to the host.
+    pub fn tx_fate(&mut self, usart: usize, name: &str) -> RxFate {
+        let Some(f) = self.config.uart_tx.get(name).copied() else { return RxFate::Deliver };
+        let n = bump(&mut self.tx_seen, usart);
+        frame_fate(f, n, &mut self.rng)
+    }
+    /// Decide the fate of the next DFU class request the host submits.
+    pub fn dfu_request_fate(&mut self) -> UsbFate {
+        let (stall, lose) = (self.config.usb_stall_every, self.config.usb_timeout_every);
+        if stall.is_none() && lose.is_none() {
+            return UsbFate::Deliver;
         }
-        self.rx_seen[usart] += 1;
-        let n = self.rx_seen[usart];
-        let UartFaults { drop_every, drop_probability, corrupt_every, corrupt_probability } = f;
-        if drop_every.is_some_and(|k| k > 0 && n.is_multiple_of(k as u64))
-            || (drop_probability > 0.0 && self.rng.random_bool(drop_probability.clamp(0.0, 1.0)))
-        {
-            return RxFate::Drop;
+        self.dfu_requests_seen += 1;
+        let n = self.dfu_requests_seen;
+        if stall.is_some_and(|k| k > 0 && n.is_multiple_of(k as u64)) {
+            UsbFate::Stall
+        } else if lose.is_some_and(|k| k > 0 && n.is_multiple_of(k as u64)) {
+            UsbFate::Lose
+        } else {
+            UsbFate::Deliver
         }
-        if corrupt_every.is_some_and(|k| k > 0 && n.is_multiple_of(k as u64))
-            || (corrupt_probability > 0.0 && self.rng.random_bool(corrupt_probability.clamp(0.0, 1.0)))
-        {
-            let mask = 1u8 << self.rng.random_range(0..8);
-            return RxFate::Corrupt(mask);
-        }
-        RxFate::Deliver
+    }
+    /// Counts one debug transfer; whether the SWD link is still up.
+    pub fn probe_transfer(&mut self) -> bool {
+        self.probe_transfers += 1;
+        self.config.probe_link_drop_after.is_none_or(|n| self.probe_transfers <= n)
+    }
+    /// Whether the injected probe-link drop has happened.
+    pub fn probe_link_dropped(&self) -> bool {
+        self.config.probe_link_drop_after.is_some_and(|n| self.probe_transfers >= n)
+    }
+    /// Whether the program now starting is the one that browns out (counts every program).
+    pub fn program_browns_out(&mut self) -> bool {
+        self.programs_started += 1;
+        self.config.flash_brownout_at_program == Some(self.programs_started)
     }
     /// Whether programming the double word at `addr` fails (and consumes one `fail_next_programs`).
     pub fn program_fails(&mut self, addr: u32) -> bool {
@@ -351,6 +398,37 @@ impl FaultState {
         }
         self.config.flash_program_fail.iter().any(|r| r.contains(&addr))
     }
+}
+
+/// Counts one more frame on USART `usart`'s wire; returns its number (from 1).
+fn bump(seen: &mut Vec<u64>, usart: usize) -> u64 {
+    if seen.len() <= usart {
+        seen.resize(usart + 1, 0);
+    }
+    seen[usart] += 1;
+    seen[usart]
+}
+
+/// The fate of frame number `n` under `f`.
+fn frame_fate(f: UartFaults, n: u64, rng: &mut ChaCha8Rng) -> RxFate {
+    let UartFaults { drop_every, drop_probability, corrupt_every, corrupt_probability, drop_at, corrupt_at } = f;
+    if drop_at == Some(n) {
+        return RxFate::Drop;
+    }
+    if corrupt_at == Some(n) {
+        return RxFate::Corrupt(1u8 << rng.random_range(0..8));
+    }
+    if drop_every.is_some_and(|k| k > 0 && n.is_multiple_of(k as u64))
+        || (drop_probability > 0.0 && rng.random_bool(drop_probability.clamp(0.0, 1.0)))
+    {
+        return RxFate::Drop;
+    }
+    if corrupt_every.is_some_and(|k| k > 0 && n.is_multiple_of(k as u64))
+        || (corrupt_probability > 0.0 && rng.random_bool(corrupt_probability.clamp(0.0, 1.0)))
+    {
+        return RxFate::Corrupt(1u8 << rng.random_range(0..8));
+    }
+    RxFate::Deliver
 }
 
 /// Everything devices share. Owned by the [`hil_cortex_m::System`].
@@ -428,6 +506,30 @@ mod tests {
         };
         assert_eq!(run(&cfg), run(&cfg));
         assert!(run(&cfg).iter().any(|x| matches!(x, RxFate::Corrupt(_))));
+    }
+
+    #[test]
+    fn each_wire_direction_and_usb_count_their_own_faults() {
+        let mut cfg = FaultConfig::default();
+        cfg.uart_rx.insert("USART2".into(), UartFaults { drop_every: Some(2), ..Default::default() });
+        cfg.uart_tx.insert("USART2".into(), UartFaults { corrupt_every: Some(3), ..Default::default() });
+        cfg.usb_stall_every = Some(2);
+        cfg.usb_timeout_every = Some(3);
+        let mut f = FaultState::new(cfg);
+        // Interleaved traffic: the periods count frames of one direction each.
+        let mut rx = Vec::new();
+        let mut tx = Vec::new();
+        for _ in 0..6 {
+            rx.push(f.rx_fate(0, "USART2"));
+            tx.push(f.tx_fate(0, "USART2"));
+        }
+        assert_eq!(rx.iter().map(|x| *x == RxFate::Drop).collect::<Vec<_>>(), [false, true, false, true, false, true]);
+        assert!(matches!(tx[2], RxFate::Corrupt(m) if m.count_ones() == 1), "{tx:?}");
+        assert_eq!(tx.iter().filter(|x| **x != RxFate::Deliver).count(), 2);
+        assert_eq!(f.tx_fate(1, "USART1"), RxFate::Deliver);
+        let usb: Vec<_> = (0..6).map(|_| f.dfu_request_fate()).collect();
+        use UsbFate::*;
+        assert_eq!(usb, [Deliver, Stall, Lose, Stall, Deliver, Stall]);
     }
 
     #[test]

@@ -128,16 +128,15 @@ impl Soc {
                 }
             };
             // Flash size in KiB (RM0444 41.1), package code, and a unique ID derived from the
-            // board name (stable across runs, distinct between boards).
+            // board's boards.yaml name (stable across runs, distinct between boards).
             put(m.flash_size_register, &((m.flash.size / 1024) as u16).to_le_bytes());
             if let (Some(pa), Some(code)) = (m.package_address, m.package_code) {
                 put(pa, &code.to_le_bytes());
             }
             if let Some(ua) = m.uid_address {
-                let h = cfg
-                    .name
-                    .bytes()
-                    .fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
+                let source = if cfg.unique_id_source.is_empty() { &cfg.name } else { &cfg.unique_id_source };
+                let h =
+                    source.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
                 let mut uid = [0u8; 12];
                 uid[..8].copy_from_slice(&h.to_le_bytes());
                 uid[8..].copy_from_slice(&(chip.identity.dev_id as u32).to_le_bytes());
@@ -168,6 +167,22 @@ impl Soc {
         sys.memory
             .map_store("system memory", m.system_memory.base, m.system_memory.size, system_store, 0, rom_writes, true)
             .map_err(map_err)?;
+        for (i, (base, img)) in rom::build_extra_images(chip).into_iter().enumerate() {
+            let size = img.len() as u32;
+            let store = sys.memory.add_store("system memory (more)", img.len(), 0xFF);
+            sys.memory.store_mut(store).copy_from_slice(&img);
+            sys.memory
+                .map_store(
+                    if i == 0 { "system memory 2" } else { "system memory n" },
+                    base,
+                    size,
+                    store,
+                    0,
+                    rom_writes,
+                    true,
+                )
+                .map_err(map_err)?;
+        }
         if let (Some(a), Some(s)) = (&m.otp, otp_store) {
             sys.memory
                 .map_store("otp", a.base, a.size, s, 0, WritePolicy::Device(flash_dev), false)

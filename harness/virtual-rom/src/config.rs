@@ -494,7 +494,17 @@ fn common_regions(chip: &Chip, flash: &FlashLayout) -> Vec<MemoryRegion> {
         base: m.system_memory.base,
         size: m.system_memory.size,
     });
+    for extra in &m.system_memory_extra {
+        regions.push(MemoryRegion { kind: RegionKind::SystemMemory, base: extra.base, size: extra.size });
+    }
     regions.push(MemoryRegion { kind: RegionKind::OptionBytes, base: m.option_bytes.base, size: m.option_bytes.size });
+    // Read-only, like system memory: host tools identify the part from these (chip data says
+    // whether this ROM answers there).
+    if chip.bootloader.engineering_bytes_readable
+        && let Some(e) = &m.engineering_bytes
+    {
+        regions.push(MemoryRegion { kind: RegionKind::SystemMemory, base: e.base, size: e.size });
+    }
     regions
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::descriptors::{DescriptorError, DfuFunctional, parse_configuration, parse_string};
 use super::layout::{LayoutError, MemoryLayout, MemorySegment};
 use super::transport::{ControlTransfer, Setup, TransferError, dfu_request, request_type};
+use crate::clock::Deadline;
 use crate::transcript::{Event, Tap, TranscriptSink};
 
 /// DFU state (bState of GETSTATUS; reference 3.3).
@@ -153,6 +154,14 @@ pub enum DfuError {
     NotAllowed { op: Op, address: u32, what: &'static str, layout: String },
     #[error("{op}: {reason}")]
     InvalidArgument { op: Op, reason: String },
+    #[error("{op}: gave up after {attempts} attempts; the last one: {last}")]
+    RetriesExhausted { op: Op, attempts: u32, last: Box<DfuError> },
+    #[error("{op}: the caller's deadline passed")]
+    DeadlineExceeded { op: Op },
+    #[error(
+        "{op}: reads back 0x{got:02X} at offset {offset} where 0x{expected:02X} was sent, and is not erased (the flash needs an erase before it takes the block again)"
+    )]
+    ReadBackDiffers { op: Op, offset: usize, expected: u8, got: u8 },
     #[error("configuration descriptor: {0}")]
     Descriptor(#[from] DescriptorError),
     #[error("alternate setting {alt} not found; the DFU interface offers {available:?}")]
@@ -178,6 +187,38 @@ fn status_hint(status: Status) -> &'static str {
 
 type Result<T, E = DfuError> = std::result::Result<T, E>;
 
+impl DfuError {
+    /// What a bad cable or a device that lost a request can cause, and clearing the device's
+    /// state and sending the request again can cure: a stall or timeout of a transfer, a status
+    /// of dfuERROR, a state the request did not lead to, a short status. Not: a device that is
+    /// gone, a host-side error, an address outside the layout.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DfuError::Transfer { source, .. } => matches!(source, TransferError::Stall | TransferError::Timeout(_)),
+            // Not BusyTimeout / Stuck: a device busy for that long is not cured by asking again.
+            DfuError::Status { .. } | DfuError::WrongState { .. } | DfuError::ShortStatus { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The error of the last attempt when retries ran out, else this one.
+    pub fn last(&self) -> &DfuError {
+        match self {
+            DfuError::RetriesExhausted { last, .. } => last,
+            other => other,
+        }
+    }
+}
+
+/// What it took to get the requests through (see [`DfuSeClient::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DfuStats {
+    /// Operations (a block write, a page erase, an upload) done again after a transient error.
+    pub retries: u32,
+    /// Blocks whose outcome was unknown and that an upload showed written.
+    pub confirmed_by_upload: u32,
+}
+
 /// Waits and limits. Defaults follow dfu-util (\[DU\]; reference 3.3, 3.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DfuConfig {
@@ -194,6 +235,9 @@ pub struct DfuConfig {
     pub max_poll_stalls: u32,
     /// Give up after this many consecutive zero-timeout busy polls (dfu-util: 100).
     pub max_zero_polls: u32,
+    /// How often a block write, page erase or upload that failed transiently (a stalled or lost
+    /// request, dfuERROR) is done again after CLRSTATUS / ABORT back to dfuIDLE (0 = never).
+    pub retries: u32,
 }
 
 impl Default for DfuConfig {
@@ -205,6 +249,7 @@ impl Default for DfuConfig {
             f405_mass_erase_quirk: true,
             max_poll_stalls: 3,
             max_zero_polls: 100,
+            retries: 3,
         }
     }
 }
@@ -235,6 +280,9 @@ pub struct DfuSeClient<T: ControlTransfer> {
     target: DfuSeTarget,
     config: DfuConfig,
     tap: Tap,
+    stats: DfuStats,
+    /// The caller's deadline: no transfer, poll wait or retry goes past it.
+    deadline: Option<Deadline>,
 }
 
 const GET_DESCRIPTOR: u8 = 6;
@@ -261,7 +309,8 @@ impl<T: ControlTransfer> DfuSeClient<T> {
             transfer_size: 0,
             functional: DfuFunctional { attributes: 0, detach_timeout_ms: 0, transfer_size: 0, dfu_version: 0 },
         };
-        let mut client = DfuSeClient { dev, target: placeholder, config, tap };
+        let mut client =
+            DfuSeClient { dev, target: placeholder, config, tap, stats: DfuStats::default(), deadline: None };
         client.target = client.discover(alt_setting)?;
         client.select_and_clear()?;
         Ok(client)
@@ -276,7 +325,7 @@ impl<T: ControlTransfer> DfuSeClient<T> {
     ) -> Result<Self> {
         let mut tap = Tap::default();
         tap.set(transcript);
-        let mut client = DfuSeClient { dev, target, config, tap };
+        let mut client = DfuSeClient { dev, target, config, tap, stats: DfuStats::default(), deadline: None };
         client.select_and_clear()?;
         Ok(client)
     }
@@ -351,6 +400,33 @@ impl<T: ControlTransfer> DfuSeClient<T> {
         &self.target
     }
 
+    /// Retries so far.
+    pub fn stats(&self) -> DfuStats {
+        self.stats
+    }
+
+    /// No transfer, bwPollTimeout wait or retry goes past `deadline`; once it has passed,
+    /// operations fail with [`DfuError::DeadlineExceeded`]. It should be on the clock the
+    /// device's waits count (the board's clock for a virtual board).
+    pub fn set_deadline(&mut self, deadline: Option<Deadline>) {
+        self.deadline = deadline;
+    }
+
+    /// The transfer timeout, cut to what is left of the caller's deadline.
+    fn transfer_timeout(&self, op: Op) -> Result<Duration> {
+        match &self.deadline {
+            Some(d) if d.passed() => Err(DfuError::DeadlineExceeded { op }),
+            Some(d) => Ok(self.config.transfer_timeout.min(d.remaining())),
+            None => Ok(self.config.transfer_timeout),
+        }
+    }
+
+    /// Waits `d` on the device's clock, at most until the caller's deadline.
+    fn wait(&mut self, d: Duration) {
+        let d = self.deadline.as_ref().map_or(d, |dl| d.min(dl.remaining()));
+        self.dev.wait(d);
+    }
+
     pub fn set_transcript(&mut self, sink: Option<Box<dyn TranscriptSink>>) {
         self.tap.set(sink);
     }
@@ -370,7 +446,8 @@ impl<T: ControlTransfer> DfuSeClient<T> {
     // ----- transfers ---------------------------------------------------------------------------
 
     fn transfer_in(&mut self, op: Op, setup: Setup) -> Result<Vec<u8>> {
-        let result = self.dev.control_in(setup, self.config.transfer_timeout);
+        let timeout = self.transfer_timeout(op)?;
+        let result = self.dev.control_in(setup, timeout);
         self.tap.emit(|| match &result {
             Ok(data) => Event::Control { setup, data: data.clone(), outcome: Ok(()) },
             Err(e) => Event::Control { setup, data: Vec::new(), outcome: Err(e.to_string()) },
@@ -397,7 +474,8 @@ impl<T: ControlTransfer> DfuSeClient<T> {
             index: self.target.interface as u16,
             length: data.len() as u16,
         };
-        let result = self.dev.control_out(setup, data, self.config.transfer_timeout);
+        let timeout = self.transfer_timeout(op)?;
+        let result = self.dev.control_out(setup, data, timeout);
         self.tap.emit(|| Event::Control {
             setup,
             data: data.to_vec(),
@@ -447,7 +525,7 @@ impl<T: ControlTransfer> DfuSeClient<T> {
         let mut last = None;
         for _ in 0..8 {
             let st = self.status_for(op)?;
-            self.dev.wait(st.poll_timeout);
+            self.wait(st.poll_timeout);
             match st.state {
                 State::IDLE if st.status == Status::OK => return Ok(st),
                 State::ERROR | State::IDLE => self.class_out(op, dfu_request::CLRSTATUS, 0, &[])?,
@@ -468,7 +546,7 @@ impl<T: ControlTransfer> DfuSeClient<T> {
     fn abort_to_idle(&mut self, op: Op) -> Result<()> {
         self.class_out(op, dfu_request::ABORT, 0, &[])?;
         let st = self.status_for(op)?;
-        self.dev.wait(st.poll_timeout);
+        self.wait(st.poll_timeout);
         if st.state != State::IDLE {
             return Err(DfuError::WrongState { op, expected: State::IDLE, state: st.state, status: st.status });
         }
@@ -485,7 +563,7 @@ impl<T: ControlTransfer> DfuSeClient<T> {
             if op == Op::MassErase && self.config.f405_mass_erase_quirk && pause == Duration::from_millis(100) {
                 pause = self.config.mass_erase_limit;
             }
-            self.dev.wait(pause);
+            self.wait(pause);
             if st.state != State::DNBUSY {
                 return Ok(st);
             }
@@ -513,6 +591,9 @@ impl<T: ControlTransfer> DfuSeClient<T> {
             if st.state == State::DNBUSY && waited >= limit {
                 return Err(DfuError::BusyTimeout { op, waited, limit });
             }
+            if st.state == State::DNBUSY && self.deadline.as_ref().is_some_and(Deadline::passed) {
+                return Err(DfuError::DeadlineExceeded { op });
+            }
         }
     }
 
@@ -528,7 +609,7 @@ impl<T: ControlTransfer> DfuSeClient<T> {
         }
         if op == Op::ReadUnprotect {
             // The device mass-erases and resets; there is no later status to read ([DU]).
-            self.dev.wait(first.poll_timeout);
+            self.wait(first.poll_timeout);
             return Ok(first);
         }
         let st = self.poll_while_busy(op, first)?;
@@ -548,6 +629,56 @@ impl<T: ControlTransfer> DfuSeClient<T> {
 
     fn not_allowed(&self, op: Op, address: u32, what: &'static str) -> DfuError {
         DfuError::NotAllowed { op, address, what, layout: self.target.layout.to_string() }
+    }
+
+    /// Brings the device back to dfuIDLE after a transient error: GETSTATUS, then CLRSTATUS out
+    /// of dfuERROR or ABORT out of the other states (DFU 1.1 state diagram; reference 3.3, 3.6).
+    /// Those requests can fail on the same bad link, so a few tries.
+    fn recover(&mut self) -> Result<()> {
+        let mut last = None;
+        for _ in 0..3 {
+            match self.clear_errors() {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_transient() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(DfuError::WrongState {
+            op: Op::ClearErrors,
+            expected: State::IDLE,
+            state: State::ERROR,
+            status: Status::OK,
+        }))
+    }
+
+    /// Runs `f` until it succeeds, recovering to dfuIDLE after each transient error, at most
+    /// `config.retries` more times. `f` gets the attempt number (0 first).
+    fn retrying<R>(&mut self, op: Op, mut f: impl FnMut(&mut Self, u32) -> Result<R>) -> Result<R> {
+        let mut attempt = 0;
+        loop {
+            let e = match f(self, attempt) {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            if !e.is_transient() {
+                return Err(e);
+            }
+            if attempt >= self.config.retries || self.deadline.as_ref().is_some_and(Deadline::passed) {
+                return Err(if attempt == 0 {
+                    e
+                } else {
+                    DfuError::RetriesExhausted { op, attempts: attempt + 1, last: Box::new(e) }
+                });
+            }
+            attempt += 1;
+            self.stats.retries += 1;
+            self.tap.note(|| format!("retry {attempt} of {}: {op} after: {e}", self.config.retries));
+            tracing::debug!(%op, attempt, "DfuSe retry after: {e}");
+            if let Err(r) = self.recover() {
+                tracing::debug!("recovering to dfuIDLE: {r}");
+                return Err(DfuError::RetriesExhausted { op, attempts: attempt, last: Box::new(e) });
+            }
+        }
     }
 
     // ----- DfuSe commands ----------------------------------------------------------------------
@@ -573,12 +704,13 @@ impl<T: ControlTransfer> DfuSeClient<T> {
             return Err(self.not_allowed(op, address, "erasable"));
         }
         let a = address.to_le_bytes();
-        self.special(op, &[0x41, a[0], a[1], a[2], a[3]]).map(|_| ())
+        // An erase is idempotent: a failed one is simply done again.
+        self.retrying(op, |c, _| c.special(op, &[0x41, a[0], a[1], a[2], a[3]]).map(|_| ()))
     }
 
     /// Mass erase (0x41 alone).
     pub fn mass_erase(&mut self) -> Result<()> {
-        self.special(Op::MassErase, &[0x41]).map(|_| ())
+        self.retrying(Op::MassErase, |c, _| c.special(Op::MassErase, &[0x41]).map(|_| ()))
     }
 
     /// Read Unprotect (0x92): the device removes readout protection, which mass-erases flash, and
@@ -632,6 +764,12 @@ impl<T: ControlTransfer> DfuSeClient<T> {
     /// Writes without erasing (after [`DfuSeClient::mass_erase`], or to RAM): per chunk of
     /// wTransferSize, Set Address Pointer then DNLOAD with wValue 2, as dfu-util does; then ABORT
     /// back to dfuIDLE.
+    ///
+    /// A chunk that fails transiently is written again after the device is back in dfuIDLE. If
+    /// its DNLOAD had gone out, the device may have programmed it before the error (the status
+    /// that would say so was lost), and flash takes no second program without an erase; so the
+    /// chunk is uploaded first: written as sent, done; erased, written again; else
+    /// [`DfuError::ReadBackDiffers`].
     pub fn write(&mut self, address: u32, data: &[u8]) -> Result<()> {
         let size = self.target.transfer_size as usize;
         for (i, chunk) in data.chunks(size).enumerate() {
@@ -644,16 +782,33 @@ impl<T: ControlTransfer> DfuSeClient<T> {
             if !seg.writable {
                 return Err(self.not_allowed(op, at as u32, "writable"));
             }
-            self.set_address(at as u32)?;
-            self.class_out(op, dfu_request::DNLOAD, 2, chunk)?;
-            let first = self.status_for(op)?;
-            let st = self.poll_while_busy(op, first)?;
-            if st.state != State::DNLOAD_IDLE || st.status != Status::OK {
-                return Err(DfuError::Status { op, state: st.state, status: st.status });
-            }
+            let mut sent = false;
+            self.retrying(op, |c, _| {
+                if sent && seg.readable {
+                    let back = c.upload(at as u32, chunk.len())?;
+                    if back == chunk {
+                        c.stats.confirmed_by_upload += 1;
+                        c.tap.note(|| format!("{op}: uploaded as written"));
+                        return Ok(());
+                    }
+                    if let Some(i) = back.iter().zip(chunk).position(|(b, d)| b != d && *b != 0xFF) {
+                        return Err(DfuError::ReadBackDiffers { op, offset: i, expected: chunk[i], got: back[i] });
+                    }
+                }
+                c.set_address(at as u32)?;
+                sent = true;
+                c.class_out(op, dfu_request::DNLOAD, 2, chunk)?;
+                let first = c.status_for(op)?;
+                let st = c.poll_while_busy(op, first)?;
+                if st.state != State::DNLOAD_IDLE || st.status != Status::OK {
+                    return Err(DfuError::Status { op, state: st.state, status: st.status });
+                }
+                Ok(())
+            })?;
         }
         if !data.is_empty() {
-            self.abort_to_idle(Op::Download { address, len: data.len() })?;
+            let op = Op::Download { address, len: data.len() };
+            self.retrying(op, |c, _| c.abort_to_idle(op))?;
         }
         Ok(())
     }
@@ -677,6 +832,26 @@ impl<T: ControlTransfer> DfuSeClient<T> {
                 return Err(self.not_allowed(op, at, "readable"));
             }
         }
+        // Reading has no side effect: a failed piece is simply read again. Pieces of a few
+        // blocks keep the work lost to one failed request small.
+        const BLOCKS_PER_PIECE: usize = 4;
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let at = address + out.len() as u32;
+            let want = (len - out.len()).min(BLOCKS_PER_PIECE * size);
+            let piece_op = Op::Upload { address: at, len: want };
+            let piece = self.retrying(piece_op, |c, _| c.upload_once(piece_op, at, want, want.div_ceil(size)))?;
+            let short = piece.len() < want;
+            out.extend_from_slice(&piece);
+            if short {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn upload_once(&mut self, op: Op, address: u32, len: usize, blocks: usize) -> Result<Vec<u8>> {
+        let size = self.target.transfer_size as usize;
         self.set_address(address)?;
         self.abort_to_idle(op)?;
         let mut out = Vec::with_capacity(len);

@@ -8,7 +8,7 @@ pub mod layout;
 pub mod nusb_transport;
 pub mod transport;
 
-pub use client::{DfuConfig, DfuError, DfuSeClient, DfuSeTarget, DfuStatus, LeaveOutcome, Op, State, Status};
+pub use client::{DfuConfig, DfuError, DfuSeClient, DfuSeTarget, DfuStats, DfuStatus, LeaveOutcome, Op, State, Status};
 pub use file::{DfuElement, DfuFile, DfuFileError, DfuFileTarget};
 pub use layout::{LayoutError, MemoryLayout, MemorySegment};
 pub use nusb_transport::{NusbDevice, UsbError, UsbSelector};

@@ -35,6 +35,15 @@ struct FakeDfu {
     upload_limit: usize,
     config: Vec<u8>,
     immediate_idle: bool,
+    /// Stall every n-th class request before acting on it (a transaction lost on the cable).
+    stall_class_every: Option<u32>,
+    class_requests: u32,
+    /// The next n block writes end in dfuERROR / errPROG without programming.
+    write_errors: u32,
+    /// The GETSTATUS that programs the next n blocks programs them, then its reply is lost.
+    lose_status_after_write: u32,
+    /// Waits pass on this clock too (the device's clock, for deadline tests).
+    clock: Option<std::sync::Arc<crate::clock::testing::ManualClock>>,
 }
 
 impl FakeDfu {
@@ -59,6 +68,11 @@ impl FakeDfu {
             upload_limit: usize::MAX,
             config: dfuse_configuration(2, 2048),
             immediate_idle: false,
+            stall_class_every: None,
+            class_requests: 0,
+            write_errors: 0,
+            lose_status_after_write: 0,
+            clock: None,
         }
     }
 
@@ -102,7 +116,24 @@ impl FakeDfu {
         Ok(())
     }
 
+    /// Whether this class request is lost to an injected stall.
+    fn stalled(&mut self, setup: &Setup) -> bool {
+        if setup.request_type & 0x60 != 0x20 {
+            return false;
+        }
+        self.class_requests += 1;
+        let hit = self.stall_class_every.is_some_and(|n| self.class_requests.is_multiple_of(n));
+        if hit {
+            self.log.push("(stalled)".into());
+        }
+        hit
+    }
+
     fn write(&mut self, block: u16, data: &[u8]) -> Result<(), Status> {
+        if self.write_errors > 0 {
+            self.write_errors -= 1;
+            return Err(Status(0x06)); // errPROG
+        }
         let address = self.pointer + (block as u32 - 2) * 2048;
         let off = self.offset(address, data.len()).ok_or(Status::ERR_TARGET)?;
         // Flash programs only erased bytes: a client that forgot to erase fails here.
@@ -117,6 +148,9 @@ impl FakeDfu {
 impl ControlTransfer for FakeDfu {
     fn control_in(&mut self, setup: Setup, _timeout: Duration) -> Result<Vec<u8>, TransferError> {
         let len = setup.length as usize;
+        if self.stalled(&setup) {
+            return Err(TransferError::Stall);
+        }
         match (setup.request_type, setup.request) {
             (0x80, 6) => {
                 self.log.push(format!("GET_DESCRIPTOR {:04X}", setup.value));
@@ -142,6 +176,12 @@ impl ControlTransfer for FakeDfu {
                     let block = u16::from_le_bytes([payload[0], payload[1]]);
                     let result =
                         if block == 0 { self.execute(payload[2..].to_vec()) } else { self.write(block, &payload[2..]) };
+                    if block >= 2 && result.is_ok() && self.lose_status_after_write > 0 {
+                        self.lose_status_after_write -= 1;
+                        self.state = State::DNLOAD_IDLE;
+                        self.log.push("(status lost)".into());
+                        return Err(TransferError::Timeout(Duration::from_secs(5)));
+                    }
                     match result {
                         Ok(()) if self.immediate_idle => self.state = State::DNLOAD_IDLE,
                         Ok(()) => {
@@ -182,6 +222,9 @@ impl ControlTransfer for FakeDfu {
     }
 
     fn control_out(&mut self, setup: Setup, data: &[u8], _timeout: Duration) -> Result<(), TransferError> {
+        if self.stalled(&setup) {
+            return Err(TransferError::Stall);
+        }
         match (setup.request_type, setup.request) {
             (0x01, 11) => self.log.push(format!("SET_INTERFACE {}", setup.value)),
             (0x21, 1) => {
@@ -213,6 +256,9 @@ impl ControlTransfer for FakeDfu {
 
     fn wait(&mut self, duration: Duration) {
         self.waits.push(duration);
+        if let Some(c) = &self.clock {
+            crate::clock::Clock::sleep(c.as_ref(), duration);
+        }
     }
 }
 
@@ -302,7 +348,12 @@ fn writing_without_erase_fails_like_flash_does() {
     dev.flash[0] = 0;
     let mut c = open(dev);
     let e = c.write(BASE, &[1, 2, 3, 4]).unwrap_err();
-    assert_eq!(e.to_string(), "Download of 4 bytes to 0x08000000: device reports dfuERROR, errWRITE");
+    // dfuERROR / errWRITE, then the upload before a retry shows why: the chunk is not erased.
+    assert_eq!(
+        e.to_string(),
+        "Download of 4 bytes to 0x08000000: reads back 0x00 at offset 0 where 0x01 was sent, and is not erased (the flash needs an erase before it takes the block again)"
+    );
+    assert_eq!(c.stats().retries, 1);
 }
 
 #[test]
@@ -351,7 +402,10 @@ fn device_errors_are_typed_with_the_operation_and_address() {
     c.clear_errors().unwrap();
     c.device_mut().protected = true;
     let e = c.erase_page(BASE).unwrap_err();
-    assert_eq!(e.to_string(), "Erase page 0x08000000: device reports dfuERROR, errVENDOR (readout protection active?)");
+    assert_eq!(
+        e.to_string(),
+        "Erase page 0x08000000: gave up after 4 attempts; the last one: Erase page 0x08000000: device reports dfuERROR, errVENDOR (readout protection active?)"
+    );
 }
 
 #[test]
@@ -360,7 +414,10 @@ fn special_commands_must_report_dnbusy_first() {
     dev.immediate_idle = true;
     let mut c = open(dev);
     let e = c.mass_erase().unwrap_err();
-    assert_eq!(e.to_string(), "Mass erase: expected dfuDNBUSY, device is in dfuDNLOAD-IDLE (OK)");
+    assert_eq!(
+        e.to_string(),
+        "Mass erase: gave up after 4 attempts; the last one: Mass erase: expected dfuDNBUSY, device is in dfuDNLOAD-IDLE (OK)"
+    );
 }
 
 #[test]
@@ -371,7 +428,7 @@ fn early_poll_stalls_are_tolerated_up_to_three() {
     c.erase_page(BASE + 0x800).unwrap();
     c.device_mut().stall_polls = 4;
     let e = c.erase_page(BASE + 0x800).unwrap_err();
-    assert!(matches!(e, DfuError::Transfer { source: TransferError::Stall, .. }), "{e}");
+    assert!(matches!(e.last(), DfuError::Transfer { source: TransferError::Stall, .. }), "{e}");
 }
 
 #[test]
@@ -462,4 +519,103 @@ fn garbage_status_replies_are_errors() {
     };
     let e = DfuSeClient::with_target(Short, target, DfuConfig::default(), None).err().unwrap();
     assert_eq!(e.to_string(), "clearing the error state: GETSTATUS returned 2 bytes, expected 6");
+}
+
+// ----- recovery on a bad link -----------------------------------------------------------------
+
+fn image(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 13 % 251) as u8).collect()
+}
+
+#[test]
+fn stalled_requests_mid_download_are_cleared_and_the_work_done_again() {
+    let mut retries = 0;
+    // One recovery and upload take about 11 requests: periods above that leave each retry a
+    // chance to get through.
+    for every in [13, 17, 23, 29] {
+        let mut dev = FakeDfu::new();
+        dev.stall_class_every = Some(every);
+        let mut c = open(dev);
+        let data = image(5 * 2048 + 100);
+        c.download(BASE + 0x800, &data).unwrap_or_else(|e| panic!("every {every}: {e}"));
+        // A stalled GETSTATUS while busy is absorbed by the poll loop (dfu-util's tolerance);
+        // a stalled DNLOAD, UPLOAD or ABORT costs a retry.
+        retries += c.stats().retries;
+        let dev = c.device_mut();
+        assert_eq!(dev.flash[0x800..0x800 + data.len()], data[..], "every {every}");
+        assert!(dev.log.iter().any(|l| l == "(stalled)"));
+    }
+    assert!(retries >= 2, "{retries}");
+    // Shorter periods hit every attempt: a clean, typed failure, never wrong content.
+    for every in [4, 6] {
+        let mut dev = FakeDfu::new();
+        dev.stall_class_every = Some(every);
+        let mut c = open(dev);
+        let data = image(5 * 2048);
+        match c.download(BASE + 0x800, &data) {
+            Ok(()) => assert_eq!(c.device_mut().flash[0x800..0x800 + data.len()], data[..]),
+            Err(e) => assert!(matches!(e, DfuError::RetriesExhausted { .. }), "every {every}: {e:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_block_that_ends_in_dfu_error_is_cleared_and_written_again() {
+    let mut dev = FakeDfu::new();
+    dev.write_errors = 1;
+    let mut c = open(dev);
+    let data = image(2048);
+    c.write(BASE, &data).unwrap();
+    assert_eq!(c.stats(), DfuStats { retries: 1, confirmed_by_upload: 0 });
+    let dev = c.device_mut();
+    assert_eq!(dev.flash[..2048], data[..]);
+    // CLRSTATUS took the device out of dfuERROR before the block went again.
+    let clr = dev.log.iter().position(|l| l == "CLRSTATUS").unwrap();
+    assert!(dev.log[clr..].iter().any(|l| l.starts_with("DNLOAD 2")), "{:?}", dev.log);
+}
+
+#[test]
+fn a_block_programmed_before_its_status_was_lost_is_confirmed_by_upload_not_written_twice() {
+    let mut dev = FakeDfu::new();
+    dev.lose_status_after_write = 1;
+    let mut c = open(dev);
+    let data = image(2048);
+    c.write(BASE, &data).unwrap();
+    assert_eq!(c.stats(), DfuStats { retries: 1, confirmed_by_upload: 1 });
+    let dev = c.device_mut();
+    assert_eq!(dev.flash[..2048], data[..]);
+    assert_eq!(dev.log.iter().filter(|l| l.starts_with("DNLOAD 2")).count(), 1, "{:?}", dev.log);
+}
+
+#[test]
+fn block_retries_are_bounded_and_end_in_a_typed_error() {
+    let mut dev = FakeDfu::new();
+    dev.write_errors = u32::MAX;
+    let mut c = DfuSeClient::open(dev, 0, DfuConfig { retries: 2, ..DfuConfig::default() }, None).unwrap();
+    let e = c.write(BASE, &image(16)).unwrap_err();
+    assert!(
+        matches!(&e, DfuError::RetriesExhausted { attempts: 3, last, .. }
+            if matches!(**last, DfuError::Status { state: State::ERROR, status: Status(6), .. })),
+        "{e:?}"
+    );
+    assert_eq!(c.stats().retries, 2);
+    assert_eq!(c.device_mut().log.iter().filter(|l| l.starts_with("DNLOAD 2")).count(), 3);
+    assert!(c.device_mut().flash[..16].iter().all(|b| *b == 0xFF));
+}
+
+#[test]
+fn a_device_busy_forever_ends_at_the_callers_deadline_on_its_clock() {
+    use crate::clock::{Clock, Deadline};
+    let clock = std::sync::Arc::new(crate::clock::testing::ManualClock::default());
+    let mut dev = FakeDfu::new();
+    dev.busy_polls = u32::MAX;
+    dev.poll_ms = 250;
+    dev.clock = Some(clock.clone());
+    let mut c = open(dev);
+    let dyn_clock: std::sync::Arc<dyn Clock> = clock.clone();
+    let start = Clock::now(clock.as_ref());
+    c.set_deadline(Some(Deadline::after(&dyn_clock, Duration::from_secs(2))));
+    let e = c.erase_page(BASE).unwrap_err();
+    assert!(matches!(e, DfuError::DeadlineExceeded { op: Op::ErasePage(BASE) }), "{e:?}");
+    assert_eq!(Clock::now(clock.as_ref()) - start, Duration::from_secs(2));
 }

@@ -4,12 +4,24 @@
 //! Behaviour follows AN3155 and, where the note is silent, stm32flash (\[SF\]), as summarized in the
 //! project's reference (bootloader-protocols.md sections 1-2): 8E1 framing, 0x7F autobaud once per
 //! reset, command byte + complement, MSB-first addresses with an XOR checksum, 256-byte blocks,
-//! \[SF\] timeouts, \[SF\]-style resync.
+//! \[SF\] timeouts.
+//!
+//! # On a noisy link
+//! AN3155 has no retransmission of its own: a corrupted byte fails a complement or checksum and
+//! the device answers NACK, after which it waits for a new command and the host may send the
+//! command again; a lost byte leaves the device waiting for one more byte, since the ROM has no
+//! inter-byte timeout (reference 1.1-1.2). So every command runs under a retry loop
+//! ([`Config::retries`]): after a failure the client brings the device back to its command state
+//! ([`UartClient::resync`]) and tries the command again. A Write Memory block whose outcome is
+//! unknown (its ACK was lost or garbled) is read back before it is written again, because flash
+//! cannot be programmed twice without an erase. Every wait is bounded by the caller's deadline
+//! ([`UartClient::set_deadline`]) on the port's clock. [`UartClient::stats`] counts retries.
 
 mod error;
 pub mod protocol;
 
 use std::io::{ErrorKind, Read, Write};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,14 +29,14 @@ use crate::clock::{Clock, Deadline, WallClock};
 
 use serialport::{ClearBuffer, DataBits, FlowControl, Parity, SerialPort, StopBits};
 
-pub use error::{Stage, Subject, UartError};
+pub use error::{NackHint, Stage, Subject, UartError};
 use protocol::{ACK, BUSY, MAX_BLOCK, NACK, SYNC, address_frame, xor};
 pub use protocol::{Command, MassErase, stm32_crc};
 
 use crate::transcript::{Direction, Event, Tap, TranscriptSink};
 
 /// Deadlines for device replies. Defaults are stm32flash's (\[SF\] stm32.c, serial_posix.c;
-/// reference 1.6).
+/// reference 1.6) where it has one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// Any reply byte or block that is not one of the slow operations below (\[SF\]: 0.5 s per read).
@@ -39,8 +51,12 @@ pub struct Timeouts {
     pub readout_unprotect: Duration,
     /// Second ACK of Get Checksum, sent when the CRC is computed (\[SF\] uses its plain read timeout).
     pub checksum: Duration,
-    /// Total time [`UartClient::resync`] keeps sending 0xFF 0x00 (\[SF\] STM32_RESYNC_TIMEOUT).
+    /// Total time one [`UartClient::resync`] may take (\[SF\] STM32_RESYNC_TIMEOUT).
     pub resync: Duration,
+    /// How long a resync waits for the device's answer to a filler byte before it sends more.
+    /// The ROM answers a completed frame at once, so this is the link's latency (a USB serial
+    /// adapter's latency timer is 1-16 ms) with a margin, not a device processing time.
+    pub resync_probe: Duration,
 }
 
 impl Default for Timeouts {
@@ -53,6 +69,7 @@ impl Default for Timeouts {
             readout_unprotect: Duration::from_secs(35),
             checksum: Duration::from_millis(500),
             resync: Duration::from_secs(35),
+            resync_probe: Duration::from_millis(100),
         }
     }
 }
@@ -62,19 +79,45 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// How often [`UartClient::sync`] tries the 0x7F exchange.
     pub sync_attempts: u32,
-    /// After a reply times out mid-command, send 0xFF 0x00 until NACK (bounded by
-    /// `timeouts.resync`) so the next command starts in step: the device has no inter-byte timeout
-    /// and would otherwise take the next command as the rest of the lost one (reference 1.1).
+    /// When a command finally fails on a timeout or a garbled reply, resynchronize before
+    /// returning so the next command starts in step: the device has no inter-byte timeout and
+    /// would otherwise take the next command as the rest of the lost one (reference 1.1).
     pub resync_after_timeout: bool,
     /// Page erases are split into commands of at most this many pages (\[SF\]: "STM32L152 cannot erase
     /// more than 512 pages in one command, even 511 for STM32L082").
     pub max_pages_per_erase: usize,
+    /// How often a failed command (or Write Memory block) is sent again after a link error
+    /// (NACK, silence, garbled reply) before the client gives up with
+    /// [`UartError::RetriesExhausted`]. 0 = never.
+    pub retries: u32,
+    /// The address ranges the bootloader serves (flash, RAM, system memory, option bytes), when
+    /// the caller knows the chip. Only used to explain an address NACK; nothing is refused.
+    pub memory_map: Vec<Range<u64>>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { timeouts: Timeouts::default(), sync_attempts: 3, resync_after_timeout: true, max_pages_per_erase: 511 }
+        Config {
+            timeouts: Timeouts::default(),
+            sync_attempts: 3,
+            resync_after_timeout: true,
+            max_pages_per_erase: 511,
+            retries: 4,
+            memory_map: Vec::new(),
+        }
     }
+}
+
+/// What it took to get the commands through, since the client was made (or
+/// [`UartClient::take_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Commands or blocks sent again after a link error.
+    pub retries: u32,
+    /// Resynchronizations of the command framing ([`UartClient::resync`]).
+    pub resyncs: u32,
+    /// Write Memory blocks whose ACK was lost but whose read-back showed them written.
+    pub confirmed_by_read_back: u32,
 }
 
 /// Line settings actually in effect after [`configure_port`].
@@ -187,6 +230,12 @@ pub struct UartClient {
     config: Config,
     tap: Tap,
     get: Option<GetReply>,
+    /// The caller's deadline: no wait of the client goes past it.
+    deadline: Option<Deadline>,
+    stats: LinkStats,
+    /// Bytes sent since the current command's opcode, to pick a resync filler that cannot
+    /// complete the interrupted frame by accident.
+    sent: Vec<u8>,
 }
 
 type Result<T, E = UartError> = std::result::Result<T, E>;
@@ -198,6 +247,31 @@ struct Ctx {
     subject: Subject,
 }
 
+/// Which failures of a command may be cured by sending it again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Read-only or idempotent commands (Get, Read Memory, erase, Get Checksum), and Write
+    /// Memory, whose uncertain blocks are read back first.
+    Always,
+    /// Go: only while the device cannot have jumped yet (a NACK, or silence before the address
+    /// was taken).
+    UntilJump,
+}
+
+/// Where a resync found the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resynced {
+    /// It answered the very first filler: it was one byte short of a frame (or of a command
+    /// pair's complement).
+    MidFrame,
+    /// It needed more fillers (it was waiting for a command, or further into a frame).
+    AtCommand,
+}
+
+/// Codes a resync filler must not complete into a command pair: everything that writes,
+/// erases, protects or jumps (a filler F completes the pair `!F, F`).
+const UNSAFE_AFTER_FILLER: [u8; 9] = [0x21, 0x31, 0x43, 0x44, 0x63, 0x73, 0x82, 0x92, 0x11];
+
 impl UartClient {
     /// Wraps an already configured port (see [`open_port`] / [`configure_port`]) whose read
     /// timeouts are wall time (a tty, a PTY).
@@ -208,12 +282,37 @@ impl UartClient {
     /// Wraps a port whose read timeouts count on `clock` (a virtual board's in-process port: its
     /// reads let the board's clock run, and the client's deadlines are on the same clock).
     pub fn with_clock(port: Box<dyn SerialPort>, config: Config, clock: Arc<dyn Clock>) -> Self {
-        UartClient { port, clock, config, tap: Tap::default(), get: None }
+        UartClient {
+            port,
+            clock,
+            config,
+            tap: Tap::default(),
+            get: None,
+            deadline: None,
+            stats: LinkStats::default(),
+            sent: Vec::new(),
+        }
     }
 
     /// Records every byte sent and received, and a note per command, into `sink`.
     pub fn set_transcript(&mut self, sink: Option<Box<dyn TranscriptSink>>) {
         self.tap.set(sink);
+    }
+
+    /// No wait of the client (reply, resync, retries) goes past `deadline`; once it has passed,
+    /// commands fail with [`UartError::DeadlineExceeded`]. It should be on the port's clock.
+    pub fn set_deadline(&mut self, deadline: Option<Deadline>) {
+        self.deadline = deadline;
+    }
+
+    /// What the link cost so far: retries, resyncs.
+    pub fn stats(&self) -> LinkStats {
+        self.stats
+    }
+
+    /// The stats so far, and zero them.
+    pub fn take_stats(&mut self) -> LinkStats {
+        std::mem::take(&mut self.stats)
     }
 
     pub fn config(&self) -> &Config {
@@ -249,11 +348,24 @@ impl UartClient {
 
     // ----- low level -------------------------------------------------------------------------
 
+    /// `timeout`, cut to what is left of the caller's deadline.
+    fn bounded(&self, timeout: Duration) -> Duration {
+        match &self.deadline {
+            Some(d) => timeout.min(d.remaining()),
+            None => timeout,
+        }
+    }
+
+    fn deadline_passed(&self) -> bool {
+        self.deadline.as_ref().is_some_and(Deadline::passed)
+    }
+
     fn send(&mut self, data: &[u8], ctx: Ctx) -> Result<()> {
         let during = || format!("{}{}", ctx.command, ctx.subject);
         let timeout = self.config.timeouts.read.saturating_add(self.wire_time(data.len()));
         self.port.set_timeout(timeout).map_err(|e| UartError::Io { during: during(), source: e.into() })?;
         self.tap.emit(|| Event::Bytes { direction: Direction::HostToDevice, data: data.to_vec() });
+        self.sent.extend_from_slice(data);
         self.port
             .write_all(data)
             .and_then(|()| self.port.flush())
@@ -269,14 +381,22 @@ impl UartClient {
         }
     }
 
-    /// Reads exactly `n` bytes before `timeout` runs out.
+    /// Reads exactly `n` bytes before `timeout` (or the caller's deadline) runs out.
     fn read_exact(&mut self, n: usize, timeout: Duration, ctx: Ctx, stage: Stage) -> Result<Vec<u8>> {
-        let deadline = Deadline::after(&self.clock, timeout);
+        let deadline = Deadline::after(&self.clock, self.bounded(timeout));
         let mut buf = vec![0u8; n];
         let mut got = 0;
         while got < n {
             let left = deadline.remaining();
             if left.is_zero() {
+                if self.deadline_passed() {
+                    return Err(UartError::DeadlineExceeded {
+                        command: ctx.command,
+                        subject: ctx.subject,
+                        stage,
+                        retries: 0,
+                    });
+                }
                 return Err(UartError::Timeout {
                     command: ctx.command,
                     subject: ctx.subject,
@@ -304,9 +424,10 @@ impl UartClient {
         Ok(buf)
     }
 
-    /// Waits for ACK, skipping BUSY, until `timeout`.
-    fn expect_ack(&mut self, timeout: Duration, ctx: Ctx, stage: Stage) -> Result<()> {
-        let deadline = Deadline::after(&self.clock, timeout);
+    /// Waits for ACK, skipping BUSY, until `timeout`. `sent` is the frame being answered (for
+    /// the NACK message).
+    fn expect_ack(&mut self, timeout: Duration, ctx: Ctx, stage: Stage, sent: &[u8]) -> Result<()> {
+        let deadline = Deadline::after(&self.clock, self.bounded(timeout));
         loop {
             let left = deadline.remaining();
             let byte = self.read_exact(1, left, ctx, stage).map_err(|e| match e {
@@ -323,7 +444,15 @@ impl UartClient {
             })?[0];
             match byte {
                 ACK => return Ok(()),
-                NACK => return Err(UartError::Nack { command: ctx.command, subject: ctx.subject, stage }),
+                NACK => {
+                    return Err(UartError::Nack {
+                        command: ctx.command,
+                        subject: ctx.subject,
+                        stage,
+                        sent: sent.to_vec(),
+                        hint: self.address_hint(ctx, stage),
+                    });
+                }
                 BUSY => continue,
                 byte => {
                     return Err(UartError::UnexpectedByte { command: ctx.command, subject: ctx.subject, stage, byte });
@@ -332,27 +461,148 @@ impl UartClient {
         }
     }
 
+    /// The address hint, when the map is known and the address is outside it.
+    fn address_hint(&self, ctx: Ctx, stage: Stage) -> Option<NackHint> {
+        let Subject::Address(address) = ctx.subject else { return None };
+        let map = &self.config.memory_map;
+        if stage != Stage::Address || map.is_empty() || map.iter().any(|r| r.contains(&(address as u64))) {
+            return None;
+        }
+        let map = map.iter().map(|r| format!("0x{:08X}..0x{:08X}", r.start, r.end)).collect::<Vec<_>>().join(", ");
+        Some(NackHint::AddressOutsideMap { address, map })
+    }
+
     /// Opcode and complement, then ACK (AN3155; reference 1.2).
     fn send_command(&mut self, ctx: Ctx) -> Result<()> {
         let code = ctx.command.code();
         self.tap.note(|| format!("{}{}", ctx.command, ctx.subject));
+        self.sent.clear();
         self.send(&[code, !code], ctx)?;
-        self.expect_ack(self.config.timeouts.read, ctx, Stage::Command)
+        self.expect_ack(self.config.timeouts.read, ctx, Stage::Command, &[code, !code])
     }
 
     fn send_address(&mut self, address: u32, ctx: Ctx) -> Result<()> {
-        self.send(&address_frame(address), ctx)?;
-        self.expect_ack(self.config.timeouts.read, ctx, Stage::Address)
+        let frame = address_frame(address);
+        self.send(&frame, ctx)?;
+        self.expect_ack(self.config.timeouts.read, ctx, Stage::Address, &frame)
     }
 
-    /// Runs one command exchange; on a timeout, resynchronizes first if configured.
-    fn exchange<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        let result = f(self);
-        if let Err(UartError::Timeout { command, subject, stage, timeout, received, expected, .. }) = result {
-            let resynced = self.config.resync_after_timeout && self.resync().is_ok();
-            return Err(UartError::Timeout { command, subject, stage, timeout, received, expected, resynced });
+    /// Runs one command exchange with retries (see the module docs): after a link error the
+    /// device is brought back to its command state and `f` runs again, at most
+    /// `config.retries` times and never past the caller's deadline. `f` gets the attempt number
+    /// (0 first) and whether an earlier attempt may have completed unseen (its final reply was
+    /// lost or garbled).
+    fn exchange<T>(
+        &mut self,
+        ctx: Ctx,
+        retry: Retry,
+        mut f: impl FnMut(&mut Self, u32, bool) -> Result<T>,
+    ) -> Result<T> {
+        let max = self.config.retries;
+        let mut uncertain = false;
+        let mut command_nacks = 0u32;
+        let mut attempt = 0u32;
+        loop {
+            let e = match f(self, attempt, uncertain) {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let e = match e {
+                UartError::DeadlineExceeded { command, subject, stage, .. } => {
+                    return Err(UartError::DeadlineExceeded { command, subject, stage, retries: attempt });
+                }
+                e if !e.is_link_error() => return Err(e),
+                e => e,
+            };
+            if matches!(e, UartError::Nack { stage: Stage::Command, .. }) {
+                command_nacks += 1;
+            }
+            // The final reply was lost or garbled: the device may have done the work.
+            let unseen = e.stage() == Some(Stage::Completion) && !e.is_nack();
+            let jumped = retry == Retry::UntilJump
+                && !e.is_nack()
+                && matches!(e.stage(), Some(Stage::Address | Stage::Completion));
+            if attempt >= max || jumped || self.deadline_passed() {
+                return Err(self.give_up(ctx, e, attempt + 1, command_nacks, true));
+            }
+            attempt += 1;
+            self.stats.retries += 1;
+            self.tap.note(|| format!("retry {attempt} of {max}: {}{} after: {e}", ctx.command, ctx.subject));
+            tracing::debug!(command = %ctx.command, attempt, "AN3155 retry after: {e}");
+            // After a NACK the device waits for a command (AN3155 flow charts: every NACK returns
+            // to the command loop), so the first NACK needs no resync. Anything else, or a second
+            // failure, may have left it mid-frame.
+            if e.is_nack() && attempt == 1 {
+                let _ = self.port.clear(ClearBuffer::Input);
+            } else {
+                // After silence the device has been quiet for a whole timeout: nothing stale
+                // is on its way.
+                let drain = !e.is_timeout();
+                match self.resync_for(ctx, drain) {
+                    // The first lone filler completed a frame: the device was still waiting for
+                    // a byte of this command, so it cannot have done the work.
+                    Ok(Resynced::MidFrame) if e.is_timeout() => {}
+                    Ok(_) => uncertain |= unseen,
+                    Err(UartError::DeadlineExceeded { .. }) => {
+                        return Err(UartError::DeadlineExceeded {
+                            command: ctx.command,
+                            subject: ctx.subject,
+                            stage: e.stage().unwrap_or(Stage::Reply),
+                            retries: attempt,
+                        });
+                    }
+                    Err(r) => {
+                        // The device no longer answers: report what failed, the resync is in the
+                        // transcript.
+                        tracing::debug!("resync after a failed attempt: {r}");
+                        return Err(self.give_up(ctx, e, attempt, command_nacks, false));
+                    }
+                }
+            }
         }
-        result
+    }
+
+    /// The error to return when retrying is over: hints where the evidence supports them, and a
+    /// resync after silence so the next command starts in step.
+    fn give_up(&mut self, ctx: Ctx, mut e: UartError, attempts: u32, command_nacks: u32, resync: bool) -> UartError {
+        let gated = matches!(
+            ctx.command,
+            Command::ReadMemory | Command::WriteMemory | Command::Go | Command::Erase | Command::ExtendedErase
+        );
+        // Readout protection NACKs the gated commands right after their command bytes and still
+        // serves Get Version (reference 1.4); a link so noisy that every attempt was corrupted
+        // fails that too. So the hint needs every attempt NACKed there and a clean Get Version.
+        if matches!(e, UartError::Nack { stage: Stage::Command, .. })
+            && gated
+            && attempts >= 2
+            && command_nacks == attempts
+            && self.answers_get_version()
+            && let UartError::Nack { hint, .. } = &mut e
+        {
+            *hint = Some(NackHint::ReadoutProtection { attempts });
+        }
+        // After silence or a garbled reply the device may be mid-frame: leave it in step for the
+        // next command (not after Go, whose device may be running the application).
+        if resync && !e.is_nack() && self.config.resync_after_timeout && ctx.command != Command::Go {
+            let ok = self.resync_for(ctx, true).is_ok();
+            if let UartError::Timeout { resynced, .. } = &mut e {
+                *resynced = ok;
+            }
+        }
+        if attempts > 1 {
+            UartError::RetriesExhausted { command: ctx.command, subject: ctx.subject, attempts, last: Box::new(e) }
+        } else {
+            e
+        }
+    }
+
+    /// Whether one Get Version (no retries) goes through: evidence that the link works.
+    fn answers_get_version(&mut self) -> bool {
+        let retries = std::mem::replace(&mut self.config.retries, 0);
+        let stats = self.stats;
+        let ok = self.get_version().is_ok();
+        (self.config.retries, self.stats) = (retries, stats);
+        ok
     }
 
     /// Refuses a command the last Get did not list (when Get has run).
@@ -418,38 +668,146 @@ impl UartClient {
         }
     }
 
-    /// Recovers command framing after a lost or extra byte: sends the invalid command 0xFF 0x00
-    /// until the device answers NACK, for at most `timeouts.resync` (\[SF\] stm32_resync).
+    /// Brings the device back to its command state after a lost, extra or corrupted byte, with
+    /// the filler 0xFF (see [`UartClient::resync_for`] for how fillers are chosen).
     pub fn resync(&mut self) -> Result<()> {
-        let total = self.config.timeouts.resync;
+        self.sent.clear();
+        self.resync_with(0xFF, true).map(|_| ())
+    }
+
+    /// Resync after a failure of `ctx`, with a filler chosen so it cannot complete what the
+    /// device may be collecting into something it acts on.
+    ///
+    /// The device is in one of: waiting for a command byte, for a complement, or for the rest of
+    /// a frame (AN3155 has no inter-byte timeout; reference 1.1). A filler byte F is chosen with:
+    /// F not among the bytes sent for this command (a frame short of the lost byte k accepts F
+    /// only if F equals byte k: its XOR checksum then comes out right); F even (a Write Memory
+    /// count of F followed by F+1 bytes of F and checksum F passes the XOR check exactly when F is
+    /// odd); and `!F` not a command that writes, erases, protects or jumps (a pending opcode `!F`
+    /// would take F as its complement). F F is never a valid pair, so once the frame is filled
+    /// each two fillers earn a NACK. 0xFF is taken first for Extended Erase, whose pending count
+    /// would read 0xFFFF, a special code whose checksum (0x00) 0xFF fails.
+    fn resync_for(&mut self, ctx: Ctx, drain: bool) -> Result<Resynced> {
+        let sent = std::mem::take(&mut self.sent);
+        let filler = free_filler(ctx.command, &sent)
+            .or_else(|| filler_candidates(ctx.command).find(|f| !UNSAFE_AFTER_FILLER.contains(&!f)))
+            .unwrap_or(0xFE);
+        self.resync_with(filler, drain)
+    }
+
+    /// Sends `filler` until the device answers a single filler byte with NACK: then it is waiting
+    /// for a command. Fillers go one at a time while that may be the last byte of a frame, and in
+    /// growing bursts (x4, up to 256) while the device stays silent, so a device that lost a
+    /// byte early in a long frame is filled quickly. Bounded by `timeouts.resync` and the deadline.
+    fn resync_with(&mut self, filler: u8, drain: bool) -> Result<Resynced> {
+        let total = self.bounded(self.config.timeouts.resync);
         let deadline = Deadline::after(&self.clock, total);
         let ctx = Ctx { command: Command::Get, subject: Subject::None };
-        self.tap.note(|| "resync: 0xFF 0x00 until NACK".into());
+        self.stats.resyncs += 1;
+        self.tap.note(|| format!("resync: 0x{filler:02X} until a single one is answered with NACK"));
+        let _ = self.port.clear(ClearBuffer::Input);
+        // First let the line go quiet: a device that took a frame cut short answers the rest of
+        // it byte pair by byte pair, and one of those stale NACKs must not pass for the answer
+        // to a lone filler.
+        let quiet = self.config.timeouts.resync_probe;
+        // Bounded: each read ends at the resync's deadline at the latest.
+        if drain {
+            loop {
+                match self.read_exact(1, quiet.min(deadline.remaining()), ctx, Stage::Reply) {
+                    Ok(_) => {}
+                    Err(UartError::Io { source, .. }) => {
+                        return Err(UartError::Io { during: "resync".into(), source });
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let (mut burst, mut silent, mut first) = (1usize, 0u32, true);
         while !deadline.passed() {
-            if self.send(&[0xFF, 0x00], ctx).is_err() {
+            if self.send(&vec![filler; burst], ctx).is_err() {
                 self.clock.sleep(Duration::from_millis(10).min(deadline.remaining()));
                 continue;
             }
-            let wait = self.config.timeouts.read.min(deadline.remaining());
-            match self.read_exact(1, wait, ctx, Stage::Reply) {
-                Ok(b) if b[0] == NACK => return Ok(()),
-                Ok(_) | Err(UartError::Timeout { .. }) => {}
-                Err(UartError::Io { source, .. }) => {
-                    return Err(UartError::Io { during: "resync (0xFF 0x00)".into(), source });
+            self.sent.clear();
+            let probe = self.config.timeouts.resync_probe.saturating_add(self.wire_time(burst + 1));
+            let mut replies = Vec::new();
+            loop {
+                match self.read_exact(1, probe.min(deadline.remaining()), ctx, Stage::Reply) {
+                    // The answer to a lone filler: the device is at a command boundary.
+                    Ok(b) if b[0] == NACK && burst == 1 => {
+                        return Ok(if first { Resynced::MidFrame } else { Resynced::AtCommand });
+                    }
+                    Ok(b) => replies.push(b[0]),
+                    Err(UartError::Timeout { .. }) => break,
+                    Err(UartError::DeadlineExceeded { .. }) => {
+                        return Err(UartError::DeadlineExceeded {
+                            command: ctx.command,
+                            subject: ctx.subject,
+                            stage: Stage::Reply,
+                            retries: 0,
+                        });
+                    }
+                    Err(UartError::Io { source, .. }) => {
+                        return Err(UartError::Io { during: "resync".into(), source });
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
+            first = false;
+            if replies.contains(&NACK) {
+                // The frame was filled within this burst and the rest went as pairs; a lone
+                // filler now tells on which byte of a pair the device is.
+                (burst, silent) = (1, 0);
+            } else if replies.is_empty() {
+                silent += 1;
+                if silent >= 2 {
+                    // Overshooting costs only wire time (the extra fillers pair up into NACKs);
+                    // each probe costs a wait, so grow fast.
+                    burst = (burst * 4).min(MAX_BLOCK);
+                }
+            }
+        }
+        if self.deadline_passed() {
+            return Err(UartError::DeadlineExceeded {
+                command: ctx.command,
+                subject: ctx.subject,
+                stage: Stage::Reply,
+                retries: 0,
+            });
         }
         Err(UartError::ResyncFailed { timeout: total })
     }
 
-    /// Sync, then Get Version, Get and Get ID, like stm32flash's init (reference 2).
+    /// Sync, then Get Version, Get and Get ID, like stm32flash's init (reference 2). Get and Get
+    /// ID replies carry no checksum, so on a noisy link a corrupted byte would go unseen: each is
+    /// read until two replies agree (the command list decides the erase command, the PID decides
+    /// a scenario's verdict).
     pub fn connect(&mut self) -> Result<BootloaderInfo> {
         let sync = self.sync()?;
         let version = self.get_version()?;
-        let get = self.get()?;
-        let id = self.get_id()?;
+        let get = self.confirmed(Command::Get, Self::get)?;
+        self.get = Some(get.clone());
+        let id = self.confirmed(Command::GetId, Self::get_id)?;
         Ok(BootloaderInfo { sync, version, get, id })
+    }
+
+    /// Runs `f` until two consecutive results agree, at most `retries + 2` times.
+    fn confirmed<T: PartialEq>(&mut self, command: Command, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<T> {
+        let mut last = f(self)?;
+        for _ in 0..=self.config.retries {
+            let next = f(self)?;
+            if next == last {
+                return Ok(next);
+            }
+            self.stats.retries += 1;
+            self.tap.note(|| format!("{command}: two replies differ; asking again"));
+            last = next;
+        }
+        Err(UartError::BadReply {
+            command,
+            subject: Subject::None,
+            reason: format!("no two consecutive replies agreed in {} tries", self.config.retries + 2),
+        })
     }
 
     // ----- commands ----------------------------------------------------------------------------
@@ -457,13 +815,23 @@ impl UartClient {
     /// Get (0x00): protocol version and supported commands. The reply is remembered.
     pub fn get(&mut self) -> Result<GetReply> {
         let ctx = Ctx { command: Command::Get, subject: Subject::None };
-        let reply = self.exchange(|c| {
+        let reply = self.exchange(ctx, Retry::Always, |c, _, _| {
             c.send_command(ctx)?;
             let t = c.config.timeouts.read;
             let n = c.read_exact(1, t, ctx, Stage::Reply)?[0] as usize;
             let body = c.read_exact(n + 1, t.saturating_add(c.wire_time(n + 1)), ctx, Stage::Reply)?;
-            c.expect_ack(t, ctx, Stage::Completion)?;
-            Ok(GetReply { version: body[0], commands: body[1..].to_vec() })
+            c.expect_ack(t, ctx, Stage::Completion, &[])?;
+            // AN3155: Get, Get Version and Get ID are always offered; a list without them is a
+            // corrupted reply.
+            let commands = body[1..].to_vec();
+            if ![0x00, 0x01, 0x02].iter().all(|c| commands.contains(c)) {
+                return Err(UartError::BadReply {
+                    command: Command::Get,
+                    subject: Subject::None,
+                    reason: format!("the command list {} lacks Get, Get Version or Get ID", error::summary(&commands)),
+                });
+            }
+            Ok(GetReply { version: body[0], commands })
         })?;
         self.get = Some(reply.clone());
         Ok(reply)
@@ -472,7 +840,7 @@ impl UartClient {
     /// Get Version (0x01): version and the two compatibility option bytes.
     pub fn get_version(&mut self) -> Result<VersionReply> {
         let ctx = Ctx { command: Command::GetVersion, subject: Subject::None };
-        self.exchange(|c| {
+        self.exchange(ctx, Retry::Always, |c, _, _| {
             c.send_command(ctx)?;
             let t = c.config.timeouts.read;
             let mut b = c.read_exact(3, t, ctx, Stage::Reply)?;
@@ -482,7 +850,7 @@ impl UartClient {
                 b.remove(0);
                 b.extend(c.read_exact(1, t, ctx, Stage::Reply)?);
             }
-            c.expect_ack(t, ctx, Stage::Completion)?;
+            c.expect_ack(t, ctx, Stage::Completion, &[])?;
             Ok(VersionReply { version: b[0], option_bytes: [b[1], b[2]] })
         })
     }
@@ -490,12 +858,12 @@ impl UartClient {
     /// Get ID (0x02): product ID.
     pub fn get_id(&mut self) -> Result<IdReply> {
         let ctx = Ctx { command: Command::GetId, subject: Subject::None };
-        self.exchange(|c| {
+        self.exchange(ctx, Retry::Always, |c, _, _| {
             c.send_command(ctx)?;
             let t = c.config.timeouts.read;
             let n = c.read_exact(1, t, ctx, Stage::Reply)?[0] as usize;
             let body = c.read_exact(n + 1, t, ctx, Stage::Reply)?;
-            c.expect_ack(t, ctx, Stage::Completion)?;
+            c.expect_ack(t, ctx, Stage::Completion, &[])?;
             if body.len() < 2 {
                 return Err(UartError::BadReply {
                     command: Command::GetId,
@@ -514,16 +882,18 @@ impl UartClient {
             return Err(invalid(ctx, format!("{len} bytes requested; one Read Memory block is 1 to 256 bytes")));
         }
         self.check_listed(Command::ReadMemory)?;
-        self.exchange(|c| {
-            c.send_command(ctx)?;
-            c.send_address(address, ctx)?;
-            let n = (len - 1) as u8;
-            c.send(&[n, !n], ctx)?;
-            c.expect_ack(c.config.timeouts.read, ctx, Stage::Length)?;
-            // The data follows with no checksum and no ACK (AN3155; reference 1.3).
-            let t = c.config.timeouts.read.saturating_add(c.wire_time(len));
-            c.read_exact(len, t, ctx, Stage::Reply)
-        })
+        self.exchange(ctx, Retry::Always, |c, _, _| c.read_memory_once(address, len, ctx))
+    }
+
+    fn read_memory_once(&mut self, address: u32, len: usize, ctx: Ctx) -> Result<Vec<u8>> {
+        self.send_command(ctx)?;
+        self.send_address(address, ctx)?;
+        let n = (len - 1) as u8;
+        self.send(&[n, !n], ctx)?;
+        self.expect_ack(self.config.timeouts.read, ctx, Stage::Length, &[n, !n])?;
+        // The data follows with no checksum and no ACK (AN3155; reference 1.3).
+        let t = self.config.timeouts.read.saturating_add(self.wire_time(len));
+        self.read_exact(len, t, ctx, Stage::Reply)
     }
 
     /// Reads any length, in 256-byte blocks.
@@ -540,6 +910,12 @@ impl UartClient {
 
     /// Write Memory (0x31) of one block of 1..=256 bytes at a 4-byte aligned address; the length is
     /// padded to a multiple of 4 with 0xFF (\[SF\] stm32_write_memory).
+    ///
+    /// When an attempt's final ACK is lost or garbled the block may be written already, and flash
+    /// cannot be programmed again without an erase. So before the next attempt the block is read
+    /// back: written as sent, done; erased (all 0xFF), written again; anything else is reported
+    /// ([`UartError::ReadBackDiffers`]) and read again, since Read Memory replies carry no
+    /// checksum and the read itself may be what got corrupted.
     pub fn write_memory(&mut self, address: u32, data: &[u8]) -> Result<()> {
         let ctx = Ctx { command: Command::WriteMemory, subject: Subject::Address(address) };
         if data.is_empty() || data.len() > MAX_BLOCK {
@@ -555,12 +931,61 @@ impl UartClient {
         frame.extend_from_slice(data);
         frame.resize(padded + 1, 0xFF);
         frame.push(xor(&frame));
-        self.exchange(|c| {
+        // A block that holds every possible filler value leaves a resync no byte that is sure
+        // to fail its checksum if one of its bytes is lost: write it as two halves instead (128
+        // bytes cannot hold all values). Rare in real images, certain in some test patterns.
+        let exchange: Vec<u8> =
+            [&[0x31, 0xCE][..], &address_frame(address)[..], &frame[..]].into_iter().flatten().copied().collect();
+        if data.len() > 4 && free_filler(Command::WriteMemory, &exchange).is_none() {
+            let half = (data.len() / 2).div_ceil(4) * 4;
+            self.write_memory(address, &data[..half])?;
+            return self.write_memory(offset(address, half, Command::WriteMemory)?, &data[half..]);
+        }
+        let can_read_back = self.get.as_ref().is_none_or(|g| g.supports(Command::ReadMemory));
+        // Per byte, whether any read-back since the block was last sent showed it as written /
+        // as erased. Read Memory replies carry no checksum, so one read can be corrupted on the
+        // way back; a flipped bit rarely hits the same byte twice, so the reads are combined.
+        let mut seen_data = vec![false; data.len()];
+        let mut seen_erased = vec![false; data.len()];
+        self.exchange(ctx, Retry::Always, |c, _, uncertain| {
+            if uncertain && can_read_back {
+                let rctx = Ctx { command: Command::ReadMemory, subject: ctx.subject };
+                let back = c.read_memory_once(address, data.len(), rctx).map_err(|e| match e {
+                    // Keep the write's context: the read-back is part of this block's attempt.
+                    UartError::Nack { stage, sent, .. } => {
+                        UartError::Nack { command: ctx.command, subject: ctx.subject, stage, sent, hint: None }
+                    }
+                    other => other,
+                })?;
+                for (i, b) in back.iter().enumerate() {
+                    seen_data[i] |= *b == data[i];
+                    seen_erased[i] |= *b == 0xFF;
+                }
+                if seen_data.iter().all(|s| *s) {
+                    c.stats.confirmed_by_read_back += 1;
+                    c.tap.note(|| format!("{}{}: read back as written", ctx.command, ctx.subject));
+                    return Ok(());
+                }
+                if !seen_erased.iter().all(|s| *s) {
+                    // Neither yet: read again on the next attempt (or report it if none is left).
+                    let i = (0..data.len()).find(|&i| !seen_data[i] && !seen_erased[i]).unwrap_or(0);
+                    return Err(UartError::ReadBackDiffers {
+                        command: ctx.command,
+                        subject: ctx.subject,
+                        offset: i,
+                        expected: data[i],
+                        got: back[i],
+                    });
+                }
+            }
+            // Erased (or never sent): send it, and judge later reads afresh.
+            seen_data.fill(false);
+            seen_erased.fill(false);
             c.send_command(ctx)?;
             c.send_address(address, ctx)?;
             c.send(&frame, ctx)?;
             let t = c.config.timeouts.block_write.saturating_add(c.wire_time(frame.len()));
-            c.expect_ack(t, ctx, Stage::Completion)
+            c.expect_ack(t, ctx, Stage::Completion, &frame)
         })
     }
 
@@ -574,7 +999,8 @@ impl UartClient {
     }
 
     /// Erases flash pages (numbered from the flash base), with Erase (0x43) or Extended Erase (0x44)
-    /// as Get lists, split into commands of at most `max_pages_per_erase` pages.
+    /// as Get lists, split into commands of at most `max_pages_per_erase` pages. An erase is
+    /// idempotent, so a failed one is simply sent again.
     pub fn erase_pages(&mut self, pages: &[u16]) -> Result<()> {
         if pages.is_empty() {
             return Ok(());
@@ -612,13 +1038,15 @@ impl UartClient {
             }
             // Legacy: XOR of N and the pages; extended: XOR of every byte after the ACK.
             frame.push(xor(&frame));
+            // Per page as configured; the caller's deadline bounds the total (a lost byte in the
+            // page list leaves the device waiting while the host waits for the erase to end).
             let t = (self.config.timeouts.page_erase.checked_mul(chunk.len() as u32))
                 .unwrap_or(Duration::MAX)
                 .saturating_add(self.wire_time(frame.len()));
-            self.exchange(|c| {
+            self.exchange(ctx, Retry::Always, |c, _, _| {
                 c.send_command(ctx)?;
                 c.send(&frame, ctx)?;
-                c.expect_ack(t, ctx, Stage::Completion)
+                c.expect_ack(t, ctx, Stage::Completion, &frame)
             })?;
         }
         Ok(())
@@ -644,11 +1072,11 @@ impl UartClient {
                 vec![hi, lo, hi ^ lo]
             }
         };
-        self.exchange(|c| {
+        self.exchange(ctx, Retry::Always, |c, _, _| {
             c.tap.note(|| kind.to_string());
             c.send_command(ctx)?;
             c.send(&frame, ctx)?;
-            c.expect_ack(c.config.timeouts.mass_erase, ctx, Stage::Completion)
+            c.expect_ack(c.config.timeouts.mass_erase, ctx, Stage::Completion, &frame)
         })
     }
 
@@ -657,18 +1085,21 @@ impl UartClient {
     pub fn go(&mut self, address: u32) -> Result<()> {
         let ctx = Ctx { command: Command::Go, subject: Subject::Address(address) };
         self.check_listed(Command::Go)?;
-        // No resync on timeout: a device that took the address may already be running the app.
-        self.send_command(ctx)?;
-        self.send_address(address, ctx)
+        // Retried on NACKs and on silence after the command bytes only: a device that took the
+        // address may already be running the application, whose bytes a resync would disturb.
+        self.exchange(ctx, Retry::UntilJump, |c, _, _| {
+            c.send_command(ctx)?;
+            c.send_address(address, ctx)
+        })
     }
 
     /// Readout Unprotect (0x92): two ACKs, then the device mass-erases flash and resets, so the
-    /// link needs a new sync afterwards.
+    /// link needs a new sync afterwards. Not retried: the device resets after the second ACK.
     pub fn readout_unprotect(&mut self) -> Result<()> {
         let ctx = Ctx { command: Command::ReadoutUnprotect, subject: Subject::None };
         self.check_listed(Command::ReadoutUnprotect)?;
         self.send_command(ctx)?;
-        self.expect_ack(self.config.timeouts.readout_unprotect, ctx, Stage::Completion)?;
+        self.expect_ack(self.config.timeouts.readout_unprotect, ctx, Stage::Completion, &[])?;
         self.get = None;
         Ok(())
     }
@@ -685,12 +1116,13 @@ impl UartClient {
         if !get.supports(Command::GetChecksum) {
             return Err(UartError::NotSupported { command: Command::GetChecksum, listed: get.listed() });
         }
-        self.exchange(|c| {
+        self.exchange(ctx, Retry::Always, |c, _, _| {
             c.send_command(ctx)?;
             c.send_address(address, ctx)?;
-            c.send(&address_frame(len), ctx)?;
-            c.expect_ack(c.config.timeouts.read, ctx, Stage::Length)?;
-            c.expect_ack(c.config.timeouts.checksum, ctx, Stage::Completion)?;
+            let length = address_frame(len);
+            c.send(&length, ctx)?;
+            c.expect_ack(c.config.timeouts.read, ctx, Stage::Length, &length)?;
+            c.expect_ack(c.config.timeouts.checksum, ctx, Stage::Completion, &length)?;
             let b = c.read_exact(5, c.config.timeouts.read, ctx, Stage::Reply)?;
             if xor(&b[..4]) != b[4] {
                 return Err(UartError::BadReply {
@@ -702,6 +1134,18 @@ impl UartClient {
             Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         })
     }
+}
+
+/// Resync fillers in order of preference (see [`UartClient::resync_for`]).
+fn filler_candidates(command: Command) -> impl Iterator<Item = u8> + Clone {
+    std::iter::once(0xFFu8)
+        .filter(move |_| matches!(command, Command::ExtendedErase | Command::Erase))
+        .chain((1..=0x7Fu8).rev().map(|k| k * 2))
+}
+
+/// A filler that appears nowhere in `sent`, so it cannot stand in for a lost byte of it.
+fn free_filler(command: Command, sent: &[u8]) -> Option<u8> {
+    filler_candidates(command).find(|f| !sent.contains(f) && !UNSAFE_AFTER_FILLER.contains(&!f))
 }
 
 fn invalid(ctx: Ctx, reason: String) -> UartError {

@@ -1,5 +1,6 @@
 //! AN3155 client against scripted byte exchanges (the test double in crate::testing).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -25,6 +26,7 @@ fn fast() -> Config {
             readout_unprotect: t,
             checksum: t,
             resync: Duration::from_millis(300),
+            resync_probe: Duration::from_millis(10),
         },
         ..Config::default()
     }
@@ -33,6 +35,12 @@ fn fast() -> Config {
 fn client(script: Vec<Step>) -> (UartClient, Handle) {
     let (port, handle) = ScriptedPort::new(script);
     (UartClient::new(port, fast()), handle)
+}
+
+/// One attempt per command: the exchange as the device answered it, without recovery.
+fn single_shot(script: Vec<Step>) -> (UartClient, Handle) {
+    let (port, handle) = ScriptedPort::new(script);
+    (UartClient::new(port, Config { retries: 0, ..fast() }), handle)
 }
 
 fn get_exchange(commands: &[u8]) -> Vec<Step> {
@@ -52,7 +60,10 @@ fn with_get(commands: &[u8], mut rest: Vec<Step>) -> Vec<Step> {
 fn connect_runs_sync_get_version_get_and_get_id() {
     let mut script =
         vec![Host(vec![0x7F]), Device(vec![A]), Host(vec![0x01, 0xFE]), Device(vec![A, 0x31, 0x00, 0x00, A])];
+    // Get and Get ID replies carry no checksum: each is asked twice and must agree.
     script.extend(get_exchange(&OBL_COMMANDS));
+    script.extend(get_exchange(&OBL_COMMANDS));
+    script.extend([Host(vec![0x02, 0xFD]), Device(vec![A, 0x01, 0x04, 0x60, A])]);
     script.extend([Host(vec![0x02, 0xFD]), Device(vec![A, 0x01, 0x04, 0x60, A])]);
     let (mut c, h) = client(script);
     let transcript = Transcript::new();
@@ -66,6 +77,7 @@ fn connect_runs_sync_get_version_get_and_get_id() {
     assert_eq!(info.get.commands, OBL_COMMANDS);
     assert_eq!(info.get.erase_command(), Some(Command::ExtendedErase));
     assert_eq!(info.id, IdReply { pid: 0x460, extra: vec![] });
+    assert_eq!(c.stats(), LinkStats::default());
 
     let text = transcript.render();
     assert!(text.contains("-- Get Version (0x01)\n"), "{text}");
@@ -140,16 +152,17 @@ fn read_memory_frames_and_splits_into_256_byte_blocks() {
 }
 
 #[test]
-fn nack_errors_name_command_address_and_stage() {
-    let (mut c, _h) = client(vec![Host(vec![0x11, 0xEE]), Device(vec![N])]);
+fn nack_errors_say_what_was_sent_and_guess_no_cause() {
+    // One NACK is as likely a corrupted byte as a refusal: no hint.
+    let (mut c, _h) = single_shot(vec![Host(vec![0x11, 0xEE]), Device(vec![N])]);
     let e = c.read_memory(0x0800_0000, 16).unwrap_err();
     assert!(e.is_nack());
     assert_eq!(
         e.to_string(),
-        "Read Memory (0x11) at 0x08000000: device answered NACK after the command bytes (readout protection active?)"
+        "Read Memory (0x11) at 0x08000000: device answered NACK after the command bytes to 11 EE"
     );
 
-    let (mut c, _h) = client(vec![
+    let (mut c, _h) = single_shot(vec![
         Host(vec![0x31, 0xCE]),
         Device(vec![A]),
         Host(vec![0x20, 0x00, 0x23, 0x5C, 0x20 ^ 0x23 ^ 0x5C]),
@@ -158,13 +171,37 @@ fn nack_errors_name_command_address_and_stage() {
     let e = c.write_memory(0x2000_235C, &[0; 4]).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "Write Memory (0x31) at 0x2000235C: device answered NACK after the address (address outside the bootloader's memory map, or checksum)"
+        "Write Memory (0x31) at 0x2000235C: device answered NACK after the address to 20 00 23 5C 5F"
     );
 }
 
 #[test]
+fn the_address_hint_needs_the_address_outside_the_known_map() {
+    let script = |a: u32| {
+        vec![Host(vec![0x11, 0xEE]), Device(vec![A]), Host(protocol::address_frame(a).to_vec()), Device(vec![N])]
+    };
+    let map = vec![0x0800_0000..0x0802_0000, 0x2000_0000..0x2000_9000];
+    for (address, hinted) in [(0x0800_0100, false), (0x3000_0000, true)] {
+        let (port, _h) = ScriptedPort::new(script(address));
+        let mut c = UartClient::new(port, Config { retries: 0, memory_map: map.clone(), ..fast() });
+        let e = c.read_memory(address, 4).unwrap_err();
+        let UartError::Nack { hint, .. } = &e else { panic!("{e}") };
+        assert_eq!(hint.is_some(), hinted, "{e}");
+        if hinted {
+            assert!(
+                e.to_string().ends_with(
+                    "(0x30000000 is outside the bootloader's memory map (0x08000000..0x08020000, 0x20000000..0x20009000))"
+                ),
+                "{e}"
+            );
+        }
+    }
+}
+
+#[test]
 fn write_pads_to_words_with_ff_and_checksums_the_block() {
-    let data: Vec<u8> = (1..=301u32).map(|i| i as u8).collect();
+    // Values 0..=250 only: the block leaves resync fillers free (see the halves test below).
+    let data: Vec<u8> = (1..=301u32).map(|i| (i % 251) as u8).collect();
     let mut first = vec![0xFF];
     first.extend_from_slice(&data[..256]);
     first.push(protocol::xor(&first));
@@ -262,7 +299,7 @@ fn legacy_erase_uses_one_byte_pages_and_ff_00_for_mass_erase() {
 
 #[test]
 fn extended_mass_and_bank_erase_codes() {
-    let (mut c, h) = client(with_get(
+    let (mut c, h) = single_shot(with_get(
         &OBL_COMMANDS,
         vec![
             Host(vec![0x44, 0xBB]),
@@ -277,7 +314,7 @@ fn extended_mass_and_bank_erase_codes() {
     ));
     c.mass_erase().unwrap();
     let e = c.special_erase(MassErase::Bank2).unwrap_err();
-    assert_eq!(e.to_string(), "Extended Erase (0x44): device answered NACK at the end of the operation");
+    assert_eq!(e.to_string(), "Extended Erase (0x44): device answered NACK at the end of the operation to FF FD 02");
     assert!(c.erase_pages(&[0xFFF0]).is_err(), "reserved page codes are refused");
     h.assert_done();
 }
@@ -295,7 +332,7 @@ fn readout_unprotect_waits_for_the_second_ack() {
     let (mut c, h) = client(vec![Host(vec![0x92, 0x6D]), Device(vec![A, A])]);
     c.readout_unprotect().unwrap();
     h.assert_done();
-    let (mut c, _h) = client(vec![Host(vec![0x92, 0x6D]), Device(vec![A])]);
+    let (mut c, _h) = single_shot(vec![Host(vec![0x92, 0x6D]), Device(vec![A])]);
     let e = c.readout_unprotect().unwrap_err();
     assert!(e.is_timeout(), "{e}");
 }
@@ -306,7 +343,7 @@ fn get_checksum_exchange_and_reply_check() {
     let b = crc.to_be_bytes();
     let mut reply = b.to_vec();
     reply.push(protocol::xor(&b));
-    let (mut c, h) = client(with_get(
+    let (mut c, h) = single_shot(with_get(
         &OBL_COMMANDS,
         vec![
             Host(vec![0xA1, 0x5E]),
@@ -322,6 +359,11 @@ fn get_checksum_exchange_and_reply_check() {
             Device(vec![A]),
             Host(protocol::address_frame(16).to_vec()),
             Device(vec![A, A, b[0], b[1], b[2], b[3], !reply[4]]),
+            // A garbled reply may leave the device anywhere: resync. It was waiting for a
+            // command, so the first filler is taken as one and the second completes the pair.
+            Host(vec![0xFE]),
+            Host(vec![0xFE]),
+            Device(vec![N]),
         ],
     ));
     assert_eq!(c.get_checksum(0x0800_0000, 16).unwrap(), crc);
@@ -332,13 +374,14 @@ fn get_checksum_exchange_and_reply_check() {
 
 #[test]
 fn a_lost_byte_times_out_then_the_link_is_resynchronized() {
-    // The device lost one address byte, so it waits for a fifth; the host times out, sends
-    // 0xFF 0x00 until NACK, and the next command works.
-    let (mut c, h) = client(vec![
+    // The device lost one address byte, so it waits for a fifth; the host times out, sends a
+    // filler that is not in the frame (so it cannot complete it into a valid one), the device
+    // answers NACK, and the next command works.
+    let (mut c, h) = single_shot(vec![
         Host(vec![0x11, 0xEE]),
         Device(vec![A]),
         Host(protocol::address_frame(0x0800_0000).to_vec()),
-        Host(vec![0xFF, 0x00]),
+        Host(vec![0xFE]),
         Device(vec![N]),
         Host(vec![0x02, 0xFD]),
         Device(vec![A, 0x01, 0x04, 0x10, A]),
@@ -359,8 +402,10 @@ fn resync_is_bounded() {
     let started = Instant::now();
     let e = c.resync().unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(e.to_string(), "resync: no NACK to 0xFF 0x00 within 300ms");
-    assert!(h.written().len() >= 4 && h.written().chunks(2).all(|p| p == [0xFF, 0x00]));
+    assert_eq!(e.to_string(), "resync: the device answered none of the filler bytes with NACK within 300ms");
+    // Single fillers first, then growing bursts while the device stays silent.
+    let written = h.written();
+    assert!(written.len() > 8 && written.iter().all(|b| *b == 0xFF), "{written:02X?}");
 }
 
 #[test]
@@ -388,11 +433,11 @@ fn commands_not_listed_by_get_are_refused_locally() {
 #[test]
 fn malformed_replies_do_not_panic() {
     // Get ID claiming 0 bytes of PID.
-    let (mut c, _h) = client(vec![Host(vec![0x02, 0xFD]), Device(vec![A, 0x00, 0x04, A])]);
+    let (mut c, _h) = single_shot(vec![Host(vec![0x02, 0xFD]), Device(vec![A, 0x00, 0x04, A])]);
     let e = c.get_id().unwrap_err();
     assert!(e.to_string().contains("1 byte(s) of product ID"), "{e}");
     // Get with a huge N and a short body: times out instead of waiting forever.
-    let (mut c, _h) = client(vec![Host(vec![0x00, 0xFF]), Device(vec![A, 0xFF, 0x31])]);
+    let (mut c, _h) = single_shot(vec![Host(vec![0x00, 0xFF]), Device(vec![A, 0xFF, 0x31])]);
     assert!(c.get().unwrap_err().is_timeout());
 }
 
@@ -448,4 +493,288 @@ fn works_over_a_real_pty_that_drops_parity() {
     assert_eq!(c.sync().unwrap(), SyncOutcome::Synced);
     assert_eq!(c.get_id().unwrap().pid, 0x460);
     peer.join().unwrap();
+}
+
+// ----- recovery on a noisy link ---------------------------------------------------------------
+
+/// Read Memory of `data.len()` bytes at `address`, answered with `data`.
+fn read_exchange(address: u32, data: &[u8]) -> Vec<Step> {
+    let n = (data.len() - 1) as u8;
+    vec![
+        Host(vec![0x11, 0xEE]),
+        Device(vec![A]),
+        Host(protocol::address_frame(address).to_vec()),
+        Device(vec![A]),
+        Host(vec![n, !n]),
+        Device([&[A][..], data].concat()),
+    ]
+}
+
+/// Write Memory of `data` (a multiple of 4 bytes) at `address`, without the device's final answer.
+fn write_exchange(address: u32, data: &[u8]) -> Vec<Step> {
+    let mut frame = vec![(data.len() - 1) as u8];
+    frame.extend_from_slice(data);
+    frame.push(protocol::xor(&frame));
+    vec![
+        Host(vec![0x31, 0xCE]),
+        Device(vec![A]),
+        Host(protocol::address_frame(address).to_vec()),
+        Device(vec![A]),
+        Host(frame),
+    ]
+}
+
+fn noted(t: &Transcript, text: &str) -> bool {
+    t.records().iter().any(|r| matches!(&r.event, crate::transcript::Event::Note(n) if n.contains(text)))
+}
+
+#[test]
+fn a_corrupted_command_byte_is_nacked_and_the_command_sent_again() {
+    // The device saw a wrong complement and answered NACK; it waits for a command again, so
+    // the client sends the command again without a resync.
+    let mut script = vec![Host(vec![0x11, 0xEE]), Device(vec![N])];
+    script.extend(read_exchange(0x0800_0000, &[1, 2, 3, 4]));
+    let (mut c, h) = client(script);
+    let t = Transcript::new();
+    c.set_transcript(Some(Box::new(t.clone())));
+    assert_eq!(c.read_memory(0x0800_0000, 4).unwrap(), [1, 2, 3, 4]);
+    h.assert_done();
+    assert_eq!(c.stats(), LinkStats { retries: 1, resyncs: 0, confirmed_by_read_back: 0 });
+    assert!(noted(&t, "retry 1 of 4: Read Memory (0x11) at 0x08000000 after: "), "{}", t.render());
+}
+
+#[test]
+fn a_corrupted_data_byte_fails_the_block_checksum_and_the_block_is_written_again() {
+    let data = [1, 2, 3, 4, 5, 6, 7, 8];
+    let mut script = write_exchange(0x0800_0000, &data);
+    script.push(Device(vec![N]));
+    script.extend(write_exchange(0x0800_0000, &data));
+    script.push(Device(vec![A]));
+    let (mut c, h) = client(script);
+    c.write_memory(0x0800_0000, &data).unwrap();
+    h.assert_done();
+    // A NACK at the end means the device did not write: no read-back is needed.
+    assert_eq!(c.stats(), LinkStats { retries: 1, resyncs: 0, confirmed_by_read_back: 0 });
+}
+
+#[test]
+fn a_write_block_that_lost_a_byte_is_resynced_and_written_again() {
+    let data = [1, 2, 3, 4, 5, 6, 7, 8];
+    // The device lost a data byte and waits for one more; the host hears nothing.
+    let mut script = write_exchange(0x0800_0000, &data);
+    // The filler 0xFE is in none of the bytes sent, so it cannot stand in for the lost byte
+    // (the XOR check passes exactly when it equals it): the device NACKs the frame. That the
+    // very first filler completed a frame shows the block was never taken: no read-back.
+    script.extend([Host(vec![0xFE]), Device(vec![N])]);
+    script.extend(write_exchange(0x0800_0000, &data));
+    script.push(Device(vec![A]));
+    let (mut c, h) = client(script);
+    c.write_memory(0x0800_0000, &data).unwrap();
+    h.assert_done();
+    assert_eq!(c.stats(), LinkStats { retries: 1, resyncs: 1, confirmed_by_read_back: 0 });
+}
+
+#[test]
+fn a_lost_ack_after_a_written_block_is_confirmed_by_read_back_not_written_twice() {
+    let data = [9, 8, 7, 6];
+    let mut script = write_exchange(0x0800_0100, &data);
+    // The device wrote the block; its ACK was lost. It waits for a command, so the first
+    // filler is taken as an opcode (silence) and the second fails the complement (NACK).
+    script.extend([Host(vec![0xFE]), Host(vec![0xFE]), Device(vec![N])]);
+    script.extend(read_exchange(0x0800_0100, &data));
+    let (mut c, h) = client(script);
+    c.write_memory(0x0800_0100, &data).unwrap();
+    h.assert_done();
+    assert_eq!(c.stats(), LinkStats { retries: 1, resyncs: 1, confirmed_by_read_back: 1 });
+}
+
+#[test]
+fn a_block_that_reads_back_neither_written_nor_erased_fails_cleanly() {
+    let data = [9, 8, 7, 6];
+    let mut script = write_exchange(0x0800_0100, &data);
+    script.extend([Host(vec![0xFE]), Host(vec![0xFE]), Device(vec![N])]);
+    script.extend(read_exchange(0x0800_0100, &[9, 0, 7, 6]));
+    // The last attempt ended on a reply that may have been garbled: leave the device in step.
+    script.extend([Host(vec![0xFE]), Host(vec![0xFE]), Device(vec![N])]);
+    let (port, h) = ScriptedPort::new(script);
+    let mut c = UartClient::new(port, Config { retries: 1, ..fast() });
+    let e = c.write_memory(0x0800_0100, &data).unwrap_err();
+    h.assert_done();
+    assert!(
+        matches!(&e, UartError::RetriesExhausted { attempts: 2, last, .. }
+            if matches!(**last, UartError::ReadBackDiffers { offset: 1, expected: 8, got: 0, .. })),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "Write Memory (0x31) at 0x08000100: gave up after 2 attempts; the last one: Write Memory (0x31) at 0x08000100: the block reads back 0x00 at offset 1 where 0x08 was sent, and is not erased (the flash needs an erase before it takes the block again)"
+    );
+}
+
+#[test]
+fn retries_are_bounded_and_only_a_repeated_command_nack_hints_at_protection() {
+    // Five NACKs right after the command bytes (1 + 4 retries), while Get was answered: that is
+    // evidence of readout protection, which one NACK is not.
+    let mut script = get_exchange(&OBL_COMMANDS);
+    script.extend([Host(vec![0x11, 0xEE]), Device(vec![N]), Host(vec![0x11, 0xEE]), Device(vec![N])]);
+    for _ in 0..3 {
+        script.extend([Host(vec![0xFE]), Host(vec![0xFE]), Device(vec![N]), Host(vec![0x11, 0xEE]), Device(vec![N])]);
+    }
+    // Get Version, which protection does not block, goes through: the link works.
+    script.extend([Host(vec![0x01, 0xFE]), Device(vec![A, 0x31, 0x00, 0x00, A])]);
+    let (mut c, h) = client(script);
+    c.get().unwrap();
+    let e = c.read_memory(0x0800_0000, 4).unwrap_err();
+    h.assert_done();
+    assert!(e.is_nack());
+    assert_eq!(
+        e.to_string(),
+        "Read Memory (0x11) at 0x08000000: gave up after 5 attempts; the last one: Read Memory (0x11) at 0x08000000: device answered NACK after the command bytes to 11 EE (the same NACK on all 5 attempts while Get Version was answered: readout protection active?)"
+    );
+    assert_eq!(c.stats().retries, 4);
+}
+
+#[test]
+fn repeated_command_nacks_on_a_link_that_fails_get_version_too_give_no_hint() {
+    let mut script = vec![Host(vec![0x11, 0xEE]), Device(vec![N]), Host(vec![0x11, 0xEE]), Device(vec![N])];
+    script.extend([Host(vec![0x01, 0xFE]), Device(vec![N])]);
+    let (port, h) = ScriptedPort::new(script);
+    let mut c = UartClient::new(port, Config { retries: 1, ..fast() });
+    let e = c.read_memory(0x0800_0000, 4).unwrap_err();
+    h.assert_done();
+    assert!(matches!(e.last(), UartError::Nack { hint: None, .. }), "{e}");
+}
+
+#[test]
+fn mixed_failures_give_no_protection_hint() {
+    // A NACK after the command bytes, then one after the address: a noisy link, not protection.
+    let mut script = vec![Host(vec![0x11, 0xEE]), Device(vec![N])];
+    script.extend([
+        Host(vec![0x11, 0xEE]),
+        Device(vec![A]),
+        Host(protocol::address_frame(0x0800_0000).to_vec()),
+        Device(vec![N]),
+    ]);
+    let (port, h) = ScriptedPort::new(script);
+    let mut c = UartClient::new(port, Config { retries: 1, ..fast() });
+    let e = c.read_memory(0x0800_0000, 4).unwrap_err();
+    h.assert_done();
+    assert!(!e.to_string().contains("protection"), "{e}");
+    assert!(matches!(e.last(), UartError::Nack { stage: Stage::Address, hint: None, .. }), "{e:?}");
+}
+
+#[test]
+fn go_is_not_sent_again_once_the_device_may_have_jumped() {
+    // Silence after the address: the device may be running the application. No retry, no
+    // resync bytes into the application's UART.
+    let (mut c, h) =
+        client(vec![Host(vec![0x21, 0xDE]), Device(vec![A]), Host(protocol::address_frame(0x0800_0000).to_vec())]);
+    let e = c.go(0x0800_0000).unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert_eq!(h.written().len(), 7, "{:02X?}", h.written());
+    assert_eq!(c.stats().retries, 0);
+}
+
+/// A client whose waits pass on a manual clock (like a gated virtual board), with a deadline.
+fn on_manual_clock(
+    script: Vec<Step>,
+    config: Config,
+    deadline: Duration,
+) -> (UartClient, Handle, Arc<crate::clock::testing::ManualClock>) {
+    let clock = Arc::new(crate::clock::testing::ManualClock::default());
+    let (port, h) = ScriptedPort::new(script);
+    h.state().clock = Some(clock.clone());
+    let dyn_clock: Arc<dyn crate::clock::Clock> = clock.clone();
+    let mut c = UartClient::with_clock(port, config, dyn_clock.clone());
+    c.set_deadline(Some(crate::clock::Deadline::after(&dyn_clock, deadline)));
+    (c, h, clock)
+}
+
+#[test]
+fn a_lost_byte_in_an_extended_erase_ends_at_the_callers_deadline_not_after_every_page_timeout() {
+    // Issue 19: 48 pages x 5 s per page (stm32flash's figure) made the host wait 240 s for the
+    // ACK of a page list the device was still waiting to complete, past a 60 s step deadline.
+    let pages: Vec<u16> = (0..48).collect();
+    let mut frame = 47u16.to_be_bytes().to_vec();
+    for p in &pages {
+        frame.extend_from_slice(&p.to_be_bytes());
+    }
+    frame.push(protocol::xor(&frame));
+    let script = with_get(&OBL_COMMANDS, vec![Host(vec![0x44, 0xBB]), Device(vec![A]), Host(frame)]);
+    let config = Config { timeouts: Timeouts::default(), ..Config::default() };
+    let (mut c, _h, clock) = on_manual_clock(script, config, Duration::from_secs(60));
+    let e = c.erase_pages(&pages).unwrap_err();
+    assert!(
+        matches!(e, UartError::DeadlineExceeded { command: Command::ExtendedErase, stage: Stage::Completion, .. }),
+        "{e:?}"
+    );
+    let now = crate::clock::Clock::now(clock.as_ref());
+    assert!(now <= Duration::from_secs(60), "waited {now:?} on the board's clock");
+}
+
+#[test]
+fn a_silent_device_fails_cleanly_within_the_deadline_on_the_port_clock() {
+    let config = Config { timeouts: Timeouts { read: Duration::from_secs(10), ..Timeouts::default() }, ..fast() };
+    let (mut c, _h, clock) = on_manual_clock(vec![], config, Duration::from_secs(2));
+    let e = c.read_memory(0x0800_0000, 4).unwrap_err();
+    assert!(matches!(e, UartError::DeadlineExceeded { retries: 0, .. }), "{e:?}");
+    assert_eq!(crate::clock::Clock::now(clock.as_ref()), Duration::from_secs(2));
+    assert_eq!(
+        e.to_string(),
+        "Read Memory (0x11) at 0x08000000: the caller's deadline passed after the command bytes (after 0 retries of this command)"
+    );
+}
+
+#[test]
+fn a_lost_byte_in_a_long_frame_is_filled_by_growing_bursts() {
+    // The device lost the Write Memory count byte and took the first data byte (0xFF) as the
+    // count: it waits for far more bytes than were sent. Lone fillers get no answer, so bursts
+    // grow until the frame is full and the pairs after it are NACKed.
+    let clock = Arc::new(crate::clock::testing::ManualClock::default());
+    let (port, h) = ScriptedPort::new(vec![]);
+    h.state().clock = Some(clock.clone());
+    let dyn_clock: Arc<dyn crate::clock::Clock> = clock.clone();
+    let mut c = UartClient::with_clock(port, fast(), dyn_clock);
+    // A device model just for this: it needs 200 more bytes, then NACKs every second byte.
+    let mut seen = 0usize;
+    h.state().responder = Some(crate::testing::Responder(Box::new(move |_| {
+        seen += 1;
+        if seen > 200 && (seen - 200).is_multiple_of(2) { vec![N] } else { vec![] }
+    })));
+    c.resync().unwrap();
+    let sent = h.written().len();
+    assert!(sent > 200 && sent < 600, "{sent} fillers");
+    // Growing bursts: far fewer waits than fillers.
+    let waited = crate::clock::Clock::now(clock.as_ref());
+    assert!(waited < Duration::from_millis(10 * 40), "{waited:?}");
+}
+
+#[test]
+fn a_block_holding_every_filler_value_is_written_in_halves() {
+    // 256 bytes stepping by 7 hold every byte value: no filler would be sure to fail the block's
+    // checksum after a lost byte, so the block goes as two 128-byte blocks.
+    let data: Vec<u8> = (0..256u32).map(|i| (i * 7) as u8).collect();
+    let mut script = write_exchange(0x0800_0000, &data[..128]);
+    script.push(Device(vec![A]));
+    script.extend(write_exchange(0x0800_0080, &data[128..]));
+    script.push(Device(vec![A]));
+    let (mut c, h) = client(script);
+    c.write_memory(0x0800_0000, &data).unwrap();
+    h.assert_done();
+}
+
+#[test]
+fn read_backs_corrupted_on_the_way_back_are_combined() {
+    // The block was written and its ACK lost; each read-back has one byte corrupted on the way
+    // to the host, at different places: together they show every byte as written.
+    let data = [9, 8, 7, 6];
+    let mut script = write_exchange(0x0800_0100, &data);
+    script.extend([Host(vec![0xFE]), Host(vec![0xFE]), Device(vec![N])]);
+    script.extend(read_exchange(0x0800_0100, &[9, 8, 7, 0x16]));
+    script.extend([Host(vec![0xFE]), Host(vec![0xFE]), Device(vec![N])]);
+    script.extend(read_exchange(0x0800_0100, &[0x19, 8, 7, 6]));
+    let (mut c, h) = client(script);
+    c.write_memory(0x0800_0100, &data).unwrap();
+    h.assert_done();
+    assert_eq!(c.stats(), LinkStats { retries: 2, resyncs: 2, confirmed_by_read_back: 1 });
 }

@@ -76,6 +76,8 @@ pub fn sample() -> RunReport {
             },
         ],
         diagnosis: None,
+        retried: vec![],
+        flaky: false,
     };
     let mut snapshot = BTreeMap::new();
     snapshot.insert("pc".to_string(), 0x1FFF_0A10u32);
@@ -156,6 +158,8 @@ pub fn sample() -> RunReport {
             snapshot,
             fix: Some("Call __enable_irq() (clear PRIMASK) after disabling the NVIC sources, before the jump.".into()),
         }),
+        retried: vec![],
+        flaky: false,
     };
     let skipped = ScenarioResult {
         scenario: "flash-over-dfu".into(),
@@ -170,11 +174,13 @@ pub fn sample() -> RunReport {
         message: Some("board lacks usb (STM32G071RB's ROM bootloader has no USB DFU)".into()),
         steps: vec![],
         diagnosis: None,
+        retried: vec![],
+        flaky: false,
     };
     let mut r = RunReport {
         schema_version: SCHEMA_VERSION,
         run_id: "r0001".into(),
-        tool: Tool { name: "hil".into(), version: "0.1.0".into() },
+        tool: Tool { name: "hil".into(), version: "0.1.0".into(), revision: None, host: None },
         started_at: "2026-11-21T10:00:00.000Z".into(),
         wall_finished_at: Some("2026-11-21T10:00:03.500Z".into()),
         wall_duration_ms: 3500,
@@ -186,12 +192,22 @@ pub fn sample() -> RunReport {
                 chip: "STM32G071RB".into(),
                 kind: "virtual".into(),
                 description: None,
+                seen: Seen {
+                    probe: Some("1209:0001:g071-virtual (hil virtual probe)".into()),
+                    bootloader: Some("PID 0x0460, bootloader version 3.1 (0x31)".into()),
+                    images: vec![ImageRecord {
+                        name: "fixture:app@0x08000000".into(),
+                        sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+                        bytes: 6144,
+                    }],
+                },
             },
             BoardInfo {
                 name: "g0b1-virtual".into(),
                 chip: "STM32G0B1RE".into(),
                 kind: "virtual".into(),
                 description: Some("USB DFU".into()),
+                seen: Default::default(),
             },
         ],
         scenarios: vec![passed, failed, skipped],

@@ -173,9 +173,10 @@ impl RigSession {
     }
 
     pub(super) fn expect_bootloader(&mut self, via: Via, pid: Option<u32>, cx: &StepCx) -> StepOutcome {
+        let seen = self.seen.clone();
         let want = pid.unwrap_or(self.chip.identity.dev_id as u32);
         match via {
-            Via::Uart => match self.uart_session(cx, |c| Ok(c.connect()?)) {
+            Via::Uart => match self.uart_session(cx, |c| Ok(crate::session::connect_noted(c, &seen)?)) {
                 Ok(info) if info.id.pid as u32 == want => StepOutcome::passed(),
                 Ok(info) => StepOutcome::failed(format!(
                     "the bootloader answered with PID {:#06x}, expected {want:#06x}",

@@ -9,6 +9,13 @@ pub struct FlashedImage {
     pub image: hil_image::Image,
     /// The ELF file, when the image came from one (for symbols).
     pub elf: Option<Vec<u8>>,
+    /// SHA-256 of the file as read (the ELF for fixtures), lowercase hex: traceability.
+    pub sha256: String,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl FlashedImage {
@@ -50,16 +57,16 @@ impl RigSession {
                 })?;
                 let image = hil_image::Image::from_elf(&format!("fixture:{}@{:#010x}", fx.name, fx.base), fx.elf)
                     .map_err(|e| StepError::unsupported(e.to_string()))?;
-                Ok(FlashedImage { name: r.to_string(), image, elf: Some(fx.elf.to_vec()) })
+                Ok(FlashedImage { name: r.to_string(), image, elf: Some(fx.elf.to_vec()), sha256: sha256_hex(fx.elf) })
             }
             ImageRef::File(p) => {
                 let path = hil_config::validate::resolve_relative(scenario_file, p);
                 let image =
                     hil_image::Image::load(&path, bin_base).map_err(|e| StepError::unsupported(e.to_string()))?;
-                let bytes =
-                    std::fs::read(&path).map_err(|e| StepError::unsupported(format!("{}: {e}", path.display())))?;
+                let bytes = hil_image::read_image_file(&path).map_err(|e| StepError::unsupported(e.to_string()))?;
+                let sha256 = sha256_hex(&bytes);
                 let elf = bytes.starts_with(b"\x7fELF").then_some(bytes);
-                Ok(FlashedImage { name: path.display().to_string(), image, elf })
+                Ok(FlashedImage { name: path.display().to_string(), image, elf, sha256 })
             }
         }
     }
@@ -88,14 +95,38 @@ impl RigSession {
         };
         let (clock, started) = (cx.clock().clone(), cx.clock().now());
         let bytes: u64 = img.image.segments.iter().map(|s| s.data.len() as u64).sum();
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.note_image(hil_report::ImageRecord { name: img.name.clone(), sha256: img.sha256.clone(), bytes });
+        }
+        self.uart_stats = Default::default();
+        self.dfu_stats = Default::default();
         let result = match f.via {
             Via::Probe => {
                 let (name, elf) = (img.name.clone(), img.elf.clone());
                 self.with_probe(|p| p.flash(&name, &img.image, elf.as_deref(), f.verify).map(|_| ()))
             }
             Via::Uart => self.flash_uart(&img, f.erase, f.verify, cx).map(|ev| evidence.extend(ev)),
-            Via::Dfu => self.flash_dfu(&img, f.erase, f.verify),
+            Via::Dfu => self.flash_dfu(&img, f.erase, f.verify, cx),
         };
+        if f.via == Via::Uart {
+            // What the link cost, pass or fail: a flash that passed on a noisy link says so.
+            let s = self.uart_stats;
+            for (label, value) in [
+                ("AN3155 retries", s.retries),
+                ("AN3155 resyncs", s.resyncs),
+                ("AN3155 blocks confirmed by read-back", s.confirmed_by_read_back),
+            ] {
+                evidence.push(Evidence::Measurement { label: label.into(), value: value as f64, unit: String::new() });
+            }
+        }
+        if f.via == Via::Dfu {
+            let s = self.dfu_stats;
+            for (label, value) in
+                [("DfuSe retries", s.retries), ("DfuSe blocks confirmed by upload", s.confirmed_by_upload)]
+            {
+                evidence.push(Evidence::Measurement { label: label.into(), value: value as f64, unit: String::new() });
+            }
+        }
         evidence.push(Evidence::Measurement { label: "bytes written".into(), value: bytes as f64, unit: "B".into() });
         evidence.push(Evidence::Measurement {
             label: "flash time".into(),
@@ -119,6 +150,7 @@ impl RigSession {
         verify: bool,
         cx: &StepCx,
     ) -> Result<Vec<Evidence>, StepError> {
+        let seen = self.seen.clone();
         let flash = self.chip.memory.flash.clone();
         let ranges: Vec<(u32, Vec<u8>)> = img.image.ranges().into_iter().map(|(a, d)| (a, d.to_vec())).collect();
         let mut pages: Vec<u16> = ranges
@@ -136,7 +168,7 @@ impl RigSession {
         let probe_available = self.probe_factory.is_some();
         let mut phases: Vec<(&'static str, f64)> = Vec::new();
         let r = self.uart_session(cx, |c| {
-            c.connect()?;
+            crate::session::connect_noted(c, &seen)?;
             let t = cx.clock().now();
             match erase {
                 EraseMode::Mass => c.mass_erase()?,
@@ -214,8 +246,28 @@ impl RigSession {
             .collect())
     }
 
-    pub(super) fn flash_dfu(&mut self, img: &FlashedImage, erase: EraseMode, verify: bool) -> Result<(), StepError> {
+    pub(super) fn flash_dfu(
+        &mut self,
+        img: &FlashedImage,
+        erase: EraseMode,
+        verify: bool,
+        cx: &StepCx,
+    ) -> Result<(), StepError> {
         let mut dfu = self.open_dfu()?;
+        // No transfer, poll or retry past the step's deadline (on the board's clock).
+        dfu.set_deadline(Some(cx.deadline.clone()));
+        let r = Self::dfu_download(&mut dfu, img, erase, verify);
+        // What the link cost, pass or fail (reported by the flash step).
+        self.dfu_stats = dfu.stats();
+        r
+    }
+
+    fn dfu_download(
+        dfu: &mut hil_bootloader_host::dfu::DfuSeClient<Box<dyn hil_bootloader_host::dfu::ControlTransfer + Send>>,
+        img: &FlashedImage,
+        erase: EraseMode,
+        verify: bool,
+    ) -> Result<(), StepError> {
         let ranges = img.image.ranges();
         if erase == EraseMode::Mass {
             dfu.mass_erase()?;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use hil_bootloader_host::clock::Deadline;
 
 use hil_bootloader_host::transcript::{Direction, Event, Transcript};
-use hil_bootloader_host::uart::{Config as UartConfig, UartClient};
+use hil_bootloader_host::uart::{Config as UartConfig, LinkStats, UartClient};
 use hil_chips::Chip;
 use hil_config::scenario::{
     Action, BoardState, EraseMode, ExpectMemory, ExpectRegister, Flash, FlashTarget, ImageRef, NamedRegion, NamedValue,
@@ -59,6 +59,26 @@ pub struct RigSession {
     pub boot0_driven: Option<bool>,
     /// Called with (bytes written, total) while flashing (a progress bar on a terminal).
     pub progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
+    /// What the run saw of the board (probe, bootloader answer, images), for the report. Shared
+    /// so that code inside a bootloader exchange can note what it learns.
+    pub seen: std::sync::Arc<std::sync::Mutex<hil_report::Seen>>,
+    /// What the last AN3155 session cost on the link (retries, resyncs).
+    pub uart_stats: LinkStats,
+    /// What the last DfuSe download cost (retries).
+    pub dfu_stats: hil_bootloader_host::dfu::DfuStats,
+}
+
+/// AN3155 connect (sync, Get Version, Get, Get ID), noting the bootloader's PID and version.
+pub(crate) fn connect_noted(
+    c: &mut UartClient,
+    seen: &std::sync::Mutex<hil_report::Seen>,
+) -> Result<hil_bootloader_host::uart::BootloaderInfo, hil_bootloader_host::uart::UartError> {
+    let info = c.connect()?;
+    if let Ok(mut s) = seen.lock() {
+        let v = info.version.version;
+        s.bootloader = Some(format!("PID {:#06x}, bootloader version {}.{} ({v:#04x})", info.id.pid, v >> 4, v & 0xF));
+    }
+    Ok(info)
 }
 
 /// A step's result as its outcome: `failed` when the board is to blame, `error` when the rig is.
@@ -91,6 +111,9 @@ impl RigSession {
             last_go: None,
             boot0_driven: None,
             progress: None,
+            seen: Default::default(),
+            uart_stats: LinkStats::default(),
+            dfu_stats: Default::default(),
         })
     }
 
@@ -138,8 +161,9 @@ impl RigSession {
         self.board.application_base(self.chip)
     }
 
-    /// Run `f` with an AN3155 client that has the serial port to itself. Reply deadlines never
-    /// exceed the step's.
+    /// Run `f` with an AN3155 client that has the serial port to itself. No wait of the client
+    /// (replies, resyncs, retries) goes past the step's deadline; what the link cost (retries,
+    /// resyncs) is kept in [`RigSession::uart_stats`] for the step's evidence.
     pub fn uart_session<R>(
         &mut self,
         cx: &StepCx,
@@ -147,26 +171,18 @@ impl RigSession {
     ) -> Result<R, StepError> {
         let transcript = self.transcript.clone();
         let remaining = cx.remaining();
+        let config = uart_config(self.chip, remaining);
+        let deadline = cx.deadline.clone();
         let link = self.serial()?;
-        link.exclusive(|port, clock| {
-            let mut config = UartConfig::default();
-            let t = &mut config.timeouts;
-            for d in [
-                &mut t.read,
-                &mut t.block_write,
-                &mut t.page_erase,
-                &mut t.mass_erase,
-                &mut t.readout_unprotect,
-                &mut t.checksum,
-                &mut t.resync,
-            ] {
-                *d = (*d).min(remaining.max(Duration::from_millis(50)));
-            }
-            config.sync_attempts = sync_attempts_within(remaining, t.read, config.sync_attempts);
+        let (r, stats) = link.exclusive(|port, clock| {
             let mut client = UartClient::with_clock(port, config, clock);
             client.set_transcript(Some(Box::new(transcript)));
-            f(&mut client)
-        })?
+            client.set_deadline(Some(deadline));
+            let r = f(&mut client);
+            (r, client.stats())
+        })?;
+        self.uart_stats = stats;
+        r
     }
 
     /// Resolve a value written in a scenario.
@@ -296,6 +312,7 @@ impl BoardSession for RigSession {
     }
 
     fn run_step(&mut self, step: &Step, cx: &StepCx) -> StepOutcome {
+        let seen = self.seen.clone();
         match &step.action {
             Action::PowerCycle(p) => {
                 let r = self.power_cycle(p.off.map(|d| d.std()).unwrap_or(Duration::from_millis(10)));
@@ -320,7 +337,7 @@ impl BoardSession for RigSession {
                     Err(e) => return outcome_of(e),
                 };
                 let r = self.uart_session(cx, |c| {
-                    c.connect()?;
+                    crate::session::connect_noted(c, &seen)?;
                     Ok(c.go(addr)?)
                 });
                 self.state = None;
@@ -341,9 +358,13 @@ impl BoardSession for RigSession {
             Action::Halt(_) => outcome_from(self.with_probe(|p| p.halt())),
             Action::Resume(_) => outcome_from(self.with_probe(|p| p.resume())),
             Action::ResetHalt(_) => outcome_from(self.with_probe(|p| p.reset_halt())),
+            Action::Wait(d) if d.std() > cx.remaining() => StepOutcome::error(format!(
+                "wait {d} does not fit in what is left of the step's deadline ({:?}): not waited",
+                cx.remaining()
+            )),
             Action::Wait(d) => {
                 // In slices on the board's clock, so that Ctrl-C does not sit out a long wait.
-                let end = cx.clock().now().saturating_add(d.std().min(cx.remaining()));
+                let end = cx.clock().now().saturating_add(d.std());
                 loop {
                     let left = end.saturating_sub(cx.clock().now());
                     if left.is_zero() {
@@ -359,7 +380,7 @@ impl BoardSession for RigSession {
             Action::ReadoutUnprotect(r) => outcome_from(
                 match r.via {
                     Via::Uart => self.uart_session(cx, |c| {
-                        c.connect()?;
+                        crate::session::connect_noted(c, &seen)?;
                         Ok(c.readout_unprotect()?)
                     }),
                     Via::Dfu => self.open_dfu().and_then(|mut d| d.read_unprotect().map_err(StepError::from)),
@@ -416,6 +437,20 @@ impl BoardSession for RigSession {
         ev
     }
 
+    fn seen(&self) -> hil_report::Seen {
+        let mut seen = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        if seen.probe.is_none() && self.probe.is_some() {
+            // A virtual probe's serial carries the process id (probe-rs lists probes process-wide);
+            // the report names it by its board so that runs compare equal.
+            seen.probe = if self.board.virtual_board.is_some() {
+                Some(format!("hil virtual probe of {}", self.board.name.value))
+            } else {
+                self.probe.as_ref().and_then(|p| p.identity())
+            };
+        }
+        seen
+    }
+
     fn close(&mut self) {
         self.probe = None;
         self.probe_factory = None;
@@ -426,6 +461,51 @@ impl BoardSession for RigSession {
 
 /// How many sync attempts fit in `remaining`: each waits up to two reads (0x7F, then a second
 /// 0x7F after silence). At least one, so a short step still tries.
+/// The AN3155 client's configuration for `chip` with `remaining` left of the step: completion
+/// timeouts from the chip's flash timing where the chip data has it, and its memory map for NACK
+/// messages.
+///
+/// stm32flash's completion timeouts (1 s per block, 5 s per page) are for any chip; with the
+/// datasheet's maximum figures the host learns of a lost byte in a block or page list in a
+/// fraction of that, which leaves time to retry within the step (issue 19: one lost byte in
+/// the page list of a 48-page Extended Erase used to cost 240 s). Margins: 4x the maximum plus a
+/// fixed 100 ms for the link's latency.
+pub fn uart_config(chip: &Chip, remaining: Duration) -> UartConfig {
+    let mut config = UartConfig::default();
+    let t = &mut config.timeouts;
+    if let Some(ft) = &chip.flash_timing {
+        let us = |n: u64| Duration::from_micros(n);
+        let margin = Duration::from_millis(100);
+        let unit = chip.flash_controller.as_ref().map_or(8, |c| c.program_unit.max(1)) as u64;
+        let per_block = 256u64.div_ceil(unit) * ft.program_double_word_us.max as u64;
+        t.block_write = t.block_write.min(margin + us(4 * per_block));
+        t.page_erase = t.page_erase.min(margin + us(4 * ft.page_erase_us.max as u64));
+        t.mass_erase = t.mass_erase.min(Duration::from_secs(1) + us(4 * ft.mass_erase_us.max as u64));
+    }
+    for d in [
+        &mut t.read,
+        &mut t.block_write,
+        &mut t.page_erase,
+        &mut t.mass_erase,
+        &mut t.readout_unprotect,
+        &mut t.checksum,
+        &mut t.resync,
+    ] {
+        *d = (*d).min(remaining.max(Duration::from_millis(50)));
+    }
+    config.sync_attempts = sync_attempts_within(remaining, t.read, config.sync_attempts);
+    let m = &chip.memory;
+    let area = |a: &hil_chips::Area| a.base as u64..a.end();
+    config.memory_map =
+        [Some(m.flash.area()), Some(m.sram.clone()), Some(m.system_memory.clone()), Some(m.option_bytes.clone())]
+            .into_iter()
+            .chain([m.otp.clone(), m.engineering_bytes.clone()])
+            .flatten()
+            .map(|a| area(&a))
+            .collect();
+    config
+}
+
 pub(super) fn sync_attempts_within(remaining: Duration, read: Duration, configured: u32) -> u32 {
     let per_attempt = (read * 2).max(Duration::from_millis(1));
     let fit = u32::try_from(remaining.as_millis() / per_attempt.as_millis()).unwrap_or(u32::MAX);

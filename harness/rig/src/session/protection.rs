@@ -71,6 +71,7 @@ impl RigSession {
     }
 
     pub fn write_option_bytes(&mut self, w: &WriteOptionBytes, cx: &StepCx) -> Result<(), StepError> {
+        let seen = self.seen.clone();
         let bits = hil_config::boards::OptionBits {
             nboot0: w.nboot0,
             nboot1: w.nboot1,
@@ -143,7 +144,7 @@ impl RigSession {
                 let ob = chip.memory.option_bytes.base;
                 let comp = layout.complement_offset;
                 self.uart_session(cx, |c| {
-                    c.connect()?;
+                    crate::session::connect_noted(c, &seen)?;
                     let current = u32::from_le_bytes(c.read(ob + user.offset, 4)?[..4].try_into().expect("4 bytes"));
                     let value = crate::option_bits::apply_option_bits(chip, current, &bits)?;
                     let mut dw = Vec::with_capacity(8);

@@ -318,6 +318,16 @@ impl Flash {
         let mut error = 0;
         match op {
             Op::Program { store, offset, data, addr } => {
+                if cx.shared.faults.program_browns_out() {
+                    // Injected brown-out mid-write. What an interrupted program leaves is not
+                    // published (RM0444 3.3.7 only forbids it): UNVERIFIED model - the cells of
+                    // the first word are written, the second word still erased (ECC not
+                    // modelled) - then the power-on reset a BOR causes (RM0444 4.1.2).
+                    cx.memory.store_mut(store)[offset..offset + 4].copy_from_slice(&data[..4]);
+                    cx.shared.counters.flash_brownouts += 1;
+                    cx.request_reset(ResetCause::PowerOn);
+                    return;
+                }
                 if cx.shared.faults.program_fails(addr) {
                     // Injected failure: the cells keep their old content.
                     error = SR_PROGERR;

@@ -317,7 +317,17 @@ impl Usart {
     fn tx_done(&mut self, cx: &mut DeviceCx<'_, Shared>) {
         if let Some(w) = self.shifting.take() {
             let mask = (1u16 << self.data_bits()) - 1;
-            cx.shared.uart_out.push(UartOut { usart: self.p.index, byte: (w & mask) as u8, at: cx.now });
+            let byte = (w & mask) as u8;
+            // Noise on the TX wire: the frame is sent (TC as usual) but the host gets it dropped
+            // or with a bit flipped.
+            match cx.shared.faults.tx_fate(self.p.index, &self.p.name) {
+                RxFate::Deliver => cx.shared.uart_out.push(UartOut { usart: self.p.index, byte, at: cx.now }),
+                RxFate::Drop => cx.shared.counters.uart_tx_dropped += 1,
+                RxFate::Corrupt(flip) => {
+                    cx.shared.counters.uart_tx_corrupted += 1;
+                    cx.shared.uart_out.push(UartOut { usart: self.p.index, byte: byte ^ flip, at: cx.now });
+                }
+            }
         }
         if self.tdr.is_some() {
             self.start_tx(cx);

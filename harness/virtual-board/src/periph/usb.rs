@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, VecDeque};
 use hil_cortex_m::{BusFaultKind, Device, DeviceCx, Initiator, ResetCause, Size, VirtualDuration, VirtualTime};
 
 use super::{gate_open, merge_lane, read_lane};
-use crate::shared::{Gate, Shared};
+use crate::shared::{Gate, Shared, UsbFate};
 
 pub const CNTR: u32 = 0x40;
 pub const ISTR: u32 = 0x44;
@@ -211,6 +211,23 @@ impl UsbDevice {
         }
         let id = self.next_id;
         self.next_id += 1;
+        // Injected faults hit DFU class requests (bmRequestType type = class) before the
+        // firmware sees them: the device's state is untouched.
+        if setup.request_type & 0x60 == 0x20 {
+            match cx.shared.faults.dfu_request_fate() {
+                UsbFate::Deliver => {}
+                UsbFate::Stall => {
+                    cx.shared.counters.usb_requests_faulted += 1;
+                    self.completions.insert(id, Ok(UsbReply::Stall));
+                    return Ok(id);
+                }
+                // Never answered: the host's transfer times out.
+                UsbFate::Lose => {
+                    cx.shared.counters.usb_requests_faulted += 1;
+                    return Ok(id);
+                }
+            }
+        }
         self.queue.push_back(HostTransfer { id, setup, data });
         self.present_next(cx);
         Ok(id)
