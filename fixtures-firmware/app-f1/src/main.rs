@@ -9,7 +9,13 @@
 //! - One-byte commands from the USART1 receive interrupt: `v` version and base, `r` reset
 //!   (SYSRESETREQ), `m` marker, `j` the jump into the ROM done right (NVIC sources off and pending
 //!   cleared, SysTick off, VTOR = system memory, MSP and PC from the ROM's vector table; the F1 has
-//!   no remap to do, RM0008 3.4), `?` help.
+//!   no remap to do, RM0008 3.4), `S` the same from a task on the process stack (CONTROL cleared),
+//!   `b` reset then jump first thing in Reset_Handler, `w` let the IWDG reset the chip, `?` help.
+//! - The jump with one mistake each, as the G0 `app` fixture has them (conformance classes): `p`
+//!   PRIMASK left set, `J` VTOR left at the application's table, `t` SysTick left running, `q` a
+//!   peripheral interrupt (EXTI15_10) left enabled and pending, `s` CONTROL.SPSEL left at 1.
+//! - Feature `set-vtor` (default): cortex-m-rt points VTOR at this image; without it the image
+//!   never sets VTOR (seed 004's application).
 //!
 //! Direct register access (RM0008); no HAL.
 #![no_std]
@@ -25,12 +31,22 @@ use f1_board::reg::*;
 use f1_board::{HCLK, LED_PIN, SYSTEM_MEMORY, USART1_IRQ, flush, modify, put_dec, put_hex, puts, rd, wr};
 
 const MARKER_MAGIC: u32 = 0xB007_C0DE;
+const JUMP_MAGIC: u32 = 0x0B00_710A;
+/// RM0008 10.1.2 Table 63: EXTI lines 15..10 (stands for a user button).
+const EXTI15_10_IRQ: u32 = 40;
+const NVIC_ISPR: u32 = 0xE000_E200;
 /// External interrupts of the medium-density F103 (RM0008 10.1.2 Table 63).
 const IRQS: usize = 43;
 
-/// Survives every reset but power-on: [magic, boot count].
+/// Survives every reset but power-on: [magic, boot count, jump request].
 #[unsafe(link_section = ".uninit.MARKER")]
-static mut MARKER: MaybeUninit<[u32; 2]> = MaybeUninit::uninit();
+static mut MARKER: MaybeUninit<[u32; 3]> = MaybeUninit::uninit();
+/// Set by `w`: stop refreshing the IWDG.
+static mut LET_WATCHDOG_EXPIRE: bool = false;
+/// The stack of the "RTOS task" for `s` / `S`: in .bss, low in SRAM as RTOS task stacks are, and
+/// small enough to lie inside the 512 bytes the F1 ROM reserves for itself (0x20000000-0x200001FF,
+/// stm32flash dev_table ram_start).
+static mut TASK_STACK: [u64; 32] = [0; 32];
 
 static mut TICKS: u32 = 0;
 const RX_LEN: usize = 16;
@@ -44,7 +60,7 @@ unsafe extern "C" {
 }
 
 fn mget(i: usize) -> u32 {
-    // SAFETY: i < 2; the marker is plain RAM.
+    // SAFETY: i < 3; the marker is plain RAM.
     unsafe { read_volatile(addr_of_mut!(MARKER).cast::<u32>().add(i)) }
 }
 
@@ -72,25 +88,125 @@ fn pop() -> Option<u8> {
     })
 }
 
-/// The jump into the ROM done right (ST KB "jump to system bootloader"): interrupts off while
-/// the NVIC and SysTick are cleared, VTOR at the ROM's table, interrupts on again, MSP and PC from
-/// the ROM's vector table.
-fn jump_to_bootloader() -> ! {
+// The robust way into the ROM, part 2: cortex-m-rt calls `__pre_init` first thing in
+// Reset_Handler. When `b` left the jump request in the no-init marker, clear it, point VTOR at
+// system memory and branch with MSP and PC from the ROM's vector table (no remap on the F1).
+#[cfg(target_arch = "arm")]
+core::arch::global_asm!(
+    ".section .text.__pre_init,\"ax\"",
+    ".global __pre_init",
+    ".type __pre_init,%function",
+    ".thumb_func",
+    "__pre_init:",
+    "ldr r0, ={marker}",
+    "ldr r1, [r0, #8]",
+    "ldr r2, ={magic}",
+    "cmp r1, r2",
+    "bne 1f",
+    "movs r1, #0",
+    "str r1, [r0, #8]",
+    "ldr r0, ={vtor}",
+    "ldr r1, ={rom}",
+    "str r1, [r0]",
+    "dsb",
+    "isb",
+    "ldr r0, ={rom}",
+    "ldr r1, [r0]",
+    "msr msp, r1",
+    "ldr r1, [r0, #4]",
+    "bx r1",
+    "1:",
+    "bx lr",
+    ".ltorg",
+    ".size __pre_init, . - __pre_init",
+    marker = sym MARKER,
+    magic = const JUMP_MAGIC,
+    vtor = const SCB_VTOR,
+    rom = const SYSTEM_MEMORY,
+);
+
+/// How the direct jump enters the ROM: the recommended way, or with one mistake.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Jump {
+    Recommended,
+    VtorUntouched,
+    SysTickLeftOn,
+    IrqLeftPending,
+    KeepPsp,
+}
+
+/// The jump into the ROM (ST KB "jump to system bootloader"): interrupts off while the NVIC and
+/// SysTick are cleared, VTOR at the ROM's table, interrupts on again, MSP and PC from the ROM's
+/// vector table - or one of its classic mistakes.
+fn jump_to_bootloader(how: Jump) -> ! {
     cortex_m::interrupt::disable();
-    wr(SYST_CSR, 0);
-    wr(SCB_ICSR, 1 << 25); // PENDSTCLR
+    if how != Jump::SysTickLeftOn {
+        wr(SYST_CSR, 0);
+        wr(SYST_RVR, 0);
+        wr(SYST_CVR, 0);
+        wr(SCB_ICSR, 1 << 25); // PENDSTCLR
+    }
     for i in 0..IRQS.div_ceil(32) as u32 {
         wr(NVIC_ICER + 4 * i, 0xFFFF_FFFF);
         wr(NVIC_ICPR + 4 * i, 0xFFFF_FFFF);
     }
-    wr(SCB_VTOR, SYSTEM_MEMORY);
+    if how == Jump::IrqLeftPending {
+        wr(NVIC_ISER + 4 * (EXTI15_10_IRQ / 32), 1 << (EXTI15_10_IRQ % 32));
+        wr(NVIC_ISPR + 4 * (EXTI15_10_IRQ / 32), 1 << (EXTI15_10_IRQ % 32));
+    }
+    // USART1 back to its reset state (RM0008 7.3.4 APB2RSTR.USART1RST) for the ROM.
+    modify(RCC_APB2RSTR, 0, 1 << 14);
+    modify(RCC_APB2RSTR, 1 << 14, 0);
+    if how != Jump::VtorUntouched {
+        wr(SCB_VTOR, SYSTEM_MEMORY);
+    }
     cortex_m::asm::dsb();
     cortex_m::asm::isb();
     // SAFETY: interrupts are enabled again right before the branch, as the KB code does.
-    unsafe {
-        cortex_m::interrupt::enable();
-        cortex_m::asm::bootload(SYSTEM_MEMORY as *const u32)
+    unsafe { cortex_m::interrupt::enable() };
+    let sp = rd(SYSTEM_MEMORY);
+    let pc = rd(SYSTEM_MEMORY + 4);
+    if how == Jump::KeepPsp {
+        // MSP loaded, thread mode still on the PSP (seed 002's code).
+        // SAFETY: branches into the ROM for good.
+        unsafe {
+            core::arch::asm!("msr msp, {sp}", "bx {pc}", sp = in(reg) sp, pc = in(reg) pc | 1, options(noreturn, nostack))
+        }
     }
+    // SAFETY: clears CONTROL.SPSEL, loads MSP and branches to the ROM's reset handler.
+    unsafe { cortex_m::asm::bootstrap(sp as *const u32, pc as *const u32) }
+}
+
+extern "C" fn jump_from_task_keeping_psp() -> ! {
+    jump_to_bootloader(Jump::KeepPsp)
+}
+
+extern "C" fn jump_from_task() -> ! {
+    jump_to_bootloader(Jump::Recommended)
+}
+
+/// Thread mode on the process stack (CONTROL.SPSEL = 1, ISB: PM0056 2.1.3), continuing in `task`.
+fn run_on_process_stack(task: extern "C" fn() -> !) -> ! {
+    let top = addr_of_mut!(TASK_STACK) as u32 + core::mem::size_of::<[u64; 32]>() as u32;
+    // SAFETY: the task never returns; the task stack is used by nothing else.
+    unsafe {
+        core::arch::asm!(
+            "msr psp, {top}",
+            "movs {t}, #2",
+            "msr control, {t}",
+            "isb",
+            "bx {task}",
+            top = in(reg) top,
+            t = in(reg) 0,
+            task = in(reg) task as usize | 1,
+            options(noreturn),
+        )
+    }
+}
+
+fn announce_jump() {
+    puts("jump\r\n");
+    flush();
 }
 
 #[entry]
@@ -100,6 +216,7 @@ fn main() -> ! {
     } else {
         mset(0, MARKER_MAGIC);
         mset(1, 1);
+        mset(2, 0);
     }
     use f1_board::cr1::{RE, RXNEIE, TE, UE};
     f1_board::console_init(true, UE | RE | TE | RXNEIE);
@@ -163,11 +280,57 @@ fn command(c: u8) {
             puts("\r\n");
         }
         b'j' => {
-            puts("jump\r\n");
-            flush();
-            jump_to_bootloader();
+            announce_jump();
+            jump_to_bootloader(Jump::Recommended);
         }
-        b'?' => puts("cmds: v version, r reset, m marker, j jump to ROM\r\n"),
+        b'J' => {
+            announce_jump();
+            jump_to_bootloader(Jump::VtorUntouched);
+        }
+        b'p' => {
+            announce_jump();
+            // `__disable_irq()` and the jump, nothing else (pitfall P2).
+            cortex_m::interrupt::disable();
+            // SAFETY: system memory holds the ROM's vector table.
+            unsafe { cortex_m::asm::bootload(SYSTEM_MEMORY as *const u32) }
+        }
+        b't' => {
+            announce_jump();
+            jump_to_bootloader(Jump::SysTickLeftOn);
+        }
+        b'q' => {
+            announce_jump();
+            jump_to_bootloader(Jump::IrqLeftPending);
+        }
+        b's' => {
+            announce_jump();
+            run_on_process_stack(jump_from_task_keeping_psp);
+        }
+        b'S' => {
+            announce_jump();
+            run_on_process_stack(jump_from_task);
+        }
+        b'b' => {
+            puts("reset+jump\r\n");
+            flush();
+            mset(2, JUMP_MAGIC);
+            cortex_m::peripheral::SCB::sys_reset();
+        }
+        b'w' => {
+            puts("watchdog\r\n");
+            flush();
+            // SAFETY: only main writes it; SysTick only reads it.
+            unsafe { write_volatile(addr_of_mut!(LET_WATCHDOG_EXPIRE), true) };
+            // IWDG (RM0008 19.4): /4 prescaler, reload 0x40 (about 6 ms at 40 kHz), never refreshed.
+            wr(IWDG_KR, 0xCCCC);
+            wr(IWDG_KR, 0x5555);
+            wr(IWDG_KR + 0x04, 0);
+            wr(IWDG_KR + 0x08, 0x40);
+            wr(IWDG_KR, 0xAAAA);
+        }
+        b'?' => {
+            puts("cmds: v version, r reset, m marker, j jump to ROM, S jump from a task, b reset+jump, w watchdog\r\n")
+        }
         _ => {}
     }
 }
@@ -183,7 +346,10 @@ fn SysTick() {
         let on = rd(GPIOC_ODR) & (1 << LED_PIN) != 0;
         wr(GPIOC_BSRR, if on { 1 << (LED_PIN + 16) } else { 1 << LED_PIN });
         // Reload the IWDG (RM0008 19.4.1 key 0xAAAA); without a running IWDG this does nothing.
-        wr(IWDG_KR, 0xAAAA);
+        // SAFETY: a flag main sets once.
+        if !unsafe { read_volatile(addr_of!(LET_WATCHDOG_EXPIRE)) } {
+            wr(IWDG_KR, 0xAAAA);
+        }
     }
 }
 

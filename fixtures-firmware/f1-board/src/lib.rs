@@ -10,6 +10,8 @@ use core::ptr::{read_volatile, write_volatile};
 /// the Cortex-M3 system control space (PM0056 4).
 pub mod reg {
     pub const RCC: u32 = 0x4002_1000;
+    /// RM0008 7.3.4 RCC_APB2RSTR (USART1RST is bit 14).
+    pub const RCC_APB2RSTR: u32 = RCC + 0x0C;
     /// RM0008 7.3.7 RCC_APB2ENR: AFIOEN 0, IOPAEN 2, IOPCEN 4, USART1EN 14.
     pub const RCC_APB2ENR: u32 = RCC + 0x18;
     /// RM0008 7.3.10 RCC_CSR (reset flags; RMVF is bit 24).
