@@ -80,3 +80,58 @@ fn f103_boot0_high_starts_the_rom_which_answers_an3155_on_usart1() {
     let text = banner(&b);
     assert!(text.contains("hil-app"), "{text}");
 }
+
+fn read_n(u: &hil_virtual_board::UartPort, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let chunk = u.read(n - got.len(), T).wait().unwrap();
+        assert!(!chunk.is_empty(), "no reply; got {got:02x?}");
+        got.extend(chunk);
+    }
+    got
+}
+
+/// AN3155 Read Memory of 16 bytes at `addr`: `None` when the command is refused (NACK).
+fn read_memory(u: &hil_virtual_board::UartPort, addr: u32) -> Option<Vec<u8>> {
+    u.write(&[0x11, 0xEE]).wait().unwrap();
+    if read_n(u, 1) != [0x79] {
+        return None;
+    }
+    let a = addr.to_be_bytes();
+    u.write(&[a[0], a[1], a[2], a[3], a[0] ^ a[1] ^ a[2] ^ a[3]]).wait().unwrap();
+    assert_eq!(read_n(u, 1), [0x79]);
+    u.write(&[15, !15]).wait().unwrap();
+    assert_eq!(read_n(u, 1), [0x79]);
+    Some(read_n(u, 16))
+}
+
+fn sync(b: &Board, u: &hil_virtual_board::UartPort) {
+    // The ROM needs a moment after the reset that follows an option change.
+    b.sleep(Duration::from_millis(50)).wait().unwrap();
+    u.write(&[0x7F]).wait().unwrap();
+    assert_eq!(read_n(u, 1), [0x79]);
+}
+
+/// Readout protection through the F1 ROM (AN3155 Readout Protect / Unprotect; PM0075 2.4.1):
+/// protect writes RDP != 0xA5 and resets, Read Memory is then refused; unprotect erases the option
+/// bytes, which mass-erases the flash of a protected part, and resets with RDP = 0xA5.
+#[test]
+fn f103_rom_readout_protect_and_unprotect_follow_rdp_0xa5() {
+    let b = board("f103-rdp", true);
+    let u = b.uart("USART1").unwrap();
+    sync(&b, &u);
+    let app = read_memory(&u, 0x0800_0000).expect("readable while unprotected");
+    assert_ne!(app, [0xFF; 16], "the application is in flash");
+    u.write(&[0x82, 0x7D]).wait().unwrap();
+    assert_eq!(read_n(&u, 2), [0x79, 0x79], "Readout Protect acknowledged twice");
+    sync(&b, &u);
+    assert_eq!(read_memory(&u, 0x0800_0000), None, "Read Memory refused with RDP != 0xA5");
+    let snap = b.snapshot().wait().unwrap();
+    assert_eq!(snap.option_bytes[0], 0x00, "RDP byte");
+    u.write(&[0x92, 0x6D]).wait().unwrap();
+    assert_eq!(read_n(&u, 2), [0x79, 0x79], "Readout Unprotect acknowledged twice");
+    sync(&b, &u);
+    assert_eq!(read_memory(&u, 0x0800_0000), Some(vec![0xFF; 16]), "unprotecting mass-erased the flash");
+    let snap = b.snapshot().wait().unwrap();
+    assert_eq!(&snap.option_bytes[..2], &[0xA5, 0x5A], "RDP 0xA5 and its complement");
+}
