@@ -943,6 +943,37 @@ mod tests {
     }
 
     #[test]
+    fn f103_is_modelled_with_the_f1_peripheral_versions_and_boot0_pin_only() {
+        let f103 = Chip::by_name("STM32F103CB").unwrap();
+        assert!(f103.virtual_board);
+        assert_eq!(f103.core, CoreKind::CortexM3);
+        let v = |n: &str| f103.peripheral(n).unwrap().version;
+        assert_eq!(v("USART1"), Some(PeripheralVersion::UsartV1));
+        assert_eq!(v("FLASH"), Some(PeripheralVersion::FlashF1));
+        assert_eq!(v("RCC"), Some(PeripheralVersion::RccF1));
+        assert_eq!(v("DBGMCU"), Some(PeripheralVersion::DbgmcuF1));
+        assert!(f103.peripheral("USART1").unwrap().is_f1());
+        assert_eq!(Chip::by_name("STM32G071RB").unwrap().peripheral("USART1").unwrap().version, None);
+        // No remap, no option-word layout, no empty check; BOOT0 is a dedicated pin.
+        assert!(f103.remap.is_none() && f103.option_bytes.is_none());
+        let boot = f103.boot.as_ref().unwrap();
+        assert!(boot.empty_check.is_none());
+        assert_eq!(PinId::parse(&boot.boot0_pin), Some(PinId::BOOT0));
+        assert_eq!(PinId::BOOT0.to_string(), "BOOT0");
+        let sel = |b0: u8| boot.select(|k| (k == "BOOT0").then_some(b0)).unwrap().select;
+        assert_eq!(sel(0), BootTarget::MainFlash);
+        assert_eq!(sel(1), BootTarget::SystemMemory);
+        // A G0-style controller with the F1 program unit, and an F1 part with a SYSCFG, are refused.
+        let text = CHIP_FILES[2].1;
+        let e = parse_chip("x.yaml", &text.replace("program_unit: 2", "program_unit: 8")).unwrap_err();
+        assert!(e.to_string().contains("program_unit 8"), "{e}");
+        let e =
+            parse_chip("x.yaml", &text.replace("kind: generic, base: 0x40010000", "kind: syscfg, base: 0x40010000"))
+                .unwrap_err();
+        assert!(e.to_string().contains("remap"), "{e}");
+    }
+
+    #[test]
     fn factory_option_image_holds_words_and_complements() {
         let g071 = Chip::by_name("STM32G071RB").unwrap();
         let ob = g071.option_bytes.as_ref().unwrap();
