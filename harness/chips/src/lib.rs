@@ -513,7 +513,13 @@ pub struct PinId {
 }
 
 impl PinId {
+    /// A dedicated BOOT0 pin (STM32F1: BOOT0 is not a GPIO, RM0008 3.4), kept apart from the ports.
+    pub const BOOT0: PinId = PinId { port: 0xFF, pin: 0 };
+
     pub fn parse(s: &str) -> Option<PinId> {
+        if s == "BOOT0" {
+            return Some(PinId::BOOT0);
+        }
         let b = s.as_bytes();
         if b.len() < 3 || b[0] != b'P' || !b[1].is_ascii_uppercase() {
             return None;
@@ -528,6 +534,9 @@ impl PinId {
 
 impl std::fmt::Display for PinId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if *self == PinId::BOOT0 {
+            return write!(f, "BOOT0");
+        }
         write!(f, "P{}{}", self.port_letter(), self.pin)
     }
 }
@@ -581,6 +590,44 @@ pub struct Peripheral {
     /// USARTs: position of the kernel clock selection field in RCC_CCIPR.
     #[serde(default)]
     pub kernel_clock_select: Option<u8>,
+    /// Register-level version of the model (`usart-v1` for the F1 USART, `flash-f1`, `rcc-f1`,
+    /// `gpio-f1`, `dbgmcu-f1`); absent: the G0 model of `kind`.
+    #[serde(default)]
+    pub version: Option<PeripheralVersion>,
+}
+
+/// Which register layout of a peripheral kind a part has (one model module per version).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeripheralVersion {
+    /// USART of the STM32F1 (RM0008 27.6: SR/DR/BRR/CR1-3, no auto-baud, no ISR/ICR).
+    UsartV1,
+    /// USART of the STM32G0/G4 (RM0444 33.8: ISR/ICR/RDR/TDR).
+    UsartV2,
+    /// FLASH controller (FPEC) of the STM32F1 (RM0008 3.3, PM0075).
+    FlashF1,
+    /// RCC of the STM32F1 (RM0008 7.3).
+    RccF1,
+    /// GPIO of the STM32F1 (RM0008 9.2: CRL/CRH).
+    GpioF1,
+    /// DBGMCU of the STM32F1 (RM0008 31.6: IDCODE, CR in the PPB).
+    DbgmcuF1,
+}
+
+impl Peripheral {
+    /// Whether this instance is the F1-family register layout of its kind.
+    pub fn is_f1(&self) -> bool {
+        matches!(
+            self.version,
+            Some(
+                PeripheralVersion::UsartV1
+                    | PeripheralVersion::FlashF1
+                    | PeripheralVersion::RccF1
+                    | PeripheralVersion::GpioF1
+                    | PeripheralVersion::DbgmcuF1
+            )
+        )
+    }
 }
 
 /// A memory-mapped register by name, for diagnosis snapshots.
@@ -715,16 +762,39 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
     chip.clocks.as_ref().ok_or_else(|| need("clocks"))?;
     chip.flash_timing.as_ref().ok_or_else(|| need("flash_timing"))?;
     let fc = chip.flash_controller.as_ref().ok_or_else(|| need("flash_controller"))?;
-    let ob = chip.option_bytes.as_ref().ok_or_else(|| need("option_bytes"))?;
     let boot = chip.boot.as_ref().ok_or_else(|| need("boot"))?;
-    let remap = chip.remap.as_ref().ok_or_else(|| need("remap"))?;
     chip.bootloader.initial_sp.ok_or_else(|| need("bootloader.initial_sp"))?;
     if chip.peripherals.is_empty() {
         return Err(need("peripherals"));
     }
-    if fc.program_unit != 8 {
-        return Err(format!("flash_controller.program_unit {} is not modelled (only 8)", fc.program_unit));
+    let flash_f1 = chip
+        .peripherals_of(PeripheralKind::Flash)
+        .next()
+        .is_some_and(|p| p.version == Some(PeripheralVersion::FlashF1));
+    // The F1 FPEC programs half words (PM0075 2.3.3) and its option bytes are byte / complement
+    // pairs that the flash-f1 model knows (RM0008 3.4 / PM0075 2.5); the G0 controller programs
+    // double words and takes its option layout from the chip data.
+    let unit = if flash_f1 { 2 } else { 8 };
+    if fc.program_unit != unit {
+        return Err(format!("flash_controller.program_unit {} is not modelled (expected {unit})", fc.program_unit));
     }
+    let empty = BTreeMap::new();
+    let ob_storage;
+    let ob = match chip.option_bytes.as_ref() {
+        Some(ob) => ob,
+        None if flash_f1 => {
+            ob_storage = OptionBytesLayout {
+                complement_offset: 0,
+                words: Vec::new(),
+                fields: empty,
+                wrp: Vec::new(),
+                rdp_levels: RdpLevels { level0: 0xA5, level2: 0xA5 },
+                source: String::new(),
+            };
+            &ob_storage
+        }
+        None => return Err(need("option_bytes")),
+    };
     for (name, f) in &ob.fields {
         if ob.word(&f.word).is_none() {
             return Err(format!("option_bytes.fields.{name} names unknown word {:?}", f.word));
@@ -743,7 +813,7 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
             return Err(format!("option_bytes.wrp names unknown word {:?}", a.word));
         }
     }
-    if ob.field("RDP").is_none() {
+    if ob.field("RDP").is_none() && !flash_f1 {
         return Err("option_bytes.fields has no RDP".into());
     }
     for (i, r) in boot.rules.iter().enumerate() {
@@ -760,7 +830,9 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
     if let Some(led) = chip.pins.as_ref().and_then(|p| p.led.as_ref()) {
         PinId::parse(&led.pin).ok_or_else(|| format!("pins.led {:?} is not a pin name", led.pin))?;
     }
-    if remap.width == 0 || remap.width > 8 || (1u32 << remap.width) as usize != remap.values.len() {
+    if let Some(remap) = chip.remap.as_ref()
+        && (remap.width == 0 || remap.width > 8 || (1u32 << remap.width) as usize != remap.values.len())
+    {
         return Err("remap.values must name every value of the field".into());
     }
     let mut sorted: Vec<&Peripheral> = chip.peripherals.iter().collect();
@@ -770,10 +842,15 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
             return Err(format!("peripherals {} and {} overlap", w[0].name, w[1].name));
         }
     }
-    for kind in [PeripheralKind::Flash, PeripheralKind::Rcc, PeripheralKind::Syscfg, PeripheralKind::Dbgmcu] {
+    for kind in [PeripheralKind::Flash, PeripheralKind::Rcc, PeripheralKind::Dbgmcu] {
         if chip.peripherals_of(kind).count() != 1 {
             return Err(format!("exactly one {kind:?} peripheral is required"));
         }
+    }
+    // The remap register lives in SYSCFG; parts without one (F1) have no SYSCFG either.
+    let syscfgs = chip.peripherals_of(PeripheralKind::Syscfg).count();
+    if chip.remap.is_some() != (syscfgs == 1) || syscfgs > 1 {
+        return Err("a `remap` section needs exactly one syscfg peripheral, and a syscfg needs `remap`".into());
     }
     if chip.peripherals_of(PeripheralKind::Flash).next().map(|p| p.base) != Some(fc.base) {
         return Err("the flash peripheral's base differs from flash_controller.base".into());
@@ -878,6 +955,37 @@ mod tests {
         assert_eq!(sel(0, 1, 0, 1, 0), (BootTarget::SystemMemory, false));
         assert_eq!(sel(0, 1, 0, 0, 0), (BootTarget::Sram, false));
         assert_eq!(sel(1, 0, 0, 0, 1), (BootTarget::MainFlash, false));
+    }
+
+    #[test]
+    fn f103_is_modelled_with_the_f1_peripheral_versions_and_boot0_pin_only() {
+        let f103 = Chip::by_name("STM32F103CB").unwrap();
+        assert!(f103.virtual_board);
+        assert_eq!(f103.core, CoreKind::CortexM3);
+        let v = |n: &str| f103.peripheral(n).unwrap().version;
+        assert_eq!(v("USART1"), Some(PeripheralVersion::UsartV1));
+        assert_eq!(v("FLASH"), Some(PeripheralVersion::FlashF1));
+        assert_eq!(v("RCC"), Some(PeripheralVersion::RccF1));
+        assert_eq!(v("DBGMCU"), Some(PeripheralVersion::DbgmcuF1));
+        assert!(f103.peripheral("USART1").unwrap().is_f1());
+        assert_eq!(Chip::by_name("STM32G071RB").unwrap().peripheral("USART1").unwrap().version, None);
+        // No remap, no option-word layout, no empty check; BOOT0 is a dedicated pin.
+        assert!(f103.remap.is_none() && f103.option_bytes.is_none());
+        let boot = f103.boot.as_ref().unwrap();
+        assert!(boot.empty_check.is_none());
+        assert_eq!(PinId::parse(&boot.boot0_pin), Some(PinId::BOOT0));
+        assert_eq!(PinId::BOOT0.to_string(), "BOOT0");
+        let sel = |b0: u8| boot.select(|k| (k == "BOOT0").then_some(b0)).unwrap().select;
+        assert_eq!(sel(0), BootTarget::MainFlash);
+        assert_eq!(sel(1), BootTarget::SystemMemory);
+        // A G0-style controller with the F1 program unit, and an F1 part with a SYSCFG, are refused.
+        let text = CHIP_FILES[2].1;
+        let e = parse_chip("x.yaml", &text.replace("program_unit: 2", "program_unit: 8")).unwrap_err();
+        assert!(e.to_string().contains("program_unit 8"), "{e}");
+        let e =
+            parse_chip("x.yaml", &text.replace("kind: generic, base: 0x40010000", "kind: syscfg, base: 0x40010000"))
+                .unwrap_err();
+        assert!(e.to_string().contains("remap"), "{e}");
     }
 
     #[test]

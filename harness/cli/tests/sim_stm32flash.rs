@@ -174,7 +174,12 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
 
 /// The app fixture as a raw binary from 0x08000000 (gaps 0xFF), for stm32flash.
 fn app_bin() -> Vec<u8> {
-    let f = hil_fixtures::get("app", 0x0800_0000).expect("app fixture built");
+    fixture_bin("app")
+}
+
+/// A fixture linked at 0x08000000 as a raw binary (gaps 0xFF).
+fn fixture_bin(name: &str) -> Vec<u8> {
+    let f = hil_fixtures::get(name, 0x0800_0000).expect("fixture built");
     let img = hil_image::Image::load(Path::new(f.path), None).unwrap();
     let end = img.segments.iter().map(|s| s.address as usize + s.data.len()).max().unwrap();
     let mut bin = vec![0xFF; end - 0x0800_0000];
@@ -321,6 +326,68 @@ fn stm32flash_reads_writes_verifies_erases_and_goes_on_the_virtual_g071() {
     let banner = String::from_utf8_lossy(&banner);
     assert!(banner.contains("hil-app 0.1.0 base=0x08000000 vtor=0x08000000 boots=2"), "{banner}");
     assert!(banner.contains("[ PIN SFT ]"), "{banner}");
+    drop(raw);
+    serve.stop();
+}
+
+/// The virtual STM32F103CB (Cortex-M3, USART v1, F1 flash controller) held in its ROM by BOOT0:
+/// stm32flash identifies bootloader V2.2 / PID 0x410, writes and verifies through the F1 ROM's
+/// half-word programming, erases with the legacy Erase command (0x43), and starts the `app-f103`
+/// fixture with Go, whose banner then comes over the same USART1.
+#[test]
+fn stm32flash_identifies_writes_verifies_and_goes_on_the_virtual_f103() {
+    if !peer() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let mut serve = Serve::start(&repo().join("boards.yaml"), "f103-virtual", &["--boot0", "high"]);
+    let link = serve.link().to_string();
+    let dir = tempfile::tempdir().unwrap();
+
+    let (o, _) = stm32flash(&link, &[], T);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("Version      : 0x22") && out.contains("Device ID    : 0x0410"), "{out}");
+    assert!(out.contains("STM32F10xxx Medium-density"), "{out}");
+
+    // 64 KiB of random bytes, written and verified, read back whole.
+    let image = random_bytes(64 * 1024, 0xF103);
+    let img = dir.path().join("random.bin");
+    std::fs::write(&img, &image).unwrap();
+    let (o, took) = stm32flash(&link, &["-w", img.to_str().unwrap(), "-v"], T);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("(100.00%) Done."), "{}", text(&o));
+    eprintln!("F103: 64 KiB written and verified in {:.2} s", took.as_secs_f64());
+    let back = dir.path().join("back.bin");
+    let (o, _) = stm32flash(&link, &["-r", back.to_str().unwrap(), "-S", "0x08000000:65536"], T);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read(&back).unwrap() == image, "the flash holds the image");
+
+    // -o: erase only (legacy Erase 0x43 with 0xFF: global erase).
+    let (o, _) = stm32flash(&link, &["-o"], T);
+    assert!(o.status.success(), "{}", text(&o));
+    let (o, _) = stm32flash(&link, &["-r", back.to_str().unwrap(), "-S", "0x08000000:65536"], T);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read(&back).unwrap().iter().all(|b| *b == 0xFF), "erased");
+
+    // The app-f103 fixture, verified, then Go 0x08000000.
+    let app = dir.path().join("app.bin");
+    let app_image = fixture_bin("app-f103");
+    let reset_handler = u32::from_le_bytes(app_image[4..8].try_into().unwrap()) & !1;
+    std::fs::write(&app, &app_image).unwrap();
+    let (o, _) = stm32flash(&link, &["-w", app.to_str().unwrap(), "-v", "-g", "0x08000000"], T);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Starting execution at address 0x08000000... done."), "{}", text(&o));
+    let left = serve.wait_for("ROM bootloader left", Duration::from_secs(20));
+    assert!(
+        left.contains(&format!("ROM bootloader left: PC {reset_handler:#010x}")) && left.contains("MSP 0x20005000"),
+        "Go starts the reset handler of the image's vector table: {left}"
+    );
+    let mut raw = Raw::open(&link);
+    let _ = raw.recv_until(b" ]\r\n", Duration::from_millis(300));
+    raw.send(b"v");
+    let v = raw.recv_until(b"base=0x08000000\r\n", Duration::from_secs(10));
+    assert!(String::from_utf8_lossy(&v).contains("hil-app 0.1.0 base=0x08000000\r\n"), "{v:?}");
     drop(raw);
     serve.stop();
 }

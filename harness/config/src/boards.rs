@@ -317,11 +317,22 @@ pub enum Capability {
     Nrst,
     /// Power can be cycled.
     Power,
+    /// The chip's option bytes (option-bit boot selection, the empty check, hardware watchdog,
+    /// RDP) can be written in the option-word layout its chip data describes. STM32F1 parts have
+    /// none of that data (and no option-bit boot selection or empty check, RM0008 3.4).
+    OptionBytes,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 6] =
-        [Capability::Probe, Capability::Uart, Capability::Usb, Capability::Boot0, Capability::Nrst, Capability::Power];
+    pub const ALL: [Capability; 7] = [
+        Capability::Probe,
+        Capability::Uart,
+        Capability::Usb,
+        Capability::Boot0,
+        Capability::Nrst,
+        Capability::Power,
+        Capability::OptionBytes,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -331,6 +342,7 @@ impl Capability {
             Capability::Boot0 => "boot0",
             Capability::Nrst => "nrst",
             Capability::Power => "power",
+            Capability::OptionBytes => "option-bytes",
         }
     }
 }
@@ -351,6 +363,9 @@ impl Board {
             if chip.bootloader.usb_dfu {
                 caps.insert(Capability::Usb);
             }
+            if chip.option_bytes.is_some() {
+                caps.insert(Capability::OptionBytes);
+            }
         }
         if let Some(lab) = &self.lab {
             if lab.probe.is_some() {
@@ -370,6 +385,9 @@ impl Board {
             }
             if lab.power.is_some() {
                 caps.insert(Capability::Power);
+            }
+            if chip.option_bytes.is_some() && (lab.probe.is_some() || lab.serial.is_some()) {
+                caps.insert(Capability::OptionBytes);
             }
         }
         caps

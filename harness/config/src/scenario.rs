@@ -182,10 +182,14 @@ pub enum NamedValue {
     ImageResetHandler,
     /// The ROM bootloader's vector table (the address an application jumps to).
     SystemMemoryBase,
+    /// Where VTOR points after the robust entry into the ROM: 0x00000000 on parts that remap
+    /// system memory to the boot alias (chip data `remap`, STM32G0), the system memory address
+    /// itself on parts without a remap register (STM32F1, RM0008 3.4).
+    SystemMemoryVectorTable,
 }
 
 impl NamedValue {
-    pub const ALL: [(&'static str, NamedValue); 7] = [
+    pub const ALL: [(&'static str, NamedValue); 8] = [
         ("application.base", NamedValue::ApplicationBase),
         ("application.initial-sp", NamedValue::ApplicationInitialSp),
         ("application.reset-handler", NamedValue::ApplicationResetHandler),
@@ -193,6 +197,7 @@ impl NamedValue {
         ("image.initial-sp", NamedValue::ImageInitialSp),
         ("image.reset-handler", NamedValue::ImageResetHandler),
         ("system-memory.base", NamedValue::SystemMemoryBase),
+        ("system-memory.vector-table", NamedValue::SystemMemoryVectorTable),
     ];
     pub fn name(self) -> &'static str {
         Self::ALL.iter().find(|(_, v)| *v == self).map(|(n, _)| *n).unwrap_or("?")
@@ -728,7 +733,7 @@ impl Action {
                 ResetVia::Power => set(&[C::Power]),
             },
             Action::SetBoot0(_) => set(&[C::Boot0]),
-            Action::WriteOptionBytes(w) => set(&[w.via.capability()]),
+            Action::WriteOptionBytes(w) => set(&[w.via.capability(), C::OptionBytes]),
             Action::Flash(f) => set(&[f.via.capability()]),
             Action::Go(_) => set(&[C::Uart]),
             Action::Leave(_) => set(&[C::Usb]),
@@ -737,7 +742,7 @@ impl Action {
             Action::Wait(_) => set(&[]),
             Action::Enter(e) => match e.via {
                 Some(Transition::Boot0Pin) => set(&[C::Boot0, C::Nrst]),
-                Some(Transition::OptionBits) => set(&[C::Probe]),
+                Some(Transition::OptionBits) => set(&[C::Probe, C::OptionBytes]),
                 Some(Transition::Jump) => set(&[C::Uart]),
                 Some(Transition::Reset) => set(&[C::Nrst]),
                 Some(Transition::PowerCycle) => set(&[C::Power]),

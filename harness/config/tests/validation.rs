@@ -242,7 +242,7 @@ boards:
     chip: STM32G071RB
     virtual: {}
     lab: { serial: { port: /dev/x } }
-  - name: f1-virtual
+  - name: f1-virtual  # modelled since issue 18: no problem reported
     chip: STM32F103CB
     virtual: {}
   - name: misaligned

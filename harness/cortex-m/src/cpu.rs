@@ -1170,9 +1170,12 @@ impl Cpu {
     }
 }
 
+/// Whether the core itself serves `addr`: the internal PPB and the ROM table. The external PPB
+/// (0xE0040000..0xE00FF000: TPIU, ETM and vendor blocks such as the STM32F1 DBGMCU at 0xE0042000)
+/// is the system's (ARMv7-M ARM B3.1 Table B3-1; ARMv6-M ARM B3.1).
 #[inline]
 pub(crate) fn is_ppb(addr: u32) -> bool {
-    addr >> 20 == 0xE00
+    addr >> 20 == 0xE00 && !(0xE004_0000..0xE00F_F000).contains(&addr)
 }
 
 #[inline]

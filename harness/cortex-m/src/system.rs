@@ -96,6 +96,15 @@ impl<S: 'static> System<S> {
         let d: &dyn Any = self.devices.get(id.0 as usize)?.as_deref()?;
         d.downcast_ref::<T>()
     }
+    /// Untyped access, for callers that accept several device types (e.g. register versions).
+    pub fn device_any(&self, id: DeviceId) -> Option<&dyn Any> {
+        let d: &dyn Any = self.devices.get(id.0 as usize)?.as_deref()?;
+        Some(d)
+    }
+    pub fn device_any_mut(&mut self, id: DeviceId) -> Option<&mut dyn Any> {
+        let d: &mut dyn Any = self.devices.get_mut(id.0 as usize)?.as_deref_mut()?;
+        Some(d)
+    }
     pub fn device_mut<T: Device<S>>(&mut self, id: DeviceId) -> Option<&mut T> {
         let d: &mut dyn Any = self.devices.get_mut(id.0 as usize)?.as_deref_mut()?;
         d.downcast_mut::<T>()

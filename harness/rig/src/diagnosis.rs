@@ -716,8 +716,16 @@ fn jump_into_rom(e: &Evidence, facts: &mut Vec<Fact>) -> Option<Diagnosis> {
                 true,
             ));
             facts.push(fact("SysTick CSR", hex(systick), ipsr == 15 && systick & 0b11 == 0b11));
-            if let Some(iser) = e.get("nvic_iser0") {
-                facts.push(fact("NVIC ISER", hex(iser), ipsr >= 16 && iser & (1 << (ipsr - 16)) != 0));
+            // The ISER word of the line (IRQ 40 of an F103 is in ISER1).
+            let line = ipsr.checked_sub(16);
+            let word = line.map_or(0, |l| l / 32);
+            if let Some(iser) = e.get(&format!("nvic_iser{word}")) {
+                let on = line.is_some_and(|l| iser & (1 << (l % 32)) != 0);
+                facts.push(fact(
+                    if word == 0 { "NVIC ISER".to_string() } else { format!("NVIC ISER{word}") },
+                    hex(iser),
+                    on,
+                ));
             }
             return Some(named(
                 "irq-left-enabled-at-jump",

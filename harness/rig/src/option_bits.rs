@@ -19,16 +19,17 @@ pub fn user_option_word(
     chip: &hil_chips::Chip,
     bits: &hil_config::boards::OptionBits,
 ) -> Result<Option<u32>, OptionBitsError> {
-    let layout = chip.option_bytes.as_ref().ok_or_else(|| OptionBitsError::NoLayout { chip: chip.name.clone() })?;
-    let user = layout.word("USER").ok_or_else(|| OptionBitsError::NoUserWord { chip: chip.name.clone() })?;
     let nothing = bits.nboot0.is_none()
         && bits.nboot1.is_none()
         && bits.nboot_sel.is_none()
         && bits.hardware_watchdog.is_none()
         && bits.rdp.is_none();
     if nothing {
+        // Nothing asked: fine on parts whose chip data has no option word layout (STM32F1).
         return Ok(None);
     }
+    let layout = chip.option_bytes.as_ref().ok_or_else(|| OptionBitsError::NoLayout { chip: chip.name.clone() })?;
+    let user = layout.word("USER").ok_or_else(|| OptionBitsError::NoUserWord { chip: chip.name.clone() })?;
     apply_option_bits(chip, user.factory, bits).map(Some)
 }
 

@@ -15,10 +15,9 @@ use hil_cortex_m::{
 
 use crate::config::BoardConfig;
 use crate::error::BoardError;
-use crate::periph::flash::Flash;
 use crate::periph::iwdg::Iwdg;
 use crate::periph::rcc::reset_flag_names;
-use crate::periph::usart::{RxFrame, Usart};
+use crate::periph::usart::RxFrame;
 use crate::periph::usb::{UsbDevice, UsbFailure, UsbReply, UsbSetup};
 use crate::periph::wwdg::Wwdg;
 use crate::rom::{self, RecordingRom, RomControl, RomCx, RomEntry, RomEntryKind, SystemBootloader};
@@ -210,7 +209,14 @@ impl Machine {
                 }
             },
         };
-        let mut cc = CpuConfig::cortex_m0plus(soc.chip.interrupts.external);
+        // The core profile follows the chip data (`core`): ARMv6-M for the M0+, ARMv7-M for the M3
+        // (PM0056), ARMv7E-M for the M4.
+        let ext = soc.chip.interrupts.external;
+        let mut cc = match soc.chip.core {
+            hil_chips::CoreKind::CortexM0Plus => CpuConfig::cortex_m0plus(ext),
+            hil_chips::CoreKind::CortexM3 => CpuConfig::cortex_m3(ext),
+            hil_chips::CoreKind::CortexM4 => CpuConfig::cortex_m4(ext),
+        };
         cc.priority_bits = soc.chip.interrupts.priority_bits;
         cc.native_trap = Some(rom::ROM_TRAP);
         let cpu = Cpu::new(cc);
@@ -624,7 +630,7 @@ impl Machine {
         let cycle = self.cpu.cycles();
         self.soc.sys.with_device(id, cycle, None, |d, cx| {
             let any: &mut dyn std::any::Any = d;
-            if let Some(u) = any.downcast_mut::<Usart>() {
+            if let Some(u) = crate::periph::host_uart_mut(any) {
                 u.host_send(frames, cx);
             }
         });
@@ -634,7 +640,7 @@ impl Machine {
     /// The host's baud rate on a USART's wire (`None`: matches the device).
     pub fn set_host_baud(&mut self, usart: usize, baud: Option<u32>) {
         if let Some(id) = self.usart_id(usart)
-            && let Some(u) = self.soc.sys.device_mut::<Usart>(id)
+            && let Some(u) = self.soc.sys.device_any_mut(id).and_then(crate::periph::host_uart_mut)
         {
             u.set_host_baud(baud);
         }
@@ -859,7 +865,6 @@ impl Machine {
 
     pub fn snapshot(&self) -> BoardSnapshot {
         let soc = &self.soc;
-        let flash: &Flash = soc.flash();
         let shared = &soc.sys.shared;
         let run_state = if !self.powered {
             "off".to_string()
@@ -875,13 +880,13 @@ impl Machine {
             .usarts
             .iter()
             .filter_map(|(name, id)| {
-                let u = soc.sys.device::<Usart>(*id)?;
+                let u = soc.sys.device_any(*id).and_then(crate::periph::host_uart)?.view(shared);
                 Some(UsartSnapshot {
                     name: name.clone(),
-                    cr1: u.cr1(),
-                    brr: u.brr(),
-                    isr: u.isr(),
-                    baud: u.device_baud(shared),
+                    cr1: u.cr1,
+                    brr: u.brr,
+                    isr: u.isr,
+                    baud: u.baud,
                     lost_while_off: u.lost_while_off,
                     overruns: u.overruns,
                 })
@@ -900,10 +905,13 @@ impl Machine {
             syscfg_cfgr1: soc.syscfg().cfgr1(),
             alias: soc.syscfg().alias_target(),
             flash: FlashSnapshot {
-                acr: flash.acr_value(shared),
-                sr: flash.sr(),
-                cr: flash.cr(),
-                option_registers: flash.option_registers().iter().map(|(k, v)| (*k, *v)).collect(),
+                acr: soc.flash().map_or_else(|| soc.flash_f1().map_or(0, |f| f.acr()), |f| f.acr_value(shared)),
+                sr: soc.flash().map_or_else(|| soc.flash_f1().map_or(0, |f| f.sr()), |f| f.sr()),
+                cr: soc.flash().map_or_else(|| soc.flash_f1().map_or(0, |f| f.cr()), |f| f.cr()),
+                option_registers: match soc.flash() {
+                    Some(f) => f.option_registers().iter().map(|(k, v)| (*k, *v)).collect(),
+                    None => shared.flash.loaded.iter().map(|(k, v)| (*k, *v)).collect(),
+                },
                 loaded: shared.flash.words.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                 rdp: shared.flash.rdp,
                 empty: shared.flash.empty,

@@ -137,6 +137,13 @@ pub fn build_image(chip: &Chip) -> (Vec<u8>, RomLayout) {
     {
         img[(a - base) as usize] = chip.bootloader.id;
     }
+    // Parts whose flash-size register lies in system memory (STM32F1: 0x1FFFF7E0, RM0008 30.1)
+    // find it in the ROM image: flash size in KiB.
+    let fsr = chip.memory.flash_size_register;
+    if sm.contains(fsr) && sm.contains(fsr + 1) {
+        let o = (fsr - base) as usize;
+        img[o..o + 2].copy_from_slice(&((chip.memory.flash.size / 1024) as u16).to_le_bytes());
+    }
     (img, layout)
 }
 

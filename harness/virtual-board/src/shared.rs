@@ -21,6 +21,12 @@ pub enum GateReg {
     AhbRstr,
     ApbRstr1,
     ApbRstr2,
+    /// STM32F1 names (RM0008 7.3.4-7.3.8): APB1 in slot 2, APB2 in slot 3 like the G0's
+    /// APBENR1 / APBENR2, AHBENR in slot 1.
+    Apb1EnrF1,
+    Apb2EnrF1,
+    Apb1RstrF1,
+    Apb2RstrF1,
 }
 
 impl GateReg {
@@ -34,6 +40,10 @@ impl GateReg {
             "AHBRSTR" => GateReg::AhbRstr,
             "APBRSTR1" => GateReg::ApbRstr1,
             "APBRSTR2" => GateReg::ApbRstr2,
+            "APB1ENR" => GateReg::Apb1EnrF1,
+            "APB2ENR" => GateReg::Apb2EnrF1,
+            "APB1RSTR" => GateReg::Apb1RstrF1,
+            "APB2RSTR" => GateReg::Apb2RstrF1,
             _ => return None,
         })
     }
@@ -41,8 +51,8 @@ impl GateReg {
         match self {
             GateReg::IopEnr | GateReg::IopRstr => 0,
             GateReg::AhbEnr | GateReg::AhbRstr => 1,
-            GateReg::ApbEnr1 | GateReg::ApbRstr1 => 2,
-            GateReg::ApbEnr2 | GateReg::ApbRstr2 => 3,
+            GateReg::ApbEnr1 | GateReg::ApbRstr1 | GateReg::Apb1EnrF1 | GateReg::Apb1RstrF1 => 2,
+            GateReg::ApbEnr2 | GateReg::ApbRstr2 | GateReg::Apb2EnrF1 | GateReg::Apb2RstrF1 => 3,
         }
     }
 }
@@ -74,6 +84,8 @@ pub struct RccShared {
     pub sysclk_hz: u32,
     pub hclk_hz: u32,
     pub pclk_hz: u32,
+    /// APB2 clock (STM32F1: USART1's clock, RM0008 7.2); the G0 has one APB (= `pclk_hz`).
+    pub pclk2_hz: u32,
     pub hsi16_hz: u32,
     pub lsi_hz: u32,
     /// RCC_CCIPR (USART kernel clock selection).
@@ -92,6 +104,7 @@ impl RccShared {
             sysclk_hz: hsi16_hz,
             hclk_hz: hsi16_hz,
             pclk_hz: hsi16_hz,
+            pclk2_hz: hsi16_hz,
             hsi16_hz,
             lsi_hz,
             ccipr: 0,
@@ -150,15 +163,21 @@ pub struct FlashShared {
 /// Externally driven pin levels (what the board's wiring applies to each GPIO pin).
 #[derive(Clone, Debug, Default)]
 pub struct Pins {
-    /// Per port: bit n set = pin n driven by the outside world.
-    pub driven: [u16; 8],
+    /// Per port: bit n set = pin n driven by the outside world (slot 8: dedicated pins, BOOT0).
+    pub driven: [u16; 9],
     /// Per port: level of the driven pins.
-    pub level: [u16; 8],
+    pub level: [u16; 9],
+}
+
+/// The slot of a pin's port in [`Pins`].
+fn pin_slot(pin: PinId) -> (usize, u16) {
+    let p = if pin == PinId::BOOT0 { 8 } else { pin.port as usize & 7 };
+    (p, 1u16 << (pin.pin & 15))
 }
 
 impl Pins {
     pub fn drive(&mut self, pin: PinId, level: Option<bool>) {
-        let (p, b) = (pin.port as usize & 7, 1u16 << pin.pin);
+        let (p, b) = pin_slot(pin);
         match level {
             Some(l) => {
                 self.driven[p] |= b;
@@ -172,7 +191,7 @@ impl Pins {
         }
     }
     pub fn external(&self, pin: PinId) -> Option<bool> {
-        let (p, b) = (pin.port as usize & 7, 1u16 << pin.pin);
+        let (p, b) = pin_slot(pin);
         (self.driven[p] & b != 0).then_some(self.level[p] & b != 0)
     }
 }
@@ -189,16 +208,20 @@ pub struct DebugShared {
     /// A freeze bit was written: the watchdogs re-evaluate their freeze even if the core's run
     /// state did not change (a debugger sets the bits while the core is halted).
     pub freeze_written: bool,
+    /// DBG_IWDG_STOP / DBG_WWDG_STOP as the chip's DBGMCU model holds them (G0: APB_FZ1 bits
+    /// 12 / 11; F1: DBGMCU_CR bits 8 / 9).
+    pub iwdg_stop: bool,
+    pub wwdg_stop: bool,
 }
 
 impl DebugShared {
-    /// DBG_IWDG_STOP (APB_FZ1 bit 12) with the core halted.
+    /// DBG_IWDG_STOP with the core halted.
     pub fn iwdg_frozen(&self) -> bool {
-        self.core_halted && self.apb_fz1 & (1 << 12) != 0
+        self.core_halted && self.iwdg_stop
     }
-    /// DBG_WWDG_STOP (APB_FZ1 bit 11) with the core halted.
+    /// DBG_WWDG_STOP with the core halted.
     pub fn wwdg_frozen(&self) -> bool {
-        self.core_halted && self.apb_fz1 & (1 << 11) != 0
+        self.core_halted && self.wwdg_stop
     }
 }
 

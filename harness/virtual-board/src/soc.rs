@@ -2,7 +2,7 @@
 //! description, plus power-on and system reset of everything but the CPU (which `machine`
 //! adds). Usable on its own, which is how the peripheral tests drive it.
 
-use hil_chips::{Chip, PeripheralKind, PinId};
+use hil_chips::{Chip, PeripheralKind, PeripheralVersion, PinId};
 use hil_cortex_m::{
     BusFaultKind, Device, DeviceCx, DeviceId, Initiator, RegionId, ResetCause, Size, StoreId, System, WritePolicy,
 };
@@ -12,13 +12,18 @@ use rand_chacha::ChaCha8Rng;
 use crate::config::{BoardConfig, RamInit};
 use crate::error::BoardError;
 use crate::periph::dbgmcu::Dbgmcu;
+use crate::periph::f1::dbgmcu::DbgmcuF1;
+use crate::periph::f1::gpio::GpioF1;
+use crate::periph::f1::rcc::RccF1;
 use crate::periph::flash::{Flash, FlashStores};
+use crate::periph::flash_f1::FlashF1;
 use crate::periph::generic::Generic;
 use crate::periph::gpio::Gpio;
 use crate::periph::iwdg::Iwdg;
 use crate::periph::rcc::Rcc;
 use crate::periph::syscfg::{AliasTargets, Syscfg};
 use crate::periph::usart::{Usart, UsartParams};
+use crate::periph::usart_v1::UsartV1;
 use crate::periph::usb::UsbDevice;
 use crate::periph::wwdg::Wwdg;
 use crate::rom::{self, RomLayout};
@@ -104,7 +109,8 @@ impl Soc {
         let hsi = shared.rcc.hsi16_hz;
         let mut sys = System::new(shared, hsi);
         let m = &chip.memory;
-        let ob = chip.option_bytes.as_ref().ok_or_else(|| model_err(chip, "no option_bytes"))?;
+        let version_of = |kind| chip.peripherals_of(kind).next().and_then(|p| p.version);
+        let flash_f1 = version_of(PeripheralKind::Flash) == Some(PeripheralVersion::FlashF1);
 
         // Stores (RM0444 3.3.1 Table 9/10): main flash erased, system memory with the hand-off
         // code, OTP erased, engineering bytes, option bytes with factory values.
@@ -115,8 +121,8 @@ impl Soc {
         sys.memory.store_mut(system_store).copy_from_slice(&rom_img);
         let opt_len = m.option_bytes.size.next_multiple_of(hil_cortex_m::memory::PAGE_SIZE);
         let option_store = sys.memory.add_store("option bytes", opt_len as usize, 0xFF);
-        sys.memory.store_mut(option_store)[..m.option_bytes.size as usize]
-            .copy_from_slice(&ob.factory_image(m.option_bytes.size));
+        let factory = factory_options(chip).ok_or_else(|| model_err(chip, "no option_bytes"))?;
+        sys.memory.store_mut(option_store)[..m.option_bytes.size as usize].copy_from_slice(&factory);
         let otp_store = m.otp.as_ref().map(|a| sys.memory.add_store("otp", a.size as usize, 0xFF));
         let engineering_store = m.engineering_bytes.as_ref().map(|a| {
             let id = sys.memory.add_store("engineering bytes", a.size as usize, 0xFF);
@@ -148,10 +154,18 @@ impl Soc {
         // Devices. FLASH first: its reset loads the option bytes that the other devices' resets
         // (IWDG hardware mode, SYSCFG boot mode) read.
         let stores = FlashStores { main: flash_store, otp: otp_store, options: option_store };
-        let flash = Flash::new(chip, stores, cfg.flash_speed)
-            .ok_or_else(|| model_err(chip, "flash controller data incomplete"))?;
-        let flash_dev = sys.add_device(Box::new(flash));
-        let rcc_dev = sys.add_device(Box::new(Rcc::new()));
+        let incomplete = || model_err(chip, "flash controller data incomplete");
+        let flash_dev = if flash_f1 {
+            let flash = FlashF1::new(chip, flash_store, option_store, cfg.flash_speed).ok_or_else(incomplete)?;
+            sys.add_device(Box::new(flash))
+        } else {
+            let flash = Flash::new(chip, stores, cfg.flash_speed).ok_or_else(incomplete)?;
+            sys.add_device(Box::new(flash))
+        };
+        let rcc_dev = match version_of(PeripheralKind::Rcc) {
+            Some(PeripheralVersion::RccF1) => sys.add_device(Box::new(RccF1::new())),
+            _ => sys.add_device(Box::new(Rcc::new())),
+        };
 
         // Regions. The boot alias is created as large as the largest thing it can show, then
         // pointed at the boot target by SYSCFG's reset.
@@ -218,7 +232,7 @@ impl Soc {
         let mut usarts = Vec::new();
         let mut gpios = Vec::new();
         let mut usb = None;
-        let remap = chip.remap.clone().ok_or_else(|| model_err(chip, "no remap"))?;
+        let remap = chip.remap.clone();
         let flash_writes = WritePolicy::Device(flash_dev);
         let alias_targets = AliasTargets {
             region: alias,
@@ -232,9 +246,15 @@ impl Soc {
                 PeripheralKind::Flash => flash_dev,
                 PeripheralKind::Rcc => rcc_dev,
                 PeripheralKind::Syscfg => {
-                    let g = Some(Gate::resolve(chip, &remap.clock, "remap.clock")?);
-                    let d = sys.add_device(Box::new(Syscfg::new(remap.clone(), g, alias_targets)));
+                    let r = remap.clone().ok_or_else(|| model_err(chip, "a syscfg peripheral without `remap`"))?;
+                    let g = Some(Gate::resolve(chip, &r.clock, "remap.clock")?);
+                    let d = sys.add_device(Box::new(Syscfg::new(Some(r), g, alias_targets)));
                     syscfg = Some(d);
+                    d
+                }
+                PeripheralKind::Dbgmcu if p.version == Some(PeripheralVersion::DbgmcuF1) => {
+                    let d = sys.add_device(Box::new(DbgmcuF1::new(chip.identity.dev_id, chip.identity.rev_id)));
+                    dbgmcu = Some(d);
                     d
                 }
                 PeripheralKind::Dbgmcu => {
@@ -262,7 +282,10 @@ impl Soc {
                         reset: gate_of(&p.reset, &p.name)?,
                         kernel_select: p.kernel_clock_select,
                     };
-                    let d = sys.add_device(Box::new(Usart::new(params)));
+                    let d = match p.version {
+                        Some(PeripheralVersion::UsartV1) => sys.add_device(Box::new(UsartV1::new(params))),
+                        _ => sys.add_device(Box::new(Usart::new(params))),
+                    };
                     usarts.push((p.name.clone(), d));
                     d
                 }
@@ -274,7 +297,10 @@ impl Soc {
                         .filter(|c| c.is_ascii_uppercase())
                         .map(|c| c - b'A')
                         .ok_or_else(|| model_err(chip, format!("GPIO peripheral {} has no port letter", p.name)))?;
-                    let d = sys.add_device(Box::new(Gpio::new(&p.name, port, gate)));
+                    let d = match p.version {
+                        Some(PeripheralVersion::GpioF1) => sys.add_device(Box::new(GpioF1::new(&p.name, port, gate))),
+                        _ => sys.add_device(Box::new(Gpio::new(&p.name, port, gate))),
+                    };
                     gpios.push((port, d));
                     d
                 }
@@ -290,6 +316,13 @@ impl Soc {
             };
             sys.memory.map_device(&p.name, p.base, p.size, dev).map_err(map_err)?;
         }
+        // No remap register (F1): the alias follows the boot pins at each reset (RM0008 3.4); the
+        // SYSCFG model without `remap` does that, unmapped.
+        let syscfg = match syscfg {
+            Some(d) => Some(d),
+            None if remap.is_none() => Some(sys.add_device(Box::new(Syscfg::new(None, None, alias_targets)))),
+            None => None,
+        };
         let rom_wake = sys.add_device(Box::new(RomWake));
         let boot = chip.boot.as_ref().ok_or_else(|| model_err(chip, "no boot section"))?;
         let layout = Layout {
@@ -360,11 +393,17 @@ impl Soc {
         self.sys.shared.pins.drive(pin, level);
     }
 
-    pub fn flash(&self) -> &Flash {
-        self.sys.device::<Flash>(self.layout.flash).expect("layout names the FLASH model")
+    /// The G0 flash controller (`None` on parts with another version).
+    pub fn flash(&self) -> Option<&Flash> {
+        self.sys.device::<Flash>(self.layout.flash)
     }
-    pub fn rcc(&self) -> &Rcc {
-        self.sys.device::<Rcc>(self.layout.rcc).expect("layout names the RCC model")
+    /// The F1 flash controller (`None` on parts with another version).
+    pub fn flash_f1(&self) -> Option<&FlashF1> {
+        self.sys.device::<FlashF1>(self.layout.flash)
+    }
+    /// The G0 RCC (`None` on parts with another version).
+    pub fn rcc(&self) -> Option<&Rcc> {
+        self.sys.device::<Rcc>(self.layout.rcc)
     }
     pub fn syscfg(&self) -> &Syscfg {
         self.sys.device::<Syscfg>(self.layout.syscfg).expect("layout names the SYSCFG model")
@@ -373,13 +412,23 @@ impl Soc {
         let (_, id) = self.layout.usarts.iter().find(|(n, _)| n.eq_ignore_ascii_case(name))?;
         self.sys.device::<Usart>(*id)
     }
+    /// The F1 USART `name`.
+    pub fn usart_v1(&self, name: &str) -> Option<&UsartV1> {
+        let (_, id) = self.layout.usarts.iter().find(|(n, _)| n.eq_ignore_ascii_case(name))?;
+        self.sys.device::<UsartV1>(*id)
+    }
     pub fn usart_index(&self, name: &str) -> Option<usize> {
         self.layout.usarts.iter().position(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
     /// RCC_CSR as software reads it.
     pub fn rcc_csr(&self) -> u32 {
-        self.rcc().csr(&self.sys.shared)
+        let shared = &self.sys.shared;
+        match (self.rcc(), self.sys.device::<RccF1>(self.layout.rcc)) {
+            (Some(r), _) => r.csr(shared),
+            (None, Some(r)) => r.csr(shared),
+            (None, None) => shared.rcc.csr_flags,
+        }
     }
 
     /// Write bytes into main flash or OTP directly (a programmer's view: no controller timing,
@@ -414,9 +463,8 @@ impl Soc {
         if let Some(s) = self.layout.otp_store {
             self.sys.memory.store_mut(s).fill(0xFF);
         }
-        if let Some(ob) = self.chip.option_bytes.as_ref() {
+        if let Some(img) = factory_options(self.chip) {
             let size = self.chip.memory.option_bytes.size;
-            let img = ob.factory_image(size);
             let store = self.sys.memory.store_mut(self.layout.option_store);
             store.fill(0xFF);
             store[..size as usize].copy_from_slice(&img);
@@ -450,6 +498,19 @@ impl Soc {
         let (off, comp) = (w.offset, ob.complement_offset);
         self.set_option_bytes(off, &value.to_le_bytes())?;
         self.set_option_bytes(off + comp, &(!value).to_le_bytes())
+    }
+}
+
+/// The option area as ST ships it: from the chip data's layout, or the F1 controller's fixed
+/// byte / complement layout (PM0075 2.5).
+fn factory_options(chip: &Chip) -> Option<Vec<u8>> {
+    let size = chip.memory.option_bytes.size;
+    match chip.option_bytes.as_ref() {
+        Some(ob) => Some(ob.factory_image(size)),
+        None if chip.peripherals_of(PeripheralKind::Flash).any(|p| p.version == Some(PeripheralVersion::FlashF1)) => {
+            Some(crate::periph::flash_f1::factory_image(size))
+        }
+        None => None,
     }
 }
 

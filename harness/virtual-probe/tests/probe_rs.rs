@@ -286,3 +286,53 @@ fn g0b1_dual_bank_flash_across_the_bank_boundary() {
     drop(s);
     b.shutdown().unwrap();
 }
+
+/// probe-rs's own STM32F1 flash algorithm (ST's code from the STM32F1 target description) runs on
+/// the virtual Cortex-M3 against the F1 flash controller model (flash-f1: KEYR, CR PER/PG/STRT, AR,
+/// half-word programming, BSY polling; PM0075), then the flashed app-f103 fixture boots and prints
+/// its banner on USART1.
+#[test]
+fn f103_download_runs_sts_f1_algorithm_on_the_cortex_m3() {
+    let b = board("probe-rs-f103", "STM32F103CB");
+    b.power_on().wait().unwrap();
+    let mut s = attach(&b, "STM32F103CBTx");
+    let dir = tempfile::tempdir().unwrap();
+    let app = hil_fixtures::get("app-f103", 0x0800_0000).expect("app-f103 fixture");
+    let elf_path = dir.path().join("app-f103.elf");
+    std::fs::write(&elf_path, app.elf).unwrap();
+    let mut opts = DownloadOptions::default();
+    opts.verify = true;
+    let (instr, acc) = flash_evidence(&b, || {
+        download_file_with_options(&mut s, &elf_path, probe_rs::flashing::ElfLoader(ElfOptions::default()), opts)
+            .unwrap()
+    });
+    eprintln!("F103 ELF download: {instr} instructions on the core, {acc:?}");
+    assert!(instr > 10_000, "instructions {instr}");
+    assert!(acc.flash_reg_writes_cpu > 10 && acc.flash_reg_reads_cpu > 100, "{acc:?}");
+    assert_eq!(acc.flash_reg_writes_debug, 0, "{acc:?}");
+    assert!(acc.flash_programs > 0 && acc.flash_page_erases > 0, "{acc:?}");
+    let words = object_words(app.elf, 0x0800_0000, 64);
+    let flashed = b.peek(0x0800_0000, 256).wait().unwrap();
+    let flashed: Vec<u32> = flashed.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(flashed, words, "flash holds the ELF");
+
+    // BIN of 5000 bytes at 0x08010000: five 1 KiB pages erased (RM0008 3.3.3 Table 5).
+    let bin: Vec<u8> = (0..5000u32).map(|i| (i ^ (i >> 8)) as u8).collect();
+    let bin_path = dir.path().join("data.bin");
+    std::fs::write(&bin_path, &bin).unwrap();
+    let mut opts = DownloadOptions::default();
+    opts.verify = true;
+    let loader = probe_rs::flashing::BinLoader(BinOptions { base_address: Some(0x0801_0000), skip: 0 });
+    let (instr, acc) = flash_evidence(&b, || download_file_with_options(&mut s, &bin_path, loader, opts).unwrap());
+    assert!(instr > 1_000 && acc.flash_reg_writes_cpu > 0 && acc.flash_reg_writes_debug == 0, "{instr} {acc:?}");
+    assert_eq!(acc.flash_page_erases, 5, "5000 bytes: five 1 KiB pages");
+    assert_eq!(b.peek(0x0801_0000, bin.len()).wait().unwrap(), bin);
+    drop(s);
+    // The flashed application starts from a pin reset and prints on USART1.
+    b.pulse_nrst().wait().unwrap();
+    let u = b.uart("USART1").unwrap();
+    let banner =
+        String::from_utf8_lossy(&u.read_until(b" ]\r\n", Duration::from_secs(20)).wait().unwrap()).into_owned();
+    assert!(banner.contains("hil-app 0.1.0 base=0x08000000"), "{banner}");
+    b.shutdown().unwrap();
+}

@@ -692,8 +692,13 @@ fn stm32f1_medium_density(chip: &Chip) -> RomConfig {
         "usart.commands".to_string(),
         "an old F1 ROM lists 0x43, not 0x44 (bootloader-protocols.md 1.3); exact list unverified".to_string(),
     );
-    unverified
-        .insert("execution".to_string(), "polled USART, VTOR untouched: model choice without a source".to_string());
+    unverified.insert(
+        "execution".to_string(),
+        "polled USART, VTOR untouched: model choice without a source; a thread-mode entry on a process stack \
+         inside the ROM's own 512 bytes of RAM crashes it (same mechanism as the G07x model: the ROM initialises \
+         that RAM while running on the stack)"
+            .to_string(),
+    );
     RomConfig {
         chip: chip.name.clone(),
         pid: chip.identity.dev_id,
@@ -710,14 +715,14 @@ fn stm32f1_medium_density(chip: &Chip) -> RomConfig {
         // used before jumping.
         peripherals_reset_on_go: true,
         entry: EntryQuirks::default(),
-        // The 2 KiB F1 ROM polls its USART (model choice, no source; not a virtual board yet).
+        // The 2 KiB F1 ROM polls its USART (model choice, no source).
         execution: Execution {
             usart_service: Service::Polling,
             usb_service: Service::Interrupt,
             vtor_at_entry: VtorAtEntry::Untouched,
             enables_interrupts_at_entry: false,
             enables_interrupts_at_go: true,
-            process_stack: ProcessStackEntry::Runs,
+            process_stack: ProcessStackEntry::CrashesInOwnRam,
         },
         usart: UsartConfig {
             version: 0x22,

@@ -45,7 +45,15 @@ impl RigSession {
     ) -> Result<FlashedImage, StepError> {
         match r {
             ImageRef::Fixture { name, base } => {
+                // A chip-specific build of the fixture first (fixtures.toml `variant_of`: the
+                // STM32F103 build of `app`), then the fixture itself.
+                let variant = match base {
+                    Some(b) => hil_fixtures::variant_for(name, &self.chip.name, Some(*b)),
+                    None => hil_fixtures::variant_for(name, &self.chip.name, Some(self.application_base()))
+                        .or_else(|| hil_fixtures::variant_for(name, &self.chip.name, None)),
+                };
                 let fx = match base {
+                    _ if variant.is_some() => variant,
                     Some(b) => hil_fixtures::get(name, *b),
                     None => hil_fixtures::all()
                         .iter()

@@ -200,6 +200,13 @@ impl RigSession {
             ValueRef::Named(n) => match n {
                 NamedValue::ApplicationBase => self.application_base(),
                 NamedValue::SystemMemoryBase => self.chip.bootloader.jump_address,
+                NamedValue::SystemMemoryVectorTable => {
+                    if self.chip.remap.is_some() {
+                        0
+                    } else {
+                        self.chip.bootloader.jump_address
+                    }
+                }
                 NamedValue::ApplicationInitialSp | NamedValue::ApplicationResetHandler => {
                     let base = self.application_base();
                     let word = if *n == NamedValue::ApplicationInitialSp { 0 } else { 4 };

@@ -73,6 +73,8 @@ impl Device<Shared> for Dbgmcu {
             CR => d.cr = merge_lane(d.cr, offset, size, value) & 0x6,
             APB_FZ1 => {
                 d.apb_fz1 = merge_lane(d.apb_fz1, offset, size, value);
+                d.iwdg_stop = d.apb_fz1 & (1 << 12) != 0;
+                d.wwdg_stop = d.apb_fz1 & (1 << 11) != 0;
                 d.freeze_written = true;
             }
             APB_FZ2 => d.apb_fz2 = merge_lane(d.apb_fz2, offset, size, value),
@@ -87,6 +89,8 @@ impl Device<Shared> for Dbgmcu {
             d.cr = 0;
             d.apb_fz1 = 0;
             d.apb_fz2 = 0;
+            d.iwdg_stop = false;
+            d.wwdg_stop = false;
         }
     }
 }

@@ -5,6 +5,10 @@
 //! model computes from the boot table (`crate::boot`) - the FLASH model has loaded the option
 //! bytes before (device order of the board). MEM_MODE writes are ignored while the SYSCFG clock
 //! is off (RCC_APBENR2.SYSCFGEN; pitfall P4 of the bootloader notes).
+//!
+//! Parts without a remap register (STM32F1: the alias follows the BOOT pins latched at reset,
+//! RM0008 3.4) get this model without `remap`: not mapped on the bus, it only points the alias at
+//! the boot target at each reset.
 
 use hil_chips::{BootTarget, Remap};
 use hil_cortex_m::{BusFaultKind, Device, DeviceCx, Initiator, RegionId, ResetCause, Size, StoreId, WritePolicy};
@@ -26,7 +30,7 @@ pub struct AliasTargets {
 }
 
 pub struct Syscfg {
-    remap: Remap,
+    remap: Option<Remap>,
     gate: Option<Gate>,
     alias: AliasTargets,
     cfgr1: u32,
@@ -36,7 +40,7 @@ pub struct Syscfg {
 }
 
 impl Syscfg {
-    pub fn new(remap: Remap, gate: Option<Gate>, alias: AliasTargets) -> Self {
+    pub fn new(remap: Option<Remap>, gate: Option<Gate>, alias: AliasTargets) -> Self {
         Syscfg { remap, gate, alias, cfgr1: 0, cfgr2: 0, showing: BootTarget::MainFlash }
     }
 
@@ -49,12 +53,19 @@ impl Syscfg {
         self.showing.into()
     }
 
-    fn mem_mode(&self) -> u8 {
-        ((self.cfgr1 >> self.remap.shift) & ((1 << self.remap.width) - 1)) as u8
+    /// What MEM_MODE selects (`None` on parts without a remap register).
+    fn selected(&self) -> Option<BootTarget> {
+        let r = self.remap.as_ref()?;
+        let mode = ((self.cfgr1 >> r.shift) & ((1 << r.width) - 1)) as u8;
+        Some(r.values.get(&mode).copied().unwrap_or(BootTarget::MainFlash))
     }
 
     fn apply(&mut self, cx: &mut DeviceCx<'_, Shared>) {
-        let target = self.remap.values.get(&self.mem_mode()).copied().unwrap_or(BootTarget::MainFlash);
+        let Some(target) = self.selected() else { return };
+        self.point(target, cx);
+    }
+
+    fn point(&mut self, target: BootTarget, cx: &mut DeviceCx<'_, Shared>) {
         if target == self.showing {
             return;
         }
@@ -132,12 +143,11 @@ impl Device<Shared> for Syscfg {
             BootTargetName::SystemMemory => BootTarget::SystemMemory,
             BootTargetName::Sram => BootTarget::Sram,
         };
-        let mode = self.remap.value_of(target).unwrap_or(0) as u32;
-        self.cfgr1 = mode << self.remap.shift;
+        self.cfgr1 = self.remap.as_ref().map_or(0, |r| (r.value_of(target).unwrap_or(0) as u32) << r.shift);
         self.cfgr2 = 0;
         // Force the retarget even if the alias already shows the target (lengths are fixed).
         self.showing = if target == BootTarget::MainFlash { BootTarget::Sram } else { BootTarget::MainFlash };
-        self.apply(cx);
+        self.point(target, cx);
         cx.shared.boot = Some(boot);
     }
 }

@@ -454,6 +454,31 @@ impl Usart {
     }
 }
 
+impl super::HostUart for Usart {
+    fn host_send(&mut self, frames: &[RxFrame], cx: &mut DeviceCx<'_, Shared>) {
+        Usart::host_send(self, frames, cx)
+    }
+    fn set_host_baud(&mut self, baud: Option<u32>) {
+        Usart::set_host_baud(self, baud)
+    }
+    fn host_baud(&self) -> Option<u32> {
+        self.host_baud
+    }
+    fn rx_pending(&self) -> usize {
+        Usart::rx_pending(self)
+    }
+    fn view(&self, shared: &Shared) -> super::UsartView {
+        super::UsartView {
+            cr1: self.cr1,
+            brr: self.brr,
+            isr: self.isr_value(),
+            baud: self.device_baud(shared),
+            lost_while_off: self.lost_while_off,
+            overruns: self.overruns,
+        }
+    }
+}
+
 impl Device<Shared> for Usart {
     fn name(&self) -> &str {
         &self.p.name

@@ -280,7 +280,7 @@ fn flash_unlock_sequence_and_wrong_key_lock_until_reset() {
     let e = t.try_w(FLASH + f::KEYR, 0x1234_5678).unwrap_err();
     assert_eq!(e.addr, FLASH + f::KEYR);
     assert!(e.to_string().contains("wrong key sequence"), "{e}");
-    assert_eq!(t.soc.flash().key_state(), f::KeyState::LockedUntilReset);
+    assert_eq!(t.soc.flash().unwrap().key_state(), f::KeyState::LockedUntilReset);
     assert!(t.try_w(FLASH + f::KEYR, 0x4567_0123).is_err(), "even the right keys fault now");
     assert!(t.try_w(FLASH + f::KEYR, 0xCDEF_89AB).is_err());
     assert_ne!(t.r(FLASH + f::CR) & f::CR_LOCK, 0);
@@ -289,7 +289,7 @@ fn flash_unlock_sequence_and_wrong_key_lock_until_reset() {
     // Wrong first key.
     t.reset(ResetCause::Pin);
     assert!(t.try_w(FLASH + f::KEYR, 0xCDEF_89AB).is_err());
-    assert_eq!(t.soc.flash().key_state(), f::KeyState::LockedUntilReset);
+    assert_eq!(t.soc.flash().unwrap().key_state(), f::KeyState::LockedUntilReset);
 }
 
 #[test]
@@ -303,7 +303,7 @@ fn option_unlock_needs_flash_unlocked_and_right_keys() {
     t.unlock();
     t.w(FLASH + f::OPTKEYR, 0x0819_2A3B);
     assert!(t.try_w(FLASH + f::OPTKEYR, 0).is_err());
-    assert_eq!(t.soc.flash().option_key_state(), f::KeyState::LockedUntilReset);
+    assert_eq!(t.soc.flash().unwrap().option_key_state(), f::KeyState::LockedUntilReset);
     assert_eq!(t.r(FLASH + f::CR) & f::CR_LOCK, 0, "FLASH_CR itself stays unlocked");
 }
 
@@ -739,9 +739,76 @@ fn g0b1_builds_with_two_banks() {
 }
 
 #[test]
-fn unknown_and_data_only_chips_are_refused() {
+fn unknown_chips_are_refused_and_every_shipped_chip_builds() {
     let e = Soc::new(&BoardConfig { chip: "STM32X".into(), ..Default::default() }).err().unwrap();
     assert!(e.to_string().contains("STM32G071RB"), "{e}");
-    let e = Soc::new(&BoardConfig { chip: "STM32F103CB".into(), ..Default::default() }).err().unwrap();
-    assert!(e.to_string().contains("data only"), "{e}");
+    // Every shipped chip is a virtual board now (the F103 with the F1 peripheral versions).
+    for c in hil_chips::all() {
+        assert!(c.virtual_board, "{}", c.name);
+        Soc::new(&BoardConfig { chip: c.name.clone(), ..Default::default() }).unwrap();
+    }
+}
+
+/// F1 FPEC (flash-f1, PM0075): unlock, half-word programming with its errors, page erase by
+/// FLASH_AR, option bytes (RDP 0xA5 = unprotected) loaded into FLASH_OBR at reset.
+#[test]
+fn f103_flash_controller_programs_half_words_and_loads_option_bytes() {
+    use crate::periph::flash_f1 as f1;
+    let mut t = T::with(BoardConfig { chip: "STM32F103CB".into(), ram_init: RamInit::Zero, ..Default::default() });
+    let half = |t: &mut T, a: u32, v: u32| t.soc.sys.write(a, Size::Half, v, Initiator::Cpu, t.cycle).unwrap();
+    // Factory options: OBR.RDPRT = 0, WRPR all ones (PM0075 3.7, 3.8); flash size 128 KiB in the
+    // system memory (RM0008 30.1); DBGMCU_IDCODE on the external PPB (RM0008 31.6.1).
+    assert_eq!(t.r(FLASH + f1::OBR) & (f1::OBR_RDPRT | f1::OBR_OPTERR), 0);
+    assert_eq!(t.r(FLASH + f1::WRPR), 0xFFFF_FFFF);
+    assert_eq!(t.r(0x1FFF_F7E0) & 0xFFFF, 128);
+    assert_eq!(t.r(0xE004_2000) & 0xFFF, 0x410);
+    // Locked: PG cannot be set.
+    t.w(FLASH + f1::CR, f1::CR_PG);
+    assert_eq!(t.r(FLASH + f1::CR), f1::CR_LOCK);
+    t.w(FLASH + f1::KEYR, 0x4567_0123);
+    t.w(FLASH + f1::KEYR, 0xCDEF_89AB);
+    assert_eq!(t.r(FLASH + f1::CR) & f1::CR_LOCK, 0);
+    t.w(FLASH + f1::CR, f1::CR_PG);
+    half(&mut t, 0x0800_0400, 0x1234);
+    assert_ne!(t.r(FLASH + f1::SR) & f1::SR_BSY, 0);
+    t.advance_us(100);
+    assert_eq!(t.r(FLASH + f1::SR), f1::SR_EOP);
+    half(&mut t, 0x0800_0402, 0xABCD);
+    t.advance_us(100);
+    assert_eq!(t.r(0x0800_0400), 0xABCD_1234);
+    // Programming a non-erased half word: PGERR, the cell keeps its value (PM0075 2.3.3).
+    half(&mut t, 0x0800_0400, 0x5555);
+    assert_ne!(t.r(FLASH + f1::SR) & f1::SR_PGERR, 0);
+    assert_eq!(t.r(0x0800_0400), 0xABCD_1234);
+    // A word store in PG mode is not a half word: PGERR (UNVERIFIED model).
+    t.w(FLASH + f1::SR, f1::SR_PGERR | f1::SR_EOP);
+    t.w(0x0800_0800, 0);
+    assert_ne!(t.r(FLASH + f1::SR) & f1::SR_PGERR, 0);
+    assert_eq!(t.r(0x0800_0800), 0xFFFF_FFFF);
+    // Page erase of the 1 KiB page holding 0x08000402.
+    t.w(FLASH + f1::CR, f1::CR_PER);
+    t.w(FLASH + f1::AR, 0x0800_0402);
+    t.w(FLASH + f1::CR, f1::CR_PER | f1::CR_STRT);
+    assert_ne!(t.r(FLASH + f1::SR) & f1::SR_BSY, 0);
+    t.advance_us(25_000);
+    assert_eq!(t.r(FLASH + f1::SR) & f1::SR_BSY, 0);
+    assert_eq!(t.r(0x0800_0400), 0xFFFF_FFFF);
+    // Option bytes: erase (OPTER) and program RDP = 0x00 (protected); loaded at the next reset.
+    t.w(FLASH + f1::OPTKEYR, 0x4567_0123);
+    t.w(FLASH + f1::OPTKEYR, 0xCDEF_89AB);
+    assert_ne!(t.r(FLASH + f1::CR) & f1::CR_OPTWRE, 0);
+    t.w(FLASH + f1::CR, f1::CR_OPTER | f1::CR_OPTWRE);
+    t.w(FLASH + f1::CR, f1::CR_OPTER | f1::CR_OPTWRE | f1::CR_STRT);
+    t.advance_us(25_000);
+    t.w(FLASH + f1::CR, f1::CR_OPTPG | f1::CR_OPTWRE);
+    half(&mut t, 0x1FFF_F800, 0x0000);
+    t.advance_us(100);
+    assert_eq!(&t.soc.option_bytes()[..4], &[0x00, 0xFF, 0xFF, 0xFF], "RDP 0x00 with its complement");
+    assert_eq!(t.r(FLASH + f1::OBR) & f1::OBR_RDPRT, 0, "not before a reset");
+    t.reset(ResetCause::Software);
+    assert_ne!(t.r(FLASH + f1::OBR) & f1::OBR_RDPRT, 0);
+    assert_eq!(t.soc.sys.shared.flash.rdp, crate::shared::RdpLevel::Level1);
+    // A wrong key: bus error, locked until reset.
+    assert!(t.try_w(FLASH + f1::KEYR, 0x1111_1111).is_err());
+    assert!(t.try_w(FLASH + f1::KEYR, 0x4567_0123).is_err());
 }

@@ -28,11 +28,12 @@
 //!   the configuration says so (`peripherals_reset_on_go`).
 
 pub mod target;
+mod target_f1;
 
 use std::any::Any;
 use std::collections::VecDeque;
 
-use hil_chips::{Chip, ClockGate, PeripheralKind};
+use hil_chips::{Chip, ClockGate, PeripheralKind, PeripheralVersion};
 use hil_cortex_m::{ResetCause, Size, VirtualDuration};
 use hil_virtual_rom::{
     ConfigError, DfuEngine, Jump, LineError, ProcessStackEntry, RomAction, RomConfig, RxByte, SYNC, SetupPacket,
@@ -40,11 +41,11 @@ use hil_virtual_rom::{
 };
 
 use crate::periph::usart::{
-    CR1, CR1_M0, CR1_PCE, CR1_RE, CR1_RXNEIE, CR1_TCIE, CR1_TE, CR1_TXEIE, CR1_UE, CR2, CR2_ABREN, CR3, ICR, ICR_FECF,
-    ICR_NECF, ICR_ORECF, ICR_PECF, ISR, ISR_ABRE, ISR_FE, ISR_NE, ISR_ORE, ISR_PE, ISR_RXNE, ISR_TC, ISR_TXE, RDR, RQR,
-    RQR_ABRRQ, TDR,
+    CR2_ABREN, ICR, ICR_FECF, ICR_NECF, ICR_ORECF, ICR_PECF, ISR_ABRE, ISR_FE, ISR_NE, ISR_ORE, ISR_PE, ISR_RXNE,
+    ISR_TC, ISR_TXE, RQR, RQR_ABRRQ,
 };
 use crate::periph::usb::{self, UsbReply};
+use crate::periph::{usart, usart_v1};
 use crate::rom::{RomControl, RomCx, RomEntry, RomEntryKind, SystemBootloader};
 use crate::shared::BootTargetName;
 use target::BoardTarget;
@@ -62,10 +63,80 @@ const NOTES_LIMIT: usize = 64;
 /// refreshes the IWDG while it waits; the real ROM's period is not published).
 const IWDG_REFRESH: VirtualDuration = VirtualDuration::from_ms(100);
 
+/// Register offsets and bits of a USART version, as ROM code addresses them. v2: RM0444 33.8;
+/// v1: RM0008 27.6 (SR in place of ISR, one DR for both directions, errors cleared by the
+/// SR-then-DR read sequence instead of ICR, no auto-baud unit).
+#[derive(Clone, Copy, Debug)]
+struct UsartRegs {
+    v1: bool,
+    cr1: u32,
+    cr2: u32,
+    cr3: u32,
+    status: u32,
+    rx: u32,
+    tx: u32,
+    brr: u32,
+    ue: u32,
+    m: u32,
+    pce: u32,
+    te: u32,
+    re: u32,
+    rxneie: u32,
+    txeie: u32,
+    tcie: u32,
+}
+
+impl UsartRegs {
+    fn of(version: Option<PeripheralVersion>) -> Self {
+        if version == Some(PeripheralVersion::UsartV1) {
+            use usart_v1 as u;
+            UsartRegs {
+                v1: true,
+                cr1: u::CR1,
+                cr2: u::CR2,
+                cr3: u::CR3,
+                status: u::SR,
+                rx: u::DR,
+                tx: u::DR,
+                brr: u::BRR,
+                ue: u::CR1_UE,
+                m: u::CR1_M,
+                pce: u::CR1_PCE,
+                te: u::CR1_TE,
+                re: u::CR1_RE,
+                rxneie: u::CR1_RXNEIE,
+                txeie: u::CR1_TXEIE,
+                tcie: u::CR1_TCIE,
+            }
+        } else {
+            use usart as u;
+            UsartRegs {
+                v1: false,
+                cr1: u::CR1,
+                cr2: u::CR2,
+                cr3: u::CR3,
+                status: u::ISR,
+                rx: u::RDR,
+                tx: u::TDR,
+                brr: u::BRR,
+                ue: u::CR1_UE,
+                m: u::CR1_M0,
+                pce: u::CR1_PCE,
+                te: u::CR1_TE,
+                re: u::CR1_RE,
+                rxneie: u::CR1_RXNEIE,
+                txeie: u::CR1_TXEIE,
+                tcie: u::CR1_TCIE,
+            }
+        }
+    }
+}
+
 /// One of the ROM's USARTs.
 struct UsartPort {
     name: String,
     base: u32,
+    regs: UsartRegs,
     irq: Option<u32>,
     clock: Option<ClockGate>,
     reset: Option<ClockGate>,
@@ -135,6 +206,7 @@ impl StRom {
             usarts.push(UsartPort {
                 name: p.name.clone(),
                 base: p.base,
+                regs: UsartRegs::of(p.version),
                 irq: p.irq,
                 clock: p.clock.clone(),
                 reset: p.reset.clone(),
@@ -320,15 +392,25 @@ impl StRom {
             }
         }
         let irq_mode = x.usart_service == Service::Interrupt;
-        for u in &mut self.usarts {
-            let b = u.base;
+        for i in 0..self.usarts.len() {
+            let (b, r) = (self.usarts[i].base, self.usarts[i].regs);
             // 9-bit word = 8 data bits + even parity, 1 stop bit, 16x oversampling; auto-baud on 0x7F.
-            let _ = cx.write(b + CR1, Size::Word, 0);
-            let _ = cx.write(b + CR2, Size::Word, CR2_ABREN | CR2_ABRMOD_7F);
-            let _ = cx.write(b + CR3, Size::Word, 0);
-            let _ = cx.write(b + RQR, Size::Word, RQR_ABRRQ);
-            let rxneie = if irq_mode { CR1_RXNEIE } else { 0 };
-            let _ = cx.write(b + CR1, Size::Word, CR1_M0 | CR1_PCE | CR1_TE | CR1_RE | CR1_UE | rxneie);
+            let _ = cx.write(b + r.cr1, Size::Word, 0);
+            if r.v1 {
+                // The F1 USART has no auto-baud unit: the ROM times the 0x7F on the RX pin and
+                // programs BRR (AN2606 "STM32F10xxx bootloader": baud rate detection on 0x7F).
+                let _ = cx.write(b + r.cr2, Size::Word, 0);
+                self.measure_baud(i, cx);
+            } else {
+                let _ = cx.write(b + r.cr2, Size::Word, CR2_ABREN | CR2_ABRMOD_7F);
+            }
+            let _ = cx.write(b + r.cr3, Size::Word, 0);
+            if !r.v1 {
+                let _ = cx.write(b + RQR, Size::Word, RQR_ABRRQ);
+            }
+            let rxneie = if irq_mode { r.rxneie } else { 0 };
+            let _ = cx.write(b + r.cr1, Size::Word, r.m | r.pce | r.te | r.re | r.ue | rxneie);
+            let u = &mut self.usarts[i];
             u.enabled = true;
             if irq_mode && let Some(irq) = u.irq {
                 let _ = cx.write(NVIC_ISER + 4 * (irq / 32), Size::Word, 1 << (irq % 32));
@@ -360,8 +442,25 @@ impl StRom {
         }
     }
 
+    /// The F1 ROM's baud rate measurement (model): BRR from the rate the host drives the RX
+    /// line at (an in-process host that never set one is measured as 115200 Bd, as on the G0).
+    fn measure_baud(&mut self, i: usize, cx: &mut RomCx<'_>) {
+        let (name, base, r) = (self.usarts[i].name.clone(), self.usarts[i].base, self.usarts[i].regs);
+        let brr = {
+            let sys = cx.system();
+            let Some(id) = sys.find_device(&name) else { return };
+            let Some(u) = sys.device::<usart_v1::UsartV1>(id) else { return };
+            use crate::periph::HostUart;
+            u.brr_for(&sys.shared, u.host_baud().unwrap_or(115_200))
+        };
+        if cx.read(base + r.brr, Size::Word).ok() != Some(brr) {
+            let _ = cx.write(base + r.brr, Size::Word, brr);
+        }
+    }
+
     fn stop_usart(&mut self, i: usize, cx: &mut RomCx<'_>) {
-        let _ = cx.write(self.usarts[i].base + CR1, Size::Word, 0);
+        let r = self.usarts[i].regs;
+        let _ = cx.write(self.usarts[i].base + r.cr1, Size::Word, 0);
         self.usarts[i].enabled = false;
         self.disable_irq(self.usarts[i].irq, cx);
     }
@@ -409,12 +508,17 @@ impl StRom {
         if !self.serving(i) {
             return;
         }
-        let base = self.usarts[i].base;
-        let Ok(isr) = cx.read(base + ISR, Size::Word) else { return };
+        let (base, r) = (self.usarts[i].base, self.usarts[i].regs);
+        if r.v1 && !self.usarts[i].engine.is_synced() {
+            self.measure_baud(i, cx);
+        }
+        // SR (v1) has PE/FE/NE/ORE/RXNE/TC/TXE at the ISR (v2) bit positions (RM0008 27.6.1).
+        let Ok(isr) = cx.read(base + r.status, Size::Word) else { return };
         if isr & ISR_RXNE != 0 {
-            let rdr = cx.read(base + RDR, Size::Word).unwrap_or(0);
+            // v1: this DR read after the SR read also clears PE/FE/NE/ORE (RM0008 27.6.1).
+            let rdr = cx.read(base + r.rx, Size::Word).unwrap_or(0);
             let flags = isr & (ISR_PE | ISR_FE | ISR_NE);
-            if flags != 0 {
+            if flags != 0 && !r.v1 {
                 let _ = cx.write(base + ICR, Size::Word, ICR_PECF | ICR_FECF | ICR_NECF);
             }
             // [OBL] OPENBL_USART_ReadByte takes RDR and ignores the error flags.
@@ -429,10 +533,12 @@ impl StRom {
             };
             let value = (rdr & 0xFF) as u8;
             let u = &mut self.usarts[i];
-            if !u.engine.is_synced() && (isr & ISR_ABRE != 0 || value != SYNC) {
+            if !u.engine.is_synced() && ((!r.v1 && isr & ISR_ABRE != 0) || value != SYNC) {
                 // The auto-baud measurement failed or the frame was not 0x7F: measure again on the
                 // next frame (the ROM keeps waiting for 0x7F, AN3155 2).
-                let _ = cx.write(base + RQR, Size::Word, RQR_ABRRQ);
+                if !r.v1 {
+                    let _ = cx.write(base + RQR, Size::Word, RQR_ABRRQ);
+                }
             } else {
                 let out = {
                     let mut t = BoardTarget::new(cx);
@@ -449,7 +555,12 @@ impl StRom {
             }
         }
         if isr & ISR_ORE != 0 {
-            let _ = cx.write(base + ICR, Size::Word, ICR_ORECF);
+            if r.v1 {
+                // SR read (above) then DR read clears ORE (RM0008 27.6.1).
+                let _ = cx.read(base + r.rx, Size::Word);
+            } else {
+                let _ = cx.write(base + ICR, Size::Word, ICR_ORECF);
+            }
         }
         self.pump_tx(i, cx);
     }
@@ -457,13 +568,13 @@ impl StRom {
     /// Feed the transmitter as TXE allows; hand the closing action to the main loop once TC says
     /// the bytes before it are out.
     fn pump_tx(&mut self, i: usize, cx: &mut RomCx<'_>) {
-        let base = self.usarts[i].base;
+        let (base, r) = (self.usarts[i].base, self.usarts[i].regs);
         loop {
-            let Ok(isr) = cx.read(base + ISR, Size::Word) else { return };
+            let Ok(isr) = cx.read(base + r.status, Size::Word) else { return };
             match self.usarts[i].tx.front() {
                 Some(UsartOutput::Tx(b)) if isr & ISR_TXE != 0 => {
                     let b = *b;
-                    let _ = cx.write(base + TDR, Size::Word, u32::from(b));
+                    let _ = cx.write(base + r.tx, Size::Word, u32::from(b));
                     self.usarts[i].tx.pop_front();
                 }
                 // The target already spent this time in the flash operation.
@@ -480,14 +591,14 @@ impl StRom {
         }
         if self.config.execution.usart_service == Service::Interrupt && self.usarts[i].enabled {
             let want = match self.usarts[i].tx.front() {
-                Some(UsartOutput::Tx(_)) => CR1_TXEIE,
-                Some(UsartOutput::Action(_)) => CR1_TCIE,
+                Some(UsartOutput::Tx(_)) => r.txeie,
+                Some(UsartOutput::Action(_)) => r.tcie,
                 _ => 0,
             };
-            if let Ok(cr1) = cx.read(base + CR1, Size::Word)
-                && cr1 & (CR1_TXEIE | CR1_TCIE) != want
+            if let Ok(cr1) = cx.read(base + r.cr1, Size::Word)
+                && cr1 & (r.txeie | r.tcie) != want
             {
-                let _ = cx.write(base + CR1, Size::Word, (cr1 & !(CR1_TXEIE | CR1_TCIE)) | want);
+                let _ = cx.write(base + r.cr1, Size::Word, (cr1 & !(r.txeie | r.tcie)) | want);
             }
         }
     }
@@ -540,8 +651,14 @@ impl StRom {
         match action {
             RomAction::Jump(j) => self.leave(&j, cx),
             RomAction::LaunchOptionBytes => {
-                self.note("option byte loading (FLASH_CR.OBL_LAUNCH): the chip resets");
+                if BoardTarget::new(cx).is_f1() {
+                    // F1: no OBL_LAUNCH; the ROM resets the chip, which loads the option bytes
+                    // (PM0075 2.5; AN3155 Write Protect / Readout Protect: "system reset").
+                    self.note("option bytes changed: the ROM performs a system reset (F1)");
+                    return RomControl::Reset(ResetCause::Software);
+                }
                 BoardTarget::new(cx).launch_obl();
+                self.note("option byte loading (FLASH_CR.OBL_LAUNCH): the chip resets");
                 RomControl::Reset(ResetCause::OptionByteLoad)
             }
             RomAction::SystemReset => {

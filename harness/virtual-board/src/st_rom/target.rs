@@ -24,8 +24,20 @@ const SR_ERRORS: u32 = 0x0000_C3FA;
 /// FLASH_ACR.EMPTY (RM0444 3.7.1).
 pub const ACR_EMPTY: u32 = 1 << 16;
 
-/// RCC register offsets by the names chip data uses (RM0444 5.4.9-5.4.15).
-pub fn rcc_offset(register: &str) -> Option<u32> {
+/// RCC register offsets by the names chip data uses (RM0444 5.4.9-5.4.15; STM32F1: RM0008
+/// 7.3.4-7.3.8, selected by the RCC's `version: rcc-f1`).
+pub fn rcc_offset(chip: &Chip, register: &str) -> Option<u32> {
+    let f1 = chip.peripheral("RCC").is_some_and(|p| p.version == Some(hil_chips::PeripheralVersion::RccF1));
+    if f1 {
+        return Some(match register {
+            "APB2RSTR" => 0x0C,
+            "APB1RSTR" => 0x10,
+            "AHBENR" => 0x14,
+            "APB2ENR" => 0x18,
+            "APB1ENR" => 0x1C,
+            _ => return None,
+        });
+    }
     Some(match register {
         "IOPRSTR" => 0x24,
         "AHBRSTR" => 0x28,
@@ -64,6 +76,14 @@ impl<'c, 'a> BoardTarget<'c, 'a> {
         BoardTarget { cx, chip, reset_pending: false, requested: Requested::None, jump: None }
     }
 
+    /// Whether the chip's flash controller is the F1 FPEC (`version: flash-f1`): its work is in
+    /// [`super::target_f1`].
+    pub fn is_f1(&self) -> bool {
+        self.chip
+            .peripherals_of(hil_chips::PeripheralKind::Flash)
+            .any(|p| p.version == Some(hil_chips::PeripheralVersion::FlashF1))
+    }
+
     fn flash_base(&self) -> Result<u32, TargetError> {
         self.chip
             .flash_controller
@@ -82,7 +102,7 @@ impl<'c, 'a> BoardTarget<'c, 'a> {
 
     /// The longest a flash operation may keep BSY1 set before the ROM gives up: ten times the
     /// datasheet maximum of the slowest operation (mass erase), at least one second.
-    fn busy_limit(&self) -> VirtualDuration {
+    pub(super) fn busy_limit(&self) -> VirtualDuration {
         let max_us =
             self.chip.flash_timing.as_ref().map_or(100_000, |t| {
                 t.mass_erase_us.max.max(t.page_erase_us.max).max(t.program_double_word_us.max) as u64
@@ -232,7 +252,7 @@ impl<'c, 'a> BoardTarget<'c, 'a> {
     /// Pulse an RCC reset bit (set, clear).
     pub fn rcc_reset(&mut self, gate: &ClockGate) {
         let Some(rcc) = self.chip.peripheral("RCC").map(|p| p.base) else { return };
-        let Some(off) = rcc_offset(&gate.register) else { return };
+        let Some(off) = rcc_offset(self.chip, &gate.register) else { return };
         if let Ok(v) = self.rd(rcc + off) {
             let _ = self.wr(rcc + off, v | 1 << gate.bit);
             let _ = self.wr(rcc + off, v & !(1 << gate.bit));
@@ -242,7 +262,7 @@ impl<'c, 'a> BoardTarget<'c, 'a> {
     /// Set an RCC clock-enable bit.
     pub fn rcc_enable(&mut self, gate: &ClockGate) {
         let Some(rcc) = self.chip.peripheral("RCC").map(|p| p.base) else { return };
-        let Some(off) = rcc_offset(&gate.register) else { return };
+        let Some(off) = rcc_offset(self.chip, &gate.register) else { return };
         if let Ok(v) = self.rd(rcc + off) {
             let _ = self.wr(rcc + off, v | 1 << gate.bit);
         }
@@ -250,6 +270,10 @@ impl<'c, 'a> BoardTarget<'c, 'a> {
 
     /// FLASH_CR.OBL_LAUNCH (RM0444 3.4.2): reload the option bytes, which resets the chip.
     pub fn launch_obl(&mut self) {
+        if self.is_f1() {
+            // No OBL_LAUNCH on the F1: the system reset that follows loads the option bytes.
+            return;
+        }
         let Some(fc) = self.chip.flash_controller.as_ref() else { return };
         let (base, optkeys) = (fc.base, fc.option_keys);
         if self.begin("option byte loading", self.chip.memory.option_bytes.base).is_ok() {
@@ -263,6 +287,9 @@ impl<'c, 'a> BoardTarget<'c, 'a> {
 
     /// Clear FLASH_ACR.EMPTY (writable by software, RM0444 3.3.2).
     pub fn clear_empty_flag(&mut self) {
+        if self.is_f1() {
+            return;
+        }
         let Ok(base) = self.flash_base() else { return };
         if let Ok(acr) = self.rd(base + ACR) {
             let _ = self.wr(base + ACR, acr & !ACR_EMPTY);
@@ -287,6 +314,9 @@ impl BootTarget for BoardTarget<'_, '_> {
                 self.cx.write(a, Size::Byte, u32::from(*b)).map_err(|_| TargetError::Unmapped { address: a })?;
             }
             return Ok(Duration::ZERO);
+        }
+        if self.is_f1() {
+            return self.f1_write_flash(address, data);
         }
         // RM0444 3.3.7 standard programming: PG, two word stores per double word, BSY1 polling.
         if !address.is_multiple_of(8) || !data.len().is_multiple_of(8) {
@@ -315,6 +345,12 @@ impl BootTarget for BoardTarget<'_, '_> {
     fn erase_page(&mut self, page: u32) -> Result<Duration, TargetError> {
         let f = &self.chip.memory.flash;
         let address = f.base + page * f.page_size;
+        if self.is_f1() {
+            if page >= f.size / f.page_size {
+                return Err(TargetError::Unmapped { address });
+            }
+            return self.f1_erase("page erase", address, true);
+        }
         let (pnb, fc) = match (self.pnb(page), self.chip.flash_controller.as_ref()) {
             (Some(p), Some(fc)) => (p, fc),
             _ => return Err(TargetError::Unmapped { address }),
@@ -325,6 +361,12 @@ impl BootTarget for BoardTarget<'_, '_> {
 
     fn erase_bank(&mut self, bank: u8) -> Result<Duration, TargetError> {
         let f = &self.chip.memory.flash;
+        if self.is_f1() {
+            return match bank {
+                1 => self.f1_erase("mass erase", f.base, false),
+                _ => Err(TargetError::Unsupported("bank erase of a bank this flash does not have")),
+            };
+        }
         match (bank, f.banks) {
             (1, _) => self.erase("bank 1 erase", f.base, CR_MER1),
             (2, 2) if self.mer2() != 0 => {
@@ -338,11 +380,17 @@ impl BootTarget for BoardTarget<'_, '_> {
 
     fn mass_erase(&mut self) -> Result<Duration, TargetError> {
         let base = self.chip.memory.flash.base;
+        if self.is_f1() {
+            return self.f1_erase("mass erase", base, false);
+        }
         let bits = CR_MER1 | self.mer2();
         self.erase("mass erase", base, bits)
     }
 
     fn write_option_bytes(&mut self, image: &[u8]) -> Result<Duration, TargetError> {
+        if self.is_f1() {
+            return self.f1_write_option_image(image);
+        }
         let layout = self.option_layout()?;
         // The image is the memory-mapped option area: each word at its offset (its complement is
         // made by the hardware). Words the image does not cover keep their register value.
@@ -371,6 +419,9 @@ impl BootTarget for BoardTarget<'_, '_> {
     }
 
     fn set_rdp_level(&mut self, level: RdpLevel) -> Result<Duration, TargetError> {
+        if self.is_f1() {
+            return self.f1_set_rdp(level);
+        }
         let layout = self.option_layout()?;
         let (Some(field), Some(user)) = (layout.field("RDP"), layout.word("USER")) else {
             return Err(TargetError::Unsupported("no RDP field in the chip's option byte layout"));
@@ -391,6 +442,9 @@ impl BootTarget for BoardTarget<'_, '_> {
     fn set_write_protection(&mut self, sectors: &[u8]) -> Result<Duration, TargetError> {
         // Model choice (AN3155 leaves the sector-code mapping to the product): codes are page
         // numbers; bank 1 codes become the WRP1A area [min, max], bank 2 codes WRP2A.
+        if self.is_f1() {
+            return self.f1_set_wrp(sectors);
+        }
         let layout = self.option_layout()?;
         let f = &self.chip.memory.flash;
         let per_bank = f.size / f.page_size / f.banks.max(1);
@@ -419,6 +473,9 @@ impl BootTarget for BoardTarget<'_, '_> {
     }
 
     fn clear_write_protection(&mut self) -> Result<Duration, TargetError> {
+        if self.is_f1() {
+            return self.f1_clear_wrp();
+        }
         let layout = self.option_layout()?;
         // Factory values: start > end, no page protected (RM0444 3.4.3).
         let writes: Vec<(u32, u32)> =
