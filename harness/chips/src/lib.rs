@@ -979,7 +979,7 @@ mod tests {
         assert_eq!(sel(0), BootTarget::MainFlash);
         assert_eq!(sel(1), BootTarget::SystemMemory);
         // A G0-style controller with the F1 program unit, and an F1 part with a SYSCFG, are refused.
-        let text = CHIP_FILES[2].1;
+        let text = CHIP_FILES.iter().find(|(f, _)| *f == "stm32f103cb.yaml").expect("shipped").1;
         let e = parse_chip("x.yaml", &text.replace("program_unit: 2", "program_unit: 8")).unwrap_err();
         assert!(e.to_string().contains("program_unit 8"), "{e}");
         let e =
