@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use hil_chips::Chip;
 use hil_rig::diagnosis::{CAUSES, Evidence, cause_ids, exception_frame, run_rules};
 
-/// The G071 ROM's vector table as the virtual board builds it (`hil_virtual_board::rom`): what a
+/// The G071 ROM's vector table as the virtual board builds it (`hil_virtual_board::system_memory`): what a
 /// probe reads at 0x1FFF0000. Park loop, the exception stub of the ROM's own interrupts, the
 /// default handler.
 const ROM_SP: u32 = 0x2000_2700;

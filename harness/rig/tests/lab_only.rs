@@ -13,7 +13,7 @@ fn a_lab_only_rig_does_not_depend_on_the_emulator() {
     let tree = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(tree.contains("probe-rs") && tree.contains("hil-bootloader-host"), "the lab backends are there:\n{tree}");
-    for emulator in ["hil-virtual-board", "hil-virtual-probe", "hil-cortex-m", "hil-virtual-rom"] {
+    for emulator in ["hil-virtual-board", "hil-virtual-probe", "hil-cortex-m", "hil-bootloader-device"] {
         assert!(!tree.contains(emulator), "{emulator} is linked into a lab-only rig:\n{tree}");
     }
     // And with the default features the virtual backends are in (the graph above is not empty by

@@ -46,7 +46,7 @@ use crate::pending::{Pending, Reply, pending, ready};
 use crate::periph::usart::RxFrame;
 use crate::periph::usb::{UsbReply, UsbSetup};
 use crate::pty::{Pty, PtyInput};
-use crate::rom::SystemBootloader;
+use crate::system_memory::SystemBootloader;
 
 /// Core cycles per run slice: short enough that requests are served within milliseconds.
 const SLICE_CYCLES: u64 = 200_000;

@@ -12,8 +12,8 @@
 //!   system reset, option byte loading, boot selection ([`boot`]), new-chip state.
 //! - [`rom`]: the system-memory image (real vector table + trap code) and the
 //!   [`SystemBootloader`] hand-off trait a ROM model implements.
-//! - [`st_rom`]: the board's default ROM, ST's system bootloader ([`StRom`]): the AN3155 / DfuSe
-//!   engines of hil-virtual-rom driving the USARTs, the FLASH controller and the USB device
+//! - [`rom_bootloader`]: the board's default ROM, ST's system bootloader ([`StRom`]): the AN3155 / DfuSe
+//!   engines of hil-bootloader-device driving the USARTs, the FLASH controller and the USB device
 //!   through their registers, with the CPU-state behaviour of the chip's ROM (interrupt-driven or
 //!   polled service, VTOR, PRIMASK, stacks) as per-chip switches.
 //! - [`machine`]: chip + core + ROM model executed synchronously: power, NRST, resets, traps,
@@ -48,10 +48,10 @@ pub mod machine;
 pub mod pending;
 pub mod periph;
 pub mod pty;
-pub mod rom;
+pub mod rom_bootloader;
 pub mod shared;
 pub mod soc;
-pub mod st_rom;
+pub mod system_memory;
 
 pub use board::{Board, CoreState, DebugOp, DebugPort, UartPort, UsbPort};
 pub use config::{BoardConfig, FaultConfig, FlashSpeed, PtyConfig, Quirks, RamInit, Timing, UartFaults};
@@ -63,7 +63,9 @@ pub use machine::{
 pub use pending::Pending;
 pub use periph::usart::RxFrame;
 pub use periph::usb::{UsbReply, UsbSetup};
-pub use rom::{RecordingRom, RomControl, RomCx, RomEntry, RomEntryKind, RomLayout, SystemBootloader, WaitError};
+pub use rom_bootloader::StRom;
 pub use shared::{BootInfo, BootTargetName, Counters, RdpLevel, ResetCauseName};
 pub use soc::{Layout, Soc};
-pub use st_rom::StRom;
+pub use system_memory::{
+    RecordingRom, RomControl, RomCx, RomEntry, RomEntryKind, RomLayout, SystemBootloader, WaitError,
+};

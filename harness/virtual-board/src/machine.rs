@@ -20,9 +20,9 @@ use crate::periph::rcc::reset_flag_names;
 use crate::periph::usart::RxFrame;
 use crate::periph::usb::{UsbDevice, UsbFailure, UsbReply, UsbSetup};
 use crate::periph::wwdg::Wwdg;
-use crate::rom::{self, RecordingRom, RomControl, RomCx, RomEntry, RomEntryKind, SystemBootloader};
 use crate::shared::{BootInfo, BootTargetName, Counters, RdpLevel, ResetCauseName, ser_time};
 use crate::soc::Soc;
+use crate::system_memory::{self, RecordingRom, RomControl, RomCx, RomEntry, RomEntryKind, SystemBootloader};
 
 /// Something that happened on the board, in virtual-time order.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -201,7 +201,7 @@ impl Machine {
         let soc = Soc::new(cfg)?;
         let rom: Box<dyn SystemBootloader> = match rom {
             Some(r) => r,
-            None => match crate::st_rom::StRom::for_chip(soc.chip) {
+            None => match crate::rom_bootloader::StRom::for_chip(soc.chip) {
                 Ok(r) => Box::new(r),
                 Err(e) => {
                     tracing::info!(target: "hil_virtual_board", chip = %soc.chip.name, "no ROM bootloader model: {e}");
@@ -218,7 +218,7 @@ impl Machine {
             hil_chips::CoreKind::CortexM4 => CpuConfig::cortex_m4(ext),
         };
         cc.priority_bits = soc.chip.interrupts.priority_bits;
-        cc.native_trap = Some(rom::ROM_TRAP);
+        cc.native_trap = Some(system_memory::ROM_TRAP);
         let cpu = Cpu::new(cc);
         let n = soc.layout.usarts.len();
         Ok(Machine {

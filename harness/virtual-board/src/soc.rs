@@ -26,8 +26,8 @@ use crate::periph::usart::{Usart, UsartParams};
 use crate::periph::usart_v1::UsartV1;
 use crate::periph::usb::UsbDevice;
 use crate::periph::wwdg::Wwdg;
-use crate::rom::{self, RomLayout};
 use crate::shared::{BootInfo, Gate, Shared};
+use crate::system_memory::{self, RomLayout};
 
 /// Where things are in a built chip.
 #[derive(Clone, Debug)]
@@ -116,7 +116,7 @@ impl Soc {
         // code, OTP erased, engineering bytes, option bytes with factory values.
         let flash_store = sys.memory.add_store("flash", m.flash.size as usize, 0xFF);
         let sram_store = sys.memory.add_store("sram", m.sram.size as usize, 0);
-        let (rom_img, rom_layout) = rom::build_image(chip);
+        let (rom_img, rom_layout) = system_memory::build_image(chip);
         let system_store = sys.memory.add_store("system memory", rom_img.len(), 0xFF);
         sys.memory.store_mut(system_store).copy_from_slice(&rom_img);
         let opt_len = m.option_bytes.size.next_multiple_of(hil_cortex_m::memory::PAGE_SIZE);
@@ -181,7 +181,7 @@ impl Soc {
         sys.memory
             .map_store("system memory", m.system_memory.base, m.system_memory.size, system_store, 0, rom_writes, true)
             .map_err(map_err)?;
-        for (i, (base, img)) in rom::build_extra_images(chip).into_iter().enumerate() {
+        for (i, (base, img)) in system_memory::build_extra_images(chip).into_iter().enumerate() {
             let size = img.len() as u32;
             let store = sys.memory.add_store("system memory (more)", img.len(), 0xFF);
             sys.memory.store_mut(store).copy_from_slice(&img);

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use common::{Call, FakeTarget};
-use hil_virtual_rom::{RomAction, UsartEngine, UsartOutput};
+use hil_bootloader_device::{RomAction, UsartEngine, UsartOutput};
 use nix::fcntl::{OFlag, open};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
@@ -99,7 +99,7 @@ fn stm32flash_writes_verifies_and_starts_an_image() {
     if !stm32flash_available() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("hil-virtual-rom-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("hil-bootloader-device-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("image.bin");
     let mut image = vec![0x00, 0x40, 0x02, 0x20, 0xC1, 0x00, 0x00, 0x08];

@@ -7,15 +7,15 @@
 
 use std::time::Duration;
 
+use hil_bootloader_device::{RdpLevel, TargetError};
 use hil_cortex_m::Size;
-use hil_virtual_rom::{RdpLevel, TargetError};
 
 use super::target::BoardTarget;
 use crate::periph::flash_f1::{
     AR, CR, CR_LOCK, CR_MER, CR_OPTER, CR_OPTPG, CR_OPTWRE, CR_PER, CR_PG, CR_STRT, KEYR, OPTKEYR, RDP_KEY, SR, SR_BSY,
     SR_EOP, SR_PGERR, SR_WRPRTERR,
 };
-use crate::rom::WaitError;
+use crate::system_memory::WaitError;
 
 /// UNVERIFIED: the RDP byte the F1 ROM programs for Readout Protect (any value but 0xA5
 /// protects, PM0075 2.4.1).

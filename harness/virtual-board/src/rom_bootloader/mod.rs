@@ -1,9 +1,9 @@
 //! The model of ST's ROM (system-memory) bootloader that takes over when the core executes the
 //! system-memory reset handler: after a BOOT0 / option-bit boot, an empty-check boot, or an
 //! application's jump. It is the board's default ROM on chips whose bootloader
-//! [`hil_virtual_rom::RomConfig::for_chip`] knows.
+//! [`hil_bootloader_device::RomConfig::for_chip`] knows.
 //!
-//! The protocols are the engines of hil-virtual-rom (AN3155 USART, DfuSe USB). This module is the
+//! The protocols are the engines of hil-bootloader-device (AN3155 USART, DfuSe USB). This module is the
 //! ROM firmware around them, and it drives the chip the way ROM code does:
 //!
 //! - **USARTs through their registers** (the instances the chip data names for the bootloader):
@@ -18,7 +18,7 @@
 //!   becomes active: a USART whose 0x7F was answered, or USB once the host configured the device
 //!   (AN2606 "bootloader activation" and bootloader-protocols.md 6.2; \[OBL\]
 //!   `OPENBL_InterfaceDetection`). The others are shut down (USART disabled, USB pull-up off).
-//! - **CPU state** ([`hil_virtual_rom::Execution`], per chip, every field unverified and a switch):
+//! - **CPU state** ([`hil_bootloader_device::Execution`], per chip, every field unverified and a switch):
 //!   interrupt-driven service runs only when the core takes the interface's interrupt through the
 //!   vector table it uses, so PRIMASK, active exceptions and VTOR decide whether the ROM answers;
 //!   polled service does not depend on them. The ROM's own vector table leads every other
@@ -33,12 +33,12 @@ mod target_f1;
 use std::any::Any;
 use std::collections::VecDeque;
 
-use hil_chips::{Chip, ClockGate, PeripheralKind, PeripheralVersion};
-use hil_cortex_m::{ResetCause, Size, VirtualDuration};
-use hil_virtual_rom::{
+use hil_bootloader_device::{
     ConfigError, DfuEngine, Jump, LineError, ProcessStackEntry, RomAction, RomConfig, RxByte, SYNC, SetupPacket,
     UsartEngine, UsartOutput,
 };
+use hil_chips::{Chip, ClockGate, PeripheralKind, PeripheralVersion};
+use hil_cortex_m::{ResetCause, Size, VirtualDuration};
 
 use crate::periph::usart::{
     CR2_ABREN, ICR, ICR_FECF, ICR_NECF, ICR_ORECF, ICR_PECF, ISR_ABRE, ISR_FE, ISR_NE, ISR_ORE, ISR_PE, ISR_RXNE,
@@ -46,11 +46,11 @@ use crate::periph::usart::{
 };
 use crate::periph::usb::{self, UsbReply};
 use crate::periph::{usart, usart_v1};
-use crate::rom::{RomControl, RomCx, RomEntry, RomEntryKind, SystemBootloader};
 use crate::shared::BootTargetName;
+use crate::system_memory::{RomControl, RomCx, RomEntry, RomEntryKind, SystemBootloader};
 use target::BoardTarget;
 
-pub use hil_virtual_rom::Service;
+pub use hil_bootloader_device::Service;
 
 const NVIC_ISER: u32 = 0xE000_E100;
 const NVIC_ICER: u32 = 0xE000_E180;
@@ -267,7 +267,7 @@ impl StRom {
     }
 
     fn vector_irqs(&self) -> Vec<u32> {
-        crate::rom::rom_irqs(self.chip)
+        crate::system_memory::rom_irqs(self.chip)
     }
 
     /// What the CPU state at entry means for this ROM (the checks of pitfalls P1, P2, P4, P5 and
@@ -308,15 +308,15 @@ impl StRom {
         }
         // Which table the ROM's interrupts will use once it has set VTOR (execution.vtor_at_entry).
         let table = match x.vtor_at_entry {
-            hil_virtual_rom::VtorAtEntry::SystemMemory => None,
-            hil_virtual_rom::VtorAtEntry::BootAlias => match e.alias {
+            hil_bootloader_device::VtorAtEntry::SystemMemory => None,
+            hil_bootloader_device::VtorAtEntry::BootAlias => match e.alias {
                 BootTargetName::SystemMemory => None,
                 other => Some(format!(
                     "the ROM points VTOR at 0x00000000, which shows {other:?} (system memory not remapped, or \
                      remapped with the SYSCFG clock off: pitfall P4)"
                 )),
             },
-            hil_virtual_rom::VtorAtEntry::Untouched => {
+            hil_bootloader_device::VtorAtEntry::Untouched => {
                 if e.vtor == 0 {
                     match e.alias {
                         BootTargetName::SystemMemory => None,
@@ -632,9 +632,9 @@ impl StRom {
             u.engine.control(setup, &transfer.data, &mut t)
         };
         let reply = match outcome.response {
-            hil_virtual_rom::ControlResponse::Data(d) => UsbReply::Data(d),
-            hil_virtual_rom::ControlResponse::Ack => UsbReply::Ack,
-            hil_virtual_rom::ControlResponse::Stall => UsbReply::Stall,
+            hil_bootloader_device::ControlResponse::Data(d) => UsbReply::Data(d),
+            hil_bootloader_device::ControlResponse::Ack => UsbReply::Ack,
+            hil_bootloader_device::ControlResponse::Stall => UsbReply::Stall,
         };
         cx.with_usb(|u, dcx| u.complete(transfer.id, reply, dcx));
         if let Some(a) = outcome.action {
@@ -841,13 +841,13 @@ impl SystemBootloader for StRom {
 }
 
 /// VTOR as the ROM sets it at entry (RomConfig::execution.vtor_at_entry, unverified).
-fn point_vtor(v: hil_virtual_rom::VtorAtEntry, cx: &mut RomCx<'_>) {
+fn point_vtor(v: hil_bootloader_device::VtorAtEntry, cx: &mut RomCx<'_>) {
     match v {
-        hil_virtual_rom::VtorAtEntry::Untouched => {}
-        hil_virtual_rom::VtorAtEntry::BootAlias => {
+        hil_bootloader_device::VtorAtEntry::Untouched => {}
+        hil_bootloader_device::VtorAtEntry::BootAlias => {
             let _ = cx.set_vtor(0);
         }
-        hil_virtual_rom::VtorAtEntry::SystemMemory => {
+        hil_bootloader_device::VtorAtEntry::SystemMemory => {
             let _ = cx.set_vtor(cx.layout().vector_table);
         }
     }

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{Call, FakeTarget, address_frame};
-use hil_virtual_rom::dfu::request;
-use hil_virtual_rom::{
+use hil_bootloader_device::dfu::request;
+use hil_bootloader_device::{
     ACK, ControlResponse, DfuEngine, DfuState, DfuStatus, Jump, NACK, RomAction, SetupPacket, UsartEngine, UsartOutput,
 };
 
@@ -504,7 +504,7 @@ fn dfu_util_mass_erase_and_unprotect() {
     assert_eq!(bus.target.calls, [Call::MassErase]);
     // dfu-util -a 0 -s :unprotect:force -D x: returns after the first poll; the device resets.
     let mut bus = Bus::new();
-    bus.target.rdp = hil_virtual_rom::RdpLevel::Level1;
+    bus.target.rdp = hil_bootloader_device::RdpLevel::Level1;
     bus.enumerate();
     bus.open(0);
     bus.special_command(&[0x92]).unwrap();

@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Call, ERASE_TIME, FakeTarget, MASS_ERASE_TIME, OPTION_TIME, PROGRAM_TIME, address_frame, with_xor};
-use hil_virtual_rom::usart::cmd;
-use hil_virtual_rom::{
+use hil_bootloader_device::usart::cmd;
+use hil_bootloader_device::{
     ACK, Jump, LineError, NACK, RdpLevel, RomAction, RomConfig, RxByte, TargetError, UsartEngine, UsartOutput,
 };
 
@@ -178,7 +178,7 @@ fn read_memory_reads_256_bytes_and_every_memory() {
         let reply = s.send(&[n, !n]);
         assert_eq!(reply.len(), len + 1, "{address:#x}");
         let mut expected = vec![0; len];
-        hil_virtual_rom::BootTarget::read_memory(&mut s.target, address, &mut expected).unwrap();
+        hil_bootloader_device::BootTarget::read_memory(&mut s.target, address, &mut expected).unwrap();
         assert_eq!(&reply[1..], &expected[..]);
     }
     // Option bytes read as stored (RDP 0xAA first).

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{Call, ERASE_TIME, FakeTarget, MASS_ERASE_TIME, OPTION_TIME, PROGRAM_TIME};
-use hil_virtual_rom::dfu::request;
-use hil_virtual_rom::{
+use hil_bootloader_device::dfu::request;
+use hil_bootloader_device::{
     ControlOutcome, ControlResponse, DfuEngine, DfuState, DfuStatus, Jump, LeaveJump, RdpLevel, RomAction, RomConfig,
     SetupPacket, TargetError,
 };

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use hil_bootloader_device::{BootTarget, Jump, RdpLevel, RomConfig, TargetError};
 use hil_chips::Chip;
-use hil_virtual_rom::{BootTarget, Jump, RdpLevel, RomConfig, TargetError};
 
 /// Page erase time (DS13560: tERASE 22 ms typical).
 pub const ERASE_TIME: Duration = Duration::from_millis(22);

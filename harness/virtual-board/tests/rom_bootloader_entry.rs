@@ -9,9 +9,9 @@ mod romhost;
 
 use std::time::Duration;
 
+use hil_bootloader_device::{ProcessStackEntry, RomConfig};
 use hil_cortex_m::{Reg, Size};
 use hil_virtual_board::{Board, BoardConfig, EventKind, ImageFormat, RamInit, RomEntry, StRom};
-use hil_virtual_rom::{ProcessStackEntry, RomConfig};
 use romhost::{ACK, Host, T};
 
 const SILENCE: Duration = Duration::from_millis(300);
@@ -59,7 +59,7 @@ fn notes(b: &Board) -> String {
 
 fn default_handler(chip: &str) -> u32 {
     let c = hil_chips::Chip::by_name(chip).unwrap();
-    hil_virtual_board::rom::build_image(c).1.default_handler
+    hil_virtual_board::system_memory::build_image(c).1.default_handler
 }
 
 #[test]
@@ -116,7 +116,7 @@ fn a_rom_that_leaves_vtor_alone_runs_the_applications_handlers() {
     // leaves VTOR alone) VTOR still points at the app's table, so the ROM's USART2 interrupt runs the app's handler (it takes the byte into its
     // own buffer) and the ROM never sees it (P1).
     let mut c = config("STM32G0B1RE");
-    c.execution.vtor_at_entry = hil_virtual_rom::VtorAtEntry::Untouched;
+    c.execution.vtor_at_entry = hil_bootloader_device::VtorAtEntry::Untouched;
     let b = board("entry-g0b1-novtor", "STM32G0B1RE", Some(c));
     let e = app_jump(&b, b'J');
     assert_eq!(e.vtor, 0x0800_0000);

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{Call, FakeTarget, XorShift, address_frame, with_xor};
-use hil_virtual_rom::dfu::request;
-use hil_virtual_rom::{
+use hil_bootloader_device::dfu::request;
+use hil_bootloader_device::{
     ACK, ControlResponse, DfuEngine, NACK, RdpLevel, RomAction, SetupPacket, UsartEngine, UsartOutput,
 };
 
@@ -122,8 +122,8 @@ fn usart_engine_survives_pure_noise_and_line_errors() {
         let mut engine = UsartEngine::new(config.clone()).unwrap();
         let mut target = FakeTarget::for_chip("STM32G0B1RE");
         for _ in 0..5000 {
-            let error = (rng.below(8) == 0).then_some(hil_virtual_rom::LineError::Parity);
-            let out = engine.receive(hil_virtual_rom::RxByte { value: rng.byte(), error }, &mut target);
+            let error = (rng.below(8) == 0).then_some(hil_bootloader_device::LineError::Parity);
+            let out = engine.receive(hil_bootloader_device::RxByte { value: rng.byte(), error }, &mut target);
             assert!(out.len() <= 300, "bounded answer to one byte");
             if engine.is_finished() {
                 engine.reset();

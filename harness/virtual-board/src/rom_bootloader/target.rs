@@ -7,16 +7,16 @@
 
 use std::time::Duration;
 
+use hil_bootloader_device::{BootTarget, Jump, RdpLevel, TargetError};
 use hil_chips::{Chip, ClockGate};
 use hil_cortex_m::{Size, VirtualDuration};
-use hil_virtual_rom::{BootTarget, Jump, RdpLevel, TargetError};
 
 use crate::periph::flash::{
     ACR, CR, CR_LOCK, CR_MER1, CR_OBL_LAUNCH, CR_OPTSTRT, CR_PER, CR_PG, CR_STRT, KEYR, OPTKEYR, SR,
 };
 use crate::periph::flash::{SR_BSY1, SR_CFGBSY, SR_PGAERR, SR_PROGERR, SR_SIZERR, SR_WRPERR};
-use crate::rom::{RomCx, WaitError};
 use crate::shared;
+use crate::system_memory::{RomCx, WaitError};
 
 /// Every FLASH_SR error flag that the ROM clears before an operation and checks after it (RM0444
 /// 3.7.4: OPERR, PROGERR, WRPERR, PGAERR, SIZERR, PGSERR, MISSERR, FASTERR, RDERR, OPTVERR).
