@@ -346,3 +346,15 @@ fn a_fifo_a_device_a_symlink_loop_or_a_huge_file_is_refused_without_reading() {
         "{diags:?}"
     );
 }
+
+/// Seed 000 on its own chip: a Blue Pill layout with the application at 0x08003080 is refused,
+/// because the F103's 59-entry vector table needs 256-byte alignment for VTOR.
+#[test]
+fn an_f103_layout_with_the_application_at_0x08003080_is_refused() {
+    let boards = "boards:\n  - name: bp\n    chip: STM32F103CB\n    virtual: {}\n    layout:\n      bootloader: { base: 0x0800_0000, size: 12K }\n      application-base: 0x0800_3080\n";
+    let out = check(&[("boards.yaml", boards.as_bytes())]);
+    assert!(
+        out.contains("application-base 0x08003080 is not a multiple of 256 bytes: VTOR needs the vector table (59 entries on STM32F103CB)"),
+        "{out}"
+    );
+}
