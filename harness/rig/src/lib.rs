@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod diagnosis;
 pub mod engine;
+pub mod family;
 pub mod inspect;
 pub mod lock;
 pub mod opener;

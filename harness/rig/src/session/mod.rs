@@ -10,8 +10,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use hil_bootloader_host::clock::Deadline;
-
 use hil_bootloader_host::transcript::{Direction, Event, Transcript};
 use hil_bootloader_host::uart::{Config as UartConfig, LinkStats, UartClient};
 use hil_chips::Chip;
@@ -284,7 +282,7 @@ pub(super) fn region_name(r: &RegionRef) -> String {
 }
 
 /// The little-endian word at the start of a probe read of `addr`.
-pub(super) fn word_of(bytes: &[u8], addr: u32) -> Result<u32, StepError> {
+pub(crate) fn word_of(bytes: &[u8], addr: u32) -> Result<u32, StepError> {
     match bytes.get(..4) {
         Some(b) => Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         None => Err(StepError::Probe(ProbeError::Image {

@@ -94,51 +94,19 @@ impl RigSession {
         let user = layout
             .word("USER")
             .ok_or_else(|| StepError::unsupported(format!("{}: no USER option word in the chip data", chip.name)))?;
-        let fc = chip
-            .flash_controller
-            .as_ref()
-            .ok_or_else(|| StepError::unsupported(format!("{} has no flash controller data", chip.name)))?;
         match w.via {
             Via::Probe => {
-                // RM0444 3.4.2: unlock FLASH_CR and the options, write FLASH_OPTR, OPTSTRT, wait
-                // for BSY1, then OBL_LAUNCH reloads the option bytes with a reset.
-                let base = fc.base;
+                // How a family programs option bytes through the debug port (family modules).
+                let programming = crate::family::option_programming(chip).ok_or_else(|| {
+                    StepError::unsupported(format!(
+                        "writing option bytes through the probe is not modelled for the {} family",
+                        chip.family
+                    ))
+                })?;
                 let p = self.probe()?;
-                let current = word_of(&p.read_memory(base + user.register, 4)?, base + user.register)?;
+                let current = programming.read_user_word(chip, p.as_mut())?;
                 let value = crate::option_bits::apply_option_bits(chip, current, &bits)?;
-                let word = |p: &mut Box<dyn ProbeOps>, off: u32, v: u32| p.write_memory(base + off, &v.to_le_bytes());
-                word(p, 0x08, fc.keys[0])?;
-                word(p, 0x08, fc.keys[1])?;
-                word(p, 0x0C, fc.option_keys[0])?;
-                word(p, 0x0C, fc.option_keys[1])?;
-                word(p, user.register, value)?;
-                let cr = word_of(&p.read_memory(base + 0x14, 4)?, base + 0x14)?;
-                word(p, 0x14, cr | 1 << 17)?;
-                // RM0444 3.4.2: option programming takes milliseconds; 2 s on the board's clock.
-                let deadline = Deadline::after(cx.clock(), Duration::from_secs(2).min(cx.remaining()));
-                loop {
-                    let sr = word_of(&p.read_memory(base + 0x10, 4)?, base + 0x10)?;
-                    if sr & (1 << 16) == 0 {
-                        if sr & 0xC3FA != 0 {
-                            return Err(StepError::expectation(format!(
-                                "option programming failed: FLASH_SR = {sr:#010x}"
-                            )));
-                        }
-                        break;
-                    }
-                    if deadline.passed() {
-                        return Err(StepError::expectation(format!(
-                            "option programming did not finish: FLASH_SR = {sr:#010x}"
-                        )));
-                    }
-                    cx.sleep(Duration::from_millis(1));
-                }
-                if w.launch {
-                    let cr = word_of(&p.read_memory(base + 0x14, 4)?, base + 0x14)?;
-                    // The reset that follows may cut the probe's write short; that is expected.
-                    let _ = word(p, 0x14, cr | 1 << 27);
-                }
-                Ok(())
+                programming.program_user_word(chip, p.as_mut(), value, w.launch, cx)
             }
             Via::Uart => {
                 let ob = chip.memory.option_bytes.base;
