@@ -122,6 +122,27 @@ pub struct Interrupts {
     pub source: String,
 }
 
+/// What a debugger reads of the debug port (ADIv5): the SW-DP's DPIDR, the AHB-AP's IDR, and
+/// where the AP's BASE points.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebugPort {
+    pub dpidr: u32,
+    pub ap_idr: u32,
+    pub rom_table: RomTableKind,
+    pub source: String,
+}
+
+/// Where the AHB-AP's BASE register points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RomTableKind {
+    /// ST's system ROM table (designer ST, part = DEV_ID), which points at the core's.
+    St,
+    /// The core's ROM table (0xE00FF000) directly.
+    Core,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Identity {
@@ -129,6 +150,9 @@ pub struct Identity {
     pub dev_id: u16,
     pub rev_id: u16,
     pub dbgmcu_idcode_address: u32,
+    /// The debug port's identity (default: a Cortex-M0+ MINDP with ST's ROM table).
+    #[serde(default)]
+    pub debug_port: Option<DebugPort>,
     pub source: String,
 }
 

@@ -39,7 +39,7 @@ impl CmsisDap {
         })?;
         Ok(CmsisDap {
             link: BoardLink { board, in_reset: Default::default() },
-            dap: Dap::new(DapConfig::stm32_m0plus(chip.identity.dev_id)),
+            dap: Dap::new(DapConfig::for_chip(chip)),
             serial: serial.to_string(),
             match_mask: u32::MAX,
         })

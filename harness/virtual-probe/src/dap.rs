@@ -88,6 +88,21 @@ pub struct DapConfig {
 }
 
 impl DapConfig {
+    /// The DAP of a chip as its chip data describes it (`identity.debug_port`); a Cortex-M0+
+    /// MINDP with ST's ROM table when the data says nothing.
+    pub fn for_chip(chip: &hil_chips::Chip) -> Self {
+        let mut c = Self::stm32_m0plus(chip.identity.dev_id);
+        if let Some(d) = &chip.identity.debug_port {
+            c.dpidr = d.dpidr;
+            c.ap_idr = d.ap_idr;
+            c.rom_table = match d.rom_table {
+                hil_chips::RomTableKind::St => RomTable::St,
+                hil_chips::RomTableKind::Core => RomTable::CoreOnly,
+            };
+        }
+        c
+    }
+
     /// The DAP of an STM32 with a Cortex-M0+ (G0): DEV_ID from chip data.
     pub fn stm32_m0plus(dev_id: u16) -> Self {
         DapConfig {
@@ -970,5 +985,14 @@ mod tests {
         assert_eq!(d.read(&mut m, Port::Dp, 0x4).unwrap(), Ack::Ok(0xF000_0000 | STICKYERR));
         d.write(&mut m, Port::Dp, 0x0, STKERRCLR).unwrap();
         assert_eq!(ap_read(&mut d, &mut m, 0x04), Ack::Ok(0x2000_7F00));
+    }
+
+    #[test]
+    fn the_debug_port_identity_comes_from_the_chip_data() {
+        let f103 = DapConfig::for_chip(hil_chips::Chip::by_name("STM32F103CB").unwrap());
+        assert_eq!((f103.dpidr, f103.ap_idr, f103.rom_table), (0x1BA0_1477, 0x1477_0011, RomTable::CoreOnly));
+        let g071 = DapConfig::for_chip(hil_chips::Chip::by_name("STM32G071RB").unwrap());
+        assert_eq!((g071.dpidr, g071.ap_idr, g071.rom_table), (DPIDR_M0PLUS, AHB_AP_IDR_M0PLUS, RomTable::St));
+        assert_eq!(g071.dev_id, 0x460);
     }
 }

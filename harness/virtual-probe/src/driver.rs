@@ -148,7 +148,7 @@ impl VirtualProbe {
         stats.opens += 1;
         let base = stats.dap.clone();
         drop(reg);
-        let mut dc = DapConfig::stm32_m0plus(chip.identity.dev_id);
+        let mut dc = DapConfig::for_chip(chip);
         dc.tar_increment = cfg.tar_increment;
         if let Some(r) = cfg.rom_table {
             dc.rom_table = r;
