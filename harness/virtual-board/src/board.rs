@@ -361,6 +361,43 @@ impl Board {
         p
     }
 
+    /// Like [`Board::exec_on_wire`], for a probe polling the core's halt state while the core
+    /// runs: on a gated board the core first runs until it halts or `window` of its time has
+    /// passed. A debugger on a bench polls DHCSR every round trip and gives up after a wall-clock
+    /// timeout (probe-rs: a flash algorithm's page timeout, 100 ms for the STM32F1); a gated board
+    /// gains only `wire_time` per poll, so how many polls fit in that timeout would decide whether
+    /// the algorithm finishes - a verdict depending on host load. Letting each halt poll cover a
+    /// window makes the number of polls a function of the board's own time only.
+    pub fn exec_on_wire_polling_halt<R: Send + 'static>(
+        &self,
+        what: &str,
+        wire_time: Duration,
+        window: Duration,
+        f: impl FnOnce(&mut Machine) -> Result<R, BoardError> + Send + 'static,
+    ) -> Pending<R> {
+        let (p, reply) = pending(&self.inner.name, what, self.deadline);
+        let (wire, window) = (virtual_duration(wire_time), virtual_duration(window));
+        let job: Job = Box::new(move |m, c| {
+            let gated = c.gated.load(Ordering::Relaxed);
+            if gated && m.powered() && matches!(m.cpu.run_state(), hil_cortex_m::RunState::Running) {
+                let until = m.now() + window;
+                while m.now() < until && matches!(m.cpu.run_state(), hil_cortex_m::RunState::Running) {
+                    advance(m, until, SLICE_CYCLES);
+                }
+            }
+            let r = f(m);
+            if gated {
+                let target = m.now() + wire;
+                while m.now() < target {
+                    advance(m, target, SLICE_CYCLES);
+                }
+            }
+            reply.send(r)
+        });
+        let _ = self.inner.tx.send(Cmd::Exec(job));
+        p
+    }
+
     fn call<R: Send + 'static>(
         &self,
         what: &str,

@@ -71,6 +71,15 @@ pub fn probe_stats(board: &str) -> Option<ProbeStats> {
 /// on every run, whatever the host's load.
 pub const TRANSFER_WIRE_TIME: std::time::Duration = std::time::Duration::from_micros(1000);
 
+/// Debug Halting Control and Status Register (ARMv7-M C1.6.2, ARMv6-M C1.6.3).
+const DHCSR: u32 = 0xE000_EDF0;
+
+/// How much of its own time a gated board may run for one halt poll while its core runs (see
+/// `Board::exec_on_wire_polling_halt`): a tenth of the shortest flash-algorithm timeout probe-rs
+/// uses for the modelled chips (STM32F1 program_page_timeout 100 ms), so an algorithm step that
+/// the chip finishes in time is seen finished within a few polls, whatever the host's load.
+pub const HALT_POLL_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The link to a running board: every transfer is one message to its thread, answered by the
 /// board's deadline.
 pub(crate) struct BoardLink {
@@ -105,10 +114,15 @@ impl Link for BoardLink {
     }
     fn transfer(&mut self, ops: Vec<DebugOp>) -> Result<TransferOutcome, VirtualProbeError> {
         let policy = self.in_reset;
-        self.board
-            .exec_on_wire("debug transfer", TRANSFER_WIRE_TIME, move |m| Ok(m.debug_transfer(&ops, policy)))
-            .wait()
-            .map_err(|e| self.err("debug transfer", e))
+        // A lone DHCSR read is the debugger polling for a halt (a flash algorithm, a breakpoint).
+        let halt_poll = matches!(ops.as_slice(), [DebugOp::Read { addr: DHCSR, .. }]);
+        let run = move |m: &mut hil_virtual_board::Machine| Ok(m.debug_transfer(&ops, policy));
+        let pending = if halt_poll {
+            self.board.exec_on_wire_polling_halt("debug transfer", TRANSFER_WIRE_TIME, HALT_POLL_WINDOW, run)
+        } else {
+            self.board.exec_on_wire("debug transfer", TRANSFER_WIRE_TIME, run)
+        };
+        pending.wait().map_err(|e| self.err("debug transfer", e))
     }
 }
 
