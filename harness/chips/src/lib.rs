@@ -291,6 +291,10 @@ pub struct FlashController {
     /// Dual-bank parts: FLASH_SR busy bit of bank 2.
     #[serde(default)]
     pub bsy2_bit: Option<u8>,
+    /// Dual-bank parts whose PNB numbers the pages inside a bank: FLASH_CR bit that selects bank 2
+    /// for a page erase (STM32G4: BKER, bit 11, RM0440 5.7.5).
+    #[serde(default)]
+    pub bker_bit: Option<u8>,
     pub source: String,
 }
 
@@ -431,7 +435,7 @@ pub struct EmptyCheck {
 }
 
 /// Inputs a boot rule may name.
-pub const BOOT_INPUTS: &[&str] = &["BOOT0", "nBOOT0", "nBOOT1", "nBOOT_SEL", "BOOT_LOCK"];
+pub const BOOT_INPUTS: &[&str] = &["BOOT0", "nBOOT0", "nBOOT1", "nBOOT_SEL", "nSWBOOT0", "BOOT_LOCK"];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -612,6 +616,11 @@ pub enum PeripheralVersion {
     GpioF1,
     /// DBGMCU of the STM32F1 (RM0008 31.6: IDCODE, CR in the PPB).
     DbgmcuF1,
+    /// RCC of the STM32G4 (RM0440 7.4: AHB1/AHB2/APB1/APB2 enable registers, CSR at 0x94).
+    RccG4,
+    /// FLASH controller of the STM32G4 (RM0440 5.7): the G0 register layout with BKER page
+    /// selection, modelled by the G0 controller driven by the chip data.
+    FlashG4,
 }
 
 impl Peripheral {
@@ -777,6 +786,10 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
     let unit = if flash_f1 { 2 } else { 8 };
     if fc.program_unit != unit {
         return Err(format!("flash_controller.program_unit {} is not modelled (expected {unit})", fc.program_unit));
+    }
+    // A page number is either global (bank 2 from `bank2_first_page`) or per bank with a BKER bit.
+    if fc.bker_bit.is_some() && (fc.bank2_first_page.is_some() || chip.memory.flash.banks != 2) {
+        return Err("flash_controller.bker_bit needs two banks and no bank2_first_page".into());
     }
     let empty = BTreeMap::new();
     let ob_storage;
@@ -955,6 +968,49 @@ mod tests {
         assert_eq!(sel(0, 1, 0, 1, 0), (BootTarget::SystemMemory, false));
         assert_eq!(sel(0, 1, 0, 0, 0), (BootTarget::Sram, false));
         assert_eq!(sel(1, 0, 0, 0, 1), (BootTarget::MainFlash, false));
+    }
+
+    #[test]
+    fn g474_boot_table_follows_nswboot0_and_flash_uses_bker() {
+        let g4 = Chip::by_name("STM32G474RE").unwrap();
+        assert_eq!(g4.identity.dev_id, 0x469);
+        assert_eq!(g4.bootloader.id, 0xD5);
+        assert_eq!(g4.peripheral("RCC").unwrap().version, Some(PeripheralVersion::RccG4));
+        let boot = g4.boot.as_ref().unwrap();
+        assert_eq!(boot.boot0_pin, "PB8");
+        assert!(boot.empty_check.is_none());
+        // (BOOT0, nSWBOOT0, nBOOT0, nBOOT1, BOOT_LOCK) -> target (RM0440 2.6 Table 8).
+        let sel = |b0: u8, sw: u8, n0: u8, n1: u8, lock: u8| {
+            boot.select(|k| match k {
+                "BOOT0" => Some(b0),
+                "nSWBOOT0" => Some(sw),
+                "nBOOT0" => Some(n0),
+                "nBOOT1" => Some(n1),
+                "BOOT_LOCK" => Some(lock),
+                _ => None,
+            })
+            .unwrap()
+            .select
+        };
+        assert_eq!(sel(0, 1, 1, 1, 0), BootTarget::MainFlash);
+        assert_eq!(sel(1, 1, 1, 1, 0), BootTarget::SystemMemory);
+        assert_eq!(sel(1, 1, 1, 0, 0), BootTarget::Sram);
+        // nSWBOOT0 = 0: the pin is ignored, nBOOT0 decides.
+        assert_eq!(sel(1, 0, 1, 1, 0), BootTarget::MainFlash);
+        assert_eq!(sel(0, 0, 0, 1, 0), BootTarget::SystemMemory);
+        assert_eq!(sel(0, 0, 0, 0, 0), BootTarget::Sram);
+        assert_eq!(sel(1, 1, 1, 1, 1), BootTarget::MainFlash);
+        // Factory USER word: DBANK = 1, nSWBOOT0 = nBOOT0 = nBOOT1 = 1.
+        let ob = g4.option_bytes.as_ref().unwrap();
+        let user = ob.word("USER").unwrap().factory;
+        for f in ["DBANK", "nSWBOOT0", "nBOOT0", "nBOOT1"] {
+            assert_eq!(ob.field(f).unwrap().get(user), 1, "{f}");
+        }
+        // BKER page selection is refused together with global bank-2 page numbers.
+        let text = CHIP_FILES.iter().find(|(f, _)| *f == "stm32g474re.yaml").expect("shipped").1;
+        let e =
+            parse_chip("x.yaml", &text.replace("bker_bit: 11", "bker_bit: 11\n  bank2_first_page: 128")).unwrap_err();
+        assert!(e.to_string().contains("bker_bit"), "{e}");
     }
 
     #[test]
