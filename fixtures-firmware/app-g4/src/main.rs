@@ -16,6 +16,7 @@
 //! - The jump with one mistake each, as the G0 `app` fixture has them (conformance classes): `p`
 //!   PRIMASK left set, `J` VTOR left at the application's table, `t` SysTick left running, `q` a
 //!   peripheral interrupt (EXTI15_10) left enabled and pending, `s` CONTROL.SPSEL left at 1.
+//! - `o`: option byte loading (OBL_LAUNCH). Feature `no-watchdog-refresh`: never reloads the IWDG.
 //! - Feature `set-vtor` (default): cortex-m-rt points VTOR at this image; without it the image
 //!   never sets VTOR (seed 004's application).
 //!
@@ -32,6 +33,10 @@ use cortex_m_rt::{entry, exception};
 use g4_board::reg::*;
 use g4_board::{HCLK, LED_PIN, SYSTEM_MEMORY, USART2_IRQ, flush, modify, put_dec, put_hex, puts, rd, wr};
 
+/// RM0440 5.7 FLASH registers.
+const FLASH_KEYR: u32 = 0x4002_2008;
+const FLASH_OPTKEYR: u32 = 0x4002_200C;
+const FLASH_CR: u32 = 0x4002_2014;
 const MARKER_MAGIC: u32 = 0xB007_C0DE;
 const JUMP_MAGIC: u32 = 0x0B00_710A;
 /// RM0440 16.3 Table 97: EXTI lines 15..10 (the Nucleo's user button is PC13).
@@ -89,9 +94,10 @@ fn pop() -> Option<u8> {
 }
 
 // The robust way into the ROM, part 2: cortex-m-rt calls `__pre_init` first thing in
-// Reset_Handler. When `b` left the jump request in the no-init marker, clear it, point VTOR at
-// system memory and branch with MSP and PC from the ROM's vector table (RCC and SYSCFG are in
-// their reset state here, the ROM remaps for itself).
+// Reset_Handler. When `b` left the jump request in the no-init marker, clear it, map system memory
+// at 0x0 (SYSCFG clock on first, RM0440 7.4.20 / 9.1.1 MEM_MODE = 001; the ROM's interrupts then
+// vector into the ROM), point VTOR at that table, and branch with MSP and PC from the ROM's vector
+// table.
 #[cfg(target_arch = "arm")]
 core::arch::global_asm!(
     ".section .text.__pre_init,\"ax\"",
@@ -106,11 +112,23 @@ core::arch::global_asm!(
     "bne 1f",
     "movs r1, #0",
     "str r1, [r0, #8]",
-    "ldr r0, ={vtor}",
-    "ldr r1, ={rom}",
+    // RCC_APB2ENR.SYSCFGEN = 1
+    "ldr r0, ={apb2enr}",
+    "ldr r1, [r0]",
+    "orr r1, r1, #1",
+    "str r1, [r0]",
+    // SYSCFG_MEMRMP.MEM_MODE = 001
+    "ldr r0, ={memrmp}",
+    "ldr r1, [r0]",
+    "bic r1, r1, #7",
+    "orr r1, r1, #1",
     "str r1, [r0]",
     "dsb",
     "isb",
+    // VTOR = 0x00000000: the ROM's table through the alias
+    "ldr r0, ={vtor}",
+    "movs r1, #0",
+    "str r1, [r0]",
     "ldr r0, ={rom}",
     "ldr r1, [r0]",
     "msr msp, r1",
@@ -122,6 +140,8 @@ core::arch::global_asm!(
     ".size __pre_init, . - __pre_init",
     marker = sym MARKER,
     magic = const JUMP_MAGIC,
+    apb2enr = const RCC_APB2ENR,
+    memrmp = const SYSCFG_MEMRMP,
     vtor = const SCB_VTOR,
     rom = const SYSTEM_MEMORY,
 );
@@ -334,9 +354,20 @@ fn command(c: u8) {
             wr(IWDG_KR + 0x08, 0x40);
             wr(IWDG_KR, 0xAAAA);
         }
-        b'?' => {
-            puts("cmds: v version, r reset, m marker, j jump to ROM, S jump from a task, b reset+jump, w watchdog\r\n")
+        b'o' => {
+            // Option byte loading (RM0440 5.4.2: FLASH_CR.OBL_LAUNCH after the KEYR and OPTKEYR
+            // sequences); the chip resets with OBLRSTF.
+            puts("obl\r\n");
+            flush();
+            wr(FLASH_KEYR, 0x4567_0123);
+            wr(FLASH_KEYR, 0xCDEF_89AB);
+            wr(FLASH_OPTKEYR, 0x0819_2A3B);
+            wr(FLASH_OPTKEYR, 0x4C5D_6E7F);
+            modify(FLASH_CR, 0, 1 << 27);
         }
+        b'?' => puts(
+            "cmds: v version, r reset, m marker, j jump to ROM, S jump from a task, b reset+jump, w watchdog, o option byte loading\r\n",
+        ),
         _ => {}
     }
 }
@@ -353,7 +384,7 @@ fn SysTick() {
         wr(GPIOA_BSRR, if on { 1 << (LED_PIN + 16) } else { 1 << LED_PIN });
         // Reload the IWDG (RM0440 41.3 key 0xAAAA); without a running IWDG this does nothing.
         // SAFETY: a flag main sets once.
-        if !unsafe { read_volatile(addr_of!(LET_WATCHDOG_EXPIRE)) } {
+        if !unsafe { read_volatile(addr_of!(LET_WATCHDOG_EXPIRE)) } && !cfg!(feature = "no-watchdog-refresh") {
             wr(IWDG_KR, 0xAAAA);
         }
     }
