@@ -367,10 +367,40 @@ pub struct OptionBytesLayout {
     pub fields: BTreeMap<String, OptionField>,
     pub wrp: Vec<WrpArea>,
     pub rdp_levels: RdpLevels,
+    /// The bit that makes the part take BOOT0 from the nBOOT0 option bit instead of the pin, and
+    /// its value that does so. Absent: `nBOOT_SEL`, 1 (STM32G0, RM0444 2.5); the STM32G4 has
+    /// nSWBOOT0, 0 (RM0440 2.6).
+    #[serde(default)]
+    pub boot_select: Option<BootSelect>,
     pub source: String,
 }
 
+/// See [`OptionBytesLayout::boot_select`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSelect {
+    pub field: String,
+    /// The field value that selects the nBOOT0 option bit.
+    pub option_bit_value: u8,
+}
+
 impl OptionBytesLayout {
+    /// (field name, value) that selects the nBOOT0 option bit (`true`) or the BOOT0 pin (`false`).
+    pub fn boot_select_value(&self, from_option_bit: bool) -> (&str, u32) {
+        match &self.boot_select {
+            Some(b) => {
+                let v = b.option_bit_value as u32 & 1;
+                (b.field.as_str(), if from_option_bit { v } else { v ^ 1 })
+            }
+            None => ("nBOOT_SEL", from_option_bit as u32),
+        }
+    }
+    /// Whether the USER word `user` takes BOOT0 from the nBOOT0 option bit (`None`: the layout
+    /// has no such selection).
+    pub fn boots_from_option_bit(&self, user: u32) -> Option<bool> {
+        let (name, v) = self.boot_select_value(true);
+        self.field(name).map(|f| f.get(user) == v)
+    }
     pub fn word(&self, name: &str) -> Option<&OptionWord> {
         self.words.iter().find(|w| w.name == name)
     }
@@ -797,6 +827,7 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
         Some(ob) => ob,
         None if flash_f1 => {
             ob_storage = OptionBytesLayout {
+                boot_select: None,
                 complement_offset: 0,
                 words: Vec::new(),
                 fields: empty,
@@ -825,6 +856,11 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
         if ob.word(&a.word).is_none() {
             return Err(format!("option_bytes.wrp names unknown word {:?}", a.word));
         }
+    }
+    if let Some(b) = &ob.boot_select
+        && ob.field(&b.field).is_none()
+    {
+        return Err(format!("option_bytes.boot_select names unknown field {:?}", b.field));
     }
     if ob.field("RDP").is_none() && !flash_f1 {
         return Err("option_bytes.fields has no RDP".into());
@@ -1006,6 +1042,11 @@ mod tests {
         for f in ["DBANK", "nSWBOOT0", "nBOOT0", "nBOOT1"] {
             assert_eq!(ob.field(f).unwrap().get(user), 1, "{f}");
         }
+        // nSWBOOT0 = 0 selects the nBOOT0 option bit (the rig's `nboot-sel: true`).
+        assert_eq!(ob.boot_select_value(true), ("nSWBOOT0", 0));
+        assert_eq!(ob.boots_from_option_bit(user), Some(false));
+        let g0 = Chip::by_name("STM32G071RB").unwrap().option_bytes.as_ref().unwrap();
+        assert_eq!(g0.boot_select_value(true), ("nBOOT_SEL", 1));
         // BKER page selection is refused together with global bank-2 page numbers.
         let text = CHIP_FILES.iter().find(|(f, _)| *f == "stm32g474re.yaml").expect("shipped").1;
         let e =
