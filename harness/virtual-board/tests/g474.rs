@@ -150,3 +150,28 @@ fn g474_boot0_pb8_high_starts_the_rom_which_answers_an3155_on_usart2() {
     b.pulse_nrst().wait().unwrap();
     assert!(banner(&b).contains("hil-app"));
 }
+
+fn sync(b: &Board, u: &UartPort) {
+    // The ROM needs a moment after the reset that follows an option change.
+    b.sleep(Duration::from_millis(50)).wait().unwrap();
+    u.write(&[0x7F]).wait().unwrap();
+    assert_eq!(read_n(u, 1), [0x79], "sync after the option change");
+}
+
+/// Readout protection through the G4 ROM (AN3155 Readout Protect / Unprotect; RM0440 5.5.1):
+/// protect sets level 1 and reloads the options, unprotect goes back to level 0 with a mass
+/// erase of both banks; the ROM (BOOT0 still high) answers after each reload.
+#[test]
+fn g474_rom_readout_protect_and_unprotect() {
+    let b = board("g474-rdp", true);
+    let u = b.uart("USART2").unwrap();
+    sync(&b, &u);
+    assert_ne!(read_memory(&u, 0x0800_0000, 8), [0xFF; 8], "the application is in flash");
+    u.write(&[0x82, 0x7D]).wait().unwrap();
+    assert_eq!(read_n(&u, 2), [0x79, 0x79], "Readout Protect acknowledged twice");
+    sync(&b, &u);
+    u.write(&[0x92, 0x6D]).wait().unwrap();
+    assert_eq!(read_n(&u, 2), [0x79, 0x79], "Readout Unprotect acknowledged twice");
+    sync(&b, &u);
+    assert_eq!(read_memory(&u, 0x0800_0000, 8), [0xFF; 8], "unprotecting mass-erased the flash");
+}
