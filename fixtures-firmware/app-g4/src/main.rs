@@ -10,9 +10,10 @@
 //!   reset handler that requests a system reset.
 //! - One-byte commands from the USART2 receive interrupt: `v` version and base, `r` reset
 //!   (SYSRESETREQ), `m` marker, `j` the jump into the ROM done right (NVIC sources off and pending
-//!   cleared, SysTick off, system memory remapped at 0 with SYSCFG_MEMRMP (RM0440 9.1.1), VTOR =
-//!   system memory, MSP and PC from the ROM's vector table), `S` the same from a task on the process stack (CONTROL cleared),
+//!   cleared, SysTick off, system memory remapped at 0 with SYSCFG_MEMRMP (RM0440 9.1.1), VTOR = 0
+//!   (the ROM's table through the alias), MSP and PC from the ROM's vector table), `S` the same from a task on the process stack (CONTROL cleared),
 //!   `b` reset then jump first thing in Reset_Handler, `w` let the IWDG reset the chip, `?` help.
+//! - `n` the jump without the remap, `k` the remap written with the SYSCFG clock off (P4).
 //! - The jump with one mistake each, as the G0 `app` fixture has them (conformance classes): `p`
 //!   PRIMASK left set, `J` VTOR left at the application's table, `t` SysTick left running, `q` a
 //!   peripheral interrupt (EXTI15_10) left enabled and pending, `s` CONTROL.SPSEL left at 1.
@@ -154,6 +155,8 @@ enum Jump {
     SysTickLeftOn,
     IrqLeftPending,
     KeepPsp,
+    NoRemap,
+    RemapClockOff,
 }
 
 /// The jump into the ROM (ST KB "jump to system bootloader"): interrupts off while the NVIC and
@@ -178,11 +181,16 @@ fn jump_to_bootloader(how: Jump) -> ! {
     // USART2 back to its reset state (RM0440 7.4.12 APB1RSTR1.USART2RST) for the ROM.
     modify(RCC_APB1RSTR1, 0, 1 << 17);
     modify(RCC_APB1RSTR1, 1 << 17, 0);
-    // System memory at 0x00000000 (RM0440 9.1.1 MEM_MODE = 001; needs SYSCFGEN, 7.4.20).
-    modify(RCC_APB2ENR, 0, 1);
-    modify(SYSCFG_MEMRMP, 7, 1);
+    // System memory at 0x00000000 (RM0440 9.1.1 MEM_MODE = 001; needs SYSCFGEN, 7.4.20), or one
+    // of the two remap mistakes (pitfall P4); then VTOR = 0, the ROM's table through the alias.
+    if how != Jump::RemapClockOff {
+        modify(RCC_APB2ENR, 0, 1);
+    }
+    if how != Jump::NoRemap {
+        modify(SYSCFG_MEMRMP, 7, 1);
+    }
     if how != Jump::VtorUntouched {
-        wr(SCB_VTOR, SYSTEM_MEMORY);
+        wr(SCB_VTOR, 0);
     }
     cortex_m::asm::dsb();
     cortex_m::asm::isb();
@@ -308,6 +316,14 @@ fn command(c: u8) {
         b'j' => {
             announce_jump();
             jump_to_bootloader(Jump::Recommended);
+        }
+        b'n' => {
+            announce_jump();
+            jump_to_bootloader(Jump::NoRemap);
+        }
+        b'k' => {
+            announce_jump();
+            jump_to_bootloader(Jump::RemapClockOff);
         }
         b'J' => {
             announce_jump();
