@@ -161,6 +161,11 @@ pub struct Bootloader {
     /// host tools read to identify the part. Differs between ROMs (see the chip's `unverified`).
     #[serde(default)]
     pub engineering_bytes_readable: bool,
+    /// Entered by a jump with the application's USB device still attached (USB clock on, D+
+    /// pull-up USB_BCDR.DPPU set), the ROM's DFU device does not come up (seed 004's G473; a
+    /// per-ROM switch, see the chip's `unverified`).
+    #[serde(default)]
+    pub usb_left_enabled_blocks_dfu: bool,
     pub source: String,
 }
 

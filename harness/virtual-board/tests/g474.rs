@@ -175,3 +175,37 @@ fn g474_rom_readout_protect_and_unprotect() {
     sync(&b, &u);
     assert_eq!(read_memory(&u, 0x0800_0000, 8), [0xFF; 8], "unprotecting mass-erased the flash");
 }
+
+/// Seed 004 (chip data `bootloader.usb_left_enabled_blocks_dfu`, unverified): the application's
+/// USB device left attached (USB clock on, USB_BCDR.DPPU set) when it jumps to the ROM, and the
+/// ROM's DFU device never answers; the USART interface still does. Without the USB left up, the
+/// same jump gives a DFU device that answers GET_DESCRIPTOR.
+#[test]
+fn g474_rom_dfu_does_not_come_up_after_a_jump_with_the_app_usb_attached() {
+    use hil_cortex_m::Size;
+    use hil_virtual_board::{UsbReply, UsbSetup};
+    let get_device = UsbSetup { request_type: 0x80, request: 6, value: 0x0100, index: 0, length: 18 };
+    for usb_left_up in [false, true] {
+        let b = board(if usb_left_up { "g474-usb-left" } else { "g474-usb-off" }, false);
+        assert!(banner(&b).contains("hil-app"));
+        if usb_left_up {
+            // What the application's USB stack leaves: RCC_APB1ENR1.USBEN (bit 23), BCDR.DPPU.
+            let d = b.debug();
+            let en = d.read(0x4002_1058, Size::Word).wait().unwrap();
+            d.write(0x4002_1058, Size::Word, en | (1 << 23)).wait().unwrap();
+            d.write(0x4000_5C58, Size::Word, 1 << 15).wait().unwrap();
+        }
+        let u = b.uart("USART2").unwrap();
+        u.write(b"j").wait().unwrap();
+        u.read_until(b"jump\r\n", T).wait().unwrap();
+        b.sleep(Duration::from_millis(300)).wait().unwrap();
+        let reply = b.usb().unwrap().control(get_device, Vec::new(), Duration::from_secs(2)).wait();
+        if usb_left_up {
+            assert!(!matches!(reply, Ok(UsbReply::Data(_))), "no DFU device: {reply:?}");
+        } else {
+            assert!(matches!(&reply, Ok(UsbReply::Data(d)) if d.len() == 18), "DFU device: {reply:?}");
+        }
+        u.write(&[0x7F]).wait().unwrap();
+        assert_eq!(read_n(&u, 1), [0x79], "the USART interface answers either way");
+    }
+}
