@@ -137,6 +137,9 @@ pub struct EntryQuirks {
     /// In an empty-check boot the ROM clears FLASH_ACR.EMPTY (G07x V11.3, same source; fixed in
     /// V11.4).
     pub clear_empty_flag: bool,
+    /// Entered with the application's USB device still attached (D+ pull-up on), the ROM does not
+    /// bring its DFU device up (seed 004, from the chip data `bootloader.usb_left_enabled_blocks_dfu`).
+    pub usb_left_enabled_blocks_dfu: bool,
 }
 
 /// How the ROM services an interface.
@@ -361,7 +364,8 @@ const SUPPORTED_COMMANDS: [u8; 13] = [
 ];
 
 /// DEV_IDs [`RomConfig::for_chip`] knows.
-const KNOWN_DEV_IDS: &str = "0x410 (STM32F10x medium density), 0x460 (STM32G07x/08x), 0x467 (STM32G0B0/B1/C1)";
+const KNOWN_DEV_IDS: &str =
+    "0x410 (STM32F10x medium density), 0x460 (STM32G07x/08x), 0x467 (STM32G0B0/B1/C1), 0x469 (STM32G47x/48x)";
 
 impl RomConfig {
     /// The ROM model for a shipped chip: geometry from the chip file, protocol facts per DEV_ID and
@@ -370,6 +374,7 @@ impl RomConfig {
         let config = match chip.identity.dev_id {
             0x460 | 0x467 => stm32g0(chip),
             0x410 => stm32f1_medium_density(chip),
+            0x469 => stm32g47x(chip),
             dev_id => {
                 return Err(ConfigError::UnsupportedChip {
                     chip: chip.name.clone(),
@@ -570,7 +575,7 @@ fn stm32g0(chip: &Chip) -> RomConfig {
     );
     // G07x V11.3 / V11.4 entry behaviour (AN2606 45.3.1 via td-p/825796).
     let entry = if chip.identity.dev_id == 0x460 {
-        EntryQuirks { reset_peripherals: bid >= 0xB3, clear_empty_flag: bid == 0xB3 }
+        EntryQuirks { reset_peripherals: bid >= 0xB3, clear_empty_flag: bid == 0xB3, ..Default::default() }
     } else {
         EntryQuirks::default()
     };
@@ -678,6 +683,21 @@ fn stm32g0(chip: &Chip) -> RomConfig {
     }
 }
 
+/// STM32G47x/48x (0x469, AN2606 "STM32G47xxx/48xxx", ID 0xD5): the same USART protocol
+/// generation (V3.1, Extended Erase, double-word flash programming, RM0440 5.3.7) and OTP area
+/// (RM0440 5.3.1 Table 7) as the G0B1 ROM; its USART is interrupt-serviced like the G0B1's.
+fn stm32g47x(chip: &Chip) -> RomConfig {
+    let mut config = stm32g0(chip);
+    config.entry.usb_left_enabled_blocks_dfu = chip.bootloader.usb_left_enabled_blocks_dfu;
+    config.unverified.insert(
+        "family".to_string(),
+        "the G47x ROM is modelled as the G0B1 ROM (V3.1 command list, interrupt-serviced USART, VTOR at the \
+         boot alias, OBL launch after option writes); no capture of a G47x ROM session"
+            .to_string(),
+    );
+    config
+}
+
 /// STM32F10x medium density (0x410): bootloader V2.2 with the legacy Erase command.
 fn stm32f1_medium_density(chip: &Chip) -> RomConfig {
     let mut unverified = BTreeMap::new();
@@ -780,7 +800,7 @@ mod tests {
         assert_eq!(c.flash.banks, 1);
         assert_eq!(c.usart.erase_kind(), Some(EraseKind::Extended));
         // V11.3 (0xB3): early peripheral reset and EMPTY clearing.
-        assert_eq!(c.entry, EntryQuirks { reset_peripherals: true, clear_empty_flag: true });
+        assert_eq!(c.entry, EntryQuirks { reset_peripherals: true, clear_empty_flag: true, ..Default::default() });
     }
 
     #[test]

@@ -185,6 +185,11 @@ pub struct Bootloader {
     /// host tools read to identify the part. Differs between ROMs (see the chip's `unverified`).
     #[serde(default)]
     pub engineering_bytes_readable: bool,
+    /// Entered by a jump with the application's USB device still attached (USB clock on, D+
+    /// pull-up USB_BCDR.DPPU set), the ROM's DFU device does not come up (seed 004's G473; a
+    /// per-ROM switch, see the chip's `unverified`).
+    #[serde(default)]
+    pub usb_left_enabled_blocks_dfu: bool,
     pub source: String,
 }
 
@@ -315,6 +320,10 @@ pub struct FlashController {
     /// Dual-bank parts: FLASH_SR busy bit of bank 2.
     #[serde(default)]
     pub bsy2_bit: Option<u8>,
+    /// Dual-bank parts whose PNB numbers the pages inside a bank: FLASH_CR bit that selects bank 2
+    /// for a page erase (STM32G4: BKER, bit 11, RM0440 5.7.5).
+    #[serde(default)]
+    pub bker_bit: Option<u8>,
     pub source: String,
 }
 
@@ -387,10 +396,40 @@ pub struct OptionBytesLayout {
     pub fields: BTreeMap<String, OptionField>,
     pub wrp: Vec<WrpArea>,
     pub rdp_levels: RdpLevels,
+    /// The bit that makes the part take BOOT0 from the nBOOT0 option bit instead of the pin, and
+    /// its value that does so. Absent: `nBOOT_SEL`, 1 (STM32G0, RM0444 2.5); the STM32G4 has
+    /// nSWBOOT0, 0 (RM0440 2.6).
+    #[serde(default)]
+    pub boot_select: Option<BootSelect>,
     pub source: String,
 }
 
+/// See [`OptionBytesLayout::boot_select`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSelect {
+    pub field: String,
+    /// The field value that selects the nBOOT0 option bit.
+    pub option_bit_value: u8,
+}
+
 impl OptionBytesLayout {
+    /// (field name, value) that selects the nBOOT0 option bit (`true`) or the BOOT0 pin (`false`).
+    pub fn boot_select_value(&self, from_option_bit: bool) -> (&str, u32) {
+        match &self.boot_select {
+            Some(b) => {
+                let v = b.option_bit_value as u32 & 1;
+                (b.field.as_str(), if from_option_bit { v } else { v ^ 1 })
+            }
+            None => ("nBOOT_SEL", from_option_bit as u32),
+        }
+    }
+    /// Whether the USER word `user` takes BOOT0 from the nBOOT0 option bit (`None`: the layout
+    /// has no such selection).
+    pub fn boots_from_option_bit(&self, user: u32) -> Option<bool> {
+        let (name, v) = self.boot_select_value(true);
+        self.field(name).map(|f| f.get(user) == v)
+    }
     pub fn word(&self, name: &str) -> Option<&OptionWord> {
         self.words.iter().find(|w| w.name == name)
     }
@@ -455,7 +494,7 @@ pub struct EmptyCheck {
 }
 
 /// Inputs a boot rule may name.
-pub const BOOT_INPUTS: &[&str] = &["BOOT0", "nBOOT0", "nBOOT1", "nBOOT_SEL", "BOOT_LOCK"];
+pub const BOOT_INPUTS: &[&str] = &["BOOT0", "nBOOT0", "nBOOT1", "nBOOT_SEL", "nSWBOOT0", "BOOT_LOCK"];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -636,6 +675,11 @@ pub enum PeripheralVersion {
     GpioF1,
     /// DBGMCU of the STM32F1 (RM0008 31.6: IDCODE, CR in the PPB).
     DbgmcuF1,
+    /// RCC of the STM32G4 (RM0440 7.4: AHB1/AHB2/APB1/APB2 enable registers, CSR at 0x94).
+    RccG4,
+    /// FLASH controller of the STM32G4 (RM0440 5.7): the G0 register layout with BKER page
+    /// selection, modelled by the G0 controller driven by the chip data.
+    FlashG4,
 }
 
 impl Peripheral {
@@ -802,12 +846,17 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
     if fc.program_unit != unit {
         return Err(format!("flash_controller.program_unit {} is not modelled (expected {unit})", fc.program_unit));
     }
+    // A page number is either global (bank 2 from `bank2_first_page`) or per bank with a BKER bit.
+    if fc.bker_bit.is_some() && (fc.bank2_first_page.is_some() || chip.memory.flash.banks != 2) {
+        return Err("flash_controller.bker_bit needs two banks and no bank2_first_page".into());
+    }
     let empty = BTreeMap::new();
     let ob_storage;
     let ob = match chip.option_bytes.as_ref() {
         Some(ob) => ob,
         None if flash_f1 => {
             ob_storage = OptionBytesLayout {
+                boot_select: None,
                 complement_offset: 0,
                 words: Vec::new(),
                 fields: empty,
@@ -836,6 +885,11 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
         if ob.word(&a.word).is_none() {
             return Err(format!("option_bytes.wrp names unknown word {:?}", a.word));
         }
+    }
+    if let Some(b) = &ob.boot_select
+        && ob.field(&b.field).is_none()
+    {
+        return Err(format!("option_bytes.boot_select names unknown field {:?}", b.field));
     }
     if ob.field("RDP").is_none() && !flash_f1 {
         return Err("option_bytes.fields has no RDP".into());
@@ -979,6 +1033,54 @@ mod tests {
         assert_eq!(sel(0, 1, 0, 1, 0), (BootTarget::SystemMemory, false));
         assert_eq!(sel(0, 1, 0, 0, 0), (BootTarget::Sram, false));
         assert_eq!(sel(1, 0, 0, 0, 1), (BootTarget::MainFlash, false));
+    }
+
+    #[test]
+    fn g474_boot_table_follows_nswboot0_and_flash_uses_bker() {
+        let g4 = Chip::by_name("STM32G474RE").unwrap();
+        assert_eq!(g4.identity.dev_id, 0x469);
+        assert_eq!(g4.bootloader.id, 0xD5);
+        assert_eq!(g4.peripheral("RCC").unwrap().version, Some(PeripheralVersion::RccG4));
+        let boot = g4.boot.as_ref().unwrap();
+        assert_eq!(boot.boot0_pin, "PB8");
+        assert!(boot.empty_check.is_none());
+        // (BOOT0, nSWBOOT0, nBOOT0, nBOOT1, BOOT_LOCK) -> target (RM0440 2.6 Table 8).
+        let sel = |b0: u8, sw: u8, n0: u8, n1: u8, lock: u8| {
+            boot.select(|k| match k {
+                "BOOT0" => Some(b0),
+                "nSWBOOT0" => Some(sw),
+                "nBOOT0" => Some(n0),
+                "nBOOT1" => Some(n1),
+                "BOOT_LOCK" => Some(lock),
+                _ => None,
+            })
+            .unwrap()
+            .select
+        };
+        assert_eq!(sel(0, 1, 1, 1, 0), BootTarget::MainFlash);
+        assert_eq!(sel(1, 1, 1, 1, 0), BootTarget::SystemMemory);
+        assert_eq!(sel(1, 1, 1, 0, 0), BootTarget::Sram);
+        // nSWBOOT0 = 0: the pin is ignored, nBOOT0 decides.
+        assert_eq!(sel(1, 0, 1, 1, 0), BootTarget::MainFlash);
+        assert_eq!(sel(0, 0, 0, 1, 0), BootTarget::SystemMemory);
+        assert_eq!(sel(0, 0, 0, 0, 0), BootTarget::Sram);
+        assert_eq!(sel(1, 1, 1, 1, 1), BootTarget::MainFlash);
+        // Factory USER word: DBANK = 1, nSWBOOT0 = nBOOT0 = nBOOT1 = 1.
+        let ob = g4.option_bytes.as_ref().unwrap();
+        let user = ob.word("USER").unwrap().factory;
+        for f in ["DBANK", "nSWBOOT0", "nBOOT0", "nBOOT1"] {
+            assert_eq!(ob.field(f).unwrap().get(user), 1, "{f}");
+        }
+        // nSWBOOT0 = 0 selects the nBOOT0 option bit (the rig's `nboot-sel: true`).
+        assert_eq!(ob.boot_select_value(true), ("nSWBOOT0", 0));
+        assert_eq!(ob.boots_from_option_bit(user), Some(false));
+        let g0 = Chip::by_name("STM32G071RB").unwrap().option_bytes.as_ref().unwrap();
+        assert_eq!(g0.boot_select_value(true), ("nBOOT_SEL", 1));
+        // BKER page selection is refused together with global bank-2 page numbers.
+        let text = CHIP_FILES.iter().find(|(f, _)| *f == "stm32g474re.yaml").expect("shipped").1;
+        let e =
+            parse_chip("x.yaml", &text.replace("bker_bit: 11", "bker_bit: 11\n  bank2_first_page: 128")).unwrap_err();
+        assert!(e.to_string().contains("bker_bit"), "{e}");
     }
 
     #[test]

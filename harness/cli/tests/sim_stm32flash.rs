@@ -392,6 +392,68 @@ fn stm32flash_identifies_writes_verifies_and_goes_on_the_virtual_f103() {
     serve.stop();
 }
 
+/// The virtual STM32G474RE (Cortex-M4, USART v2, dual-bank flash with BKER page selection) held in
+/// its ROM by BOOT0 (PB8): stm32flash identifies PID 0x469, writes and verifies an image that
+/// crosses into bank 2 (0x08040000), mass-erases with Extended Erase, and starts the `app-g474`
+/// fixture with Go, whose banner then comes over the same USART2.
+#[test]
+fn stm32flash_identifies_writes_verifies_and_goes_on_the_virtual_g474() {
+    if !peer() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let mut serve = Serve::start(&repo().join("boards.yaml"), "g474-virtual", &["--boot0", "high"]);
+    let link = serve.link().to_string();
+    let dir = tempfile::tempdir().unwrap();
+
+    let (o, _) = stm32flash(&link, &[], T);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("Version      : 0x31") && out.contains("Device ID    : 0x0469"), "{out}");
+    assert!(out.contains("STM32G47xxx/48xxx"), "{out}");
+
+    // 32 KiB of random bytes at the end of bank 1 and the start of bank 2, written and verified.
+    let image = random_bytes(32 * 1024, 0x6474);
+    let img = dir.path().join("random.bin");
+    std::fs::write(&img, &image).unwrap();
+    let (o, took) = stm32flash(&link, &["-w", img.to_str().unwrap(), "-v", "-S", "0x0803C000"], T);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("(100.00%) Done."), "{}", text(&o));
+    eprintln!("G474: 32 KiB across the bank boundary written and verified in {:.2} s", took.as_secs_f64());
+    let back = dir.path().join("back.bin");
+    let (o, _) = stm32flash(&link, &["-r", back.to_str().unwrap(), "-S", "0x0803C000:32768"], T);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read(&back).unwrap() == image, "the flash holds the image");
+
+    // -o: erase only (Extended Erase, mass erase of both banks).
+    let (o, _) = stm32flash(&link, &["-o"], T);
+    assert!(o.status.success(), "{}", text(&o));
+    let (o, _) = stm32flash(&link, &["-r", back.to_str().unwrap(), "-S", "0x0803C000:32768"], T);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read(&back).unwrap().iter().all(|b| *b == 0xFF), "erased");
+
+    // The app-g474 fixture, verified, then Go 0x08000000.
+    let app = dir.path().join("app.bin");
+    let app_image = fixture_bin("app-g474");
+    let reset_handler = u32::from_le_bytes(app_image[4..8].try_into().unwrap()) & !1;
+    std::fs::write(&app, &app_image).unwrap();
+    let (o, _) = stm32flash(&link, &["-w", app.to_str().unwrap(), "-v", "-g", "0x08000000"], T);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Starting execution at address 0x08000000... done."), "{}", text(&o));
+    let left = serve.wait_for("ROM bootloader left", Duration::from_secs(20));
+    assert!(
+        left.contains(&format!("ROM bootloader left: PC {reset_handler:#010x}")) && left.contains("MSP 0x20020000"),
+        "Go starts the reset handler of the image's vector table: {left}"
+    );
+    let mut raw = Raw::open(&link);
+    let _ = raw.recv_until(b" ]\r\n", Duration::from_millis(300));
+    raw.send(b"v");
+    let v = raw.recv_until(b"base=0x08000000\r\n", Duration::from_secs(10));
+    assert!(String::from_utf8_lossy(&v).contains("hil-app 0.1.0 base=0x08000000\r\n"), "{v:?}");
+    drop(raw);
+    serve.stop();
+}
+
 #[test]
 fn stm32flash_resyncs_after_stray_bytes_and_reports_nacks() {
     if !peer() {

@@ -321,10 +321,13 @@ pub enum Capability {
     /// RDP) can be written in the option-word layout its chip data describes. STM32F1 parts have
     /// none of that data (and no option-bit boot selection or empty check, RM0008 3.4).
     OptionBytes,
+    /// The chip boots the ROM from an empty main flash (the empty check latch, RM0444 3.3.2);
+    /// the STM32F1 and STM32G4 have none (RM0008 3.4, RM0440 2.6), per the chip data.
+    EmptyCheck,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Capability::Probe,
         Capability::Uart,
         Capability::Usb,
@@ -332,6 +335,7 @@ impl Capability {
         Capability::Nrst,
         Capability::Power,
         Capability::OptionBytes,
+        Capability::EmptyCheck,
     ];
 
     pub fn name(self) -> &'static str {
@@ -343,6 +347,7 @@ impl Capability {
             Capability::Nrst => "nrst",
             Capability::Power => "power",
             Capability::OptionBytes => "option-bytes",
+            Capability::EmptyCheck => "empty-check",
         }
     }
 }
@@ -358,6 +363,10 @@ impl Board {
     /// the chip's ROM has USB DFU.
     pub fn capabilities(&self, chip: &hil_chips::Chip) -> BTreeSet<Capability> {
         let mut caps = BTreeSet::new();
+        // A property of the silicon, on virtual and lab boards alike.
+        if chip.boot.as_ref().is_some_and(|b| b.empty_check.is_some()) {
+            caps.insert(Capability::EmptyCheck);
+        }
         if self.virtual_board.is_some() {
             caps.extend([Capability::Probe, Capability::Uart, Capability::Boot0, Capability::Nrst, Capability::Power]);
             if chip.bootloader.usb_dfu {

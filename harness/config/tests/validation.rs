@@ -139,7 +139,7 @@ fn unknown_board_name() {
 #[test]
 fn unknown_chip_name() {
     let boards = "boards:\n  - name: b\n    chip: STM32G071RX\n    virtual: {}\n";
-    insta::assert_snapshot!(check(&[("boards.yaml", boards.as_bytes())]), @"<dir>/boards.yaml:3:11: unknown chip `STM32G071RX` (did you mean `STM32G071RB`?); known chips: STM32F103CB, STM32G071RB, STM32G0B1RE");
+    insta::assert_snapshot!(check(&[("boards.yaml", boards.as_bytes())]), @"<dir>/boards.yaml:3:11: unknown chip `STM32G071RX` (did you mean `STM32G071RB`?); known chips: STM32F103CB, STM32G071RB, STM32G0B1RE, STM32G474RE");
 }
 
 #[test]

@@ -775,7 +775,9 @@ fn boot_latches(e: &Evidence, facts: &mut Vec<Fact>) -> Option<Diagnosis> {
     if !e.in_sysmem(e.get("pc").unwrap_or(0)) {
         return None;
     }
-    let nboot_sel = e.option_field("nBOOT_SEL");
+    // 1 = BOOT0 from the option bit (G0 nBOOT_SEL = 1, G4 nSWBOOT0 = 0; chip data boot_select).
+    let nboot_sel =
+        e.chip.option_bytes.as_ref().and_then(|ob| ob.boots_from_option_bit(e.get("FLASH_OPTR")?)).map(u32::from);
     let nboot0 = e.option_field("nBOOT0");
     if nboot_sel == Some(1) && nboot0 == Some(0) {
         facts.push(fact("nBOOT_SEL", "1 (boot from option bit)", true));

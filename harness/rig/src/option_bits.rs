@@ -56,7 +56,10 @@ pub fn apply_option_bits(
         set("nBOOT1", b as u32)?;
     }
     if let Some(b) = bits.nboot_sel {
-        set("nBOOT_SEL", b as u32)?;
+        // `nboot-sel: true` = BOOT0 from the option bit: nBOOT_SEL = 1 on the G0, nSWBOOT0 = 0 on
+        // the G4 (chip data `boot_select`).
+        let (field, value) = layout.boot_select_value(b);
+        set(field, value)?;
     }
     if let Some(hw) = bits.hardware_watchdog {
         // IWDG_SW = 0 selects the hardware watchdog (RM0444 3.4.1).

@@ -51,6 +51,9 @@ pub fn plan_with(config: &Config, boards: &[&Board], named_only: &[&str]) -> Vec
                         if missing.contains(&"usb") && !chip.bootloader.usb_dfu {
                             why.push_str(&format!(" ({}'s ROM bootloader has no USB DFU)", chip.name));
                         }
+                        if missing.contains(&"empty-check") {
+                            why.push_str(&format!(" ({} has no empty check in its chip data)", chip.name));
+                        }
                         if missing.contains(&"option-bytes") && chip.option_bytes.is_none() {
                             why.push_str(&format!(
                                 " ({}: no option-bit boot selection, empty check or option-word layout in its chip data)",

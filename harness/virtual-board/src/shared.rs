@@ -27,6 +27,11 @@ pub enum GateReg {
     Apb2EnrF1,
     Apb1RstrF1,
     Apb2RstrF1,
+    /// STM32G4 names (RM0440 7.4.9-7.4.20): AHB2 (GPIO) in the IOP slot 0, AHB1 in slot 1,
+    /// APB1 (ENR1) in slot 2, APB2 in slot 3.
+    Ahb1G4,
+    Ahb2G4,
+    Apb1G4,
 }
 
 impl GateReg {
@@ -44,14 +49,17 @@ impl GateReg {
             "APB2ENR" => GateReg::Apb2EnrF1,
             "APB1RSTR" => GateReg::Apb1RstrF1,
             "APB2RSTR" => GateReg::Apb2RstrF1,
+            "AHB1ENR" | "AHB1RSTR" => GateReg::Ahb1G4,
+            "AHB2ENR" | "AHB2RSTR" => GateReg::Ahb2G4,
+            "APB1ENR1" | "APB1RSTR1" => GateReg::Apb1G4,
             _ => return None,
         })
     }
     fn index(self) -> usize {
         match self {
-            GateReg::IopEnr | GateReg::IopRstr => 0,
-            GateReg::AhbEnr | GateReg::AhbRstr => 1,
-            GateReg::ApbEnr1 | GateReg::ApbRstr1 | GateReg::Apb1EnrF1 | GateReg::Apb1RstrF1 => 2,
+            GateReg::IopEnr | GateReg::IopRstr | GateReg::Ahb2G4 => 0,
+            GateReg::AhbEnr | GateReg::AhbRstr | GateReg::Ahb1G4 => 1,
+            GateReg::ApbEnr1 | GateReg::ApbRstr1 | GateReg::Apb1EnrF1 | GateReg::Apb1RstrF1 | GateReg::Apb1G4 => 2,
             GateReg::ApbEnr2 | GateReg::ApbRstr2 | GateReg::Apb2EnrF1 | GateReg::Apb2RstrF1 => 3,
         }
     }

@@ -17,6 +17,7 @@ use crate::periph::f1::gpio::GpioF1;
 use crate::periph::f1::rcc::RccF1;
 use crate::periph::flash::{Flash, FlashStores};
 use crate::periph::flash_f1::FlashF1;
+use crate::periph::g4::rcc::RccG4;
 use crate::periph::generic::Generic;
 use crate::periph::gpio::Gpio;
 use crate::periph::iwdg::Iwdg;
@@ -164,6 +165,7 @@ impl Soc {
         };
         let rcc_dev = match version_of(PeripheralKind::Rcc) {
             Some(PeripheralVersion::RccF1) => sys.add_device(Box::new(RccF1::new())),
+            Some(PeripheralVersion::RccG4) => sys.add_device(Box::new(RccG4::new())),
             _ => sys.add_device(Box::new(Rcc::new())),
         };
 
@@ -424,10 +426,14 @@ impl Soc {
     /// RCC_CSR as software reads it.
     pub fn rcc_csr(&self) -> u32 {
         let shared = &self.sys.shared;
-        match (self.rcc(), self.sys.device::<RccF1>(self.layout.rcc)) {
-            (Some(r), _) => r.csr(shared),
-            (None, Some(r)) => r.csr(shared),
-            (None, None) => shared.rcc.csr_flags,
+        if let Some(r) = self.rcc() {
+            r.csr(shared)
+        } else if let Some(r) = self.sys.device::<RccF1>(self.layout.rcc) {
+            r.csr(shared)
+        } else if let Some(r) = self.sys.device::<RccG4>(self.layout.rcc) {
+            r.csr(shared)
+        } else {
+            shared.rcc.csr_flags
         }
     }
 

@@ -238,9 +238,18 @@ impl Flash {
     }
 
     /// (first address, length) of page number `pnb` (RM0444 3.3.1: bank 2 pages are numbered
-    /// from `bank2_first_page` on dual-bank parts).
+    /// from `bank2_first_page` on dual-bank parts; RM0440 5.3.6: on parts with a BKER bit, PNB
+    /// numbers the pages of the bank BKER selects).
     fn page_range(&self, pnb: u32) -> Option<(u32, u32)> {
         let per_bank = self.pages_per_bank();
+        if let Some(b) = self.fc.bker_bit.filter(|_| self.banks > 1) {
+            if pnb >= per_bank {
+                return None;
+            }
+            let bank2 = self.cr & (1 << b) != 0;
+            let index = if bank2 { per_bank + pnb } else { pnb };
+            return Some((self.main_base + index * self.page_size, self.page_size));
+        }
         let index = match self.fc.bank2_first_page {
             Some(first2) if self.banks > 1 => {
                 if pnb < per_bank {
@@ -257,11 +266,13 @@ impl Flash {
         Some((self.main_base + index * self.page_size, self.page_size))
     }
 
-    /// Page number (as written to PNB) of the page holding `addr`.
+    /// Page number (as written to PNB) of the page holding `addr` (inside its bank on parts
+    /// with a BKER bit).
     pub fn page_number(&self, addr: u32) -> u32 {
         let index = (addr - self.main_base) / self.page_size;
         let per_bank = self.pages_per_bank();
         match self.fc.bank2_first_page {
+            _ if self.fc.bker_bit.is_some() && index >= per_bank => index - per_bank,
             Some(first2) if index >= per_bank => first2 + index - per_bank,
             _ => index,
         }
@@ -634,7 +645,7 @@ impl Flash {
             | CR_ERRIE
             | CR_RDERRIE
             | CR_SEC_PROT;
-        if let Some(b) = self.fc.mer2_bit {
+        for b in [self.fc.mer2_bit, self.fc.bker_bit].into_iter().flatten() {
             mask |= 1 << b;
         }
         // OPTSTRT and OBL_LAUNCH cannot be written while OPTLOCK is set (RM0444 3.7.5).

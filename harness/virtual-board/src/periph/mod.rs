@@ -6,6 +6,7 @@ pub mod dbgmcu;
 pub mod f1;
 pub mod flash;
 pub mod flash_f1;
+pub mod g4;
 pub mod generic;
 pub mod gpio;
 pub mod iwdg;

@@ -416,7 +416,16 @@ impl StRom {
                 let _ = cx.write(NVIC_ISER + 4 * (irq / 32), Size::Word, 1 << (irq % 32));
             }
         }
-        if let Some(u) = &mut self.usb {
+        // Seed 004: the application left its USB device attached (clock on, D+ pull-up set); this
+        // ROM then does not bring its DFU device up (chip data switch, unverified).
+        let usb_left_up = self.usb.as_ref().is_some_and(|u| {
+            self.config.entry.usb_left_enabled_blocks_dfu
+                && cx.read(u.base + usb::BCDR, Size::Word).is_ok_and(|v| v & usb::BCDR_DPPU != 0)
+        });
+        if usb_left_up {
+            self.note("USB left attached by the application (BCDR.DPPU = 1): the ROM's DFU device does not come up");
+        }
+        if let Some(u) = self.usb.as_mut().filter(|_| !usb_left_up) {
             let b = u.base;
             let _ = cx.write(b + usb::CNTR, Size::Word, usb::CNTR_RESETM | usb::CNTR_CTRM);
             let _ = cx.write(b + usb::ISTR, Size::Word, 0);

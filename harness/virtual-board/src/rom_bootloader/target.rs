@@ -27,8 +27,11 @@ pub const ACR_EMPTY: u32 = 1 << 16;
 /// RCC register offsets by the names chip data uses (RM0444 5.4.9-5.4.15; STM32F1: RM0008
 /// 7.3.4-7.3.8, selected by the RCC's `version: rcc-f1`).
 pub fn rcc_offset(chip: &Chip, register: &str) -> Option<u32> {
-    let f1 = chip.peripheral("RCC").is_some_and(|p| p.version == Some(hil_chips::PeripheralVersion::RccF1));
-    if f1 {
+    let version = chip.peripheral("RCC").and_then(|p| p.version);
+    if version == Some(hil_chips::PeripheralVersion::RccG4) {
+        return crate::periph::g4::rcc::offset_of(register);
+    }
+    if version == Some(hil_chips::PeripheralVersion::RccF1) {
         return Some(match register {
             "APB2RSTR" => 0x0C,
             "APB1RSTR" => 0x10,
@@ -183,8 +186,10 @@ impl<'c, 'a> BoardTarget<'c, 'a> {
 
     /// Every FLASH_CR bit an operation sets: PG, PER, MER1/MER2, STRT and the PNB field.
     fn op_bits(&self) -> u32 {
-        let pnb = self.chip.flash_controller.as_ref().map_or(0, |f| ((1u32 << f.pnb_width) - 1) << f.pnb_shift);
-        CR_PG | CR_PER | CR_MER1 | self.mer2() | CR_STRT | pnb
+        let fc = self.chip.flash_controller.as_ref();
+        let pnb = fc.map_or(0, |f| ((1u32 << f.pnb_width) - 1) << f.pnb_shift);
+        let bker = fc.and_then(|f| f.bker_bit).map_or(0, |b| 1u32 << b);
+        CR_PG | CR_PER | CR_MER1 | self.mer2() | CR_STRT | pnb | bker
     }
 
     /// Start an erase with `bits` in FLASH_CR (then STRT), wait, check.
@@ -230,19 +235,24 @@ impl<'c, 'a> BoardTarget<'c, 'a> {
         r.map(|()| (self.cx.now() - start).to_std())
     }
 
-    /// FLASH_CR.PNB value of a linear page index (bank 2 pages are numbered from
-    /// `bank2_first_page` on dual-bank parts, RM0444 3.3.1).
-    fn pnb(&self, page: u32) -> Option<u32> {
+    /// FLASH_CR bits selecting a linear page index: PNB (bank 2 pages are numbered from
+    /// `bank2_first_page` on dual-bank G0 parts, RM0444 3.3.1) and, on parts with a BKER bit,
+    /// the bank (STM32G4: PNB numbers pages inside the bank BKER selects, RM0440 5.3.6).
+    fn page_select(&self, page: u32) -> Option<u32> {
         let f = &self.chip.memory.flash;
+        let fc = self.chip.flash_controller.as_ref()?;
         let pages = f.size / f.page_size;
         if page >= pages {
             return None;
         }
         let per_bank = pages / f.banks.max(1);
-        match self.chip.flash_controller.as_ref().and_then(|c| c.bank2_first_page) {
-            Some(first2) if f.banks > 1 && page >= per_bank => Some(first2 + page - per_bank),
-            _ => Some(page),
-        }
+        let field = ((1u32 << fc.pnb_width) - 1) << fc.pnb_shift;
+        let pnb = |n: u32| (n << fc.pnb_shift) & field;
+        Some(match (fc.bker_bit, fc.bank2_first_page) {
+            (Some(b), _) if f.banks > 1 && page >= per_bank => pnb(page - per_bank) | (1 << b),
+            (_, Some(first2)) if f.banks > 1 && page >= per_bank => pnb(first2 + page - per_bank),
+            _ => pnb(page),
+        })
     }
 
     fn option_layout(&self) -> Result<&'static hil_chips::OptionBytesLayout, TargetError> {
@@ -351,12 +361,10 @@ impl BootTarget for BoardTarget<'_, '_> {
             }
             return self.f1_erase("page erase", address, true);
         }
-        let (pnb, fc) = match (self.pnb(page), self.chip.flash_controller.as_ref()) {
-            (Some(p), Some(fc)) => (p, fc),
-            _ => return Err(TargetError::Unmapped { address }),
+        let Some(select) = self.page_select(page) else {
+            return Err(TargetError::Unmapped { address });
         };
-        let field = ((1u32 << fc.pnb_width) - 1) << fc.pnb_shift;
-        self.erase("page erase", address, CR_PER | ((pnb << fc.pnb_shift) & field))
+        self.erase("page erase", address, CR_PER | select)
     }
 
     fn erase_bank(&mut self, bank: u8) -> Result<Duration, TargetError> {
