@@ -10,6 +10,8 @@ use crate::engine::StepCx;
 use crate::probe_ops::ProbeOps;
 use crate::step_error::StepError;
 
+/// G0 and G4 share the FLASH_OPTR sequence and register offsets (RM0444 3.4.2 / 3.7, RM0440
+/// 5.4.2 / 5.7), so one module serves both.
 mod stm32g0;
 
 /// Programs the USER option word through the debug port (the flash controller's registers).
@@ -31,7 +33,7 @@ pub trait OptionProgramming: Sync {
 /// The option programming of `chip`'s family, if the rig knows it.
 pub fn option_programming(chip: &Chip) -> Option<&'static dyn OptionProgramming> {
     match chip.family.as_str() {
-        "STM32G0" => Some(&stm32g0::Stm32G0),
+        "STM32G0" | "STM32G4" => Some(&stm32g0::Stm32G0),
         _ => None,
     }
 }
@@ -44,7 +46,7 @@ mod tests {
     #[test]
     fn families_are_chosen_by_the_chip_files_family() {
         let by = |n: &str| super::option_programming(hil_chips::Chip::by_name(n).unwrap()).is_some();
-        assert!(by("STM32G071RB") && by("STM32G0B1RE"));
+        assert!(by("STM32G071RB") && by("STM32G0B1RE") && by("STM32G474RE"));
         // The F1's option bytes are erased and programmed as half words (RM0008 2.5): not modelled.
         assert!(!by("STM32F103CB"));
     }

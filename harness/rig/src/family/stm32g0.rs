@@ -1,4 +1,5 @@
-//! STM32G0 (RM0444): option bytes programmed through FLASH_OPTR.
+//! STM32G0 (RM0444) and STM32G4 (RM0440 5.4.2, 5.7: the same KEYR/OPTKEYR/SR/CR offsets, OPTSTRT
+//! bit 17, OBL_LAUNCH bit 27, BSY bit 16): option bytes programmed through FLASH_OPTR.
 
 use std::time::Duration;
 
