@@ -427,7 +427,7 @@ pub fn info(boards_path: &Path, name: &str) -> Result<ExitCode> {
     let probe = session.probe()?;
     let id = inspect::identity(probe.as_mut(), chip)?;
     let options = inspect::option_report(probe.as_mut(), chip);
-    print!("{}", info_text(board, chip, &id, options.as_ref().map_err(|e| e.to_string())));
+    print!("{}", info_text(board, chip, &id, options.as_ref()));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -435,7 +435,7 @@ pub fn info_text(
     board: &Board,
     chip: &hil_chips::Chip,
     id: &inspect::Identity,
-    options: Result<&inspect::OptionReport, String>,
+    options: Result<&inspect::OptionReport, &inspect::InspectError>,
 ) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();

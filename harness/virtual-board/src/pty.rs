@@ -87,7 +87,7 @@ impl Pty {
         fcntl(&r.master, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK))
             .map_err(|e| format!("fcntl O_NONBLOCK: {e}"))?;
         if let Some(l) = link {
-            claim_link(l)?;
+            claim_link(l).map_err(|e| e.to_string())?;
             std::os::unix::fs::symlink(&path, l)
                 .map_err(|e| format!("symlink {} -> {}: {e}", l.display(), path.display()))?;
         }
@@ -143,28 +143,37 @@ impl Drop for Pty {
     }
 }
 
+/// Why `--uart-link` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("--uart-link {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("refusing to replace {path}: it is a link to {target}{in_use}; remove it or choose another path")]
+    LiveLink { path: PathBuf, target: PathBuf, in_use: &'static str },
+    #[error(
+        "refusing to replace {path}: it exists and is {what}, not a link this board made; remove it or choose another path"
+    )]
+    Exists { path: PathBuf, what: &'static str },
+}
+
 /// Make sure a link may be created at `l`: nothing is there, or a stale link an earlier board
 /// left (a symlink to a PTY that no longer exists), which is removed. Anything else - a file, a
 /// directory, a link to a live PTY (another board serving) - is refused: never delete what this
 /// board did not create.
-pub fn claim_link(l: &Path) -> Result<(), String> {
+pub fn claim_link(l: &Path) -> Result<(), LinkError> {
+    let io = |source| LinkError::Io { path: l.to_path_buf(), source };
     let meta = match std::fs::symlink_metadata(l) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("--uart-link {}: {e}", l.display())),
+        Err(e) => return Err(io(e)),
         Ok(m) => m,
     };
     if meta.file_type().is_symlink() {
-        let target = std::fs::read_link(l).map_err(|e| format!("--uart-link {}: {e}", l.display()))?;
+        let target = std::fs::read_link(l).map_err(io)?;
         if target.starts_with("/dev/pts/") && !target.exists() {
-            return std::fs::remove_file(l)
-                .map_err(|e| format!("removing the stale link {} -> {}: {e}", l.display(), target.display()));
+            return std::fs::remove_file(l).map_err(io);
         }
-        return Err(format!(
-            "refusing to replace {}: it is a link to {}{}; remove it or choose another path",
-            l.display(),
-            target.display(),
-            if target.starts_with("/dev/pts/") { " (a PTY in use: another board may be serving)" } else { "" }
-        ));
+        let in_use = if target.starts_with("/dev/pts/") { " (a PTY in use: another board may be serving)" } else { "" };
+        return Err(LinkError::LiveLink { path: l.to_path_buf(), target, in_use });
     }
     let what = if meta.is_dir() {
         "a directory"
@@ -173,10 +182,7 @@ pub fn claim_link(l: &Path) -> Result<(), String> {
     } else {
         "a special file"
     };
-    Err(format!(
-        "refusing to replace {}: it exists and is {what}, not a link this board made; remove it or choose another path",
-        l.display()
-    ))
+    Err(LinkError::Exists { path: l.to_path_buf(), what })
 }
 
 /// The baud rate the peer set on the PTY. Standard rates are termios speed codes; other tools
