@@ -57,9 +57,15 @@ pub enum Command {
     },
     /// Run scenarios on boards and write reports.
     #[command(
+        mut_arg("paths", |a| a.value_name("PATH|NAME").help(
+            "Scenario files or directories, or scenario names and globs (`c09-*`): an argument that is \
+             not an existing path and has no `/` is a name (default: every scenario in scenarios/ next \
+             to the boards file)."
+        )),
         after_help = "Examples:\n  hil run                                   the default boards, every scenario\n  \
                             hil run --board nucleo-g071rb --retries 1\n  \
-                            hil run --scenario 'c09-*' --dry-run      what would run, and why the rest is skipped\n  \
+                            hil run 'c09-*' --dry-run                 what would run, and why the rest is skipped\n  \
+                            hil run c02-correct flash-over-uart       two scenarios by name\n  \
                             hil run --rerun-failed                    what failed in the latest run\n  \
                             hil run --fail-fast -j 1 scenarios/flash-over-uart.yaml\n\n\
                             Exit: 0 passed, 1 a scenario failed, 2 configuration, 3 the rig could not carry a scenario out,\n\

@@ -1,6 +1,6 @@
 //! What each command does.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -62,7 +62,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             None => list(what, &config),
         },
         Command::Run {
-            config,
+            mut config,
             board_names,
             report_dir,
             lock_wait,
@@ -97,13 +97,17 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             };
+            // Positional arguments: paths, or scenario names and globs.
+            let (paths, mut names) = paths_and_names(std::mem::take(&mut config.paths));
+            config.paths = paths;
+            names.extend(scenario_names);
             run(
                 &config,
                 &board_names,
                 &report_dir,
                 &lock_wait,
                 RunOutput { audit_diagnosis, quiet, dry_run },
-                &Selection { names: scenario_names, tags, class, rerun },
+                &Selection { names, tags, class, rerun },
                 RunPolicy { fail_fast, jobs: jobs.into(), retries },
             )
         }
@@ -336,7 +340,39 @@ fn failed_in(path: &Path) -> Result<FailedRuns> {
     Ok(FailedRuns { run_id: report.run_id, pairs })
 }
 
+/// Splits `hil run`'s positional arguments: an existing file or directory, or anything that looks
+/// like a path (a `/`, a `.yaml` / `.yml` ending), is a scenario path, so a mistyped path is reported
+/// as a missing file; everything else is a scenario name or glob.
+fn paths_and_names(args: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<String>) {
+    let mut paths = Vec::new();
+    let mut names = Vec::new();
+    for arg in args {
+        let text = arg.to_string_lossy();
+        let looks_like_path = arg.exists()
+            || text.contains('/')
+            || text.contains(std::path::MAIN_SEPARATOR)
+            || [".yaml", ".yml"].iter().any(|ext| text.ends_with(ext));
+        if looks_like_path {
+            paths.push(arg);
+        } else {
+            names.push(text.into_owned());
+        }
+    }
+    (paths, names)
+}
+
 impl Selection {
+    /// The name patterns that match no scenario of the loaded files, each with a did-you-mean.
+    fn unmatched_names(&self, config: &Config) -> Vec<String> {
+        let names = || config.scenarios.iter().map(|ls| ls.scenario.name.value.as_str());
+        self.names
+            .iter()
+            .filter(|p| !names().any(|n| glob_match(p, n)))
+            .map(|p| format!("`{p}`{}", did_you_mean(p, names())))
+            .collect()
+    }
+
+
     fn takes(&self, s: &hil_config::Scenario) -> bool {
         (self.names.is_empty() || self.names.iter().any(|p| glob_match(p, &s.name.value)))
             && (self.tags.is_empty() || s.tags.iter().any(|t| self.tags.contains(t)))
@@ -379,6 +415,11 @@ fn run(
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    let unmatched = selection.unmatched_names(&config);
+    if !unmatched.is_empty() {
+        eprintln!("error: no scenario is named {} (hil list scenarios)", unmatched.join(", "));
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
     config.scenarios.retain(|ls| selection.takes(&ls.scenario));
     // --rerun-failed: the boards of the failed pairs (unless --board narrows them further).
     let mut boards = boards.to_vec();

@@ -326,9 +326,14 @@ fn rerun_failed_runs_only_what_failed_and_explain_shows_the_serial_text_received
     // explain defaults to the failures and shows what the board actually sent.
     let o = hil(&["explain", reports.join("latest").to_str().unwrap()], &repo());
     let out = text(&o.stdout);
+    // Reviewed snapshot of the whole text. A virtual board's side is deterministic (registers, the
+    // 300 ms of board time); only the temporary directory varies.
+    insta::with_settings!({ filters => vec![(regex::escape(&sc.display().to_string()).as_str(), "[SCENARIOS]")] }, {
+        insta::assert_snapshot!("explain_failed_expect_serial", out);
+    });
     assert!(out.starts_with("bad on g071-virtual: failed"), "{out}");
     assert!(out.contains("step 3:   expect-serial"), "{out}");
-    assert!(out.contains("serial output meanwhile:") && out.contains("| hil-app"), "the banner it got: {out}");
+    assert!(out.contains("serial text searched (received since the last match):") && out.contains("| hil-app"), "the banner it got: {out}");
     assert!(!out.contains("ok on g071-virtual"), "{out}");
 
     // Only `bad` runs again, on the board it failed on.
@@ -366,6 +371,65 @@ fn rerun_failed_runs_only_what_failed_and_explain_shows_the_serial_text_received
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("FAILED: 0 passed, 1 failed, 0 errors, 1 skipped"), "{out}");
     assert!(out.contains("not run: --fail-fast stopped the run after bad failed on g071-virtual"), "{out}");
+}
+
+#[test]
+fn scenario_names_and_globs_as_arguments_select_like_scenario_and_unknown_names_are_refused() {
+    // Names and a glob among the positional arguments; the plan is a reviewed snapshot.
+    let o = hil(&["run", "--dry-run", "--board", "g071-virtual", "c09-*", "flash-over-uart"], &repo());
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    insta::assert_snapshot!("dry_run_names_and_glob_g071", out);
+    // The same selection through --scenario gives the same plan.
+    let o = hil(
+        &["run", "--dry-run", "--board", "g071-virtual", "--scenario", "c09-*", "--scenario", "flash-over-uart"],
+        &repo(),
+    );
+    assert_eq!(text(&o.stdout), out);
+    // A path and a name together: the file's scenarios, narrowed by the name.
+    let o = hil(&["run", "--dry-run", "--board", "g071-virtual", "scenarios/conformance", "c02-correct"], &repo());
+    let plan = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{plan}{}", text(&o.stderr));
+    assert_eq!(plan.lines().filter(|l| l.trim_start().starts_with("run")).count(), 1, "{plan}");
+    // A name that matches nothing is a usage error naming the closest scenario, not an empty run.
+    let o = hil(&["run", "--board", "g071-virtual", "c02-corect"], &repo());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stderr).contains("no scenario is named `c02-corect` (did you mean `c02-correct`?)"),
+        "{}",
+        text(&o.stderr)
+    );
+    // Something that looks like a path stays a path: a missing file is reported as such.
+    let o = hil(&["run", "--dry-run", "scenarios/no-such.yaml"], &repo());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("no-such.yaml"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn doctor_output_on_a_virtual_board_and_on_missing_lab_pieces_is_as_reviewed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("boards.yaml"),
+        "boards:\n  - name: bench\n    chip: STM32G071RB\n    lab:\n      probe: { selector: \"0483:374b:NOSUCHPROBE\" }\n      serial: { port: /nonexistent/ttyUSB7 }\n  - { name: sim, chip: STM32G0B1RE, virtual: {} }\n",
+    )
+    .unwrap();
+    let o = hil(&["doctor", "--board", "sim"], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    insta::assert_snapshot!("doctor_virtual_g0b1", text(&o.stdout));
+    let o = hil(&["doctor", "--board", "bench"], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    // What is attached to this machine, and whether it has a USB stack at all, varies; the rest of
+    // the text is reviewed.
+    insta::with_settings!({ filters => vec![
+        (r"present: [^\n]*", "present: [ATTACHED]"),
+        (r"fix: (this host has no USB stack|plug the probe in)[^\n]*", "fix: [PROBE FIX FOR THIS HOST]"),
+    ]}, {
+        insta::assert_snapshot!("doctor_lab_missing_pieces", text(&o.stdout));
+    });
+    // The inventory as `list boards` shows it, with no scenarios/ next to it.
+    let o = hil(&["list", "boards"], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    insta::assert_snapshot!("list_boards_lab_and_virtual", text(&o.stdout));
 }
 
 #[test]

@@ -404,7 +404,7 @@ impl BoardSession for RigSession {
                             let mut o = StepError::from(err).outcome(None);
                             if !unread.is_empty() {
                                 o = o.with_evidence(Evidence::Text {
-                                    label: "serial output meanwhile".into(),
+                                    label: "serial text searched (received since the last match)".into(),
                                     text: unread,
                                 });
                             }
