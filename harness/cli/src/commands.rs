@@ -325,10 +325,8 @@ struct FailedRuns {
 
 /// What did not pass in the run at `path` (a run directory, `latest`, or a report.json).
 fn failed_in(path: &Path) -> Result<FailedRuns> {
-    let file = if path.is_dir() { path.join(hil_report::write::JSON) } else { path.to_path_buf() };
-    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    let report: hil_report::RunReport =
-        serde_json::from_str(&text).with_context(|| format!("{} is not a hil report", file.display()))?;
+    // A run whose process died still names what finished (from its journal).
+    let report = hil_report::read_run(path)?;
     let pairs = report
         .scenarios
         .iter()
@@ -371,7 +369,6 @@ impl Selection {
             .map(|p| format!("`{p}`{}", did_you_mean(p, names())))
             .collect()
     }
-
 
     fn takes(&self, s: &hil_config::Scenario) -> bool {
         (self.names.is_empty() || self.names.iter().any(|p| glob_match(p, &s.name.value)))
@@ -763,9 +760,7 @@ fn explain(run: Option<&Path>, scenario: Option<&str>, board: Option<&str>, scop
             Err(code) => return Ok(code),
         },
     };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let report: hil_report::RunReport =
-        serde_json::from_str(&text).with_context(|| format!("{} is not a hil report", path.display()))?;
+    let report = hil_report::read_run(&path)?;
     print!("{}", explain_text(&report, scenario, board, scope));
     Ok(ExitCode::SUCCESS)
 }

@@ -333,7 +333,10 @@ fn rerun_failed_runs_only_what_failed_and_explain_shows_the_serial_text_received
     });
     assert!(out.starts_with("bad on g071-virtual: failed"), "{out}");
     assert!(out.contains("step 3:   expect-serial"), "{out}");
-    assert!(out.contains("serial text searched (received since the last match):") && out.contains("| hil-app"), "the banner it got: {out}");
+    assert!(
+        out.contains("serial text searched (received since the last match):") && out.contains("| hil-app"),
+        "the banner it got: {out}"
+    );
     assert!(!out.contains("ok on g071-virtual"), "{out}");
 
     // Only `bad` runs again, on the board it failed on.

@@ -12,7 +12,7 @@ pub use html::render_html;
 pub use junit::render_junit;
 pub use markdown::render_markdown;
 pub use model::*;
-pub use write::{ReportError, RunDir, write_atomic};
+pub use write::{ReadError, ReportError, RunDir, read_run, write_atomic};
 
 /// report.json: pretty JSON with a trailing newline.
 pub fn render_json(report: &RunReport) -> Result<String, serde_json::Error> {

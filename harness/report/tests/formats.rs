@@ -120,6 +120,38 @@ fn run_dir_holds_all_formats_and_replaces_them_atomically() {
 }
 
 #[test]
+fn a_run_whose_process_died_keeps_its_finished_results_in_the_journal() {
+    let root = tempfile::tempdir().unwrap();
+    let full = sample();
+    // What was on disk when the process died: report.json from the start of the run, the journal
+    // with every finished result, the last line cut short by the crash.
+    let mut started = full.clone();
+    started.status = RunStatus::Running;
+    started.scenarios.clear();
+    started.summary = Summary::of(&[]);
+    let dir = RunDir::create(root.path(), &started).unwrap();
+    dir.write_all(&started).unwrap();
+    for r in &full.scenarios {
+        dir.append_result(r).unwrap();
+    }
+    let journal = dir.path().join(hil_report::write::JOURNAL);
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes.extend_from_slice(b"{\"scenario\":\"cut-sh");
+    std::fs::write(&journal, &bytes).unwrap();
+    let back = hil_report::read_run(dir.path()).unwrap();
+    assert_eq!(back.status, RunStatus::Running, "no verdict for a run that did not finish");
+    assert_eq!(back.scenarios, full.scenarios);
+    assert_eq!(back.summary, full.summary);
+    // A damaged line inside the journal is named, not skipped.
+    std::fs::write(&journal, "not json\n{}\n").unwrap();
+    let e = hil_report::read_run(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("results.jsonl:1: not a scenario result"), "{e}");
+    // A finished report is read as it is; the journal is not consulted.
+    dir.write_all(&full).unwrap();
+    assert_eq!(hil_report::read_run(&dir.path().join("report.json")).unwrap(), full);
+}
+
+#[test]
 fn writing_into_a_missing_directory_names_the_path() {
     let e = write_atomic(std::path::Path::new("/nonexistent-dir-hil/x.json"), b"{}").unwrap_err();
     assert!(e.to_string().contains("/nonexistent-dir-hil/x.json"), "{e}");

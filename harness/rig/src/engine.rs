@@ -328,6 +328,7 @@ pub async fn run(
         }));
     }
     drop(tx);
+    let mut last_full_write = Instant::now();
     let mut abandoned = false;
     loop {
         let event = tokio::select! {
@@ -352,15 +353,25 @@ pub async fn run(
             }
             BoardEvent::Finished(result) => *result,
         };
+        // The journal first: a sink (or a reader) that sees the result can find it on disk.
+        if let Err(e) = dir.append_result(&result) {
+            tracing::error!("appending to the run's journal failed: {e}");
+        }
         if let Some(sink) = &opts.on_result {
             sink(&result);
         }
         report.scenarios.push(result);
-        report.wall_duration_ms = started.elapsed().as_millis() as u64;
-        report.summary = hil_report::Summary::of(&report.scenarios);
-        report.conformance = report.conformance_matrix();
-        if let Err(e) = dir.write_all(&report) {
-            tracing::error!("updating the report failed: {e}");
+        // The full formats now and then (for someone watching a long lab run in a browser); the
+        // journal holds every result meanwhile. Wall time decides only when the files on disk
+        // catch up, never what they say.
+        if last_full_write.elapsed() >= INTERMEDIATE_REPORT_EVERY {
+            report.wall_duration_ms = started.elapsed().as_millis() as u64;
+            report.summary = hil_report::Summary::of(&report.scenarios);
+            report.conformance = report.conformance_matrix();
+            if let Err(e) = dir.write_all(&report) {
+                tracing::error!("updating the report failed: {e}");
+            }
+            last_full_write = Instant::now();
         }
     }
     if abandoned {
@@ -399,9 +410,14 @@ pub async fn run(
     }
     report.finish_status();
     dir.write_all(&report)?;
+    dir.remove_journal();
     dir.mark_latest(report_root);
     Ok((report, dir))
 }
+
+/// How often a running suite's full report files are rewritten (the journal gets every result at
+/// once).
+const INTERMEDIATE_REPORT_EVERY: Duration = Duration::from_secs(5);
 
 fn run_id() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};

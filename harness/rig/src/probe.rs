@@ -371,6 +371,14 @@ fn is_under_reset_halt_timeout(e: &probe_rs::Error) -> bool {
     matches!(e, probe_rs::Error::Other(m) if m.contains("attaching to target under reset"))
 }
 
+/// probe-rs's built-in target database, built once per process. `Probe::attach` builds it anew on
+/// every call (probe-rs 0.32, probe.rs `attach`): parsing and then dropping every chip family cost
+/// about a quarter of the virtual suite's CPU time, as the rig re-attaches after every power cycle.
+fn builtin_targets() -> &'static probe_rs::config::Registry {
+    static REGISTRY: std::sync::OnceLock<probe_rs::config::Registry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(probe_rs::config::Registry::from_builtin_families)
+}
+
 impl ProbeSession {
     /// Open the probe at `selector` and attach to `target` (a probe-rs target name).
     ///
@@ -424,9 +432,9 @@ impl ProbeSession {
                 })?;
             }
             let r = if opts.connect_under_reset {
-                probe.attach_under_reset(target, Permissions::default())
+                probe.attach_under_reset_with_registry(target, Permissions::default(), builtin_targets())
             } else {
-                probe.attach(target, Permissions::default())
+                probe.attach_with_registry(target, Permissions::default(), builtin_targets())
             };
             match r {
                 Ok(session) => {

@@ -603,3 +603,50 @@ fn running_steps_say_what_each_board_is_on_while_it_runs() {
     assert_eq!(watcher.join().unwrap(), vec![("a".to_string(), "slow".to_string(), "step 2 send".to_string())]);
     assert!(running.current().is_empty(), "nothing runs once the run is over");
 }
+
+#[test]
+fn each_result_is_in_the_journal_when_it_is_announced_and_the_journal_goes_once_the_report_holds_all() {
+    let sc = [
+        ("one", "name: one\nsteps:\n  - send: { text: \"pass\" }\n"),
+        ("two", "name: two\nsteps:\n  - send: { text: \"fail\" }\n"),
+        ("three", "name: three\nsteps:\n  - send: { text: \"pass\" }\n"),
+    ];
+    let (tmp, config) = setup(&sc);
+    let reports = tmp.path().join("reports");
+    let seen_in_journal = Arc::new(Mutex::new(Vec::new()));
+    let sink: hil_rig::engine::ResultSink = {
+        let (reports, seen) = (reports.clone(), seen_in_journal.clone());
+        Arc::new(move |r: &hil_report::ScenarioResult| {
+            // The run directory is the only one under reports/; a reader that crashed now (or a
+            // process killed now) would find every announced result in its journal.
+            let run_dir =
+                std::fs::read_dir(&reports).unwrap().flatten().map(|e| e.path()).find(|p| p.is_dir()).unwrap();
+            let report = hil_report::read_run(&run_dir).unwrap();
+            assert_eq!(report.status, hil_report::RunStatus::Running, "the final report is not written yet");
+            let names: Vec<String> = report.scenarios.iter().map(|s| s.scenario.clone()).collect();
+            assert!(names.contains(&r.scenario), "{} announced but not on disk: {names:?}", r.scenario);
+            seen.lock().unwrap().push((r.scenario.clone(), report.summary.failed));
+        })
+    };
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let opener = Arc::new(Opener { barrier: Arc::new(Barrier::new(2)), log, fail_open: false });
+    let selected: Vec<&Board> = vec![config.boards.get("a").unwrap()];
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (report, dir) = rt
+        .block_on(engine::run_config(
+            &config,
+            &selected,
+            opener,
+            &reports,
+            EngineOptions { on_result: Some(sink), ..opts(tmp.path()) },
+            CancelFlag::new(),
+        ))
+        .unwrap();
+    assert_eq!((report.summary.passed, report.summary.failed), (2, 1));
+    let seen = seen_in_journal.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    // Read back after the last one, the summary counts the journal's failure.
+    assert_eq!(seen.last().map(|(_, failed)| *failed), Some(1), "{seen:?}");
+    assert!(!dir.path().join(hil_report::write::JOURNAL).exists(), "the final report.json holds every result");
+    assert_eq!(hil_report::read_run(dir.path()).unwrap(), report);
+}
