@@ -8,6 +8,9 @@
 //! - SET_LINE_CODING (CDC PSTN 6.3.10) sets the host's side of the wire: its baud rate reaches the
 //!   USART model (a mismatch garbles frames there), and its parity is compared with the device's
 //!   USART framing bit by bit (a host at 8N1 sends its stop bit where an 8E1 device samples parity).
+//!   Device to host, bytes pass as they are: Linux's cdc-acm driver only counts the framing and
+//!   parity errors a VCP reports in SERIAL_STATE (CDC PSTN 6.5.4), and what an ST-LINK's VCP does
+//!   with a frame it received with an error is not documented (UNVERIFIED, not modelled).
 //! - SET_CONTROL_LINE_STATE (6.3.12) drives BOOT0 and NRST as a USB-UART adapter wired for
 //!   stm32flash's `-i` sequences does: DTR to BOOT0, RTS to NRST, both asserted low (an asserted
 //!   DTR# pin is low), unless the board entry says otherwise.
@@ -281,5 +284,96 @@ impl RedirDevice for SerialAdapter {
             Ok(d) if !d.is_empty() => Some(d),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Line coding against the ROM's 8E1 USART, without a guest: what the device's receiver makes
+    //! of the host's frames when the two framings differ.
+
+    use super::*;
+    use hil_virtual_board::{BoardConfig, RamInit, StRom};
+
+    const ACK: u8 = 0x79;
+
+    /// SET_LINE_CODING (CDC PSTN 6.3.10): 115200 Bd, 1 stop bit, `parity` (0 none, 1 odd, 2 even),
+    /// 8 data bits.
+    fn set_line_coding(a: &mut SerialAdapter, parity: u8) {
+        let mut coding = 115_200u32.to_le_bytes().to_vec();
+        coding.extend_from_slice(&[0, parity, 8]);
+        assert!(matches!(a.control(0x21, 0x20, 0, 0, 7, &coding), ControlOutcome::Done(_)));
+    }
+
+    /// An erased G071 in its ROM, the adapter on USART2, the host's line coding `parity`.
+    fn rom_with_host_parity(name: &str, parity: u8) -> (Board, SerialAdapter) {
+        let board = Board::start(BoardConfig { name: name.into(), ram_init: RamInit::Zero, ..Default::default() })
+            .expect("board");
+        let mut adapter = SerialAdapter::new(board.clone(), "USART2", "test").expect("adapter");
+        set_line_coding(&mut adapter, parity);
+        (board, adapter)
+    }
+
+    /// Send through the VCP's bulk OUT endpoint and read the ROM's reply on the wire.
+    fn exchange(b: &Board, a: &mut SerialAdapter, bytes: &[u8], reply_len: usize) -> Vec<u8> {
+        assert_eq!(a.bulk_out(EP_OUT, bytes), Some(bytes.len()));
+        let uart = b.uart("USART2").expect("USART2");
+        let mut got = Vec::new();
+        while got.len() < reply_len {
+            let chunk = uart.read(reply_len - got.len(), Duration::from_millis(20)).wait().expect("read");
+            if chunk.is_empty() {
+                break;
+            }
+            got.extend(chunk);
+        }
+        got
+    }
+
+    fn rom_line_errors(b: &Board) -> u64 {
+        b.exec("ROM line errors", |m| {
+            Ok(m.rom().as_any().downcast_mut::<StRom>().map(|r| r.line_errors()).unwrap_or(u64::MAX))
+        })
+        .wait()
+        .expect("line errors")
+    }
+
+    #[test]
+    fn a_host_at_8n1_sends_its_stop_bit_where_the_8e1_rom_samples_parity() {
+        let (b, mut a) = rom_with_host_parity("adapter-8n1", 0);
+        // 0x7F has seven ones: its even-parity bit is 1, which the host's stop bit happens to be.
+        assert_eq!(exchange(&b, &mut a, &[0x7F], 1), [ACK]);
+        assert_eq!(rom_line_errors(&b), 0);
+        // Get (0x00 0xFF): both bytes have an even number of ones, their parity bit is 0, and the
+        // ROM samples the host's stop bit (1) there: two parity errors, which the ROM ignores
+        // ([OBL] OPENBL_USART_ReadByte), so the command still runs.
+        let reply = exchange(&b, &mut a, &[0x00, 0xFF], 2);
+        assert_eq!(reply.first(), Some(&ACK), "{reply:02x?}");
+        assert_eq!(rom_line_errors(&b), 2);
+        b.shutdown().expect("shutdown");
+    }
+
+    #[test]
+    fn a_host_at_8e1_frames_as_the_rom_does_and_a_host_at_8o1_gets_every_byte_flagged() {
+        let (b, mut a) = rom_with_host_parity("adapter-8e1", 2);
+        assert_eq!(exchange(&b, &mut a, &[0x7F], 1), [ACK]);
+        assert_eq!(exchange(&b, &mut a, &[0x00, 0xFF], 1), [ACK]);
+        assert_eq!(rom_line_errors(&b), 0, "matching framing: no error");
+        b.shutdown().expect("shutdown");
+
+        let (b, mut a) = rom_with_host_parity("adapter-8o1", 1);
+        assert_eq!(exchange(&b, &mut a, &[0x7F], 1), [ACK], "the ROM ignores PE, even on the sync byte");
+        let _ = exchange(&b, &mut a, &[0x00, 0xFF], 1);
+        assert_eq!(rom_line_errors(&b), 3, "odd against even: every byte's parity is wrong");
+        b.shutdown().expect("shutdown");
+    }
+
+    #[test]
+    fn the_vcp_line_coding_is_what_the_host_set() {
+        let (b, mut a) = rom_with_host_parity("adapter-coding", 2);
+        let ControlOutcome::Done(coding) = a.control(0xA1, 0x21, 0, 0, 7, &[]) else {
+            panic!("GET_LINE_CODING stalled")
+        };
+        assert_eq!(coding, [0x00, 0xC2, 0x01, 0x00, 0, 2, 8]);
+        b.shutdown().expect("shutdown");
     }
 }
