@@ -240,7 +240,7 @@ fn answers(board: &Board, checks: &mut Vec<Check>) {
         }
     };
     let chip = session.chip;
-    if session.probe_factory.is_some() {
+    if session.backends.probe.is_some() {
         match session.probe() {
             Ok(p) => match inspect::identity(p.as_mut(), chip) {
                 Ok(id) if id.matches_chip => checks.push(check(
@@ -420,7 +420,7 @@ pub fn info(boards_path: &Path, name: &str) -> Result<ExitCode> {
     };
     let mut session = hil_rig::opener::rig_opener().open_session(board)?;
     let chip = session.chip;
-    if session.probe_factory.is_none() {
+    if session.backends.probe.is_none() {
         eprintln!("error: board `{name}` has no probe: hil info reads the target through one");
         return Ok(ExitCode::from(EXIT_CONFIG));
     }

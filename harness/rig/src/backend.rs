@@ -36,6 +36,16 @@ pub trait UsbConnector: Send {
     ) -> Result<Box<dyn hil_bootloader_host::dfu::ControlTransfer + Send>, crate::step_error::StepError>;
 }
 
+/// Attaches to a board's debug probe. Every call is a fresh attach: a power cycle ends a debug
+/// session on real hardware (the core's debug registers reset at power-on), so the rig attaches
+/// again after one. A lab probe (by VID:PID:serial) and the virtual board's probe both go through
+/// probe-rs ([`crate::probe::ProbeRsConnector`]); the steps see only this seam and [`ProbeOps`].
+pub trait ProbeConnector: Send {
+    fn connect(&self) -> Result<Box<dyn crate::probe_ops::ProbeOps>, crate::probe::ProbeError>;
+    /// Which probe, for messages (its selector).
+    fn selector(&self) -> &str;
+}
+
 /// Everything one board offers the steps. Missing capabilities are `None`.
 pub struct Backends {
     pub serial: Option<crate::serial_link::SerialLink>,
@@ -45,10 +55,7 @@ pub struct Backends {
     /// The board's time: wall time in the lab, the board's own clock for a virtual board (every
     /// step deadline and every wait of the steps count on it; DESIGN.md symmetry rule).
     pub clock: std::sync::Arc<dyn Clock>,
-    /// Opened by the caller (probe-rs), for the steps that need the probe.
-    pub probe_selector: Option<String>,
-    pub probe_speed_khz: Option<u32>,
-    pub connect_under_reset: bool,
+    pub probe: Option<Box<dyn ProbeConnector>>,
     /// Keeps the backend alive (e.g. the virtual board's thread) until the session closes.
     pub keep_alive: Option<Box<dyn std::any::Any + Send>>,
     /// What the backend is, for logs ("virtual board g071-virtual.3", "lab").

@@ -141,7 +141,7 @@ pub trait BoardSession: Send {
 
 /// Opens boards for a run (virtual boards are started, lab boards connected).
 pub trait BoardOpener: Send + Sync {
-    fn open(&self, board: &Board, cancel: &CancelFlag) -> Result<Box<dyn BoardSession>, String>;
+    fn open(&self, board: &Board, cancel: &CancelFlag) -> Result<Box<dyn BoardSession>, crate::opener::OpenError>;
 }
 
 /// The step each board is running: board -> the scenario's result should the run be abandoned
@@ -547,7 +547,7 @@ async fn run_board(
         Ok(Ok(s)) => Arc::new(Mutex::new(s)),
         Ok(Err(e)) => {
             for p in runnable {
-                let r = not_started(p, &name, format!("opening board `{name}` failed: {e}"), &cancel);
+                let r = not_started(p, &name, format!("cannot open the board: {e}"), &cancel);
                 stop.note(&r);
                 let _ = tx.send(r);
             }

@@ -7,7 +7,6 @@ use hil_config::{Board, PinLevel};
 
 use crate::backend::{Backends, CommandPower};
 use crate::engine::{BoardOpener, BoardSession, CancelFlag};
-use crate::probe_ops::ProbeOps;
 use crate::session::RigSession;
 use crate::step_error::StepError;
 
@@ -54,14 +53,8 @@ pub enum OpenError {
     },
 }
 
-/// Opens a probe-rs session by selector for a chip (the probe layer; see [`crate::probe`]).
-pub type ProbeOpener = dyn Fn(&str, &hil_chips::Chip, Option<u32>, bool) -> Result<Box<dyn ProbeOps>, crate::probe::ProbeError>
-    + Send
-    + Sync;
-
-pub struct RigOpener {
-    pub open_probe: std::sync::Arc<ProbeOpener>,
-}
+/// Opens the boards of boards.yaml (`hil run`, `hil flash`, `hil doctor`).
+pub struct RigOpener;
 
 impl RigOpener {
     /// Open a board as a [`RigSession`] (for commands that drive it directly, like `hil flash`).
@@ -72,24 +65,19 @@ impl RigOpener {
         let backends = if board.virtual_board.is_some() {
             open_virtual(board)?
         } else if let Some(lab) = &board.lab {
-            open_lab(name, &lab.value)?
+            open_lab(name, chip, &lab.value)?
         } else {
             return Err(OpenError::NoBackend(name.clone()));
         };
         tracing::info!(board = %board.name.value, "opened {}", backends.description);
-        let factory: Option<crate::session::ProbeFactory> = backends.probe_selector.clone().map(|sel| {
-            let open = self.open_probe.clone();
-            let (speed, cur) = (backends.probe_speed_khz, backends.connect_under_reset);
-            Box::new(move || open(&sel, chip, speed, cur)) as crate::session::ProbeFactory
-        });
-        RigSession::new(board.clone(), backends, factory)
+        RigSession::new(board.clone(), backends)
             .map_err(|source| OpenError::Session { board: name.clone(), source: Box::new(source) })
     }
 }
 
 impl BoardOpener for RigOpener {
-    fn open(&self, board: &Board, _cancel: &CancelFlag) -> Result<Box<dyn BoardSession>, String> {
-        Ok(Box::new(self.open_session(board).map_err(|e| e.to_string())?))
+    fn open(&self, board: &Board, _cancel: &CancelFlag) -> Result<Box<dyn BoardSession>, OpenError> {
+        Ok(Box::new(self.open_session(board)?))
     }
 }
 
@@ -116,7 +104,7 @@ fn open_virtual(board: &Board) -> Result<Backends, OpenError> {
     Err(OpenError::VirtualUnavailable(board.name.value.clone()))
 }
 
-fn open_lab(board: &str, lab: &LabBoard) -> Result<Backends, OpenError> {
+fn open_lab(board: &str, chip: &'static hil_chips::Chip, lab: &LabBoard) -> Result<Backends, OpenError> {
     let serial_error = |source| OpenError::Serial { board: board.to_owned(), source };
     let line_error = |what| move |source| OpenError::ControlLine { board: board.to_owned(), what, source };
     let serial = match &lab.serial {
@@ -154,9 +142,17 @@ fn open_lab(board: &str, lab: &LabBoard) -> Result<Backends, OpenError> {
             Box::new(crate::usb::NusbConnector { selector: u.value.clone() }) as Box<dyn crate::backend::UsbConnector>
         }),
         clock: crate::engine::shared_wall_clock(),
-        probe_selector: lab.probe.as_ref().map(|p| p.selector.value.clone()),
-        probe_speed_khz: lab.probe.as_ref().and_then(|p| p.speed_khz),
-        connect_under_reset: lab.probe.as_ref().is_some_and(|p| p.connect_under_reset),
+        probe: lab.probe.as_ref().map(|p| {
+            Box::new(crate::probe::ProbeRsConnector {
+                selector: p.selector.value.clone(),
+                chip,
+                options: crate::probe::ProbeOptions {
+                    speed_khz: p.speed_khz,
+                    connect_under_reset: p.connect_under_reset,
+                    ..Default::default()
+                },
+            }) as Box<dyn crate::backend::ProbeConnector>
+        }),
         keep_alive: None,
         description: "lab board".into(),
     })
@@ -164,18 +160,7 @@ fn open_lab(board: &str, lab: &LabBoard) -> Result<Backends, OpenError> {
 
 /// The opener `hil run` uses: boards as configured, probes through the probe layer.
 pub fn rig_opener() -> RigOpener {
-    RigOpener { open_probe: std::sync::Arc::new(open_probe_ops) }
-}
-
-/// Opens a probe through the probe layer and adapts it to what steps use.
-fn open_probe_ops(
-    selector: &str,
-    chip: &hil_chips::Chip,
-    speed_khz: Option<u32>,
-    connect_under_reset: bool,
-) -> Result<Box<dyn ProbeOps>, crate::probe::ProbeError> {
-    let opts = crate::probe::ProbeOptions { speed_khz, connect_under_reset, ..Default::default() };
-    crate::probe::ProbeSession::open_chip(selector, chip, &opts).map(|p| Box::new(p) as Box<dyn ProbeOps>)
+    RigOpener
 }
 
 #[cfg(test)]

@@ -817,6 +817,26 @@ fn read_registers(core: &mut probe_rs::Core<'_>) -> Result<CoreRegisters, ProbeE
     })
 }
 
+/// A probe that probe-rs opens by selector: a lab probe (VID:PID:serial) or the virtual board's
+/// probe-rs driver. Each [`ProbeConnector::connect`] attaches anew, with the chip's watchdogs
+/// frozen while the core is halted ([`ProbeSession::open_chip`]).
+pub struct ProbeRsConnector {
+    pub selector: String,
+    pub chip: &'static hil_chips::Chip,
+    pub options: ProbeOptions,
+}
+
+impl crate::backend::ProbeConnector for ProbeRsConnector {
+    fn connect(&self) -> Result<Box<dyn crate::probe_ops::ProbeOps>, ProbeError> {
+        ProbeSession::open_chip(&self.selector, self.chip, &self.options)
+            .map(|p| Box::new(p) as Box<dyn crate::probe_ops::ProbeOps>)
+    }
+
+    fn selector(&self) -> &str {
+        &self.selector
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

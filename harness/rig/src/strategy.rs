@@ -144,7 +144,7 @@ fn enter_inner(s: &mut RigSession, state: BoardState, via: Option<Transition>, c
         (state, via) => return Err(StepError::unsupported(format!("{via:?} does not lead to {}", name(state)))),
     }
     // Confirm where the board is when the board can tell.
-    if s.probe_factory.is_some() {
+    if s.backends.probe.is_some() {
         s.backends.clock.sleep(Duration::from_millis(20));
         let seen = detect(s, cx)?;
         if seen != state {
@@ -188,7 +188,7 @@ pub fn detect(s: &mut RigSession, cx: &StepCx) -> Result<BoardState, StepError> 
 
 pub fn expect_state(s: &mut RigSession, want: BoardState, cx: &StepCx) -> StepOutcome {
     let seen = s.seen.clone();
-    if s.probe_factory.is_none() && want == BoardState::SystemBootloader {
+    if s.backends.probe.is_none() && want == BoardState::SystemBootloader {
         // Without a probe the ROM is recognised by its AN3155 answer.
         return match s.uart_session(cx, |c| Ok(crate::session::connect_noted(c, &seen)?)) {
             Ok(_) => StepOutcome::passed(),

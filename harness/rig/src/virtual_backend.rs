@@ -148,13 +148,15 @@ pub fn open(board: &hil_config::Board) -> Result<Backends, OpenError> {
             Box::new(crate::usb::VirtualUsbConnector { board: vb.clone() }) as Box<dyn crate::backend::UsbConnector>
         }),
         clock,
-        probe_selector: Some({
+        probe: Some({
             // The virtual board's probe is a probe-rs driver, opened by selector like an ST-Link.
             hil_virtual_probe::register();
-            hil_virtual_probe::selector_for(vb.name())
+            Box::new(crate::probe::ProbeRsConnector {
+                selector: hil_virtual_probe::selector_for(vb.name()),
+                chip,
+                options: Default::default(),
+            }) as Box<dyn crate::backend::ProbeConnector>
         }),
-        probe_speed_khz: None,
-        connect_under_reset: false,
         description: format!("virtual board {} ({}, {usart} on {link_name})", vb.name(), chip.name),
         keep_alive: Some(Box::new(VirtualKeepAlive(Some(vb)))),
     })

@@ -101,9 +101,9 @@ struct Opener {
 }
 
 impl BoardOpener for Opener {
-    fn open(&self, board: &Board, _: &CancelFlag) -> Result<Box<dyn BoardSession>, String> {
+    fn open(&self, board: &Board, _: &CancelFlag) -> Result<Box<dyn BoardSession>, hil_rig::opener::OpenError> {
         if self.fail_open {
-            return Err("probe not found".into());
+            return Err(hil_rig::opener::OpenError::NoBackend(board.name.value.clone()));
         }
         Ok(Box::new(Fake {
             barrier: self.barrier.clone(),
@@ -403,7 +403,7 @@ fn a_board_that_cannot_be_opened_errors_its_scenarios() {
     let run = run_with(&[("x", "name: x\nsteps: [halt]\n")], &["a"], None, true);
     let x = result(&run.report, "x", "a");
     assert_eq!(x.status, Status::Error);
-    assert_eq!(x.message.as_deref(), Some("opening board `a` failed: probe not found"));
+    assert_eq!(x.message.as_deref(), Some("cannot open the board: board `a` is neither virtual nor lab"));
     assert_eq!(run.report.status, RunStatus::Failed);
 }
 

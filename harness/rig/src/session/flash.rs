@@ -173,7 +173,7 @@ impl RigSession {
         pages.dedup();
         let total: u64 = ranges.iter().map(|(_, d)| d.len() as u64).sum();
         let mut progress = self.progress.take();
-        let probe_available = self.probe_factory.is_some();
+        let probe_available = self.backends.probe.is_some();
         let mut phases: Vec<(&'static str, f64)> = Vec::new();
         let r = self.uart_session(cx, |c| {
             crate::session::connect_noted(c, &seen)?;

@@ -34,18 +34,14 @@ mod transcript;
 
 pub use flash::{FlashedImage, NoBootloaderRegion, preflight_report};
 
-/// Opens (or re-opens) the board's probe.
-pub type ProbeFactory = Box<dyn Fn() -> Result<Box<dyn ProbeOps>, ProbeError> + Send>;
-
 /// The steps' view of one board.
 pub struct RigSession {
     pub board: Board,
     pub chip: &'static Chip,
     pub backends: Backends,
+    /// The attached probe; `None` until the first use after a power cycle ended the last session
+    /// (the probe connector is `backends.probe`).
     pub probe: Option<Box<dyn ProbeOps>>,
-    /// Opens the probe again: a power cycle ends a debug session on real hardware (the core's
-    /// debug registers reset at power-on), so the session re-attaches after one.
-    pub probe_factory: Option<ProbeFactory>,
     /// Bootloader protocol traffic of the current scenario.
     pub transcript: Transcript,
     pub last_image: Option<FlashedImage>,
@@ -92,17 +88,16 @@ pub(super) fn outcome_of(e: StepError) -> StepOutcome {
 }
 
 impl RigSession {
-    /// A session; with a probe factory the probe is opened at once (a bad probe fails early).
-    pub fn new(board: Board, backends: Backends, probe_factory: Option<ProbeFactory>) -> Result<RigSession, StepError> {
+    /// A session; a board with a probe attaches at once (a bad probe fails early).
+    pub fn new(board: Board, backends: Backends) -> Result<RigSession, StepError> {
         let chip = Chip::by_name(&board.chip.value)
             .ok_or_else(|| StepError::unsupported(format!("unknown chip {}", board.chip.value)))?;
-        let probe = probe_factory.as_ref().map(|f| f()).transpose()?;
+        let probe = backends.probe.as_ref().map(|c| c.connect()).transpose()?;
         Ok(RigSession {
             board,
             chip,
             backends,
             probe,
-            probe_factory,
             transcript: Transcript::new(),
             last_image: None,
             state: None,
@@ -118,9 +113,9 @@ impl RigSession {
     /// The probe, re-attached if a power cycle ended the previous session.
     pub fn probe(&mut self) -> Result<&mut Box<dyn ProbeOps>, StepError> {
         if self.probe.is_none()
-            && let Some(f) = &self.probe_factory
+            && let Some(c) = &self.backends.probe
         {
-            self.probe = Some(f()?);
+            self.probe = Some(c.connect()?);
         }
         let name = &self.board.name.value;
         self.probe.as_mut().ok_or_else(|| StepError::unsupported(format!("board `{name}` has no debug probe")))
@@ -458,7 +453,7 @@ impl BoardSession for RigSession {
 
     fn close(&mut self) {
         self.probe = None;
-        self.probe_factory = None;
+        self.backends.probe = None;
         self.backends.serial = None;
         self.backends.keep_alive = None;
     }

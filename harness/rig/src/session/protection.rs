@@ -24,7 +24,7 @@ impl RigSession {
             .as_ref()
             .map_or(Duration::from_millis(100), |t| Duration::from_micros(u64::from(t.mass_erase_us.max)));
         let margin = Duration::from_millis(50);
-        let Some((optr, rdp, level0)) = reload.filter(|_| self.probe_factory.is_some() || self.probe.is_some()) else {
+        let Some((optr, rdp, level0)) = reload.filter(|_| self.backends.probe.is_some() || self.probe.is_some()) else {
             cx.sleep(max_erase + margin);
             return Ok(());
         };
