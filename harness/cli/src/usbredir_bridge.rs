@@ -22,11 +22,29 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct BoardUsb {
     board: Board,
     identity: Option<DeviceIdentity>,
+    /// The board's events not looked at yet (for detaches between two presence polls).
+    events_from: Option<u64>,
 }
 
 impl BoardUsb {
     pub fn new(board: Board) -> Self {
-        BoardUsb { board, identity: None }
+        BoardUsb { board, identity: None, events_from: None }
+    }
+
+    /// Whether the device left the bus since the last look, even if it is back already: a ROM
+    /// that resets (option byte loading, Read Unprotect) pulls D+ up again within ~12 ms, between
+    /// two presence polls, and the host must still see a disconnect and enumerate it again.
+    fn left_since_last_look(&mut self) -> bool {
+        let from = match self.events_from {
+            Some(f) => f,
+            None => match self.board.event_cursor().wait() {
+                Ok(c) => c,
+                Err(_) => return false,
+            },
+        };
+        let events = self.board.events(from, Duration::ZERO).wait().unwrap_or_default();
+        self.events_from = Some(events.last().map_or(from, |e| e.seq + 1));
+        events.iter().any(|e| matches!(e.kind, hil_virtual_board::EventKind::Usb { attached: false }))
     }
 
     fn transfer(&self, setup: UsbSetup, data: Vec<u8>) -> Result<UsbReply, BoardError> {
@@ -93,8 +111,9 @@ impl BoardUsb {
 
 impl RedirDevice for BoardUsb {
     fn identity(&mut self) -> Option<DeviceIdentity> {
+        let left = self.left_since_last_look();
         let attached = self.board.usb().ok().and_then(|u| u.attached().wait().ok()).unwrap_or(false);
-        if !attached {
+        if !attached || (left && self.identity.is_some()) {
             self.identity = None;
             return None;
         }
