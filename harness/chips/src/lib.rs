@@ -122,6 +122,14 @@ pub struct Interrupts {
     pub source: String,
 }
 
+/// MPU_TYPE.DREGION as the chip integrates the core (0 = no MPU).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mpu {
+    pub regions: u8,
+    pub source: String,
+}
+
 /// What a debugger reads of the debug port (ADIv5): the SW-DP's DPIDR, the AHB-AP's IDR, and
 /// where the AP's BASE points.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +214,10 @@ pub struct Chip {
     pub virtual_board: bool,
     pub memory: MemoryMap,
     pub interrupts: Interrupts,
+    /// The core's MPU (ARMv7-M PMSAv7), when the chip data says: absent = the core's default
+    /// (Cortex-M3/M4: 8 regions, Cortex-M0+: none).
+    #[serde(default)]
+    pub mpu: Option<Mpu>,
     pub identity: Identity,
     pub bootloader: Bootloader,
     /// Clock tree facts the virtual board needs (reset clocks, LSI).
@@ -1088,6 +1100,7 @@ mod tests {
         let f103 = Chip::by_name("STM32F103CB").unwrap();
         assert!(f103.virtual_board);
         assert_eq!(f103.core, CoreKind::CortexM3);
+        assert_eq!(f103.mpu.as_ref().map(|m| m.regions), Some(0), "no MPU on the medium-density F103");
         let v = |n: &str| f103.peripheral(n).unwrap().version;
         assert_eq!(v("USART1"), Some(PeripheralVersion::UsartV1));
         assert_eq!(v("FLASH"), Some(PeripheralVersion::FlashF1));

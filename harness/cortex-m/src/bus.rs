@@ -64,6 +64,8 @@ pub enum BusFaultKind {
     Device(&'static str),
     /// Instruction fetch from a region that cannot hold code (peripherals).
     NotExecutable,
+    /// The core's MPU refused the access (ARMv7-M B3.5: a MemManage fault, not a bus error).
+    MpuViolation,
 }
 
 impl fmt::Display for BusFaultKind {
@@ -73,6 +75,7 @@ impl fmt::Display for BusFaultKind {
             BusFaultKind::ReadOnly => write!(f, "write to read-only memory"),
             BusFaultKind::Device(why) => write!(f, "device refused the access: {why}"),
             BusFaultKind::NotExecutable => write!(f, "instruction fetch from a non-executable region"),
+            BusFaultKind::MpuViolation => write!(f, "access refused by the MPU (MemManage)"),
         }
     }
 }

@@ -17,6 +17,7 @@ mod decode;
 mod exceptions;
 mod exec;
 mod icache;
+mod mpu;
 mod ppb;
 mod systick;
 mod thumb2;
@@ -78,6 +79,10 @@ pub struct CpuConfig {
     /// Bit-band aliases at 0x22000000 (SRAM) and 0x42000000 (peripherals): an option of the
     /// Cortex-M3/M4 that STM32F1/F2/F4 implement (PM0056 2.2.5, PM0214 2.2.5).
     pub bitband: bool,
+    /// MPU_TYPE.DREGION (ARMv7-M B3.5.5): PMSAv7 MPU regions, 0 = no MPU. Cortex-M3/M4 with
+    /// the MPU option: 8. At most 16 are modelled; ARMv6-M cores get none (PMSAv6 is not
+    /// modelled).
+    pub mpu_regions: u8,
     /// `UDF #imm` with this immediate stops the core with [`Stop::NativeTrap`] instead of
     /// faulting: how the board hands control to native models (the ROM bootloader).
     pub native_trap: Option<u8>,
@@ -95,6 +100,7 @@ impl CpuConfig {
             fpb_comparators: 4,
             fpb_rev2: false,
             bitband: false,
+            mpu_regions: 0,
             native_trap: None,
         }
     }
@@ -111,6 +117,8 @@ impl CpuConfig {
             fpb_comparators: 6,
             fpb_rev2: false,
             bitband: true,
+            // Cortex-M3 TRM 9.1: the optional MPU has eight regions.
+            mpu_regions: 8,
             native_trap: None,
         }
     }
@@ -299,6 +307,12 @@ pub struct Cpu {
     /// A DWT comparator watches data addresses (and DEMCR.TRCENA is set): the ARMv7-M run loop
     /// sends accesses through a recording bus.
     pub(crate) watch_armed: bool,
+    /// The MPU exists and MPU_CTRL.ENABLE is set: loads and stores are checked (B3.5).
+    pub(crate) mpu_on: bool,
+    /// The ARMv7-M run loop takes the slow path for every instruction (watchpoints or the MPU).
+    pub(crate) slow: bool,
+    /// AIRCR.VECTRESET written: the core performs a local reset when it next has the bus.
+    pub(crate) vect_reset: bool,
     pub(crate) spsel: bool,
     pub(crate) npriv: bool,
     /// The WFE event register (B1.5.18).
@@ -345,6 +359,8 @@ pub(crate) struct V7Regs {
     pub cpacr: u32,
     /// The DWT (debug domain: survives system resets).
     pub dwt: Dwt,
+    /// The MPU (B3.5; part of the SCS: reset with the core).
+    pub mpu: mpu::Mpu,
 }
 
 /// ARMv7-M DWT state (C1.8): the cycle counter and the data-address comparators.
@@ -415,6 +431,7 @@ impl Cpu {
         config.external_interrupts = config.external_interrupts.min(256);
         config.priority_bits = config.priority_bits.clamp(1, 8);
         config.fpb_comparators = config.fpb_comparators.min(15);
+        config.mpu_regions = if config.arch.is_v7() { config.mpu_regions.min(mpu::MAX_REGIONS) } else { 0 };
         let nvic = Nvic::new(config.external_interrupts, config.priority_bits, config.arch.is_v7());
         let dbg = DebugRegs::new(config.fpb_comparators);
         Cpu {
@@ -436,6 +453,9 @@ impl Cpu {
             excl: None,
             v7: V7Regs { ccr: CCR_STKALIGN, ..V7Regs::default() },
             watch_armed: false,
+            mpu_on: false,
+            slow: false,
+            vect_reset: false,
             spsel: false,
             npriv: false,
             event: false,
@@ -491,6 +511,15 @@ impl Cpu {
         self.reset_common(bus);
     }
 
+    /// Carry out a pending AIRCR.VECTRESET (ARMv7-M B3.2.6): a local reset of the core only, with
+    /// the system reset's treatment of the debug registers (they survive, DHCSR.S_RESET_ST is
+    /// set, VC_CORERESET halts). Devices are not told: the board's peripherals keep their state.
+    fn take_vect_reset<B: Bus>(&mut self, bus: &mut B) {
+        if std::mem::take(&mut self.vect_reset) {
+            self.system_reset(bus);
+        }
+    }
+
     /// B1.5.5 TakeReset.
     fn reset_common<B: Bus>(&mut self, bus: &mut B) {
         self.r = [0; 16];
@@ -508,6 +537,8 @@ impl Cpu {
         let dwt = std::mem::take(&mut self.v7.dwt);
         // B3.2.8: CCR resets with STKALIGN set (Cortex-M3 r2p0+, M4); the DWT is debug state.
         self.v7 = V7Regs { ccr: CCR_STKALIGN, dwt, ..V7Regs::default() };
+        self.vect_reset = false;
+        self.update_mpu();
         self.spsel = false;
         self.npriv = false;
         self.event = false;
@@ -588,6 +619,7 @@ impl Cpu {
         if let Some(stop) = self.pending_stop() {
             return stop;
         }
+        self.take_vect_reset(bus);
         self.sync_code(bus);
         if self.cycles >= self.systick.next_event {
             self.tick_systick();
@@ -716,7 +748,10 @@ impl Cpu {
 
     pub fn debug_write<B: Bus>(&mut self, bus: &mut B, addr: u32, size: Size, value: u32) -> Result<(), BusFault> {
         if is_ppb(addr) {
-            return self.debug_ppb_write(addr, size, value);
+            let r = self.debug_ppb_write(addr, size, value);
+            // AIRCR.VECTRESET from the debugger: the local reset is done when the write completes.
+            self.take_vect_reset(bus);
+            return r;
         }
         bus.write(addr, size, value, Initiator::Debug, self.cycles)
     }
@@ -985,6 +1020,7 @@ impl Cpu {
             if let Some(stop) = self.pending_stop() {
                 return Some(stop);
             }
+            self.take_vect_reset(bus);
             self.sync_code(bus);
             if let Some(h) = self.halted {
                 return Some(Stop::Halted(h));
@@ -1058,8 +1094,8 @@ impl Cpu {
                 }
             };
             // Inside an IT block (ARMv7-M only): condition check and ITSTATE advance; with DWT
-            // watchpoints armed, through the recording bus.
-            if V7 && (self.it != 0 || self.watch_armed) {
+            // watchpoints armed, through the recording bus; with the MPU on, the fetch check.
+            if V7 && (self.it != 0 || self.slow) {
                 self.exec_slow(bus, e, pc);
                 continue;
             }
@@ -1074,7 +1110,7 @@ impl Cpu {
     fn exec_one<B: Bus>(&mut self, bus: &mut B) {
         let pc = self.r[15];
         match self.fetch(bus, pc) {
-            Ok(e) if self.it != 0 || self.watch_armed => self.exec_slow(bus, e, pc),
+            Ok(e) if self.it != 0 || self.slow => self.exec_slow(bus, e, pc),
             Ok(e) => match self.exec(bus, e, pc) {
                 Ok(()) => self.retired += 1,
                 Err(x) => self.raise(bus, x, pc),

@@ -955,3 +955,222 @@ fn random_code_never_panics_the_core() {
     }
     assert!(retired > 50_000, "the random programs ran: {retired} instructions");
 }
+
+/// `ldr r2, =addr; ldr r3, [r2]; str r3, [r0]`: log a word (r0 = TESTDEV).
+fn log_word(a: &mut Asm, addr: u32) {
+    a.ldr_const(2, addr).ldr(3, 2, 0).str(3, 0, 0);
+}
+
+/// Patch the conditional branch at `at` (B<cond> T1) to go to halfword index `to`.
+fn patch_bcond(code: &mut [u16], at: usize, to: usize) {
+    code[at] |= ((to as i32 - at as i32 - 2) as u16) & 0xFF;
+}
+
+/// Boots twice on ARMv7-M: the first boot sets core state (VTOR, an NVIC enable, SHPR2, the
+/// MPU, r4) and writes AIRCR.VECTRESET; the second logs that state and exits 0x77. Only 16-bit
+/// encodings, so ARMv6-M runs it too (and ignores VECTRESET: exit 0x66).
+fn vectreset_program() -> Vec<u16> {
+    const VTOR: u32 = 0xE000_ED08;
+    const SHPR2: u32 = 0xE000_ED1C;
+    const MPU_CTRL: u32 = 0xE000_ED94;
+    let mut a = Asm::new();
+    a.ldr_const(0, common::TESTDEV);
+    a.ldr(1, 0, 0).str(1, 0, 0); // log the log's length: 0 on the first boot
+    a.hw(0x2901); // cmp r1, #1
+    let bge = a.here();
+    a.hw(0xDA00);
+    a.ldr_const(2, VTOR).ldr_const(3, 0x0800_0000).str(3, 2, 0);
+    a.ldr_const(2, ISER).movs(3, 1).str(3, 2, 0);
+    a.ldr_const(2, SHPR2).ldr_const(3, 0x4000_0000).str(3, 2, 0);
+    a.ldr_const(2, MPU_CTRL).movs(3, 5).str(3, 2, 0); // ENABLE | PRIVDEFENA
+    a.movs(4, 0x5A);
+    a.ldr_const(2, AIRCR).ldr_const(3, 0x05FA_0001).str(3, 2, 0);
+    a.movs(1, 0x66).str(1, 0, 1); // EXIT
+    a.b_self();
+    let second = a.here();
+    a.str(4, 0, 0);
+    for addr in [VTOR, ISER, SHPR2, MPU_CTRL] {
+        log_word(&mut a, addr);
+    }
+    a.movs(1, 0x77).str(1, 0, 1);
+    a.b_self();
+    let mut code = a.finish();
+    patch_bcond(&mut code, bge, second);
+    code
+}
+
+#[test]
+fn vectreset_resets_the_core_and_leaves_the_devices_alone() {
+    // ARMv7-M B3.2.6 AIRCR.VECTRESET: a local reset of the core (registers, NVIC, SCB, MPU)
+    // that the board does not see (no ResetRequested; TESTDEV keeps its log); the core boots
+    // again from the vector table. ARMv6-M has no VECTRESET: the write changes nothing.
+    let mut b = Board::with_config(m3());
+    b.load(&vectreset_program(), &[]);
+    b.reset();
+    let _ = b.read32(0xE000_EDF0); // consume S_RESET_ST from power-on
+    let (exit, stops) = b.run_to_exit(100_000);
+    assert_eq!(exit, Some(0x77));
+    assert!(stops.is_empty(), "the board saw {stops:?}");
+    // log: length at first boot (0), at second boot (1), then r4, VTOR, ISER, SHPR2, MPU_CTRL.
+    assert_eq!(b.dev().log, vec![0, 1, 0, 0, 0, 0, 0]);
+    assert_ne!(b.read32(0xE000_EDF0) & 1 << 25, 0, "DHCSR.S_RESET_ST");
+
+    let mut b = Board::with_config(CpuConfig::cortex_m0plus(32));
+    b.load(&vectreset_program(), &[]);
+    b.reset();
+    let (exit, stops) = b.run_to_exit(100_000);
+    assert_eq!((exit, stops), (Some(0x66), vec![]));
+    assert_eq!(b.dev().log, vec![0]);
+    assert_eq!(b.read32(0xE000_ED08), 0x0800_0000, "VTOR kept");
+}
+
+#[test]
+fn vectreset_from_the_debugger_with_vector_catch() {
+    // B3.2.6 (VECTRESET is meant for the debugger, in Debug state) and C1.6.5 VC_CORERESET: the
+    // local reset happens when the write completes; the core halts on the reset vector with
+    // S_RESET_ST set; devices and the board are untouched.
+    let mut a = Asm::new();
+    a.ldr_const(0, common::TESTDEV).movs(1, 9).str(1, 0, 0);
+    a.b_self();
+    let mut b = Board::with_config(m3());
+    b.load(&a.finish(), &[]);
+    b.reset();
+    b.cpu.run(&mut b.sys, 1_000);
+    b.write32(0xE000_EDF0, 0xA05F_0003);
+    b.write32(DEMCR, 1);
+    b.cpu.set_reg(Reg::R4, 0x1234);
+    b.write32(ISER, 1);
+    let _ = b.read32(0xE000_EDF0);
+    b.write32(AIRCR, 0x05FA_0001);
+    assert_eq!(b.cpu.run_state(), RunState::Halted(hil_cortex_m::HaltReason::VectorCatch));
+    assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(0));
+    assert_eq!(r(&b, 4), 0);
+    assert_eq!(b.read32(ISER), 0);
+    assert_ne!(b.read32(0xE000_EDF0) & 1 << 25, 0, "S_RESET_ST");
+    assert_eq!(b.cpu.take_reset_request(), None, "local to the core");
+    assert_eq!(b.dev().log, vec![9]);
+}
+
+/// SVC into a handler that logs SHCSR, writes `value` (and then `restore`, if any), logs it
+/// again and returns to Thread mode.
+fn shcsr_program(value: u32, restore: Option<u32>) -> (Board, usize, usize, usize) {
+    let mut a = Asm::new();
+    str_to(&mut a, SHCSR, 1 << 18); // USGFAULTENA
+    // SVCall, PendSV and SysTick below UsageFault, so that UsageFault preempts them.
+    str_to(&mut a, 0xE000_ED1C, 0x80 << 24);
+    str_to(&mut a, 0xE000_ED20, 0x80 << 24 | 0x80 << 16);
+    a.hw(op::svc(0));
+    let after = a.here();
+    a.b_self();
+    let svc = a.here();
+    a.mov32(0, common::TESTDEV).mov32(6, SHCSR);
+    a.ldr(1, 6, 0).str(1, 0, 0);
+    a.mov32(7, value).str(7, 6, 0);
+    a.ldr(1, 6, 0).str(1, 0, 0);
+    if let Some(v) = restore {
+        a.mov32(7, v).str(7, 6, 0);
+    }
+    let ret = a.here();
+    a.bx(14);
+    let uf = a.here();
+    a.b_self();
+    let mut b = Board::with_config(m3());
+    b.load(&a.finish(), &[(6, uf), (11, svc)]);
+    b.reset();
+    b.cpu.run(&mut b.sys, 10_000);
+    (b, after, ret, uf)
+}
+
+#[test]
+fn shcsr_active_bits_are_writable_and_decide_exception_return() {
+    // B3.2.13: SHCSR's active bits read back what software writes; B1.5.8: an exception return
+    // to Thread mode with another exception active (PENDSVACT set) or of an exception that is no
+    // longer active (SVCALLACT cleared) is an INVPC UsageFault at the returning BX.
+    const SVCALLACT: u32 = 1 << 7;
+    const PENDSVACT: u32 = 1 << 10;
+    const SYSTICKACT: u32 = 1 << 11;
+    const ENA: u32 = 1 << 18;
+    for (value, restore, ok) in [
+        (ENA | SVCALLACT | PENDSVACT, None, false),
+        (ENA, None, false),
+        (ENA | SVCALLACT | PENDSVACT | SYSTICKACT, Some(ENA | SVCALLACT), true),
+    ] {
+        let (mut b, after, ret, uf) = shcsr_program(value, restore);
+        assert_eq!(b.dev().log, vec![ENA | SVCALLACT, value], "{value:#x}");
+        if ok {
+            assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(after));
+            assert_eq!(b.read32(SHCSR), ENA);
+        } else {
+            assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(uf), "{value:#x}");
+            assert_eq!(b.read32(CFSR), 1 << 18, "INVPC");
+            let sp = b.cpu.reg(Reg::Msp);
+            assert_eq!(b.read32(sp + 24), Board::addr(ret));
+        }
+    }
+}
+
+#[test]
+fn shcsr_active_bit_raises_the_execution_priority() {
+    // B1.5.4 with B3.2.13: a SYSTICKACT set by software makes SysTick's priority part of the
+    // execution priority: a pending PendSV of lower priority no longer preempts Thread mode.
+    let mut a = Asm::new();
+    str_to(&mut a, 0xE000_ED20, 0x40 << 24 | 0x80 << 16); // SysTick 0x40, PendSV 0x80
+    str_to(&mut a, SHCSR, 1 << 11);
+    str_to(&mut a, 0xE000_ED04, 1 << 28); // PENDSVSET
+    a.hw(op::NOP);
+    let end = a.here();
+    a.b_self();
+    let pendsv = a.here();
+    a.b_self();
+    let mut b = Board::with_config(m3());
+    b.load(&a.finish(), &[(14, pendsv)]);
+    b.reset();
+    b.cpu.run(&mut b.sys, 10_000);
+    assert_eq!(b.cpu.reg(Reg::Pc), Board::addr(end));
+    assert_ne!(b.read32(0xE000_ED04) & 1 << 28, 0, "PendSV still pending");
+}
+
+#[test]
+fn fpb_v1_remap_substitutes_the_instruction_word_from_sram() {
+    // C1.11.4/C1.11.5 (FPB version 1, Cortex-M3): FP_REMAP.RMPSPT = 1; a comparator with
+    // REPLACE = 0b00 makes the fetch of its word read FP_REMAP.REMAP + 4n instead. The
+    // program is `movs r0, #1; movs r1, #1; b .`; the remap word holds `movs r0, #2; movs r1, #3`.
+    const FP_CTRL: u32 = 0xE000_2000;
+    const FP_REMAP: u32 = 0xE000_2004;
+    const FP_COMP1: u32 = 0xE000_200C;
+    let mut a = Asm::new();
+    a.movs(0, 1).movs(1, 1);
+    let end = a.here();
+    a.b_self();
+    let mut b = Board::with_config(m3());
+    b.load(&a.finish(), &[]);
+    b.reset();
+    b.write32(FP_REMAP, 0x2000_0400);
+    assert_eq!(b.read32(FP_REMAP), 1 << 29 | 0x400, "RMPSPT and REMAP[28:5]");
+    b.write32(0x2000_0404, 0x2103_2002); // the table entry for comparator 1
+    b.write32(FP_COMP1, Board::addr(0) | 1);
+    b.write32(FP_CTRL, 3);
+    b.cpu.run(&mut b.sys, 1_000);
+    assert_eq!((r(&b, 0), r(&b, 1), b.cpu.reg(Reg::Pc)), (2, 3, Board::addr(end)));
+    // The table is read at every fetch: a new entry takes effect after a system reset (which
+    // keeps the FPB, a debug component).
+    b.write32(0x2000_0404, 0x2105_2004);
+    b.cpu.system_reset(&mut b.sys);
+    b.cpu.run(&mut b.sys, b.cpu.cycles() + 1_000);
+    assert_eq!((r(&b, 0), r(&b, 1)), (4, 5));
+    // FPB disabled: the flash instructions run.
+    b.write32(FP_CTRL, 2);
+    b.cpu.system_reset(&mut b.sys);
+    b.cpu.run(&mut b.sys, b.cpu.cycles() + 1_000);
+    assert_eq!((r(&b, 0), r(&b, 1)), (1, 1));
+
+    // FPB version 2 and the ARMv6-M BPU: no remapping, FP_REMAP reads zero.
+    let mut cfg = m3();
+    cfg.fpb_rev2 = true;
+    for cfg in [cfg, CpuConfig::cortex_m0plus(32)] {
+        let mut b = Board::with_config(cfg);
+        b.reset();
+        b.write32(FP_REMAP, 0x2000_0400);
+        assert_eq!(b.read32(FP_REMAP), 0);
+    }
+}

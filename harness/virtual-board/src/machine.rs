@@ -218,6 +218,10 @@ impl Machine {
             hil_chips::CoreKind::CortexM4 => CpuConfig::cortex_m4(ext),
         };
         cc.priority_bits = soc.chip.interrupts.priority_bits;
+        // MPU_TYPE.DREGION per chip data (the F103CB has no MPU, PM0056 4.2).
+        if let Some(mpu) = &soc.chip.mpu {
+            cc.mpu_regions = mpu.regions;
+        }
         cc.native_trap = Some(system_memory::ROM_TRAP);
         let cpu = Cpu::new(cc);
         let n = soc.layout.usarts.len();

@@ -250,6 +250,21 @@ impl Nvic {
         }
     }
 
+    /// Set or clear the active state of `exc` from a register write (SHCSR, B3.2.13): a newly
+    /// active exception joins the activation order as the innermost.
+    pub fn set_active(&mut self, exc: u32, on: bool) {
+        match (on, self.is_active(exc)) {
+            (true, false) => {
+                if let Some(w) = self.active.get_mut((exc / 64) as usize) {
+                    *w |= 1 << (exc % 64);
+                }
+                self.stack.push(exc);
+            }
+            (false, true) => self.deactivate(exc),
+            _ => {}
+        }
+    }
+
     /// Clear all active state (AIRCR.VECTCLRACTIVE, B3.2.6).
     pub fn clear_active(&mut self) {
         self.active = [0; EXC_WORDS];
@@ -285,6 +300,26 @@ impl Cpu {
         let mut p = self.exec_priority_unmasked();
         if self.primask {
             p = p.min(0);
+        }
+        p
+    }
+
+    /// The execution priority once `returning` is deactivated (B1.5.8 DeActivate: FAULTMASK
+    /// clears unless returning from NMI), PRIMASK aside.
+    fn priority_after_return(&self, returning: u32) -> i16 {
+        let mut p = self
+            .nvic
+            .stack
+            .iter()
+            .filter(|e| **e != returning)
+            .map(|e| self.nvic.group(self.nvic.priority(*e)))
+            .min()
+            .unwrap_or(BASE_PRIORITY);
+        if self.basepri != 0 {
+            p = p.min(self.nvic.group(self.basepri as i16));
+        }
+        if self.faultmask && returning == EXC_NMI {
+            p = p.min(-1);
         }
         p
     }
@@ -420,12 +455,25 @@ impl Cpu {
         let frame = sp.wrapping_sub(0x20) & !4;
         let xpsr = self.xpsr() | align << 9;
         let words = [self.r[0], self.r[1], self.r[2], self.r[3], self.r[12], self.r[14], ret & !1, xpsr];
+        // B1.5.6 PushStack runs in the mode being left: its privilege (and execution priority,
+        // for MPU_CTRL.HFNMIENA) decide what the MPU allows.
+        let privileged = self.privileged();
+        let mut derived = None;
         for (i, w) in words.iter().enumerate() {
             let a = frame.wrapping_add(4 * i as u32);
-            self.raw_write(bus, a, *w).map_err(FaultKind::Stacking)?;
+            match self.raw_write(bus, a, *w, privileged) {
+                Ok(()) => {}
+                // B1.5.6/B3.2.15 MSTKERR: an MPU violation while stacking is a derived MemManage
+                // fault; the entry completes (SP moves past the frame, the handler's vector is
+                // read) and the fault is then taken like a late-arriving exception.
+                Err(f) if f.kind == BusFaultKind::MpuViolation => {
+                    derived.get_or_insert(f);
+                }
+                Err(f) => return Err(FaultKind::Stacking(f)),
+            }
         }
         let vaddr = self.vtor.wrapping_add(4 * exc);
-        let vector = self.raw_read(bus, vaddr).map_err(FaultKind::VectorRead)?;
+        let vector = self.raw_read(bus, vaddr, None).map_err(FaultKind::VectorRead)?;
         self.r[13] = frame;
         // B1.5.6: EXC_RETURN records the mode and stack to return to.
         self.r[14] = if self.ipsr != 0 {
@@ -447,7 +495,25 @@ impl Cpu {
         // Cortex-M0+ TRM: 15-cycle interrupt latency with zero-wait-state memory; Cortex-M3/M4
         // TRMs: 12.
         self.cycles += if self.cfg.arch.is_v7() { 12 } else { 15 };
+        if let Some(f) = derived {
+            self.derived_fault(FaultKind::Stacking(f), ret);
+        }
         Ok(())
+    }
+
+    /// A fault derived from exception entry (MSTKERR): status recorded, then MemManage (or
+    /// HardFault, FORCED, when MemManage is disabled or cannot preempt the exception just
+    /// entered, B1.5.16) is pended and taken before the handler's first instruction. When not
+    /// even HardFault can preempt (the entry was to NMI or HardFault), the core locks up
+    /// (B1.5.15).
+    fn derived_fault(&mut self, kind: FaultKind, ret: u32) {
+        self.record_entry_fault(kind, ret);
+        let exc = self.record_fault_status(kind);
+        if exc == EXC_HARDFAULT && self.exec_priority() < 0 {
+            self.lockup(self.r[15]);
+            return;
+        }
+        self.set_pending(exc);
     }
 
     /// B1.5.8 ExceptionReturn, started by BX or POP {PC} in Handler mode with `value` in
@@ -471,9 +537,12 @@ impl Cpu {
             _ => return Err(bad),
         };
         let frame = if use_psp { self.psp() } else { self.msp() };
+        // B1.5.8: PopStack runs after the mode change: the MPU checks it with the privilege of
+        // the context returned to (HFNMIENA: at the priority returned to).
+        let check = self.mpu_on.then(|| (to_handler || !self.npriv, self.priority_after_return(returning) < 0));
         let mut w = [0u32; 8];
         for (i, slot) in w.iter_mut().enumerate() {
-            *slot = self.raw_read(bus, frame.wrapping_add(4 * i as u32)).map_err(FaultKind::Unstacking)?;
+            *slot = self.raw_read(bus, frame.wrapping_add(4 * i as u32), check).map_err(FaultKind::Unstacking)?;
         }
         let xpsr = w[7];
         let new_ipsr = xpsr & self.ipsr_mask();
@@ -539,6 +608,10 @@ impl Cpu {
     /// exception it is routed to (MemManage, BusFault, UsageFault or HardFault).
     pub(crate) fn record_fault_status(&mut self, kind: FaultKind) -> u32 {
         const IACCVIOL: u32 = 1 << 0;
+        const DACCVIOL: u32 = 1 << 1;
+        const MUNSTKERR: u32 = 1 << 3;
+        const MSTKERR: u32 = 1 << 4;
+        const MMARVALID: u32 = 1 << 7;
         const IBUSERR: u32 = 1 << 8;
         const PRECISERR: u32 = 1 << 9;
         const UNSTKERR: u32 = 1 << 11;
@@ -553,7 +626,17 @@ impl Cpu {
         const HFSR_VECTTBL: u32 = 1 << 1;
         const HFSR_FORCED: u32 = 1 << 30;
         const HFSR_DEBUGEVT: u32 = 1 << 31;
+        let mpu = BusFaultKind::MpuViolation;
         let (exc, bits) = match kind {
+            // B3.5 CheckPermission(): MMFSR.DACCVIOL with MMFAR = the address, MMARVALID.
+            FaultKind::DataBus(b) if b.kind == mpu => {
+                self.v7.mmfar = b.addr;
+                (EXC_MEMMANAGE, DACCVIOL | MMARVALID)
+            }
+            // B3.2.15: stacking/unstacking violations leave MMFAR alone.
+            FaultKind::Stacking(b) if b.kind == mpu => (EXC_MEMMANAGE, MSTKERR),
+            FaultKind::Unstacking(b) if b.kind == mpu => (EXC_MEMMANAGE, MUNSTKERR),
+            FaultKind::InstructionBus(b) if b.kind == mpu => (EXC_MEMMANAGE, IACCVIOL),
             FaultKind::DataBus(b) => {
                 self.v7.bfar = b.addr;
                 (EXC_BUSFAULT, PRECISERR | BFARVALID)
@@ -592,7 +675,14 @@ impl Cpu {
     }
 
     /// Word access for stacking and vector reads (PPB included, so a VTOR there still works).
-    fn raw_read<B: Bus>(&mut self, bus: &mut B, addr: u32) -> Result<u32, BusFault> {
+    /// `mpu`: checked by the MPU with this privilege and at a negative execution priority or not
+    /// (unstacking); `None` for vector reads, which always use the default map (B3.5.1).
+    fn raw_read<B: Bus>(&mut self, bus: &mut B, addr: u32, mpu: Option<(bool, bool)>) -> Result<u32, BusFault> {
+        if let Some((privileged, negative)) = mpu
+            && !self.mpu_allows_at(addr, super::mpu::Access::Read, privileged, negative)
+        {
+            return Err(BusFault::new(addr, Size::Word, BusFaultKind::MpuViolation));
+        }
         if addr & 3 != 0 {
             return Err(BusFault::new(addr, Size::Word, crate::bus::BusFaultKind::Device("unaligned frame")));
         }
@@ -608,7 +698,11 @@ impl Cpu {
         r
     }
 
-    fn raw_write<B: Bus>(&mut self, bus: &mut B, addr: u32, value: u32) -> Result<(), BusFault> {
+    /// Stacking write, checked by the MPU with the privilege of the context being stacked.
+    fn raw_write<B: Bus>(&mut self, bus: &mut B, addr: u32, value: u32, privileged: bool) -> Result<(), BusFault> {
+        if !self.mpu_allows(addr, super::mpu::Access::Write, privileged) {
+            return Err(BusFault::new(addr, Size::Word, BusFaultKind::MpuViolation));
+        }
         if super::is_ppb(addr) {
             return self
                 .ppb_write(addr, Size::Word, value, super::ppb::Origin::Cpu)

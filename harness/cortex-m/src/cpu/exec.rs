@@ -87,6 +87,10 @@ impl Cpu {
         if addr & (size.bytes() - 1) != 0 {
             return self.load_unaligned(bus, addr, size);
         }
+        // B3.5: with the MPU on, the access is checked first (MemManage DACCVIOL).
+        if self.mpu_on {
+            self.mpu_check_data(addr, size, false).map_err(|f| Exc::Fault(FaultKind::DataBus(f)))?;
+        }
         if super::is_ppb(addr) {
             return self.cpu_ppb_read(addr, size).map_err(|f| Exc::Fault(FaultKind::DataBus(f)));
         }
@@ -205,6 +209,9 @@ impl Cpu {
     pub(crate) fn store<B: Bus>(&mut self, bus: &mut B, addr: u32, size: Size, value: u32) -> Result<(), Exc> {
         if addr & (size.bytes() - 1) != 0 {
             return self.store_unaligned(bus, addr, size, value);
+        }
+        if self.mpu_on {
+            self.mpu_check_data(addr, size, true).map_err(|f| Exc::Fault(FaultKind::DataBus(f)))?;
         }
         if super::is_ppb(addr) {
             return self.cpu_ppb_write(addr, size, value).map_err(|f| Exc::Fault(FaultKind::DataBus(f)));

@@ -4,9 +4,9 @@
 //! the core compares generations after its own stores and at every service point, and FPB
 //! changes flush it (breakpoints are baked into the entries).
 
+use super::Cpu;
 use super::decode::{Entry, Op, decode16, decode16_v7, entry, entry_op};
 use super::thumb2::decode32_v7;
-use super::{Cpu, is_ppb};
 use crate::bus::{Bus, BusFault, BusFaultKind, CODE_LINE_BYTES, CODE_LINE_HALFWORDS, Size};
 
 const LINES: usize = 512;
@@ -61,13 +61,24 @@ impl Cpu {
     #[cold]
     #[inline(never)]
     fn fetch_miss<B: Bus>(&mut self, bus: &mut B, pc: u32) -> Result<Entry, BusFault> {
-        // B3.1: the system region 0xE0000000-0xFFFFFFFF is execute-never.
-        if pc >= 0xE000_0000 || is_ppb(pc) {
+        // B3.1 Table B3-1 (both profiles): the Peripheral (0x40000000-0x5FFFFFFF), Device
+        // (0xA0000000-0xDFFFFFFF) and System (0xE0000000-) regions are execute-never; on
+        // ARMv7-M a fetch there is a MemManage IACCVIOL (B3.5.1), on ARMv6-M a HardFault.
+        if super::mpu::default_xn(pc) {
             return Err(BusFault::new(pc, Size::Half, BusFaultKind::NotExecutable));
         }
         let line = pc >> LINE_SHIFT;
         let base = line << LINE_SHIFT;
         let mut raw = [0u16; CODE_LINE_HALFWORDS];
+        // A line with an FPB-remapped word is not cached: every fetch reads the remap table
+        // (C1.11.5), so changes to the SRAM table take effect at once.
+        if self.dbg.fpb_remapping && self.fpb_remaps_line(line, LINE_SHIFT) {
+            let hw = match self.fpb_remap_target(pc) {
+                Some(t) => bus.fetch16(t)?,
+                None => bus.fetch16(pc)?,
+            };
+            return Ok(self.decode_at(pc, hw));
+        }
         if bus.fetch_code_line(base, &mut raw) {
             let slot = line as usize & (LINES - 1);
             for (i, hw) in raw.iter().enumerate() {

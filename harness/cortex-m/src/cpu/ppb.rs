@@ -81,6 +81,11 @@ pub(crate) struct DebugRegs {
     pub dfsr: u32,
     pub fpb_enable: bool,
     pub fpb_comp: Vec<u32>,
+    /// FP_REMAP.REMAP (bits [28:5]) of an FPB version 1 on ARMv7-M (C1.11.4).
+    pub fpb_remap: u32,
+    /// Some enabled comparator remaps (FPB v1, FP_CTRL.ENABLE, REPLACE = 0b00): the
+    /// decoded-code cache leaves the lines it touches uncached.
+    pub fpb_remapping: bool,
 }
 
 impl DebugRegs {
@@ -98,6 +103,8 @@ impl DebugRegs {
             dfsr: 0,
             fpb_enable: false,
             fpb_comp: vec![0; comparators as usize],
+            fpb_remap: 0,
+            fpb_remapping: false,
         }
     }
 }
@@ -250,7 +257,9 @@ impl Cpu {
                         | (n & 0xF) << 4
                         | self.dbg.fpb_enable as u32
                 }
-                // FP_REMAP: RMPSPT = 0, remapping is not supported.
+                // C1.11.4 FP_REMAP: RMPSPT[29] = 1 and REMAP[28:5] on an FPB version 1 of
+                // ARMv7-M (Cortex-M3/M4); version 2 and the ARMv6-M BPU cannot remap (reads 0).
+                0x004 if self.fpb_can_remap() => 1 << 29 | self.dbg.fpb_remap,
                 0x004 => 0,
                 o if (0x008..0x008 + 4 * self.dbg.fpb_comp.len() as u32).contains(&o) => {
                     self.dbg.fpb_comp[((o - 8) / 4) as usize]
@@ -282,6 +291,7 @@ impl Cpu {
                 match off {
                     // The write takes effect only with KEY (bit 1) set (ARMv6-M C1.9 BPU, M0+ TRM BP_CTRL).
                     0x000 if value & 2 != 0 => self.dbg.fpb_enable = value & 1 != 0,
+                    0x004 if self.fpb_can_remap() => self.dbg.fpb_remap = value & 0x1FFF_FFE0,
                     o if (0x008..0x008 + 4 * self.dbg.fpb_comp.len() as u32).contains(&o) => {
                         let mask = if self.config().fpb_rev2 { u32::MAX } else { BP_COMP_MASK };
                         self.dbg.fpb_comp[((o - 8) / 4) as usize] = value & mask;
@@ -290,6 +300,9 @@ impl Cpu {
                 }
                 // Breakpoints are baked into the decoded-code cache.
                 self.icache.flush(self.icache.generation);
+                self.dbg.fpb_remapping = self.fpb_can_remap()
+                    && self.dbg.fpb_enable
+                    && self.dbg.fpb_comp.iter().any(|c| c & 1 != 0 && c >> 30 == 0);
                 self.service = true;
                 Ok(())
             }
@@ -342,6 +355,28 @@ impl Cpu {
             let halfword_bit = if addr & 2 == 0 { 1 << 30 } else { 1 << 31 };
             c & 1 != 0 && c & 0x1FFF_FFFC == addr & 0x1FFF_FFFC && c & halfword_bit != 0
         })
+    }
+
+    /// FPB version 1 of ARMv7-M: FP_REMAP exists (C1.11.4, RMPSPT = 1 on the Cortex-M3/M4).
+    fn fpb_can_remap(&self) -> bool {
+        self.config().arch.is_v7() && !self.config().fpb_rev2
+    }
+
+    /// C1.11.5 (FPB version 1): an enabled instruction comparator with REPLACE = 0b00 remaps the
+    /// fetch of its word in the Code region to SRAM, FP_REMAP.REMAP + 4n (n = the comparator):
+    /// the address the halfword at `addr` is fetched from instead.
+    pub(crate) fn fpb_remap_target(&self, addr: u32) -> Option<u32> {
+        if !self.dbg.fpb_remapping || addr >= 0x2000_0000 {
+            return None;
+        }
+        let n = self.dbg.fpb_comp.iter().position(|c| c & 1 != 0 && c >> 30 == 0 && (c ^ addr) & 0x1FFF_FFFC == 0)?;
+        Some((0x2000_0000 | self.dbg.fpb_remap) + 4 * n as u32 + (addr & 2))
+    }
+
+    /// Whether a remapping comparator points into the code line `line` (address >> line shift).
+    pub(crate) fn fpb_remaps_line(&self, line: u32, line_shift: u32) -> bool {
+        self.dbg.fpb_remapping
+            && self.dbg.fpb_comp.iter().any(|c| c & 1 != 0 && c >> 30 == 0 && (c & 0x1FFF_FFFC) >> line_shift == line)
     }
 
     fn nvic_words(&self) -> u32 {
@@ -409,6 +444,8 @@ impl Cpu {
             0xD34 if self.config().arch.is_v7() => self.v7.mmfar,
             0xD38 if self.config().arch.is_v7() => self.v7.bfar,
             0xD88 if self.config().arch.is_v7() => self.v7.cpacr,
+            // B3.5.5-B3.5.9: MPU_TYPE, MPU_CTRL, MPU_RNR, MPU_RBAR, MPU_RASR and the aliases.
+            0xD90..=0xDBC if self.config().arch.is_v7() => self.mpu_read(off).unwrap_or(0),
             // ARMv6-M C1.6: SHCSR (SVCALLPENDED) exists for the debugger only.
             0xD24 if debug => (self.nvic.is_pending(EXC_SVCALL) as u32) << 15,
             0xD30 => self.dbg.dfsr,
@@ -478,6 +515,14 @@ impl Cpu {
                 if v & (1 << 2) != 0 {
                     // SYSRESETREQ: the board performs the system reset.
                     self.pending_reset.get_or_insert(ResetCause::Software);
+                } else if v & 1 != 0 && self.config().arch.is_v7() {
+                    // ARMv7-M B3.2.6 VECTRESET: a local reset of the core (B1.5.16 reset
+                    // management: core, NVIC, SCB, SysTick, MPU; not the debug logic, not the
+                    // system's peripherals), carried out as soon as the core has the bus. Outside
+                    // Debug state it is UNPREDICTABLE: performed all the same, as the
+                    // Cortex-M3/M4 do. With SYSRESETREQ as well, the system reset wins. ARMv6-M
+                    // has no VECTRESET (reserved): ignored.
+                    self.vect_reset = true;
                 }
                 if v & (1 << 1) != 0 && debug && self.halted.is_some() {
                     // VECTCLRACTIVE, only defined from the debugger in Debug state.
@@ -508,6 +553,9 @@ impl Cpu {
             0xD38 if self.config().arch.is_v7() => self.v7.bfar = v,
             // B3.2.20 CPACR: with no coprocessors every field is RAZ/WI.
             0xD88 if self.config().arch.is_v7() => {}
+            0xD90..=0xDBC if self.config().arch.is_v7() => {
+                self.mpu_write(off, v);
+            }
             // B3.4.3 STIR: pends the interrupt (unprivileged only with CCR.USERSETMPEND).
             0xF00 if self.config().arch.is_v7() => {
                 let irq = v & 0x1FF;
@@ -634,10 +682,23 @@ impl Cpu {
             | self.nvic.fault_ena
     }
 
-    /// SHCSR write: the enables, and the pending bits (the active bits are not modelled as
-    /// writable: changing them is UNPREDICTABLE outside a context restore).
+    /// B3.2.13 SHCSR write: the enables, the pending bits and the active bits. Software may
+    /// write the active bits (a context restore does); the architecture warns that a wrong value
+    /// corrupts the exception state, which is then what the core runs with (an exception return
+    /// that no longer matches the active set faults INVPC, B1.5.8).
     fn shcsr_write(&mut self, v: u32) {
         self.nvic.fault_ena = v & (7 << 16);
+        for (b, exc) in [
+            (0, super::EXC_MEMMANAGE),
+            (1, super::EXC_BUSFAULT),
+            (3, super::EXC_USAGEFAULT),
+            (7, EXC_SVCALL),
+            (8, super::EXC_DEBUGMON),
+            (10, EXC_PENDSV),
+            (11, EXC_SYSTICK),
+        ] {
+            self.nvic.set_active(exc, v & (1 << b) != 0);
+        }
         for (b, exc) in
             [(12, super::EXC_USAGEFAULT), (13, super::EXC_MEMMANAGE), (14, super::EXC_BUSFAULT), (15, EXC_SVCALL)]
         {
@@ -664,6 +725,7 @@ impl Cpu {
         self.watch_armed = self.config().arch.is_v7()
             && self.dbg.demcr & DEMCR_TRCENA != 0
             && self.v7.dwt.function.iter().any(|f| f & 0x180 == 0 && matches!(f & 0xF, 5..=7));
+        self.slow = self.watch_armed || self.mpu_on;
         self.service = true;
     }
 

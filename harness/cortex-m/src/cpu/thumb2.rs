@@ -565,11 +565,23 @@ fn sh(x: u32, i: u32) -> i32 {
 }
 
 impl Cpu {
-    /// The ARMv7-M slow path: inside an IT block, or with DWT watchpoints armed.
+    /// The ARMv7-M slow path: inside an IT block, with DWT watchpoints armed, or with the MPU on.
     #[inline(never)]
     pub(crate) fn exec_slow<B: Bus>(&mut self, bus: &mut B, e: Entry, pc: u32) {
+        // B3.5 ValidateAddress() for the instruction fetch: IACCVIOL (MemManage, no MMFAR).
+        if self.mpu_on
+            && let Err(f) = self.mpu_check_fetch(pc, e)
+        {
+            return self.raise(bus, Exc::Fault(FaultKind::InstructionBus(f)), pc);
+        }
         if !self.watch_armed {
-            return self.exec_in_it(bus, e, pc);
+            if self.it != 0 {
+                return self.exec_in_it(bus, e, pc);
+            }
+            return match self.exec(bus, e, pc) {
+                Ok(()) => self.retired += 1,
+                Err(x) => self.raise(bus, x, pc),
+            };
         }
         let mut wb = WatchBus { inner: bus, dwt: self.v7.dwt.clone(), hits: 0 };
         if self.it != 0 {
@@ -1166,6 +1178,16 @@ impl Cpu {
         }
         // LDRT/STRT (A7.7.67/A7.7.176): an unprivileged access; without an MPU only the PPB
         // tells the difference (B3.2: privileged-only).
+        // With the MPU on, the unprivileged permissions apply (B3.5 ValidateAddress with
+        // AccType_UNPRIV); load/store check again with the current privilege, which allows
+        // at least as much.
+        if unpriv && self.mpu_on && !self.mpu_allows(addr, super::mpu::Access::from_write(!load), false) {
+            return Err(Exc::Fault(FaultKind::DataBus(crate::bus::BusFault::new(
+                addr,
+                size,
+                crate::bus::BusFaultKind::MpuViolation,
+            ))));
+        }
         if unpriv && super::is_ppb(addr) && self.privileged() {
             return Err(Exc::Fault(FaultKind::DataBus(crate::bus::BusFault::new(
                 addr,
