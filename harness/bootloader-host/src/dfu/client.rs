@@ -283,6 +283,8 @@ pub struct DfuSeClient<T: ControlTransfer> {
     stats: DfuStats,
     /// The caller's deadline: no transfer, poll wait or retry goes past it.
     deadline: Option<Deadline>,
+    /// Told the bytes of each chunk written (a progress bar).
+    progress: Option<Box<dyn FnMut(u64) + Send>>,
 }
 
 const GET_DESCRIPTOR: u8 = 6;
@@ -309,8 +311,15 @@ impl<T: ControlTransfer> DfuSeClient<T> {
             transfer_size: 0,
             functional: DfuFunctional { attributes: 0, detach_timeout_ms: 0, transfer_size: 0, dfu_version: 0 },
         };
-        let mut client =
-            DfuSeClient { dev, target: placeholder, config, tap, stats: DfuStats::default(), deadline: None };
+        let mut client = DfuSeClient {
+            dev,
+            target: placeholder,
+            config,
+            tap,
+            stats: DfuStats::default(),
+            deadline: None,
+            progress: None,
+        };
         client.target = client.discover(alt_setting)?;
         client.select_and_clear()?;
         Ok(client)
@@ -325,7 +334,8 @@ impl<T: ControlTransfer> DfuSeClient<T> {
     ) -> Result<Self> {
         let mut tap = Tap::default();
         tap.set(transcript);
-        let mut client = DfuSeClient { dev, target, config, tap, stats: DfuStats::default(), deadline: None };
+        let mut client =
+            DfuSeClient { dev, target, config, tap, stats: DfuStats::default(), deadline: None, progress: None };
         client.select_and_clear()?;
         Ok(client)
     }
@@ -410,6 +420,11 @@ impl<T: ControlTransfer> DfuSeClient<T> {
     /// device's waits count (the board's clock for a virtual board).
     pub fn set_deadline(&mut self, deadline: Option<Deadline>) {
         self.deadline = deadline;
+    }
+
+    /// Call `f` with the size of each chunk once it is written.
+    pub fn on_progress(&mut self, f: impl FnMut(u64) + Send + 'static) {
+        self.progress = Some(Box::new(f));
     }
 
     /// The transfer timeout, cut to what is left of the caller's deadline.
@@ -761,9 +776,11 @@ impl<T: ControlTransfer> DfuSeClient<T> {
         Ok(())
     }
 
-    /// Writes without erasing (after [`DfuSeClient::mass_erase`], or to RAM): per chunk of
-    /// wTransferSize, Set Address Pointer then DNLOAD with wValue 2, as dfu-util does; then ABORT
-    /// back to dfuIDLE.
+    /// Writes without erasing (after [`DfuSeClient::mass_erase`], or to RAM): chunks of
+    /// wTransferSize, then ABORT back to dfuIDLE. One Set Address Pointer serves consecutive
+    /// chunks: DNLOAD block wValue >= 2 writes at ((wValue - 2) x wTransferSize) + the pointer
+    /// (AN3156 "Download"; the ROM model's `block_address`). dfu-util sets the pointer before
+    /// every chunk, a command and a status poll more per chunk than needed.
     ///
     /// A chunk that fails transiently is written again after the device is back in dfuIDLE. If
     /// its DNLOAD had gone out, the device may have programmed it before the error (the status
@@ -772,6 +789,8 @@ impl<T: ControlTransfer> DfuSeClient<T> {
     /// [`DfuError::ReadBackDiffers`].
     pub fn write(&mut self, address: u32, data: &[u8]) -> Result<()> {
         let size = self.target.transfer_size as usize;
+        // The device's address pointer, while this write knows it.
+        let mut pointer: Option<u64> = None;
         for (i, chunk) in data.chunks(size).enumerate() {
             let at = address as u64 + (i * size) as u64;
             let op = Op::Download { address: at as u32, len: chunk.len() };
@@ -783,8 +802,13 @@ impl<T: ControlTransfer> DfuSeClient<T> {
                 return Err(self.not_allowed(op, at as u32, "writable"));
             }
             let mut sent = false;
-            self.retrying(op, |c, _| {
+            self.retrying(op, |c, attempt| {
+                // Recovery (CLRSTATUS / ABORT) and the read-back below may move the pointer.
+                if attempt > 0 {
+                    pointer = None;
+                }
                 if sent && seg.readable {
+                    pointer = None;
                     let back = c.upload(at as u32, chunk.len())?;
                     if back == chunk {
                         c.stats.confirmed_by_upload += 1;
@@ -795,9 +819,23 @@ impl<T: ControlTransfer> DfuSeClient<T> {
                         return Err(DfuError::ReadBackDiffers { op, offset: i, expected: chunk[i], got: back[i] });
                     }
                 }
-                c.set_address(at as u32)?;
+                let block = match pointer {
+                    Some(base) if at >= base && (at - base) % size as u64 == 0 => {
+                        u16::try_from((at - base) / size as u64 + 2).ok()
+                    }
+                    _ => None,
+                };
+                let block = match block {
+                    Some(b) => b,
+                    None => {
+                        pointer = None;
+                        c.set_address(at as u32)?;
+                        pointer = Some(at);
+                        2
+                    }
+                };
                 sent = true;
-                c.class_out(op, dfu_request::DNLOAD, 2, chunk)?;
+                c.class_out(op, dfu_request::DNLOAD, block, chunk)?;
                 let first = c.status_for(op)?;
                 let st = c.poll_while_busy(op, first)?;
                 if st.state != State::DNLOAD_IDLE || st.status != Status::OK {
@@ -805,6 +843,9 @@ impl<T: ControlTransfer> DfuSeClient<T> {
                 }
                 Ok(())
             })?;
+            if let Some(p) = self.progress.as_mut() {
+                p(chunk.len() as u64);
+            }
         }
         if !data.is_empty() {
             let op = Op::Download { address, len: data.len() };

@@ -331,12 +331,15 @@ fn download_erases_each_touched_page_once_then_writes_in_transfer_size_chunks() 
     assert_eq!(&dev.flash[0x10..0x10 + 100], &a[..]);
     assert_eq!(&dev.flash[0x7FC..0x804], &b[..]);
     assert_eq!(&dev.flash[0x3000..0x3000 + 3000], &big[..]);
-    // Every chunk: Set Address Pointer, then DNLOAD with wValue 2 (dfu-util's scheme).
-    let writes: Vec<_> = dev.log.iter().filter(|l| l.starts_with("DNLOAD 2")).collect();
-    assert_eq!(writes, ["DNLOAD 2 len 100", "DNLOAD 2 len 8", "DNLOAD 2 len 2048", "DNLOAD 2 len 952"]);
+    // A range's first chunk: Set Address Pointer, then DNLOAD wValue 2; the chunks after it go
+    // as blocks 3, 4, ... from the same pointer (AN3156), with no Set Address Pointer between.
+    let writes: Vec<_> = dev.log.iter().filter(|l| l.starts_with("DNLOAD") && !l.starts_with("DNLOAD 0")).collect();
+    assert_eq!(writes, ["DNLOAD 2 len 100", "DNLOAD 2 len 8", "DNLOAD 2 len 2048", "DNLOAD 3 len 952"]);
     let i = dev.log.iter().position(|l| l == "DNLOAD 2 len 2048").unwrap();
     let set_address = dev.log[..i].iter().rev().find(|l| l.starts_with("DNLOAD 0")).unwrap();
     assert_eq!(set_address, "DNLOAD 0 [21, 00, 30, 00, 08]");
+    let j = dev.log.iter().position(|l| l == "DNLOAD 3 len 952").unwrap();
+    assert!(!dev.log[i..j].iter().any(|l| l.starts_with("DNLOAD 0")), "{:?}", &dev.log[i..j]);
     // bwPollTimeout honoured: the client waited the 7 ms the device asked for.
     assert!(dev.waits.contains(&Duration::from_millis(7)));
     assert_eq!(dev.state, State::IDLE, "ABORTed back to dfuIDLE");
@@ -536,7 +539,7 @@ fn stalled_requests_mid_download_are_cleared_and_the_work_done_again() {
         let mut dev = FakeDfu::new();
         dev.stall_class_every = Some(every);
         let mut c = open(dev);
-        let data = image(5 * 2048 + 100);
+        let data = image(12 * 2048 + 100);
         c.download(BASE + 0x800, &data).unwrap_or_else(|e| panic!("every {every}: {e}"));
         // A stalled GETSTATUS while busy is absorbed by the poll loop (dfu-util's tolerance);
         // a stalled DNLOAD, UPLOAD or ABORT costs a retry.

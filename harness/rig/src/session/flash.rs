@@ -264,9 +264,26 @@ impl RigSession {
         let mut dfu = self.open_dfu()?;
         // No transfer, poll or retry past the step's deadline (on the board's clock).
         dfu.set_deadline(Some(cx.deadline.clone()));
+        // The caller's progress, lent to the client for the write and taken back after it.
+        let progress = std::sync::Arc::new(std::sync::Mutex::new(self.progress.take()));
+        let total: u64 = img.image.ranges().iter().map(|(_, d)| d.len() as u64).sum();
+        {
+            let progress = progress.clone();
+            let mut done = 0u64;
+            dfu.on_progress(move |n| {
+                done += n;
+                if let Ok(mut p) = progress.lock()
+                    && let Some(p) = p.as_mut()
+                {
+                    p(done, total);
+                }
+            });
+        }
         let r = Self::dfu_download(&mut dfu, img, erase, verify);
         // What the link cost, pass or fail (reported by the flash step).
         self.dfu_stats = dfu.stats();
+        drop(dfu);
+        self.progress = progress.lock().ok().and_then(|mut p| p.take());
         r
     }
 
@@ -278,9 +295,14 @@ impl RigSession {
     ) -> Result<(), StepError> {
         let ranges = img.image.ranges();
         if erase == EraseMode::Mass {
+            // Everything is erased: write only (no second erase of the touched pages).
             dfu.mass_erase()?;
+            for (address, data) in &ranges {
+                dfu.write(*address, data)?;
+            }
+        } else {
+            dfu.download_ranges(&ranges)?;
         }
-        dfu.download_ranges(&ranges)?;
         if verify {
             for (addr, data) in &ranges {
                 let back = dfu.upload(*addr, data.len())?;
