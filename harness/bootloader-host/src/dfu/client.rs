@@ -820,7 +820,7 @@ impl<T: ControlTransfer> DfuSeClient<T> {
                     }
                 }
                 let block = match pointer {
-                    Some(base) if at >= base && (at - base) % size as u64 == 0 => {
+                    Some(base) if at >= base && (at - base).is_multiple_of(size as u64) => {
                         u16::try_from((at - base) / size as u64 + 2).ok()
                     }
                     _ => None,
