@@ -230,8 +230,10 @@ impl Board {
                 BoardError::NoUsart { board: cfg.name.clone(), usart: p.usart.clone(), known: usarts.join(", ") }
             })?;
             let tx = tx.clone();
-            let pty = Pty::open(idx, p.link.as_deref(), move |input| tx.send(Cmd::HostRx(input)).is_ok())
-                .map_err(|message| BoardError::Pty { board: cfg.name.clone(), usart: p.usart.clone(), message })?;
+            let pty =
+                Pty::open(idx, p.link.as_deref(), move |input| tx.send(Cmd::HostRx(input)).is_ok()).map_err(|e| {
+                    BoardError::Pty { board: cfg.name.clone(), usart: p.usart.clone(), source: std::sync::Arc::new(e) }
+                })?;
             m.enable_tap(idx);
             ptys.push(pty);
         }

@@ -41,8 +41,8 @@ pub enum BoardError {
     NoPin { board: String, pin: String },
     #[error("image: {0}")]
     Image(String),
-    #[error("board {board}: PTY for {usart}: {message}")]
-    Pty { board: String, usart: String, message: String },
+    #[error("board {board}: PTY for {usart}: {source}")]
+    Pty { board: String, usart: String, source: std::sync::Arc<crate::pty::PtyError> },
     #[error("board {board}: the core is not halted ({what} needs a halted core)")]
     NotHalted { board: String, what: String },
     #[error("board {board}: {usart} did not send {expected:?} within {deadline:?}; received {received:?}")]

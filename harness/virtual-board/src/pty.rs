@@ -73,23 +73,30 @@ impl Pty {
         usart: usize,
         link: Option<&Path>,
         deliver: impl Fn(PtyInput) -> bool + Send + 'static,
-    ) -> Result<Pty, String> {
-        let r = nix::pty::openpty(None, None).map_err(|e| format!("openpty: {e}"))?;
-        let path = nix::unistd::ttyname(&r.slave).map_err(|e| format!("ttyname: {e}"))?;
+    ) -> Result<Pty, PtyError> {
+        let sys = |step: &'static str, path: Option<&Path>| {
+            let path = path.map(Path::to_path_buf);
+            move |source: nix::Error| PtyError::Sys { step, path: path.clone(), source }
+        };
+        let r = nix::pty::openpty(None, None).map_err(sys("openpty", None))?;
+        let path = nix::unistd::ttyname(&r.slave).map_err(sys("ttyname", None))?;
         // Raw mode so that the line discipline neither echoes nor edits the device's bytes, and
         // 115200 Bd until the peer configures its own rate (a fresh PTY says 38400, which the
         // board would take as a rate mismatch with the fixtures' 115200 Bd USART).
-        let mut t = tcgetattr(&r.slave).map_err(|e| format!("tcgetattr {}: {e}", path.display()))?;
+        let mut t = tcgetattr(&r.slave).map_err(sys("tcgetattr", Some(&path)))?;
         cfmakeraw(&mut t);
-        cfsetspeed(&mut t, BaudRate::B115200).map_err(|e| format!("cfsetspeed {}: {e}", path.display()))?;
-        tcsetattr(&r.slave, SetArg::TCSANOW, &t).map_err(|e| format!("tcsetattr {}: {e}", path.display()))?;
-        let flags = fcntl(&r.master, FcntlArg::F_GETFL).map_err(|e| format!("fcntl: {e}"))?;
+        cfsetspeed(&mut t, BaudRate::B115200).map_err(sys("cfsetspeed", Some(&path)))?;
+        tcsetattr(&r.slave, SetArg::TCSANOW, &t).map_err(sys("tcsetattr", Some(&path)))?;
+        let flags = fcntl(&r.master, FcntlArg::F_GETFL).map_err(sys("fcntl F_GETFL", Some(&path)))?;
         fcntl(&r.master, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK))
-            .map_err(|e| format!("fcntl O_NONBLOCK: {e}"))?;
+            .map_err(sys("fcntl O_NONBLOCK", Some(&path)))?;
         if let Some(l) = link {
-            claim_link(l).map_err(|e| e.to_string())?;
-            std::os::unix::fs::symlink(&path, l)
-                .map_err(|e| format!("symlink {} -> {}: {e}", l.display(), path.display()))?;
+            claim_link(l)?;
+            std::os::unix::fs::symlink(&path, l).map_err(|source| PtyError::Link {
+                link: l.to_path_buf(),
+                pty: path.clone(),
+                source,
+            })?;
         }
         let master = Arc::new(r.master);
         let slave = Arc::new(r.slave);
@@ -99,7 +106,7 @@ impl Pty {
             std::thread::Builder::new()
                 .name(format!("pty-usart{usart}"))
                 .spawn(move || read_loop(usart, &master, &slave, &stop, deliver))
-                .map_err(|e| format!("spawn PTY reader: {e}"))?
+                .map_err(PtyError::Reader)?
         };
         Ok(Pty {
             usart,
@@ -143,7 +150,20 @@ impl Drop for Pty {
     }
 }
 
-/// Why `--uart-link` cannot be used.
+/// Why a board's PTY could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum PtyError {
+    #[error("{step}{}: {source}", .path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Sys { step: &'static str, path: Option<PathBuf>, source: nix::Error },
+    #[error(transparent)]
+    Claim(#[from] LinkError),
+    #[error("symlink {link} -> {pty}: {source}")]
+    Link { link: PathBuf, pty: PathBuf, source: std::io::Error },
+    #[error("starting the PTY reader thread: {0}")]
+    Reader(std::io::Error),
+}
+
+/// Why `--uart-link` may not be created where asked.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("--uart-link {path}: {source}")]
