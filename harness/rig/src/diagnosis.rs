@@ -76,12 +76,13 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "remap-with-syscfg-clock-off",
         title: "System memory is not mapped at 0x0 and the SYSCFG clock is off: the remap write was ignored",
-        fix: "Enable the SYSCFG clock (RCC_APBENR2.SYSCFGEN) before writing SYSCFG_CFGR1.MEM_MODE = 01.",
+        // The rule names the chip's remap field and clock (chip data `remap`) in the fix it reports.
+        fix: "Enable the SYSCFG clock before writing the remap field that maps system memory at 0x0.",
     },
     Cause {
         id: "remap-not-done",
         title: "System memory is not mapped at 0x0 when the ROM runs: its interrupts use the application's vectors",
-        fix: "Remap system memory to 0x0 (SYSCFG_CFGR1.MEM_MODE = 01) before the jump on Cortex-M0+ parts.",
+        fix: "Remap system memory to 0x0 (the remap field, SYSCFG clock on) before the jump.",
     },
     Cause {
         id: "vtor-points-to-application",
@@ -219,6 +220,23 @@ impl Evidence {
             .as_ref()
             .map(|r| r.clock_name.clone().unwrap_or_else(|| format!("RCC_{}.{}", r.clock.register, r.clock.bit)))
             .unwrap_or_default()
+    }
+    /// The remap field's value that maps system memory at 0x0, in binary as the manuals write it
+    /// (`01` for the G0's 2-bit MEM_MODE, `001` for the G4's 3 bits).
+    fn remap_sysmem_value(&self) -> Option<String> {
+        let r = self.chip.remap.as_ref()?;
+        let v = r.value_of(hil_chips::BootTarget::SystemMemory)?;
+        Some(format!("{v:0width$b}", width = usize::from(r.width)))
+    }
+    /// The fix of the remap causes with this chip's register names (chip data `remap`).
+    fn remap_fix(&self, clock_off: bool) -> Option<String> {
+        let (field, clock) = (self.remap_field_name(), self.remap_clock_name());
+        let value = self.remap_sysmem_value()?;
+        Some(if clock_off {
+            format!("Enable the SYSCFG clock ({clock}) before writing {field} = {value}.")
+        } else {
+            format!("Remap system memory to 0x0 ({field} = {value}, with {clock} set) before the jump.")
+        })
     }
     fn empty_flag_name(&self) -> String {
         let check = self.chip.boot.as_ref().and_then(|b| b.empty_check.as_ref());
@@ -592,7 +610,8 @@ fn foreign_table(e: &Evidence, facts: &mut Vec<Fact>) -> Option<Diagnosis> {
     if let Some(c) = clock {
         facts.push(fact(e.remap_clock_name(), if c { "1" } else { "0: SYSCFG clock off" }, !c));
     }
-    Some(if clock == Some(false) {
+    let fix = e.remap_fix(clock == Some(false));
+    let mut d = if clock == Some(false) {
         named(
             "remap-with-syscfg-clock-off",
             "VTOR = 0 and 0x00000000 shows flash, not the ROM: the ROM's interrupts run the application's handlers. The SYSCFG clock is off, so a MEM_MODE write is ignored (pitfall P4).".into(),
@@ -606,7 +625,11 @@ fn foreign_table(e: &Evidence, facts: &mut Vec<Fact>) -> Option<Diagnosis> {
             std::mem::take(facts),
             e.snapshot.clone(),
         )
-    })
+    };
+    if fix.is_some() {
+        d.fix = fix;
+    }
+    Some(d)
 }
 
 /// Classes 1-4: the application jumped into the ROM (no Go / leave since the last reset), and the ROM does
