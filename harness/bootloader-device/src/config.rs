@@ -1,22 +1,27 @@
 //! Per chip / per bootloader version configuration of the ROM model.
 //!
-//! [`RomConfig::for_chip`] derives the geometry from the chip description (hil-chips) and adds the
-//! protocol facts this crate knows per device ID. Every field is public so a board (or a scenario)
-//! can switch a quirk; [`RomConfig::validate`] checks the result. Facts that could not be tied to a
-//! primary source are listed in [`RomConfig::unverified`] (key -> why it is believed), like the chip
-//! files do.
+//! [`RomConfig::for_chip`] builds it from the chip description (hil-chips): the geometry from the
+//! memory map, the protocol facts (AN3155 version and command list, DfuSe descriptors, entry and
+//! Go behaviour, how the ROM uses the core) from the chip file's `bootloader` section, where each
+//! is tagged with its AN2606 / AN3155 source. Every field is public so a board (or a scenario) can
+//! switch a quirk; [`RomConfig::validate`] checks the result. Facts that could not be tied to a
+//! primary source are listed in [`RomConfig::unverified`]: the chip file's `unverified` entries
+//! under `bootloader.`, `readout_protection.` and `memory.` (key -> why it is believed).
 
 use std::collections::BTreeMap;
 
-use hil_chips::Chip;
+use hil_chips::{Chip, DfuMemory};
+/// Chip-data enums the ROM model uses as they are (hil-chips `bootloader.execution` / `dfu`).
+pub use hil_chips::{LeaveJump, ProcessStackEntry, Service, VtorAtEntry};
 
 use crate::usart::cmd;
 
 /// A configuration the engines cannot run with.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{chip}: the virtual ROM has no protocol data for DEV_ID {dev_id:#05x} (supported: {supported})")]
-    UnsupportedChip { chip: String, dev_id: u16, supported: String },
+    /// The chip file lacks a fact the ROM model needs (`what` names the chip-data key).
+    #[error("{chip}: the chip data has no `{what}`, which the ROM model needs")]
+    MissingChipData { chip: String, what: &'static str },
     #[error("{chip}: {message}")]
     Invalid { chip: String, message: String },
     #[error("{chip}: this bootloader has no USB DFU interface (AN2606 bootloader configuration)")]
@@ -142,45 +147,6 @@ pub struct EntryQuirks {
     pub usb_left_enabled_blocks_dfu: bool,
 }
 
-/// How the ROM services an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Service {
-    /// From the interface's interrupt handler, reached through the vector table the CPU uses
-    /// (VTOR): nothing is served while PRIMASK is set, while an exception of equal or higher
-    /// priority is active, or while VTOR leads to someone else's handlers (pitfalls P1, P2, P5).
-    Interrupt,
-    /// By polling the peripheral's flags from the ROM's main loop (\[OBL\]
-    /// `OPENBL_USART_ReadByte` spins on RXNE): PRIMASK and VTOR do not matter for the answers.
-    Polling,
-}
-
-/// What the ROM does when it starts in Thread mode on the process stack (CONTROL.SPSEL = 1, a jump
-/// from an RTOS task; pitfall P5). The jump loads MSP, but Thread mode keeps running on the PSP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProcessStackEntry {
-    /// The ROM runs on the task's stack and answers.
-    Runs,
-    /// The ROM crashes (HardFault into its default handler) whatever the stack.
-    Crashes,
-    /// The ROM crashes when the PSP lies in the RAM it reserves for itself (its data initialisation
-    /// overwrites the stack it runs on), and runs otherwise. This reconciles the reports in seed 002:
-    /// a FreeRTOS task jump that failed until CONTROL was cleared, and one that worked.
-    CrashesInOwnRam,
-}
-
-/// What the ROM writes to VTOR when it starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VtorAtEntry {
-    /// Leaves VTOR as the application set it.
-    Untouched,
-    /// VTOR = 0x00000000: its table as the boot alias shows it. After a BOOT0 boot, or a jump with
-    /// the system memory remapped, 0x0 shows the ROM; after a jump without the remap (or with the
-    /// SYSCFG clock off, P4) it shows flash, so the ROM's interrupts run the application's handlers.
-    BootAlias,
-    /// VTOR = the system-memory address of its table.
-    SystemMemory,
-}
-
 /// How the ROM uses the core while it runs, and so which CPU state it needs when an application
 /// jumps to it (bootloader-protocols.md pitfalls P1, P2, P5; seed 002). No primary source documents
 /// the ROM's internals: every field is listed in [`RomConfig::unverified`] with the evidence behind
@@ -249,16 +215,6 @@ impl UsartConfig {
             None
         }
     }
-}
-
-/// Where DfuSe leave jumps (bootloader-protocols.md 3.7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LeaveJump {
-    /// MSP = \[pointer\], PC = \[pointer + 4\], like Go (\[OBL\] `OPENBL_USB_Jump`; forum td-p/446385).
-    Vector,
-    /// Branch to the pointer itself with the Thumb bit set (an H743 with BL 0xD2 "works" with
-    /// 0x08000123, qa-community 148238).
-    Direct,
 }
 
 /// DfuSe (AN3156) USB device settings.
@@ -363,25 +319,74 @@ const SUPPORTED_COMMANDS: [u8; 13] = [
     cmd::GET_CHECKSUM,
 ];
 
-/// DEV_IDs [`RomConfig::for_chip`] knows.
-const KNOWN_DEV_IDS: &str =
-    "0x410 (STM32F10x medium density), 0x460 (STM32G07x/08x), 0x467 (STM32G0B0/B1/C1), 0x469 (STM32G47x/48x)";
-
 impl RomConfig {
-    /// The ROM model for a shipped chip: geometry from the chip file, protocol facts per DEV_ID and
-    /// bootloader ID.
+    /// The ROM model of a chip, from its chip file: geometry from the memory map and flash
+    /// controller, protocol facts from `bootloader` (AN2606 / AN3155, per bootloader version),
+    /// the level-2 RDP marker from the option byte layout.
     pub fn for_chip(chip: &Chip) -> Result<RomConfig, ConfigError> {
-        let config = match chip.identity.dev_id {
-            0x460 | 0x467 => stm32g0(chip),
-            0x410 => stm32f1_medium_density(chip),
-            0x469 => stm32g47x(chip),
-            dev_id => {
-                return Err(ConfigError::UnsupportedChip {
-                    chip: chip.name.clone(),
-                    dev_id,
-                    supported: KNOWN_DEV_IDS.into(),
-                });
-            }
+        let missing = |what: &'static str| ConfigError::MissingChipData { chip: chip.name.clone(), what };
+        let b = &chip.bootloader;
+        let program_unit = chip.flash_controller.as_ref().ok_or_else(|| missing("flash_controller"))?.program_unit;
+        let flash = flash_layout(chip, program_unit);
+        let mut regions = common_regions(chip, &flash);
+        if b.serves_otp {
+            let otp = chip.memory.otp.as_ref().ok_or_else(|| missing("memory.otp"))?;
+            regions.push(MemoryRegion { kind: RegionKind::Otp, base: otp.base, size: otp.size });
+        }
+        let p = &b.usart_protocol;
+        let usart = UsartConfig {
+            version: p.version,
+            commands: p.commands.iter().map(|c| c.code()).collect(),
+            get_version_options: p.get_version_options,
+            write_address_alignment: p.write_address_alignment,
+            ack_write_protected_writes: p.ack_write_protected_writes,
+            launch_option_bytes_after_write: p.launch_option_bytes_after_write,
+            extra_ack_after_sync: p.extra_ack_after_sync,
+        };
+        let x = &b.execution;
+        let execution = Execution {
+            usart_service: x.usart_service,
+            usb_service: x.usb_service,
+            vtor_at_entry: x.vtor_at_entry,
+            enables_interrupts_at_entry: x.enables_interrupts_at_entry,
+            enables_interrupts_at_go: x.enables_interrupts_at_go,
+            process_stack: x.process_stack,
+        };
+        let dfu = match (b.usb_dfu, &b.dfu) {
+            (false, _) => None,
+            (true, None) => return Err(missing("bootloader.dfu")),
+            (true, Some(d)) => Some(dfu_config(chip, d, &flash)?),
+        };
+        let unverified = chip
+            .unverified
+            .iter()
+            .filter(|(k, _)| {
+                ["bootloader", "readout_protection", "memory"].iter().any(|p| k.split('.').next() == Some(p))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let config = RomConfig {
+            chip: chip.name.clone(),
+            pid: chip.identity.dev_id,
+            bootloader_id: b.id,
+            option_bytes: OptionBytesLayout {
+                base: chip.memory.option_bytes.base,
+                size: chip.memory.option_bytes.size,
+                level2: level2_marker(chip),
+            },
+            flash,
+            regions,
+            allow_rdp_level2: false,
+            peripherals_reset_on_go: b.peripherals_reset_on_go,
+            entry: EntryQuirks {
+                reset_peripherals: b.entry.reset_peripherals,
+                clear_empty_flag: b.entry.clear_empty_flag,
+                usb_left_enabled_blocks_dfu: b.usb_left_enabled_blocks_dfu,
+            },
+            execution,
+            usart,
+            dfu,
+            unverified,
         };
         config.validate()?;
         Ok(config)
@@ -524,250 +529,56 @@ fn flash_layout(chip: &Chip, program_unit: u32) -> FlashLayout {
     }
 }
 
-/// STM32G07x/08x (0x460) and G0B0/B1/C1 (0x467).
-fn stm32g0(chip: &Chip) -> RomConfig {
-    let mut unverified = BTreeMap::new();
-    let mut note = |k: &str, v: &str| {
-        unverified.insert(k.to_string(), v.to_string());
-    };
-    // RM0444 "Flash memory programming": 64-bit (double word) programming only.
-    let flash = flash_layout(chip, 8);
-    let mut regions = common_regions(chip, &flash);
-    // RM0444 flash memory organization table: OTP area 0x1FFF7000-0x1FFF73FF (1 KiB).
-    regions.push(MemoryRegion { kind: RegionKind::Otp, base: 0x1FFF_7000, size: 0x400 });
-    note(
-        "regions.otp",
-        "the OTP area is in RM0444's table; that the ROM accepts addresses there is inferred from [OBL]",
-    );
-    let bid = chip.bootloader.id;
-    let usart = UsartConfig {
-        version: 0x31,
-        commands: vec![
-            cmd::GET,
-            cmd::GET_VERSION,
-            cmd::GET_ID,
-            cmd::READ_MEMORY,
-            cmd::GO,
-            cmd::WRITE_MEMORY,
-            cmd::EXTENDED_ERASE,
-            cmd::WRITE_PROTECT,
-            cmd::WRITE_UNPROTECT,
-            cmd::READOUT_PROTECT,
-            cmd::READOUT_UNPROTECT,
-        ],
-        get_version_options: [0, 0],
-        write_address_alignment: 4,
-        ack_write_protected_writes: true,
-        launch_option_bytes_after_write: !(chip.identity.dev_id == 0x460 && bid == 0xB2),
-        extra_ack_after_sync: false,
-    };
-    note(
-        "usart.version",
-        "protocol V3.1 (0x31) as [OBL] OPENBL_USART_VERSION; the G0 ROM's byte is not in a primary source here",
-    );
-    note(
-        "usart.commands",
-        "the classic V3.1 list (bootloader-protocols.md 1.3: exact ROM lists unverified); no Get Checksum (0xA1), no Special (0x50/0x51)",
-    );
-    note(
-        "usart.ack_write_protected_writes",
-        "AN2662 (F105/F107) wording; assumed to hold for the G0 ROM (AN3155 body not retrieved)",
-    );
-    // G07x V11.3 / V11.4 entry behaviour (AN2606 45.3.1 via td-p/825796).
-    let entry = if chip.identity.dev_id == 0x460 {
-        EntryQuirks { reset_peripherals: bid >= 0xB3, clear_empty_flag: bid == 0xB3, ..Default::default() }
-    } else {
-        EntryQuirks::default()
-    };
-    if chip.identity.dev_id == 0x460 {
-        note("entry.reset_peripherals", "V11.3 and later assumed to keep the early reset after the V11.4 fix");
-    }
-    // Seed 002: on a G071 a jump made with interrupts disabled (`__disable_irq()`, no re-enable)
-    // "works perfectly" over the USART; the same code on a G0B1 gets "No response from target".
-    let polled_usart = chip.identity.dev_id == 0x460;
-    let execution = Execution {
-        usart_service: if polled_usart { Service::Polling } else { Service::Interrupt },
-        usb_service: Service::Interrupt,
-        vtor_at_entry: VtorAtEntry::BootAlias,
-        enables_interrupts_at_entry: false,
-        enables_interrupts_at_go: true,
-        process_stack: ProcessStackEntry::CrashesInOwnRam,
-    };
-    note(
-        "execution.usart_service",
-        if polled_usart {
-            "polling: seed 002 reports a G071 jump with PRIMASK = 1 that the USART bootloader answered"
-        } else {
-            "interrupt: seed 002 reports that a jump with PRIMASK = 1 gets no answer on a G0B1 (its G071 twin \
-             worked); pitfall P2"
-        },
-    );
-    note(
-        "execution.usb_service",
-        "interrupt: P2 (a C071 USB DFU session needs interrupts enabled; an F405 entered with interrupts \
-         disabled could not upload)",
-    );
-    note(
-        "execution.vtor_at_entry",
-        "boot alias (VTOR = 0): reconciles stm32duino Arduino_Core_STM32 PR #1653 (ST: the UART bootloader \
-         changes VTOR and does not restore it), candleLight_fw PR #319 (VTOR still points at the ROM after DFU \
-         leave on a G0B1) and ST's KB / seed 002 / pitfall P4 (an application jumping on an M0+ part must remap \
-         system memory to 0x0 with the SYSCFG clock on), which a ROM writing its absolute address would not need",
-    );
-    note("execution.enables_interrupts_at_entry", "no report of the ROM clearing PRIMASK; P2 implies it does not");
-    note(
-        "execution.enables_interrupts_at_go",
-        "[OBL] OPENBL_FLASH_JumpToAddress re-enables interrupts; assumed for the ROM",
-    );
-    note(
-        "execution.process_stack",
-        "model choice (P5, seed 002): a crash when the task stack lies in the ROM's own RAM explains both \
-         FreeRTOS reports",
-    );
-    let dfu = chip.bootloader.usb_dfu.then(|| {
-        note("dfu.bcd_device", "DFU protocol V2.2 assumed (F042 reports 0x2200); not read from a G0B1");
-        note("dfu.bcd_usb", "1.00 as in the F4/F107 ROM lsusb logs ([DU] device-logs)");
-        note("dfu.product", "\"STM32  BOOTLOADER\" is the F4 ROM's string ([DU] device-logs)");
-        note("dfu.serial", "placeholder; boards derive it with serial_from_uid (ST USB library scheme)");
-        note("dfu.alt_settings", "layout strings built from the geometry in the ROM style; G0B1 strings not captured");
-        note("dfu.leave", "vector jump like Go ([OBL] OPENBL_USB_Jump), bootloader-protocols.md 3.7");
-        DfuConfig {
-            vendor_id: 0x0483,
-            product_id: 0xDF11,
-            bcd_device: 0x2200,
-            bcd_usb: 0x0100,
-            max_packet_size0: 64,
-            manufacturer: "STMicroelectronics".into(),
-            product: "STM32  BOOTLOADER".into(),
-            serial: serial_from_uid([0; 3]),
-            transfer_size: 2048,
-            detach_timeout_ms: 255,
-            attributes: 0x0B,
-            self_powered: true,
-            max_power_ma: 100,
-            alt_settings: vec![
-                memory_layout_string("Internal Flash  ", flash.base, flash.pages, flash.page_size, 'g'),
-                memory_layout_string(
-                    "Option Bytes  ",
-                    chip.memory.option_bytes.base,
-                    1,
-                    chip.memory.option_bytes.size,
-                    'e',
-                ),
-                memory_layout_string("OTP Memory  ", 0x1FFF_7000, 1, 0x400, 'e'),
-            ],
-            leave: LeaveJump::Vector,
-            start_in_error: false,
-            report_write_protected_erase: false,
-        }
-    });
-    RomConfig {
-        chip: chip.name.clone(),
-        pid: chip.identity.dev_id,
-        bootloader_id: bid,
-        option_bytes: OptionBytesLayout {
-            base: chip.memory.option_bytes.base,
-            size: chip.memory.option_bytes.size,
-            // RM0444 FLASH_OPTR: RDP is bits [7:0] of the first option word; 0xCC = level 2.
-            level2: Some(Level2Marker { offset: 0, value: 0xCC }),
-        },
-        flash,
-        regions,
-        allow_rdp_level2: false,
-        peripherals_reset_on_go: false,
-        entry,
-        execution,
-        usart,
-        dfu,
-        unverified,
-    }
+/// Where the option byte image holds the RDP byte, and its level-2 value: the USER word's RDP
+/// field (G0/G4 FLASH_OPTR bits 7:0, 0xCC = level 2, RM0444 3.5.1 / RM0440 5.5.1). `None` without
+/// an option word layout (F1: protected or not, PM0075 2.4.1).
+fn level2_marker(chip: &Chip) -> Option<Level2Marker> {
+    let ob = chip.option_bytes.as_ref()?;
+    let rdp = ob.field("RDP")?;
+    let word = ob.word(&rdp.word)?;
+    (rdp.width == 8 && rdp.shift % 8 == 0)
+        .then(|| Level2Marker { offset: word.offset + u32::from(rdp.shift / 8), value: ob.rdp_levels.level2 })
 }
 
-/// STM32G47x/48x (0x469, AN2606 "STM32G47xxx/48xxx", ID 0xD5): the same USART protocol
-/// generation (V3.1, Extended Erase, double-word flash programming, RM0440 5.3.7) and OTP area
-/// (RM0440 5.3.1 Table 7) as the G0B1 ROM; its USART is interrupt-serviced like the G0B1's.
-fn stm32g47x(chip: &Chip) -> RomConfig {
-    let mut config = stm32g0(chip);
-    config.entry.usb_left_enabled_blocks_dfu = chip.bootloader.usb_left_enabled_blocks_dfu;
-    config.unverified.insert(
-        "family".to_string(),
-        "the G47x ROM is modelled as the G0B1 ROM (V3.1 command list, interrupt-serviced USART, VTOR at the \
-         boot alias, OBL launch after option writes); no capture of a G47x ROM session"
-            .to_string(),
-    );
-    config
-}
-
-/// STM32F10x medium density (0x410): bootloader V2.2 with the legacy Erase command.
-fn stm32f1_medium_density(chip: &Chip) -> RomConfig {
-    let mut unverified = BTreeMap::new();
-    // PM0075 "Flash memory programming": the F1 flash programs half words.
-    let flash = flash_layout(chip, 2);
-    let regions = common_regions(chip, &flash);
-    unverified.insert(
-        "usart.version".to_string(),
-        "V2.2 from memory of AN2606 (bootloader-protocols.md section 4 table, marked U)".to_string(),
-    );
-    unverified.insert(
-        "usart.commands".to_string(),
-        "an old F1 ROM lists 0x43, not 0x44 (bootloader-protocols.md 1.3); exact list unverified".to_string(),
-    );
-    unverified.insert(
-        "execution".to_string(),
-        "polled USART, VTOR untouched: model choice without a source; a thread-mode entry on a process stack \
-         inside the ROM's own 512 bytes of RAM crashes it (same mechanism as the G07x model: the ROM initialises \
-         that RAM while running on the stack)"
-            .to_string(),
-    );
-    RomConfig {
-        chip: chip.name.clone(),
-        pid: chip.identity.dev_id,
-        bootloader_id: chip.bootloader.id,
-        option_bytes: OptionBytesLayout {
-            base: chip.memory.option_bytes.base,
-            size: chip.memory.option_bytes.size,
-            level2: None,
-        },
-        flash,
-        regions,
-        allow_rdp_level2: false,
-        // AN3155 Go (AN3155-old excerpt): the bootloader resets the registers of the peripherals it
-        // used before jumping.
-        peripherals_reset_on_go: true,
-        entry: EntryQuirks::default(),
-        // The 2 KiB F1 ROM polls its USART (model choice, no source).
-        execution: Execution {
-            usart_service: Service::Polling,
-            usb_service: Service::Interrupt,
-            vtor_at_entry: VtorAtEntry::Untouched,
-            enables_interrupts_at_entry: false,
-            enables_interrupts_at_go: true,
-            process_stack: ProcessStackEntry::CrashesInOwnRam,
-        },
-        usart: UsartConfig {
-            version: 0x22,
-            commands: vec![
-                cmd::GET,
-                cmd::GET_VERSION,
-                cmd::GET_ID,
-                cmd::READ_MEMORY,
-                cmd::GO,
-                cmd::WRITE_MEMORY,
-                cmd::ERASE,
-                cmd::WRITE_PROTECT,
-                cmd::WRITE_UNPROTECT,
-                cmd::READOUT_PROTECT,
-                cmd::READOUT_UNPROTECT,
-            ],
-            get_version_options: [0, 0],
-            write_address_alignment: 4,
-            ack_write_protected_writes: true,
-            launch_option_bytes_after_write: true,
-            extra_ack_after_sync: false,
-        },
-        dfu: None,
-        unverified,
+/// The DfuSe device from the chip data; layout strings from the memory map.
+fn dfu_config(chip: &Chip, d: &hil_chips::RomDfu, flash: &FlashLayout) -> Result<DfuConfig, ConfigError> {
+    let m = &chip.memory;
+    let mut alt_settings = Vec::with_capacity(d.alt_settings.len());
+    for a in &d.alt_settings {
+        alt_settings.push(match a.memory {
+            DfuMemory::Flash => memory_layout_string(&a.name, flash.base, flash.pages, flash.page_size, a.kind),
+            DfuMemory::OptionBytes => {
+                memory_layout_string(&a.name, m.option_bytes.base, 1, m.option_bytes.size, a.kind)
+            }
+            DfuMemory::Otp => {
+                let otp = m
+                    .otp
+                    .as_ref()
+                    .ok_or_else(|| ConfigError::MissingChipData { chip: chip.name.clone(), what: "memory.otp" })?;
+                memory_layout_string(&a.name, otp.base, 1, otp.size, a.kind)
+            }
+        });
     }
+    Ok(DfuConfig {
+        vendor_id: d.vendor_id,
+        product_id: d.product_id,
+        bcd_device: d.bcd_device,
+        bcd_usb: d.bcd_usb,
+        max_packet_size0: d.max_packet_size0,
+        manufacturer: d.manufacturer.clone(),
+        product: d.product.clone(),
+        // Boards derive the real one from the UID (serial_from_uid); chip data: unverified.
+        serial: serial_from_uid([0; 3]),
+        transfer_size: d.transfer_size,
+        detach_timeout_ms: d.detach_timeout_ms,
+        attributes: d.attributes,
+        self_powered: d.self_powered,
+        max_power_ma: d.max_power_ma,
+        alt_settings,
+        leave: d.leave,
+        start_in_error: d.start_in_error,
+        report_write_protected_erase: d.report_write_protected_erase,
+    })
 }
 
 #[cfg(test)]
@@ -814,7 +625,11 @@ mod tests {
         for c in [&g071, &g0b1] {
             assert!(c.execution.vtor_at_entry == VtorAtEntry::BootAlias && !c.execution.enables_interrupts_at_entry);
             assert_eq!(c.execution.process_stack, ProcessStackEntry::CrashesInOwnRam);
-            for key in ["execution.usart_service", "execution.vtor_at_entry", "execution.process_stack"] {
+            for key in [
+                "bootloader.execution.usart_service",
+                "bootloader.execution.vtor_at_entry",
+                "bootloader.execution.process_stack",
+            ] {
                 assert!(c.unverified.contains_key(key), "{}: {key}", c.chip);
             }
         }
@@ -826,6 +641,68 @@ mod tests {
         assert_eq!(c.usart.erase_kind(), Some(EraseKind::Legacy));
         assert_eq!(c.usart.version, 0x22);
         assert!(c.peripherals_reset_on_go);
+    }
+
+    /// AN2606 STM32F10xxx: DEV_ID 0x410, USART protocol V2.2 with Erase (0x43), no DFU; PM0075:
+    /// half-word programming, no level 2 (RDP is protected or not).
+    #[test]
+    fn f103_rom_config_comes_from_its_chip_file_with_the_an2606_values() {
+        let c = RomConfig::for_chip(Chip::by_name("STM32F103CB").unwrap()).unwrap();
+        assert_eq!((c.pid, c.bootloader_id, c.usart.version), (0x410, 0x22, 0x22));
+        assert_eq!(c.usart.commands, [0x00, 0x01, 0x02, 0x11, 0x21, 0x31, 0x43, 0x63, 0x73, 0x82, 0x92]);
+        assert_eq!(c.flash.program_unit, 2);
+        assert!(c.dfu.is_none() && c.option_bytes.level2.is_none());
+        assert!(c.regions.iter().all(|r| r.kind != RegionKind::Otp), "no OTP on the F103");
+        assert_eq!(c.execution.vtor_at_entry, VtorAtEntry::Untouched);
+        assert_eq!(c.entry, EntryQuirks::default());
+        for key in ["bootloader.usart_protocol.version", "bootloader.usart_protocol.commands", "bootloader.execution"] {
+            assert!(c.unverified.contains_key(key), "{key}");
+        }
+    }
+
+    /// AN2606 STM32G47xxx/48xxx: DEV_ID 0x469, bootloader ID 0xD5, USART V3.1 with Extended Erase,
+    /// DfuSe 0483:DF11; OTP 0x1FFF7000-0x1FFF73FF (RM0440 5.3.1); RDP level 2 = 0xCC in FLASH_OPTR
+    /// bits 7:0 (RM0440 5.5.1); the seed 004 switch from the chip data.
+    #[test]
+    fn g474_rom_config_comes_from_its_chip_file_with_the_an2606_values() {
+        let c = RomConfig::for_chip(Chip::by_name("STM32G474RE").unwrap()).unwrap();
+        assert_eq!((c.pid, c.bootloader_id, c.usart.version), (0x469, 0xD5, 0x31));
+        assert_eq!(c.usart.commands, [0x00, 0x01, 0x02, 0x11, 0x21, 0x31, 0x44, 0x63, 0x73, 0x82, 0x92]);
+        assert_eq!(c.flash.program_unit, 8);
+        assert_eq!(c.option_bytes.level2, Some(Level2Marker { offset: 0, value: 0xCC }));
+        assert_eq!(c.region_of(0x1FFF_7000).unwrap().kind, RegionKind::Otp);
+        assert_eq!(c.execution.usart_service, Service::Interrupt);
+        assert!(c.entry.usb_left_enabled_blocks_dfu && !c.entry.reset_peripherals);
+        let dfu = c.dfu.as_ref().unwrap();
+        assert_eq!((dfu.vendor_id, dfu.product_id, dfu.bcd_device), (0x0483, 0xDF11, 0x2200));
+        assert_eq!(dfu.product, "STM32  BOOTLOADER");
+        assert_eq!(dfu.alt_settings[0], "@Internal Flash  /0x08000000/256*02Kg");
+        assert_eq!(dfu.alt_settings[1], "@Option Bytes  /0x1FFF7800/01*048 e");
+        assert_eq!(dfu.alt_settings[2], "@OTP Memory  /0x1FFF7000/01*01Ke");
+        assert!(c.unverified.contains_key("bootloader.usart_protocol"), "modelled as the G0B1 ROM");
+    }
+
+    /// A ROM fact changed in the chip file reaches the ROM model (no per-DEV_ID table overrides it).
+    #[test]
+    fn rom_facts_follow_the_chip_file() {
+        let text = include_str!("../../chips/chips/stm32g071rb.yaml");
+        let edit = |from: &str, to: &str| {
+            assert!(text.contains(from), "{from}");
+            let chip = hil_chips::parse_chip("x.yaml", &text.replace(from, to)).unwrap();
+            RomConfig::for_chip(&chip).unwrap()
+        };
+        assert_eq!(edit("    version: 0x31", "    version: 0x32").usart.version, 0x32);
+        let c = edit("go, write-memory, extended-erase", "go, write-memory, erase");
+        assert_eq!(c.usart.erase_kind(), Some(EraseKind::Legacy));
+        let c = edit("    launch_option_bytes_after_write: true", "    launch_option_bytes_after_write: false");
+        assert!(!c.usart.launch_option_bytes_after_write, "G07x V11.2 behaviour as data");
+        assert_eq!(
+            edit("    usart_service: polling", "    usart_service: interrupt").execution.usart_service,
+            Service::Interrupt
+        );
+        assert!(edit("  serves_otp: true", "  serves_otp: false").region_of(0x1FFF_7000).is_none());
+        let c = edit("  dev_id: 0x460", "  dev_id: 0x461");
+        assert_eq!(c.pid, 0x461, "the PID is the chip's DEV_ID, for any DEV_ID");
     }
 
     #[test]

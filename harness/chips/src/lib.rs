@@ -10,6 +10,12 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
+mod rom;
+pub use rom::{
+    DfuAltSetting, DfuMemory, Execution, LeaveJump, ProcessStackEntry, RomCommand, RomDfu, RomEntry, Service,
+    UsartProtocol, VtorAtEntry,
+};
+
 // CHIP_FILES: every chips/*.yaml (build.rs).
 include!(concat!(env!("OUT_DIR"), "/chip_files.rs"));
 
@@ -198,7 +204,58 @@ pub struct Bootloader {
     /// per-ROM switch, see the chip's `unverified`).
     #[serde(default)]
     pub usb_left_enabled_blocks_dfu: bool,
+    /// The AN3155 protocol the ROM speaks on its USARTs.
+    pub usart_protocol: UsartProtocol,
+    /// The DfuSe device (required when `usb_dfu` is true on a modelled chip).
+    #[serde(default)]
+    pub dfu: Option<RomDfu>,
+    /// What the ROM does first when it starts (version quirks; none by default).
+    #[serde(default)]
+    pub entry: RomEntry,
+    /// How the ROM uses the core (interrupts, VTOR, stacks).
+    pub execution: Execution,
+    /// Go / leave reset the peripherals the ROM used before the jump (AN3155 Go says so; AN2606
+    /// for the G0 says not).
+    pub peripherals_reset_on_go: bool,
+    /// The ROM accepts addresses in the OTP area (`memory.otp`): read and program.
+    #[serde(default)]
+    pub serves_otp: bool,
     pub source: String,
+}
+
+/// Where the debugger sees the readout protection in effect, and how long Readout Unprotect
+/// takes to make level 0 effective.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadoutProtection {
+    /// The register (a diagnosis register's name, e.g. `FLASH_OPTR` / `FLASH_OBR`) and address.
+    pub register: String,
+    pub address: u32,
+    /// The field holding the level: its name in the reference manual (G0: `RDP`, bits 7:0; F1:
+    /// `RDPRT`, bit 1), position and width.
+    pub field_name: String,
+    pub shift: u8,
+    pub width: u8,
+    /// The field's value at level 0 (no protection).
+    pub level0: u32,
+    /// The register shows values written since the last option load (G0 FLASH_OPTR, RM0444
+    /// 3.4.1), so level 0 there is in effect only once the debugger reads flash again. False
+    /// where it shows loaded values only (F1 FLASH_OBR, PM0075 3.7).
+    pub shows_written_value: bool,
+    /// Longest time from the ROM's second Readout Unprotect ACK until level 0 is in effect
+    /// (mass erase, option rewrite / reload, reset), microseconds.
+    pub unprotect_max_us: u32,
+    pub source: String,
+}
+
+impl ReadoutProtection {
+    pub fn field(&self) -> OptionField {
+        OptionField { word: self.register.clone(), shift: self.shift, width: self.width }
+    }
+    /// Whether the register value `value` shows level 0.
+    pub fn is_level0(&self, value: u32) -> bool {
+        self.field().get(value) == self.level0
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,6 +293,9 @@ pub struct Chip {
     /// Option byte layout, fields and factory values.
     #[serde(default)]
     pub option_bytes: Option<OptionBytesLayout>,
+    /// Where the readout protection level shows, and how long removing it takes.
+    #[serde(default)]
+    pub readout_protection: Option<ReadoutProtection>,
     /// Boot selection rules and the empty check.
     #[serde(default)]
     pub boot: Option<BootConfig>,
@@ -748,6 +808,14 @@ impl DiagnosisRegisters {
 }
 
 impl Chip {
+    /// The diagnosis register an option word is loaded into (the USER word: `FLASH_OPTR` on the
+    /// G0/G4), found by address: flash controller base + the word's `register` offset.
+    pub fn option_word_register(&self, word: &str) -> Option<&str> {
+        let address = self.flash_controller.as_ref()?.base + self.option_bytes.as_ref()?.word(word)?.register;
+        let d = self.diagnosis.as_ref()?;
+        d.registers.iter().find(|r| r.address == address).map(|r| r.name.as_str())
+    }
+
     /// The peripheral instance called `name`.
     pub fn peripheral(&self, name: &str) -> Option<&Peripheral> {
         self.peripherals.iter().find(|p| p.name.eq_ignore_ascii_case(name))
@@ -820,6 +888,7 @@ pub fn parse_chip(file: &str, text: &str) -> Result<Chip, ChipError> {
     if !m.sram.contains_range(chip.bootloader.reserved_ram.base, chip.bootloader.reserved_ram.size as u64) {
         return Err(invalid("bootloader.reserved_ram is not inside SRAM".into()));
     }
+    validate_rom(&chip).map_err(invalid)?;
     if chip.virtual_board {
         validate_model(&chip).map_err(invalid)?;
     }
@@ -834,6 +903,45 @@ pub fn parse_chip(file: &str, text: &str) -> Result<Chip, ChipError> {
         }
     }
     Ok(chip)
+}
+
+/// ROM facts that contradict themselves or the memory map.
+fn validate_rom(chip: &Chip) -> Result<(), String> {
+    let b = &chip.bootloader;
+    let cmds = &b.usart_protocol.commands;
+    if !cmds.contains(&RomCommand::Get) {
+        return Err("bootloader.usart_protocol.commands must list get (AN3155: Get lists the commands)".into());
+    }
+    for (i, c) in cmds.iter().enumerate() {
+        if cmds[..i].contains(c) {
+            return Err(format!("bootloader.usart_protocol.commands lists {c:?} twice"));
+        }
+    }
+    if cmds.contains(&RomCommand::Erase) && cmds.contains(&RomCommand::ExtendedErase) {
+        return Err(
+            "bootloader.usart_protocol.commands: erase and extended-erase are exclusive (AN3155 Table 2)".into()
+        );
+    }
+    if b.serves_otp && chip.memory.otp.is_none() {
+        return Err("bootloader.serves_otp needs memory.otp".into());
+    }
+    if let Some(dfu) = &b.dfu {
+        if !b.usb_dfu {
+            return Err("bootloader.dfu is given but bootloader.usb_dfu is false".into());
+        }
+        for a in &dfu.alt_settings {
+            if a.memory == DfuMemory::Otp && chip.memory.otp.is_none() {
+                return Err(format!(
+                    "bootloader.dfu.alt_settings {:?} names the OTP, but memory.otp is missing",
+                    a.name
+                ));
+            }
+            if !('a'..='g').contains(&a.kind) {
+                return Err(format!("bootloader.dfu.alt_settings {:?}: type {:?} is not a..g", a.name, a.kind));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the virtual board needs from a chip it models.
@@ -945,6 +1053,11 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
     if chip.peripherals_of(PeripheralKind::Flash).next().map(|p| p.base) != Some(fc.base) {
         return Err("the flash peripheral's base differs from flash_controller.base".into());
     }
+    validate_readout_protection(chip)?;
+    let b = &chip.bootloader;
+    if b.usb_dfu && b.dfu.is_none() {
+        return Err("bootloader.usb_dfu is true but `bootloader.dfu` is missing".into());
+    }
     for u in &chip.bootloader.usart {
         let p = chip
             .peripheral(&u.instance)
@@ -952,6 +1065,48 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
         if p.kind != PeripheralKind::Usart {
             return Err(format!("bootloader USART {} is not modelled as a usart", u.instance));
         }
+    }
+    Ok(())
+}
+
+/// The protection status register must be a modelled register, agree with the option layout
+/// where it is the USER word's register, and allow at least a mass erase for Readout Unprotect.
+fn validate_readout_protection(chip: &Chip) -> Result<(), String> {
+    let rp = chip.readout_protection.as_ref().ok_or("virtual_board is true but `readout_protection` is missing")?;
+    if rp.width == 0 || rp.shift as u32 + rp.width as u32 > 32 || rp.level0 > rp.field().mask() {
+        return Err(format!(
+            "readout_protection: level {:#x} in bits {}+{} does not fit",
+            rp.level0, rp.shift, rp.width
+        ));
+    }
+    if !chip.peripherals.iter().any(|p| (p.base..p.base.saturating_add(p.size)).contains(&rp.address)) {
+        return Err(format!("readout_protection.address {:#010x} is in no peripheral", rp.address));
+    }
+    if let Some(t) = &chip.flash_timing
+        && rp.unprotect_max_us < t.mass_erase_us.max
+    {
+        return Err(format!(
+            "readout_protection.unprotect_max_us {} is shorter than the mass erase ({} us)",
+            rp.unprotect_max_us, t.mass_erase_us.max
+        ));
+    }
+    // Where the status register is the USER option word's register (G0/G4 FLASH_OPTR), the RDP
+    // field and its level-0 value must be the option layout's.
+    let user_register = (|| {
+        let ob = chip.option_bytes.as_ref()?;
+        Some((chip.flash_controller.as_ref()?.base + ob.word("USER")?.register, ob))
+    })();
+    if let Some((address, ob)) = user_register
+        && address == rp.address
+        && let Some(rdp) = ob.field("RDP")
+        && (rdp.shift != rp.shift || rdp.width != rp.width || u32::from(ob.rdp_levels.level0) != rp.level0)
+    {
+        return Err("readout_protection disagrees with option_bytes (RDP field or rdp_levels.level0)".into());
+    }
+    if let Some(d) = &chip.diagnosis
+        && d.address_of(&rp.register) != Some(rp.address)
+    {
+        return Err(format!("readout_protection.register {} is not a diagnosis register at that address", rp.register));
     }
     Ok(())
 }
@@ -981,6 +1136,11 @@ fn cited_tags(chip: &Chip) -> Vec<String> {
     sources.extend(chip.pins.iter().flat_map(|p| p.led.iter()).map(|l| &l.source));
     sources.extend(chip.peripherals_source.iter());
     sources.extend(chip.diagnosis.iter().map(|d| &d.source));
+    let b = &chip.bootloader;
+    sources.extend([&b.usart_protocol.source, &b.execution.source]);
+    sources.extend(b.entry.source.iter());
+    sources.extend(b.dfu.iter().map(|d| &d.source));
+    sources.extend(chip.readout_protection.iter().map(|r| &r.source));
     sources
         .iter()
         .flat_map(|s| s.split(';'))
@@ -1170,6 +1330,81 @@ mod tests {
         assert!(e.to_string().contains("bootloader.initial_sp"), "{e}");
         let e = parse_chip("x.yaml", &g071.replace("DS12232 5.3.10", "DSXXXX 5.3.10")).unwrap_err();
         assert!(e.to_string().contains("DSXXXX"), "{e}");
+    }
+
+    /// A ROM fact missing from a chip file, or misspelt, is a FILE:LINE:COL error.
+    #[test]
+    fn a_chip_file_missing_a_rom_fact_gives_a_located_error() {
+        let g071 = CHIP_FILES.iter().find(|(f, _)| *f == "stm32g071rb.yaml").expect("shipped").1;
+        let bootloader_line = g071.lines().position(|l| l == "bootloader:").unwrap() + 2;
+        let without = |key: &str| {
+            let mut out = String::new();
+            let mut skipping = false;
+            for l in g071.lines() {
+                if l == format!("  {key}:") || l.starts_with(&format!("  {key}: ")) {
+                    skipping = true;
+                    continue;
+                }
+                if skipping && l.starts_with("    ") {
+                    continue;
+                }
+                skipping = false;
+                out.push_str(l);
+                out.push('\n');
+            }
+            out
+        };
+        for key in ["usart_protocol", "execution", "peripherals_reset_on_go"] {
+            let e = parse_chip("x.yaml", &without(key)).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("chips/x.yaml:{bootloader_line}:")), "{key}: {e}");
+            assert!(e.contains(&format!("missing field `{key}`")), "{e}");
+        }
+        let e = parse_chip("x.yaml", &g071.replace("    version: 0x31\n", "")).unwrap_err().to_string();
+        assert!(e.contains("missing field `version`"), "{e}");
+        // A command name AN3155 does not have.
+        let text = g071.replace("go, write-memory,", "go, write-memry,");
+        let line = text.lines().position(|l| l.contains("write-memry")).unwrap() + 1;
+        let e = parse_chip("x.yaml", &text).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("chips/x.yaml:{line}:")) && e.contains("write-memry"), "{e}");
+        // DFU data on a ROM without DFU, or a DFU ROM without its data, is refused.
+        let e = parse_chip("x.yaml", &g071.replace("usb_dfu: false", "usb_dfu: true")).unwrap_err().to_string();
+        assert!(e.contains("bootloader.dfu"), "{e}");
+        let e = parse_chip(
+            "x.yaml",
+            &g071.replace("go, write-memory, extended-erase", "go, write-memory, erase, extended-erase"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("exclusive"), "{e}");
+    }
+
+    /// The RDP status register of each chip: G0/G4 FLASH_OPTR.RDP (level 0 = 0xAA, RM0444 3.5.1 /
+    /// RM0440 5.5.1), F1 FLASH_OBR.RDPRT (bit 1, 0 = unprotected, PM0075 3.7); a status that
+    /// disagrees with the option layout or is shorter than a mass erase is refused.
+    #[test]
+    fn readout_protection_status_per_family() {
+        for name in ["STM32G071RB", "STM32G0B1RE", "STM32G474RE"] {
+            let rp = Chip::by_name(name).unwrap().readout_protection.as_ref().unwrap();
+            assert_eq!(
+                (rp.register.as_str(), rp.address, rp.shift, rp.width, rp.level0),
+                ("FLASH_OPTR", 0x4002_2020, 0, 8, 0xAA)
+            );
+            assert!(rp.shows_written_value && rp.is_level0(0xFFFF_FEAA) && !rp.is_level0(0xFFFF_FEBB));
+        }
+        let f1 = Chip::by_name("STM32F103CB").unwrap().readout_protection.as_ref().unwrap();
+        assert_eq!(
+            (f1.register.as_str(), f1.address, f1.shift, f1.width, f1.level0),
+            ("FLASH_OBR", 0x4002_201C, 1, 1, 0)
+        );
+        assert!(!f1.shows_written_value);
+        assert!(f1.is_level0(0x03FF_FFFC) && !f1.is_level0(0x03FF_FFFE), "RDPRT set = protected");
+        let g071 = CHIP_FILES.iter().find(|(f, _)| *f == "stm32g071rb.yaml").expect("shipped").1;
+        let e = parse_chip("x.yaml", &g071.replace("  level0: 0xAA\n", "  level0: 0xA5\n")).unwrap_err();
+        assert!(e.to_string().contains("disagrees with option_bytes"), "{e}");
+        let e = parse_chip("x.yaml", &g071.replace("unprotect_max_us: 90100", "unprotect_max_us: 30000")).unwrap_err();
+        assert!(e.to_string().contains("shorter than the mass erase"), "{e}");
+        let e = parse_chip("x.yaml", &g071.replace("  address: 0x40022020\n", "  address: 0x40022024\n")).unwrap_err();
+        assert!(e.to_string().contains("diagnosis register"), "{e}");
     }
 
     #[test]

@@ -76,12 +76,13 @@ pub const CAUSES: &[Cause] = &[
     Cause {
         id: "remap-with-syscfg-clock-off",
         title: "System memory is not mapped at 0x0 and the SYSCFG clock is off: the remap write was ignored",
-        fix: "Enable the SYSCFG clock (RCC_APBENR2.SYSCFGEN) before writing SYSCFG_CFGR1.MEM_MODE = 01.",
+        // The rule names the chip's remap field and clock (chip data `remap`) in the fix it reports.
+        fix: "Enable the SYSCFG clock before writing the remap field that maps system memory at 0x0.",
     },
     Cause {
         id: "remap-not-done",
         title: "System memory is not mapped at 0x0 when the ROM runs: its interrupts use the application's vectors",
-        fix: "Remap system memory to 0x0 (SYSCFG_CFGR1.MEM_MODE = 01) before the jump on Cortex-M0+ parts.",
+        fix: "Remap system memory to 0x0 (the remap field, SYSCFG clock on) before the jump.",
     },
     Cause {
         id: "vtor-points-to-application",
@@ -220,6 +221,23 @@ impl Evidence {
             .map(|r| r.clock_name.clone().unwrap_or_else(|| format!("RCC_{}.{}", r.clock.register, r.clock.bit)))
             .unwrap_or_default()
     }
+    /// The remap field's value that maps system memory at 0x0, in binary as the manuals write it
+    /// (`01` for the G0's 2-bit MEM_MODE, `001` for the G4's 3 bits).
+    fn remap_sysmem_value(&self) -> Option<String> {
+        let r = self.chip.remap.as_ref()?;
+        let v = r.value_of(hil_chips::BootTarget::SystemMemory)?;
+        Some(format!("{v:0width$b}", width = usize::from(r.width)))
+    }
+    /// The fix of the remap causes with this chip's register names (chip data `remap`).
+    fn remap_fix(&self, clock_off: bool) -> Option<String> {
+        let (field, clock) = (self.remap_field_name(), self.remap_clock_name());
+        let value = self.remap_sysmem_value()?;
+        Some(if clock_off {
+            format!("Enable the SYSCFG clock ({clock}) before writing {field} = {value}.")
+        } else {
+            format!("Remap system memory to 0x0 ({field} = {value}, with {clock} set) before the jump.")
+        })
+    }
     fn empty_flag_name(&self) -> String {
         let check = self.chip.boot.as_ref().and_then(|b| b.empty_check.as_ref());
         check
@@ -251,9 +269,16 @@ impl Evidence {
         let d = self.chip.diagnosis.as_ref()?;
         self.get(&d.reset_flags.register).map(|v| v & (1 << bit(&d.reset_flags)) != 0)
     }
+    /// An option field as loaded, from the snapshot of the register its word loads into (chip
+    /// data: G0/G4 USER word -> FLASH_OPTR).
     fn option_field(&self, field: &str) -> Option<u32> {
         let f = self.chip.option_bytes.as_ref()?.field(field)?;
-        self.get("FLASH_OPTR").map(|v| f.get(v))
+        self.get(self.chip.option_word_register(&f.word)?).map(|v| f.get(v))
+    }
+    /// The readout protection field and whether it shows level 0 (chip data `readout_protection`).
+    fn readout_level(&self) -> Option<(u32, bool)> {
+        let rp = self.chip.readout_protection.as_ref()?;
+        self.get(&rp.register).map(|v| (rp.field().get(v), rp.is_level0(v)))
     }
 }
 
@@ -325,9 +350,9 @@ pub fn diagnose(s: &mut RigSession, step: &Step, outcome: &StepOutcome) -> Optio
     let reg = |n: &str| snapshot.get(n).copied().unwrap_or(0);
     // Under readout protection the debugger cannot read flash (RM0444 3.5.1), nor the boot alias
     // at 0x0 when it shows flash: do not try.
-    let protected = match (chip.option_bytes.as_ref(), snapshot.get("FLASH_OPTR")) {
-        (Some(ob), Some(optr)) => ob.field("RDP").is_some_and(|f| f.get(*optr) != ob.rdp_levels.level0 as u32),
-        _ => false,
+    let protected = match chip.readout_protection.as_ref() {
+        Some(rp) => snapshot.get(&rp.register).is_some_and(|v| !rp.is_level0(*v)),
+        None => false,
     };
     let flash = chip.memory.flash.area();
     let flash_pair = |p: &mut Box<dyn crate::probe_ops::ProbeOps>, a: u32| {
@@ -480,16 +505,17 @@ pub fn run_rules(e: &Evidence) -> Diagnosis {
 
 /// Class 11, RDP level 1: the option byte shows it and the failure was a refused access.
 fn readout_protection(e: &Evidence, _: &mut Vec<Fact>) -> Option<Diagnosis> {
-    let r = e.option_field("RDP")?;
-    let level0 = e.chip.option_bytes.as_ref().map(|l| l.rdp_levels.level0 as u32).unwrap_or(0xAA);
+    let rp = e.chip.readout_protection.as_ref()?;
+    let (r, level0) = e.readout_level()?;
+    let field = format!("{}.{}", rp.register, rp.field_name);
     // Refusals as the hosts report them: an AN3155 NACK, DfuSe errVENDOR (AN3156 / AN2662 4.5.3:
     // readout protection), a probe access the chip refused.
     let refused = ["answered NACK", "errVENDOR", "protect", "refused", "RDP"].iter().any(|w| e.failure.contains(w));
-    (r != level0 && refused).then(|| {
+    (!level0 && refused).then(|| {
         named(
             "readout-protection-active",
-            format!("FLASH_OPTR.RDP = {r:#04x} is not level 0, and the failure was a refused access: {}", e.failure),
-            vec![fact("FLASH_OPTR.RDP", format!("{r:#04x} (level 1)"), true), fact("failure", &e.failure, true)],
+            format!("{field} = {r:#04x} is not level 0, and the failure was a refused access: {}", e.failure),
+            vec![fact(&field, format!("{r:#04x} (level 1)"), true), fact("failure", &e.failure, true)],
             e.snapshot.clone(),
         )
     })
@@ -584,7 +610,8 @@ fn foreign_table(e: &Evidence, facts: &mut Vec<Fact>) -> Option<Diagnosis> {
     if let Some(c) = clock {
         facts.push(fact(e.remap_clock_name(), if c { "1" } else { "0: SYSCFG clock off" }, !c));
     }
-    Some(if clock == Some(false) {
+    let fix = e.remap_fix(clock == Some(false));
+    let mut d = if clock == Some(false) {
         named(
             "remap-with-syscfg-clock-off",
             "VTOR = 0 and 0x00000000 shows flash, not the ROM: the ROM's interrupts run the application's handlers. The SYSCFG clock is off, so a MEM_MODE write is ignored (pitfall P4).".into(),
@@ -598,7 +625,11 @@ fn foreign_table(e: &Evidence, facts: &mut Vec<Fact>) -> Option<Diagnosis> {
             std::mem::take(facts),
             e.snapshot.clone(),
         )
-    })
+    };
+    if fix.is_some() {
+        d.fix = fix;
+    }
+    Some(d)
 }
 
 /// Classes 1-4: the application jumped into the ROM (no Go / leave since the last reset), and the ROM does
@@ -776,8 +807,12 @@ fn boot_latches(e: &Evidence, facts: &mut Vec<Fact>) -> Option<Diagnosis> {
         return None;
     }
     // 1 = BOOT0 from the option bit (G0 nBOOT_SEL = 1, G4 nSWBOOT0 = 0; chip data boot_select).
-    let nboot_sel =
-        e.chip.option_bytes.as_ref().and_then(|ob| ob.boots_from_option_bit(e.get("FLASH_OPTR")?)).map(u32::from);
+    let nboot_sel = e
+        .chip
+        .option_bytes
+        .as_ref()
+        .and_then(|ob| ob.boots_from_option_bit(e.get(e.chip.option_word_register("USER")?)?))
+        .map(u32::from);
     let nboot0 = e.option_field("nBOOT0");
     if nboot_sel == Some(1) && nboot0 == Some(0) {
         facts.push(fact("nBOOT_SEL", "1 (boot from option bit)", true));

@@ -110,9 +110,13 @@ impl State {
         self
     }
     fn evidence(self) -> Evidence {
+        self.evidence_on(g071())
+    }
+    /// The same state read on another chip (its register names must be in `regs`).
+    fn evidence_on(self, chip: &'static Chip) -> Evidence {
         Evidence {
             snapshot: self.regs,
-            chip: g071(),
+            chip,
             app_base: self.app_base,
             failed_keyword: "expect-bootloader".into(),
             failure: self.failure,
@@ -380,7 +384,43 @@ fn independent_watchdog_reset() {
     assert_ne!(s.cause(), "watchdog-not-refreshed");
 }
 
+/// The remap causes' fix names the chip's own remap field, value and clock (chip data `remap`):
+/// SYSCFG_CFGR1.MEM_MODE = 01 / RCC_APBENR2 on the G0 (RM0444 9.1.1), SYSCFG_MEMRMP.MEM_MODE = 001
+/// / RCC_APB2ENR on the G4 (RM0440 9.1.1).
+#[test]
+fn remap_fix_names_the_chips_registers() {
+    let d = run_rules(&State::new(ROM_PARK).flash_at_zero().evidence());
+    assert_eq!(d.cause, "remap-with-syscfg-clock-off");
+    assert_eq!(
+        d.fix.as_deref(),
+        Some("Enable the SYSCFG clock (RCC_APBENR2.SYSCFGEN) before writing SYSCFG_CFGR1.MEM_MODE = 01.")
+    );
+    let g474 = Chip::by_name("STM32G474RE").unwrap();
+    let d = run_rules(&State::new(ROM_PARK).set("RCC_APB2ENR", 1).flash_at_zero().evidence_on(g474));
+    assert_eq!(d.cause, "remap-not-done");
+    assert_eq!(
+        d.fix.as_deref(),
+        Some(
+            "Remap system memory to 0x0 (SYSCFG_MEMRMP.MEM_MODE = 001, with RCC_APB2ENR.SYSCFGEN set) before the jump."
+        )
+    );
+}
+
 // ----- 11. readout protection -------------------------------------------------------------------
+
+/// On the F103 the level shows in FLASH_OBR.RDPRT (bit 1, PM0075 3.7; chip data
+/// `readout_protection`), not in a G0 FLASH_OPTR.
+#[test]
+fn readout_protection_on_the_f1_reads_flash_obr() {
+    let f103 = Chip::by_name("STM32F103CB").unwrap();
+    let refused = "Read Memory (0x11): device answered NACK after the command bytes";
+    let s = State::new(ROM_PARK).set("FLASH_OBR", 0x03FF_FFFE).failing(refused);
+    let d = run_rules(&s.evidence_on(f103));
+    assert_eq!(d.cause, "readout-protection-active");
+    assert!(d.explanation.starts_with("FLASH_OBR.RDPRT = 0x01 is not level 0"), "{}", d.explanation);
+    let s = State::new(ROM_PARK).set("FLASH_OBR", 0x03FF_FFFC).failing(refused);
+    assert_ne!(run_rules(&s.evidence_on(f103)).cause, "readout-protection-active", "RDPRT clear");
+}
 
 #[test]
 fn readout_protection_refuses_access() {

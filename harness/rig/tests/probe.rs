@@ -158,7 +158,7 @@ fn attach_to_a_running_board_and_snapshot() {
     assert_eq!(snap.nvic.iabr, None, "ARMv6-M has no IABR");
     assert_eq!(snap.shcsr, Some(0));
     let value = |n: &str| snap.extra.iter().find(|v| v.name == n).and_then(|v| v.value);
-    assert_eq!(value("SYSCFG_CFGR1"), Some(board_snap.syscfg_cfgr1));
+    assert_eq!(value("SYSCFG_CFGR1"), Some(board_snap.remap_register));
     assert_eq!(value("RCC_CSR"), Some(board_snap.rcc_csr));
     assert_eq!(value("FLASH_SR"), Some(board_snap.flash.sr));
     assert!(value("FLASH_OPTR").is_some());

@@ -125,7 +125,9 @@ pub struct BoardSnapshot {
     pub run_state: String,
     pub core: Option<CoreSnapshot>,
     pub last_fault: Option<String>,
-    pub syscfg_cfgr1: u32,
+    /// The register holding the chip's remap field (chip data `remap.register`: SYSCFG_CFGR1 on
+    /// the G0, SYSCFG_MEMRMP on the G4); 0 on parts without one (F1).
+    pub remap_register: u32,
     /// What 0x00000000 shows now.
     pub alias: BootTargetName,
     pub flash: FlashSnapshot,
@@ -133,7 +135,8 @@ pub struct BoardSnapshot {
     pub option_bytes: Vec<u8>,
     pub rcc_csr: u32,
     pub reset_flags: Vec<&'static str>,
-    /// RCC IOPENR, AHBENR, APBENR1, APBENR2.
+    /// The RCC enable registers in the board's four gate slots (G0: IOPENR, AHBENR, APBENR1,
+    /// APBENR2; F1: -, AHBENR, APB1ENR, APB2ENR; G4: AHB2ENR, AHB1ENR, APB1ENR1, APB2ENR).
     pub rcc_enables: [u32; 4],
     pub hclk_hz: u32,
     pub boot: Option<BootInfo>,
@@ -906,7 +909,7 @@ impl Machine {
             run_state,
             core: self.powered.then(|| self.cpu.snapshot()),
             last_fault: self.cpu.last_fault().map(|f| f.to_string()),
-            syscfg_cfgr1: soc.syscfg().cfgr1(),
+            remap_register: soc.syscfg().cfgr1(),
             alias: soc.syscfg().alias_target(),
             flash: FlashSnapshot {
                 acr: soc.flash().map_or_else(|| soc.flash_f1().map_or(0, |f| f.acr()), |f| f.acr_value(shared)),
@@ -963,7 +966,7 @@ fn capture_entry(cx: &mut RomCx<'_>, instructions_at_reset: u64) -> RomEntry {
         lr: s.r[14],
         nvic_enabled: s.nvic_iser.clone(),
         systick_running: s.systick_csr & 0b11 == 0b11,
-        syscfg_cfgr1: syscfg.map_or(0, |s| s.cfgr1()),
+        remap_register: syscfg.map_or(0, |s| s.cfgr1()),
         alias: syscfg.map_or(BootTargetName::MainFlash, |s| s.alias_target()),
         boot: shared.boot.clone(),
     }

@@ -194,8 +194,9 @@ pub struct RomEntry {
     /// NVIC enabled interrupts (ISER words) and whether SysTick is counting with its interrupt.
     pub nvic_enabled: Vec<u32>,
     pub systick_running: bool,
-    /// SYSCFG_CFGR1 and what the 0x00000000 alias shows.
-    pub syscfg_cfgr1: u32,
+    /// The remap register (chip data `remap.register`; 0 without one) and what the 0x00000000
+    /// alias shows.
+    pub remap_register: u32,
     pub alias: BootTargetName,
     pub boot: Option<BootInfo>,
 }

@@ -167,7 +167,7 @@ fn jumps_from_the_application_into_the_rom() {
     assert_eq!(e.via, RomEntryKind::Jump);
     assert!(!e.primask, "interrupts enabled before the jump");
     assert_eq!(e.vtor, 0, "the recommended jump points VTOR at the remapped system memory");
-    assert_eq!(e.syscfg_cfgr1 & 3, 1);
+    assert_eq!(e.remap_register & 3, 1);
     assert_eq!(e.alias, BootTargetName::SystemMemory);
     assert_eq!(e.msp, 0x2000_2700);
     assert!(!e.systick_running && e.nvic_enabled.iter().all(|w| *w == 0));

@@ -229,7 +229,7 @@ fn go_starts_the_application_with_vtor_and_latches_untouched() {
     let banner = String::from_utf8_lossy(&h.uart.read_until(b" ]\r\n", T).wait().unwrap()).into_owned();
     assert!(banner.contains("hil-app 0.1.0 base=0x08000000 vtor=0x08000000"), "{banner}");
     let snap = b.snapshot().wait().unwrap();
-    assert_eq!(snap.syscfg_cfgr1 & 3, 1, "the boot-mode remap (system memory at 0) stays after Go (P1)");
+    assert_eq!(snap.remap_register & 3, 1, "the boot-mode remap (system memory at 0) stays after Go (P1)");
     // The boot latches are untouched: a reset goes back to the ROM (P6).
     let cur = b.event_cursor().wait().unwrap();
     b.pulse_nrst().wait().unwrap();

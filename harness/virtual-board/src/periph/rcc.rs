@@ -76,6 +76,22 @@ pub fn reset_flag_names(csr: u32) -> Vec<&'static str> {
     .collect()
 }
 
+/// Offset of an RCC register named in chip data (`clock: APBENR2.14`), for the ROM model's
+/// clock-gate writes (RM0444 5.4.9-5.4.15).
+pub fn offset_of(register: &str) -> Option<u32> {
+    Some(match register {
+        "IOPRSTR" => IOPRSTR,
+        "AHBRSTR" => 0x28,
+        "APBRSTR1" => 0x2C,
+        "APBRSTR2" => APBRSTR2,
+        "IOPENR" => IOPENR,
+        "AHBENR" => 0x38,
+        "APBENR1" => 0x3C,
+        "APBENR2" => APBENR2,
+        _ => return None,
+    })
+}
+
 pub struct Rcc {
     cr: u32,
     icscr: u32,

@@ -1,7 +1,8 @@
 //! The model of ST's ROM (system-memory) bootloader that takes over when the core executes the
 //! system-memory reset handler: after a BOOT0 / option-bit boot, an empty-check boot, or an
-//! application's jump. It is the board's default ROM on chips whose bootloader
-//! [`hil_bootloader_device::RomConfig::for_chip`] knows.
+//! application's jump. It is the board's default ROM on chips whose chip file describes the
+//! bootloader completely ([`hil_bootloader_device::RomConfig::for_chip`] builds it from the
+//! chip data).
 //!
 //! The protocols are the engines of hil-bootloader-device (AN3155 USART, DfuSe USB). This module is the
 //! ROM firmware around them, and it drives the chip the way ROM code does:

@@ -24,34 +24,14 @@ const SR_ERRORS: u32 = 0x0000_C3FA;
 /// FLASH_ACR.EMPTY (RM0444 3.7.1).
 pub const ACR_EMPTY: u32 = 1 << 16;
 
-/// RCC register offsets by the names chip data uses (RM0444 5.4.9-5.4.15; STM32F1: RM0008
-/// 7.3.4-7.3.8, selected by the RCC's `version: rcc-f1`).
+/// RCC register offsets by the names chip data uses, from the RCC model of the chip's RCC
+/// version (G0 `periph::rcc`, F1 `periph::f1::rcc`, G4 `periph::g4::rcc`).
 pub fn rcc_offset(chip: &Chip, register: &str) -> Option<u32> {
-    let version = chip.peripheral("RCC").and_then(|p| p.version);
-    if version == Some(hil_chips::PeripheralVersion::RccG4) {
-        return crate::periph::g4::rcc::offset_of(register);
+    match chip.peripheral("RCC").and_then(|p| p.version) {
+        Some(hil_chips::PeripheralVersion::RccG4) => crate::periph::g4::rcc::offset_of(register),
+        Some(hil_chips::PeripheralVersion::RccF1) => crate::periph::f1::rcc::offset_of(register),
+        _ => crate::periph::rcc::offset_of(register),
     }
-    if version == Some(hil_chips::PeripheralVersion::RccF1) {
-        return Some(match register {
-            "APB2RSTR" => 0x0C,
-            "APB1RSTR" => 0x10,
-            "AHBENR" => 0x14,
-            "APB2ENR" => 0x18,
-            "APB1ENR" => 0x1C,
-            _ => return None,
-        });
-    }
-    Some(match register {
-        "IOPRSTR" => 0x24,
-        "AHBRSTR" => 0x28,
-        "APBRSTR1" => 0x2C,
-        "APBRSTR2" => 0x30,
-        "IOPENR" => 0x34,
-        "AHBENR" => 0x38,
-        "APBENR1" => 0x3C,
-        "APBENR2" => 0x40,
-        _ => return None,
-    })
 }
 
 /// What a deferred request asks the model to do once the engine call returns.

@@ -59,6 +59,19 @@ const SLOT_AHB: usize = 1;
 const SLOT_APB1: usize = 2;
 const SLOT_APB2: usize = 3;
 
+/// Offset of an RCC register named in chip data (`clock: APB2ENR.14`), for the ROM model's
+/// clock-gate writes (RM0008 7.3.4-7.3.8).
+pub fn offset_of(register: &str) -> Option<u32> {
+    Some(match register {
+        "APB2RSTR" => APB2RSTR,
+        "APB1RSTR" => APB1RSTR,
+        "AHBENR" => AHBENR,
+        "APB2ENR" => APB2ENR,
+        "APB1ENR" => APB1ENR,
+        _ => return None,
+    })
+}
+
 pub struct RccF1 {
     cr: u32,
     cfgr: u32,
