@@ -19,7 +19,10 @@ fn main() {
     let origin = hex("FIXTURE_FLASH_ORIGIN", 0x0800_0000);
     let flash_end = origin + hex("FIXTURE_FLASH_LENGTH", 128 * 1024);
     let app_base = hex("FIXTURE_APP_BASE", 0x0800_8000);
-    assert!(app_base > origin && app_base < flash_end, "FIXTURE_APP_BASE {app_base:#x} is not inside the flash above the bootloader");
+    assert!(
+        app_base > origin && app_base < flash_end,
+        "FIXTURE_APP_BASE {app_base:#x} is not inside the flash above the bootloader"
+    );
     write_memory_x_capped(app_base - origin);
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
     std::fs::write(

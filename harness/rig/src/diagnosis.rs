@@ -966,7 +966,8 @@ fn usb_left_enabled(e: &Evidence, facts: &mut Vec<Fact>) -> Option<Diagnosis> {
             !en,
         ));
     }
-    if !(clock && pullup && !power_down && !reset) || irq_enabled == Some(true) {
+    let attached = clock && pullup && !power_down && !reset;
+    if !attached || irq_enabled == Some(true) {
         return None;
     }
     if e.chip.bootloader.usb_left_enabled_blocks_dfu {
