@@ -18,6 +18,11 @@
 //!   PRIMASK left set, `J` VTOR left at the application's table, `t` SysTick left running, `q` a
 //!   peripheral interrupt (EXTI15_10) left enabled and pending, `s` CONTROL.SPSEL left at 1.
 //! - `o`: option byte loading (OBL_LAUNCH). Feature `no-watchdog-refresh`: never reloads the IWDG.
+//! - Seed 004 (USB left enabled at the jump): `u` starts the application's USB device as a USB
+//!   stack leaves it once enumerated (RCC_APB1ENR1.USBEN, USB_CNTR out of power-down and reset,
+//!   D+ pull-up USB_BCDR.DPPU on: RM0440 45.6.1); the jump commands above leave it as it is. `d`
+//!   detaches it first (pull-up off, USB_CNTR FRES | PDWN, RCC_APB1RSTR1.USBRST pulse, USBEN off)
+//!   and then jumps the recommended way.
 //! - Feature `set-vtor` (default): cortex-m-rt points VTOR at this image; without it the image
 //!   never sets VTOR (seed 004's application).
 //!
@@ -236,6 +241,28 @@ fn run_on_process_stack(task: extern "C" fn() -> !) -> ! {
     }
 }
 
+/// The application's USB device on the bus (seed 004): clock on, out of power-down and forced
+/// reset (RM0440 45.6.1 USB_CNTR: PDWN then FRES cleared), D+ pull-up on (USB_BCDR.DPPU). The
+/// fixture has no USB stack: the peripheral is left as a running CDC stack leaves it attached.
+fn usb_attach() {
+    modify(RCC_APB1ENR1, 0, RCC_APB1_USB);
+    wr(USB_CNTR, 1 << 0); // FRES only: PDWN cleared first (analog transceiver on)
+    wr(USB_CNTR, 0); // FRES cleared
+    modify(USB_BCDR, 0, 1 << 15); // DPPU
+}
+
+/// Off the bus and back to reset before the ROM takes over (the fix the seed 004 thread reports
+/// for an STM32L433: reset the USB port before starting the bootloader): D+ pull-up off, forced
+/// reset and power-down, the RCC reset pulse (RM0440 7.4.12 USBRST), clock off.
+fn usb_detach() {
+    modify(RCC_APB1ENR1, 0, RCC_APB1_USB);
+    modify(USB_BCDR, 1 << 15, 0);
+    wr(USB_CNTR, (1 << 0) | (1 << 1));
+    modify(RCC_APB1RSTR1, 0, RCC_APB1_USB);
+    modify(RCC_APB1RSTR1, RCC_APB1_USB, 0);
+    modify(RCC_APB1ENR1, RCC_APB1_USB, 0);
+}
+
 fn announce_jump() {
     puts("jump\r\n");
     flush();
@@ -370,6 +397,16 @@ fn command(c: u8) {
             wr(IWDG_KR + 0x08, 0x40);
             wr(IWDG_KR, 0xAAAA);
         }
+        b'u' => {
+            usb_attach();
+            puts("usb on\r\n");
+        }
+        b'd' => {
+            // Off the bus before `jump` is announced: a host that sees `jump` finds no stale device.
+            usb_detach();
+            announce_jump();
+            jump_to_bootloader(Jump::Recommended);
+        }
         b'o' => {
             // Option byte loading (RM0440 5.4.2: FLASH_CR.OBL_LAUNCH after the KEYR and OPTKEYR
             // sequences); the chip resets with OBLRSTF.
@@ -382,7 +419,7 @@ fn command(c: u8) {
             modify(FLASH_CR, 0, 1 << 27);
         }
         b'?' => puts(
-            "cmds: v version, r reset, m marker, j jump to ROM, S jump from a task, b reset+jump, w watchdog, o option byte loading\r\n",
+            "cmds: v version, r reset, m marker, j jump to ROM, S jump from a task, b reset+jump, w watchdog, o option byte loading, u USB on, d USB off+jump\r\n",
         ),
         _ => {}
     }

@@ -1,5 +1,6 @@
 //! Custom bootloader fixture for the STM32G071 (seed 003: "Bootloader (32 kB)" at 0x08000000,
-//! the application from 0x08008000).
+//! the application from 0x08008000; the application base comes from the build, FIXTURE_APP_BASE).
+//! The STM32F103 build of the same bootloader is `src/bin/custom-bootloader-f1.rs` (seed 000).
 //!
 //! At every reset it prints `hil-cbl <version> app=0x08008000` on USART2 (115200 8N1, PA2/PA3, as
 //! the application fixture), then checks the application's vector table:
@@ -27,10 +28,9 @@ use core::ptr::addr_of;
 
 use cortex_m_rt::{entry, exception};
 
-/// The application's vector table: right behind the 32 KiB bootloader slot.
-const APP_BASE: u32 = 0x0800_8000;
-/// End of the STM32G071RB's 128 KiB main flash (RM0444 2.2 memory map).
-const FLASH_END: u32 = 0x0802_0000;
+// APP_BASE (0x08008000 for seed 003's 32 KiB slot) and FLASH_END (the STM32G071RB's 128 KiB,
+// RM0444 2.2 memory map) from the build script.
+include!(concat!(env!("OUT_DIR"), "/layout.rs"));
 
 use g0_board::reg::*;
 use g0_board::{HCLK, LED_PIN, flush, modify, put_hex, puts, rd, wr};

@@ -40,6 +40,14 @@ pub mod reg {
 
     pub const IWDG_KR: u32 = 0x4000_3000;
 
+    /// RM0440 45.6.1 USB common registers (USB device FS at 0x40005C00, RM0440 2.2.2 Table 3):
+    /// USB_CNTR (FRES bit 0, PDWN bit 1) and USB_BCDR (DPPU, the D+ pull-up, bit 15).
+    pub const USB: u32 = 0x4000_5C00;
+    pub const USB_CNTR: u32 = USB + 0x40;
+    pub const USB_BCDR: u32 = USB + 0x58;
+    /// RM0440 7.4.12 / 7.4.18: USBRST / USBEN are bit 23 of RCC_APB1RSTR1 / RCC_APB1ENR1.
+    pub const RCC_APB1_USB: u32 = 1 << 23;
+
     /// PM0214 4.5 SysTick.
     pub const SYST_CSR: u32 = 0xE000_E010;
     pub const SYST_RVR: u32 = 0xE000_E014;

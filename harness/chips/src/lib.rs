@@ -798,7 +798,41 @@ pub struct DiagnosisRegisters {
     /// Read (in this order) into every failure snapshot.
     pub registers: Vec<NamedRegister>,
     pub reset_flags: ResetFlags,
+    /// Where the diagnosis sees whether the application left its USB device on the bus (seed 004).
+    #[serde(default)]
+    pub usb: Option<UsbAttachBits>,
     pub source: String,
+}
+
+/// The bits that show a USB device peripheral left running and attached: its clock, its D+
+/// pull-up and the power-down / forced-reset bits of its control register. Each is written
+/// `REGISTER.bit` with REGISTER one of the diagnosis `registers` (`USB_BCDR.15`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsbAttachBits {
+    /// The peripheral clock enable (`RCC_APB1ENR1.23`).
+    pub clock: ClockGate,
+    /// The D+ pull-up: set, the device is on the bus (`USB_BCDR.15`).
+    pub pullup: ClockGate,
+    /// Analog power-down (`USB_CNTR.1`): set, the transceiver is off.
+    pub power_down: ClockGate,
+    /// Forced reset (`USB_CNTR.0`): set, the peripheral is held in reset.
+    pub force_reset: ClockGate,
+    /// Reference-manual names of the four bits, in the order above, for reports.
+    pub names: [String; 4],
+    pub source: String,
+}
+
+impl UsbAttachBits {
+    /// The four bits with their names: clock, pull-up, power-down, forced reset.
+    pub fn bits(&self) -> [(&ClockGate, &str); 4] {
+        [
+            (&self.clock, self.names[0].as_str()),
+            (&self.pullup, self.names[1].as_str()),
+            (&self.power_down, self.names[2].as_str()),
+            (&self.force_reset, self.names[3].as_str()),
+        ]
+    }
 }
 
 impl DiagnosisRegisters {
@@ -891,6 +925,18 @@ pub fn parse_chip(file: &str, text: &str) -> Result<Chip, ChipError> {
     validate_rom(&chip).map_err(invalid)?;
     if chip.virtual_board {
         validate_model(&chip).map_err(invalid)?;
+    }
+    if let Some(d) = &chip.diagnosis
+        && let Some(usb) = &d.usb
+    {
+        for (bit, name) in usb.bits() {
+            if d.address_of(&bit.register).is_none() {
+                return Err(invalid(format!(
+                    "diagnosis.usb: {name} is in {}, which is not one of the diagnosis registers",
+                    bit.register
+                )));
+            }
+        }
     }
     for (key, _) in chip.unverified.iter() {
         if key.trim().is_empty() {
@@ -1141,6 +1187,7 @@ fn cited_tags(chip: &Chip) -> Vec<String> {
     sources.extend(b.entry.source.iter());
     sources.extend(b.dfu.iter().map(|d| &d.source));
     sources.extend(chip.readout_protection.iter().map(|r| &r.source));
+    sources.extend(chip.diagnosis.iter().flat_map(|d| d.usb.iter()).map(|u| &u.source));
     sources
         .iter()
         .flat_map(|s| s.split(';'))

@@ -45,7 +45,10 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
     let which = std::process::Command::new("sh").args(["-c", "command -v stm32flash"]).output().unwrap();
     let stm32flash = String::from_utf8_lossy(&which.stdout).trim().to_string();
     // The scenarios twice: as written (for the virtual entry, run here) and for the lab entry.
-    let scenarios = guest::scenarios_for("g071-virtual", &["g071-custom-bootloader", "f103-custom-bootloader", "g0b1"]);
+    let scenarios = guest::scenarios_for(
+        "g071-virtual",
+        &["g071-custom-bootloader", "f103-custom-bootloader", "g0b1", "g474-virtual"],
+    );
     let (virt, tar) = guest::lab_scenarios(dir.path(), scenarios, "g071-virtual", "g071-lab");
     let hil = guest::stripped_hil(dir.path());
     let files = vec![

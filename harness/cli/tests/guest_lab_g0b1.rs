@@ -35,8 +35,10 @@ fn dfu_flows_and_conformance_on_a_g0b1_lab_entry_match_the_virtual_entry() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("boards.yaml"), LAB_BOARDS).unwrap();
     let hil = guest::stripped_hil(dir.path());
-    let scenarios: Vec<_> =
-        guest::scenarios_for("g0b1-virtual", &["g071"]).into_iter().filter(|(_, t)| t.contains("dfu")).collect();
+    let scenarios: Vec<_> = guest::scenarios_for("g0b1-virtual", &["g071", "g474-virtual"])
+        .into_iter()
+        .filter(|(_, t)| t.contains("dfu"))
+        .collect();
     let (virt, tar) = guest::lab_scenarios(dir.path(), scenarios, "g0b1-virtual", "g0b1-lab");
     let files = vec![
         format!("{}:/bin/hil", hil.display()),

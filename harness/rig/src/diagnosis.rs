@@ -115,6 +115,11 @@ pub const CAUSES: &[Cause] = &[
         fix: "After programming an empty chip, power-cycle it or launch the option byte loading (OBL_LAUNCH).",
     },
     Cause {
+        id: "usb-left-enabled",
+        title: "The application jumped to the ROM with its own USB device still enabled and on the bus: the ROM's DFU device does not come up",
+        fix: "Detach USB before the jump: clear the D+ pull-up, hold the USB peripheral in forced reset and power-down, pulse its RCC reset and turn its clock off, then jump (seed 004; the register bits are in the evidence).",
+    },
+    Cause {
         id: "watchdog-not-refreshed",
         title: "The independent watchdog reset the chip: it runs (hardware option or started) and nobody refreshed it",
         fix: "Refresh the IWDG in the application and in bootloader sessions, or clear the hardware watchdog option.",
@@ -169,6 +174,8 @@ pub struct Evidence {
     pub rom_words: Option<(u32, u32)>,
     /// The ROM vector table's entry for the active exception (Handler mode only).
     pub rom_handler: Option<u32>,
+    /// The failed step talked to the board over USB (DfuSe): a step that failed, not an audit.
+    pub usb_step_failed: bool,
 }
 
 impl Evidence {
@@ -386,6 +393,8 @@ pub fn diagnose(s: &mut RigSession, step: &Step, outcome: &StepOutcome) -> Optio
         alias_words,
         rom_words,
         rom_handler,
+        usb_step_failed: outcome.status == hil_report::Status::Failed
+            && step.action.needs().contains(&hil_config::Capability::Usb),
     };
     Some(run_rules(&ev))
 }
@@ -478,7 +487,7 @@ pub fn run_rules(e: &Evidence) -> Diagnosis {
     let pc = e.get("pc").unwrap_or(0);
     let mut facts = vec![fact("PC", format!("{} ({})", hex(pc), region(e, pc)), false)];
     // Facts of rules that did not match stay in the list: they show what was ruled out.
-    let rules: [Rule; 8] = [
+    let rules: [Rule; 9] = [
         readout_protection,
         watchdog,
         go_address,
@@ -486,6 +495,7 @@ pub fn run_rules(e: &Evidence) -> Diagnosis {
         after_go,
         boot_latches,
         rom_vectors_elsewhere,
+        usb_left_enabled,
         behind_bootloader,
     ];
     for rule in rules {
@@ -960,6 +970,54 @@ fn behind_bootloader(e: &Evidence, facts: &mut Vec<Fact>) -> Option<Diagnosis> {
         ));
     }
     None
+}
+
+/// Seed 004: the application jumped into the ROM with its USB device still running and attached,
+/// and the ROM's DFU device did not answer. The chip data (`diagnosis.usb`) names the bits: the
+/// peripheral clock on, the D+ pull-up on (the host sees a device), neither power-down nor forced
+/// reset (RM0440 45.6.1 on the G4). The ROM's own DFU device is interrupt-driven, so with the USB
+/// interrupt disabled in the NVIC no one serves the device on the bus: it is the application's.
+fn usb_left_enabled(e: &Evidence, facts: &mut Vec<Fact>) -> Option<Diagnosis> {
+    let usb = e.chip.diagnosis.as_ref()?.usb.as_ref()?;
+    let pc = e.get("pc").unwrap_or(0);
+    if !e.usb_step_failed || e.last_go.is_some() || !e.in_sysmem(pc) {
+        return None;
+    }
+    let bit = |g: &hil_chips::ClockGate| e.get(&g.register).map(|v| v & (1 << g.bit) != 0);
+    let (clock, pullup, power_down, reset) =
+        (bit(&usb.clock)?, bit(&usb.pullup)?, bit(&usb.power_down)?, bit(&usb.force_reset)?);
+    let irq = e.chip.peripheral("USB").and_then(|p| p.irq);
+    let irq_enabled = irq.and_then(|l| e.get(&format!("nvic_iser{}", l / 32)).map(|w| w & (1 << (l % 32)) != 0));
+    let on = |b: bool| if b { "1" } else { "0" };
+    let [c, p, d, r] = usb.bits().map(|(_, n)| n.to_string());
+    facts.push(fact(c, on(clock), clock));
+    facts.push(fact(p, format!("{} (D+ pulled up: the host sees a device)", on(pullup)), pullup));
+    facts.push(fact(d, on(power_down), !power_down));
+    facts.push(fact(r, on(reset), !reset));
+    if let (Some(l), Some(en)) = (irq, irq_enabled) {
+        facts.push(fact(
+            format!("NVIC: USB interrupt (IRQ {l})"),
+            if en { "enabled" } else { "disabled: nobody serves the device on the bus" },
+            !en,
+        ));
+    }
+    let attached = clock && pullup && !power_down && !reset;
+    if !attached || irq_enabled == Some(true) {
+        return None;
+    }
+    if e.chip.bootloader.usb_left_enabled_blocks_dfu {
+        facts.push(fact(
+            "chip data bootloader.usb_left_enabled_blocks_dfu",
+            "this ROM is reported not to bring DFU up over an attached USB device (seed 004, unverified)",
+            true,
+        ));
+    }
+    Some(named(
+        "usb-left-enabled",
+        "The core runs the ROM, but the USB device on the bus is still the application's: clocked, D+ pulled up, out of reset and power-down, its interrupt off. The ROM did not take it over, so its DFU device never answered.".into(),
+        std::mem::take(facts),
+        e.snapshot.clone(),
+    ))
 }
 
 fn region(e: &Evidence, a: u32) -> &'static str {

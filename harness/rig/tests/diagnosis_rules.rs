@@ -48,6 +48,8 @@ struct State {
     app_vectors: Option<(u32, u32)>,
     alias_words: Option<(u32, u32)>,
     rom_handler: Option<u32>,
+    chip: &'static Chip,
+    usb_step_failed: bool,
 }
 
 impl State {
@@ -87,6 +89,8 @@ impl State {
             app_vectors: Some((APP_SP, APP_RESET)),
             alias_words: Some((ROM_SP, ROM_RESET)),
             rom_handler: None,
+            chip: g071(),
+            usb_step_failed: false,
         }
     }
     fn set(mut self, name: &str, v: u32) -> State {
@@ -110,7 +114,8 @@ impl State {
         self
     }
     fn evidence(self) -> Evidence {
-        self.evidence_on(g071())
+        let chip = self.chip;
+        self.evidence_on(chip)
     }
     /// The same state read on another chip (its register names must be in `regs`).
     fn evidence_on(self, chip: &'static Chip) -> Evidence {
@@ -129,6 +134,7 @@ impl State {
             alias_words: self.alias_words,
             rom_words: Some((ROM_SP, ROM_RESET)),
             rom_handler: self.rom_handler,
+            usb_step_failed: self.usb_step_failed,
         }
     }
     fn cause(self) -> String {
@@ -436,6 +442,50 @@ fn readout_protection_refuses_access() {
     // Level 0 and a NACK: not protection.
     let s = State::new(ROM_PARK).failing("Write Memory (0x31): device answered NACK after the address");
     assert_ne!(s.cause(), "readout-protection-active");
+}
+
+// ----- 12. USB left enabled at the jump (seed 004) ------------------------------------------------
+
+/// The G474 after the application's jump, as a probe reads it: in the ROM, remapped, and the
+/// USB registers (chip data `diagnosis.usb`: RCC_APB1ENR1.USBEN 23, USB_BCDR.DPPU 15, USB_CNTR
+/// PDWN 1 / FRES 0) and the NVIC word of the USB interrupt (IRQ 20, RM0440 Table 97) as given.
+fn g474_in_rom(usben: bool, cntr: u32, bcdr: u32, usb_irq_enabled: bool) -> State {
+    let mut s = State::new(ROM_PARK)
+        .set("SYSCFG_MEMRMP", 1)
+        .set("RCC_APB2ENR", 1)
+        .set("FLASH_OPTR", 0xFFEF_F8AA)
+        .set("RCC_APB1ENR1", if usben { 1 << 23 } else { 0 })
+        .set("USB_CNTR", cntr)
+        .set("USB_BCDR", bcdr)
+        .set("nvic_iser0", if usb_irq_enabled { 1 << 20 } else { 0 })
+        .failing("no DfuSe device answered: GET_STATUS timed out");
+    s.chip = Chip::by_name("STM32G474RE").unwrap();
+    s.usb_step_failed = true;
+    s
+}
+
+#[test]
+fn usb_device_left_attached_by_the_application() {
+    let (cause, facts) = diagnose(g474_in_rom(true, 0, 1 << 15, false));
+    assert_eq!(cause, "usb-left-enabled");
+    assert!(has(&facts, "RCC_APB1ENR1.USBEN: 1"), "{facts:?}");
+    assert!(has(&facts, "USB_BCDR.DPPU: 1"), "{facts:?}");
+    assert!(has(&facts, "USB_CNTR.PDWN: 0") && has(&facts, "USB_CNTR.FRES: 0"), "{facts:?}");
+    assert!(has(&facts, "USB interrupt (IRQ 20): disabled"), "{facts:?}");
+    // Detached first (pull-up off, FRES | PDWN, clock off): not this cause.
+    assert_ne!(g474_in_rom(false, 0b11, 0, false).cause(), "usb-left-enabled");
+    // Pull-up still on but the peripheral held in reset and powered down: not attached.
+    assert_ne!(g474_in_rom(true, 0b11, 1 << 15, false).cause(), "usb-left-enabled");
+    // The ROM's own DFU device (its interrupt enabled): the USB device is served.
+    assert_ne!(g474_in_rom(true, (1 << 15) | (1 << 10), 1 << 15, true).cause(), "usb-left-enabled");
+    // A USART step that failed, or the audit of a passing scenario: not a DFU failure.
+    let mut s = g474_in_rom(true, 0, 1 << 15, false);
+    s.usb_step_failed = false;
+    assert_ne!(s.cause(), "usb-left-enabled");
+    // The same registers on a chip without `diagnosis.usb` in its data: the rule cannot look.
+    let mut s = g474_in_rom(true, 0, 1 << 15, false);
+    s.chip = g071();
+    assert_ne!(s.cause(), "usb-left-enabled");
 }
 
 // ----- no false alarms --------------------------------------------------------------------------

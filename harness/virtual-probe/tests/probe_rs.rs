@@ -336,3 +336,66 @@ fn f103_download_runs_sts_f1_algorithm_on_the_cortex_m3() {
     assert!(banner.contains("hil-app 0.1.0 base=0x08000000"), "{banner}");
     b.shutdown().unwrap();
 }
+
+/// probe-rs's own STM32G4 flash algorithm (ST's `stm32g47x-8x_512` from the STM32G4 target
+/// description, the default for STM32G474RETx) runs on the virtual Cortex-M4 against the G4 flash
+/// controller model (flash-g4: KEYR, CR PER/PNB/BKER/PG/STRT, double-word programming, BSY polling;
+/// RM0440 5.3), never with the debugger writing FLASH registers: the app-g474 ELF with verify,
+/// then 8 KiB across the bank boundary (0x08040000, DBANK = 1: two banks of 128 x 2 KiB pages,
+/// RM0440 5.3.1 Table 7) read back through the debug port; the flashed application then boots and
+/// prints its banner on USART2.
+#[test]
+fn g474_download_runs_sts_g4_algorithm_across_the_bank_boundary() {
+    let b = board("probe-rs-g474", "STM32G474RE");
+    b.power_on().wait().unwrap();
+    let mut s = attach(&b, "STM32G474RETx");
+    let dir = tempfile::tempdir().unwrap();
+    let app = hil_fixtures::get("app-g474", 0x0800_0000).expect("app-g474 fixture");
+    let elf_path = dir.path().join("app-g474.elf");
+    std::fs::write(&elf_path, app.elf).unwrap();
+    let mut opts = DownloadOptions::default();
+    opts.verify = true;
+    let (instr, acc) = flash_evidence(&b, || {
+        download_file_with_options(&mut s, &elf_path, probe_rs::flashing::ElfLoader(ElfOptions::default()), opts)
+            .unwrap()
+    });
+    eprintln!("G474 ELF download: {instr} instructions on the core, {acc:?}");
+    assert!(instr > 10_000, "instructions {instr}");
+    assert!(acc.flash_reg_writes_cpu > 10 && acc.flash_reg_reads_cpu > 100, "{acc:?}");
+    assert_eq!(acc.flash_reg_writes_debug, 0, "{acc:?}");
+    assert!(acc.flash_programs > 0 && acc.flash_page_erases > 0, "{acc:?}");
+    let words = object_words(app.elf, 0x0800_0000, 64);
+    let flashed = b.peek(0x0800_0000, 256).wait().unwrap();
+    let flashed: Vec<u32> = flashed.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(flashed, words, "flash holds the ELF");
+
+    // 8 KiB from 4 KiB below the bank boundary: two 2 KiB pages at the end of bank 1 and two at
+    // the start of bank 2, each erased through BKER + PNB.
+    let data = hil_virtual_probe::bench::test_image(8 * 1024, 474);
+    let base = 0x0804_0000 - 4 * 1024;
+    let mut loader = s.target().flash_loader();
+    loader.add_data(base as u64, &data).unwrap();
+    let mut opts = DownloadOptions::default();
+    opts.verify = true;
+    let (instr, acc) = flash_evidence(&b, || loader.commit(&mut s, opts).unwrap());
+    assert!(instr > 1_000 && acc.flash_reg_writes_cpu > 0 && acc.flash_reg_writes_debug == 0, "{instr} {acc:?}");
+    assert_eq!(acc.flash_page_erases, 4, "two pages in each bank");
+    assert_eq!(acc.flash_programs, 8 * 1024 / 8, "double words");
+    // Read back through probe-rs (the debug port), not only the board's backdoor.
+    let mut back = vec![0u8; data.len()];
+    s.core(0).unwrap().read_8(base as u64, &mut back).unwrap();
+    assert_eq!(back, data, "read back over the debug port");
+    assert_eq!(b.peek(base, data.len()).wait().unwrap(), data);
+    // The application's flash is untouched by the second download.
+    let flashed = b.peek(0x0800_0000, 256).wait().unwrap();
+    let flashed: Vec<u32> = flashed.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(flashed, words, "the application is still there");
+    drop(s);
+    // The flashed application starts from a pin reset and prints on USART2.
+    b.pulse_nrst().wait().unwrap();
+    let u = b.uart("USART2").unwrap();
+    let banner =
+        String::from_utf8_lossy(&u.read_until(b" ]\r\n", Duration::from_secs(20)).wait().unwrap()).into_owned();
+    assert!(banner.contains("hil-app 0.1.0 base=0x08000000"), "{banner}");
+    b.shutdown().unwrap();
+}
