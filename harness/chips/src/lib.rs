@@ -922,9 +922,9 @@ pub fn parse_chip(file: &str, text: &str) -> Result<Chip, ChipError> {
     if !m.sram.contains_range(chip.bootloader.reserved_ram.base, chip.bootloader.reserved_ram.size as u64) {
         return Err(invalid("bootloader.reserved_ram is not inside SRAM".into()));
     }
-    validate_rom(&chip).map_err(invalid)?;
+    validate_rom(&chip).map_err(|e| invalid(e.0))?;
     if chip.virtual_board {
-        validate_model(&chip).map_err(invalid)?;
+        validate_model(&chip).map_err(|e| invalid(e.0))?;
     }
     if let Some(d) = &chip.diagnosis
         && let Some(usb) = &d.usb
@@ -952,46 +952,68 @@ pub fn parse_chip(file: &str, text: &str) -> Result<Chip, ChipError> {
 }
 
 /// ROM facts that contradict themselves or the memory map.
-fn validate_rom(chip: &Chip) -> Result<(), String> {
+fn validate_rom(chip: &Chip) -> Result<(), Inconsistency> {
     let b = &chip.bootloader;
     let cmds = &b.usart_protocol.commands;
     if !cmds.contains(&RomCommand::Get) {
-        return Err("bootloader.usart_protocol.commands must list get (AN3155: Get lists the commands)".into());
+        return Err(Inconsistency::from(
+            "bootloader.usart_protocol.commands must list get (AN3155: Get lists the commands)",
+        ));
     }
     for (i, c) in cmds.iter().enumerate() {
         if cmds[..i].contains(c) {
-            return Err(format!("bootloader.usart_protocol.commands lists {c:?} twice"));
+            return Err(Inconsistency::from(format!("bootloader.usart_protocol.commands lists {c:?} twice")));
         }
     }
     if cmds.contains(&RomCommand::Erase) && cmds.contains(&RomCommand::ExtendedErase) {
-        return Err(
-            "bootloader.usart_protocol.commands: erase and extended-erase are exclusive (AN3155 Table 2)".into()
-        );
+        return Err(Inconsistency::from(
+            "bootloader.usart_protocol.commands: erase and extended-erase are exclusive (AN3155 Table 2)",
+        ));
     }
     if b.serves_otp && chip.memory.otp.is_none() {
-        return Err("bootloader.serves_otp needs memory.otp".into());
+        return Err(Inconsistency::from("bootloader.serves_otp needs memory.otp"));
     }
     if let Some(dfu) = &b.dfu {
         if !b.usb_dfu {
-            return Err("bootloader.dfu is given but bootloader.usb_dfu is false".into());
+            return Err(Inconsistency::from("bootloader.dfu is given but bootloader.usb_dfu is false"));
         }
         for a in &dfu.alt_settings {
             if a.memory == DfuMemory::Otp && chip.memory.otp.is_none() {
-                return Err(format!(
+                return Err(Inconsistency::from(format!(
                     "bootloader.dfu.alt_settings {:?} names the OTP, but memory.otp is missing",
                     a.name
-                ));
+                )));
             }
             if !('a'..='g').contains(&a.kind) {
-                return Err(format!("bootloader.dfu.alt_settings {:?}: type {:?} is not a..g", a.name, a.kind));
+                return Err(Inconsistency::from(format!(
+                    "bootloader.dfu.alt_settings {:?}: type {:?} is not a..g",
+                    a.name, a.kind
+                )));
             }
         }
     }
     Ok(())
 }
 
+/// Why a chip file's sections do not fit together (the loader names the file:
+/// [`ChipError::Invalid`]).
+#[derive(Debug)]
+struct Inconsistency(String);
+
+impl From<String> for Inconsistency {
+    fn from(message: String) -> Self {
+        Inconsistency(message)
+    }
+}
+
+impl From<&str> for Inconsistency {
+    fn from(message: &str) -> Self {
+        Inconsistency(message.to_string())
+    }
+}
+
 /// What the virtual board needs from a chip it models.
-fn validate_model(chip: &Chip) -> Result<(), String> {
+fn validate_model(chip: &Chip) -> Result<(), Inconsistency> {
     let need = |what: &str| format!("virtual_board is true but `{what}` is missing");
     chip.clocks.as_ref().ok_or_else(|| need("clocks"))?;
     chip.flash_timing.as_ref().ok_or_else(|| need("flash_timing"))?;
@@ -999,7 +1021,7 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
     let boot = chip.boot.as_ref().ok_or_else(|| need("boot"))?;
     chip.bootloader.initial_sp.ok_or_else(|| need("bootloader.initial_sp"))?;
     if chip.peripherals.is_empty() {
-        return Err(need("peripherals"));
+        return Err(Inconsistency::from(need("peripherals")));
     }
     let flash_f1 = chip
         .peripherals_of(PeripheralKind::Flash)
@@ -1010,11 +1032,14 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
     // double words and takes its option layout from the chip data.
     let unit = if flash_f1 { 2 } else { 8 };
     if fc.program_unit != unit {
-        return Err(format!("flash_controller.program_unit {} is not modelled (expected {unit})", fc.program_unit));
+        return Err(Inconsistency::from(format!(
+            "flash_controller.program_unit {} is not modelled (expected {unit})",
+            fc.program_unit
+        )));
     }
     // A page number is either global (bank 2 from `bank2_first_page`) or per bank with a BKER bit.
     if fc.bker_bit.is_some() && (fc.bank2_first_page.is_some() || chip.memory.flash.banks != 2) {
-        return Err("flash_controller.bker_bit needs two banks and no bank2_first_page".into());
+        return Err(Inconsistency::from("flash_controller.bker_bit needs two banks and no bank2_first_page"));
     }
     let empty = BTreeMap::new();
     let ob_storage;
@@ -1032,41 +1057,51 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
             };
             &ob_storage
         }
-        None => return Err(need("option_bytes")),
+        None => return Err(Inconsistency::from(need("option_bytes"))),
     };
     for (name, f) in &ob.fields {
         if ob.word(&f.word).is_none() {
-            return Err(format!("option_bytes.fields.{name} names unknown word {:?}", f.word));
+            return Err(Inconsistency::from(format!("option_bytes.fields.{name} names unknown word {:?}", f.word)));
         }
         if f.width == 0 || f.shift as u32 + f.width as u32 > 32 {
-            return Err(format!("option_bytes.fields.{name}: bits {}+{} do not fit a word", f.shift, f.width));
+            return Err(Inconsistency::from(format!(
+                "option_bytes.fields.{name}: bits {}+{} do not fit a word",
+                f.shift, f.width
+            )));
         }
     }
     for w in &ob.words {
         if w.offset + ob.complement_offset + 4 > chip.memory.option_bytes.size {
-            return Err(format!("option word {} at +{:#x} lies outside the option area", w.name, w.offset));
+            return Err(Inconsistency::from(format!(
+                "option word {} at +{:#x} lies outside the option area",
+                w.name, w.offset
+            )));
         }
     }
     for a in &ob.wrp {
         if ob.word(&a.word).is_none() {
-            return Err(format!("option_bytes.wrp names unknown word {:?}", a.word));
+            return Err(Inconsistency::from(format!("option_bytes.wrp names unknown word {:?}", a.word)));
         }
     }
     if let Some(b) = &ob.boot_select
         && ob.field(&b.field).is_none()
     {
-        return Err(format!("option_bytes.boot_select names unknown field {:?}", b.field));
+        return Err(Inconsistency::from(format!("option_bytes.boot_select names unknown field {:?}", b.field)));
     }
     if ob.field("RDP").is_none() && !flash_f1 {
-        return Err("option_bytes.fields has no RDP".into());
+        return Err(Inconsistency::from("option_bytes.fields has no RDP"));
     }
     for (i, r) in boot.rules.iter().enumerate() {
         for k in r.when.keys() {
             if !BOOT_INPUTS.contains(&k.as_str()) {
-                return Err(format!("boot.rules[{i}] names unknown input {k:?} (known: {BOOT_INPUTS:?})"));
+                return Err(Inconsistency::from(format!(
+                    "boot.rules[{i}] names unknown input {k:?} (known: {BOOT_INPUTS:?})"
+                )));
             }
             if k != "BOOT0" && ob.field(k).is_none() {
-                return Err(format!("boot.rules[{i}] uses {k}, which option_bytes.fields does not define"));
+                return Err(Inconsistency::from(format!(
+                    "boot.rules[{i}] uses {k}, which option_bytes.fields does not define"
+                )));
             }
         }
     }
@@ -1077,39 +1112,41 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
     if let Some(remap) = chip.remap.as_ref()
         && (remap.width == 0 || remap.width > 8 || (1u32 << remap.width) as usize != remap.values.len())
     {
-        return Err("remap.values must name every value of the field".into());
+        return Err(Inconsistency::from("remap.values must name every value of the field"));
     }
     let mut sorted: Vec<&Peripheral> = chip.peripherals.iter().collect();
     sorted.sort_by_key(|p| p.base);
     for w in sorted.windows(2) {
         if w[0].base as u64 + w[0].size as u64 > w[1].base as u64 {
-            return Err(format!("peripherals {} and {} overlap", w[0].name, w[1].name));
+            return Err(Inconsistency::from(format!("peripherals {} and {} overlap", w[0].name, w[1].name)));
         }
     }
     for kind in [PeripheralKind::Flash, PeripheralKind::Rcc, PeripheralKind::Dbgmcu] {
         if chip.peripherals_of(kind).count() != 1 {
-            return Err(format!("exactly one {kind:?} peripheral is required"));
+            return Err(Inconsistency::from(format!("exactly one {kind:?} peripheral is required")));
         }
     }
     // The remap register lives in SYSCFG; parts without one (F1) have no SYSCFG either.
     let syscfgs = chip.peripherals_of(PeripheralKind::Syscfg).count();
     if chip.remap.is_some() != (syscfgs == 1) || syscfgs > 1 {
-        return Err("a `remap` section needs exactly one syscfg peripheral, and a syscfg needs `remap`".into());
+        return Err(Inconsistency::from(
+            "a `remap` section needs exactly one syscfg peripheral, and a syscfg needs `remap`",
+        ));
     }
     if chip.peripherals_of(PeripheralKind::Flash).next().map(|p| p.base) != Some(fc.base) {
-        return Err("the flash peripheral's base differs from flash_controller.base".into());
+        return Err(Inconsistency::from("the flash peripheral's base differs from flash_controller.base"));
     }
     validate_readout_protection(chip)?;
     let b = &chip.bootloader;
     if b.usb_dfu && b.dfu.is_none() {
-        return Err("bootloader.usb_dfu is true but `bootloader.dfu` is missing".into());
+        return Err(Inconsistency::from("bootloader.usb_dfu is true but `bootloader.dfu` is missing"));
     }
     for u in &chip.bootloader.usart {
         let p = chip
             .peripheral(&u.instance)
             .ok_or_else(|| format!("bootloader USART {} is not a peripheral", u.instance))?;
         if p.kind != PeripheralKind::Usart {
-            return Err(format!("bootloader USART {} is not modelled as a usart", u.instance));
+            return Err(Inconsistency::from(format!("bootloader USART {} is not modelled as a usart", u.instance)));
         }
     }
     Ok(())
@@ -1117,24 +1154,27 @@ fn validate_model(chip: &Chip) -> Result<(), String> {
 
 /// The protection status register must be a modelled register, agree with the option layout
 /// where it is the USER word's register, and allow at least a mass erase for Readout Unprotect.
-fn validate_readout_protection(chip: &Chip) -> Result<(), String> {
+fn validate_readout_protection(chip: &Chip) -> Result<(), Inconsistency> {
     let rp = chip.readout_protection.as_ref().ok_or("virtual_board is true but `readout_protection` is missing")?;
     if rp.width == 0 || rp.shift as u32 + rp.width as u32 > 32 || rp.level0 > rp.field().mask() {
-        return Err(format!(
+        return Err(Inconsistency::from(format!(
             "readout_protection: level {:#x} in bits {}+{} does not fit",
             rp.level0, rp.shift, rp.width
-        ));
+        )));
     }
     if !chip.peripherals.iter().any(|p| (p.base..p.base.saturating_add(p.size)).contains(&rp.address)) {
-        return Err(format!("readout_protection.address {:#010x} is in no peripheral", rp.address));
+        return Err(Inconsistency::from(format!(
+            "readout_protection.address {:#010x} is in no peripheral",
+            rp.address
+        )));
     }
     if let Some(t) = &chip.flash_timing
         && rp.unprotect_max_us < t.mass_erase_us.max
     {
-        return Err(format!(
+        return Err(Inconsistency::from(format!(
             "readout_protection.unprotect_max_us {} is shorter than the mass erase ({} us)",
             rp.unprotect_max_us, t.mass_erase_us.max
-        ));
+        )));
     }
     // Where the status register is the USER option word's register (G0/G4 FLASH_OPTR), the RDP
     // field and its level-0 value must be the option layout's.
@@ -1147,12 +1187,17 @@ fn validate_readout_protection(chip: &Chip) -> Result<(), String> {
         && let Some(rdp) = ob.field("RDP")
         && (rdp.shift != rp.shift || rdp.width != rp.width || u32::from(ob.rdp_levels.level0) != rp.level0)
     {
-        return Err("readout_protection disagrees with option_bytes (RDP field or rdp_levels.level0)".into());
+        return Err(Inconsistency::from(
+            "readout_protection disagrees with option_bytes (RDP field or rdp_levels.level0)",
+        ));
     }
     if let Some(d) = &chip.diagnosis
         && d.address_of(&rp.register) != Some(rp.address)
     {
-        return Err(format!("readout_protection.register {} is not a diagnosis register at that address", rp.register));
+        return Err(Inconsistency::from(format!(
+            "readout_protection.register {} is not a diagnosis register at that address",
+            rp.register
+        )));
     }
     Ok(())
 }
