@@ -78,12 +78,12 @@ impl Session {
 fn autobaud_answers_the_first_0x7f_only() {
     let mut s = Session::new(G0B1);
     // Bytes before the autobaud byte leave the ROM waiting (the ABR unit locks on 0x7F only).
-    assert_eq!(s.send(&[0x00, 0x55, 0xFF]), []);
+    assert_eq!(s.send(&[0x00, 0x55, 0xFF]), [0u8; 0]);
     assert!(!s.engine.is_synced());
     assert_eq!(s.send(&[0x7F]), [ACK]);
     assert!(s.engine.is_synced());
     // Later 0x7F is a command byte: alone it gets no answer, the pair 7F 7F fails the complement.
-    assert_eq!(s.send(&[0x7F]), []);
+    assert_eq!(s.send(&[0x7F]), [0u8; 0]);
     assert_eq!(s.send(&[0x7F]), [NACK]);
     // A reset re-arms the autobaud.
     s.engine.reset();
@@ -229,7 +229,7 @@ fn go_sends_one_ack_and_jumps_through_the_vector() {
     assert_eq!(s.actions(), [RomAction::Jump(jump.clone())]);
     assert!(s.engine.is_finished());
     // The ROM is gone: nothing answers any more.
-    assert_eq!(s.send(&[0x7F, cmd::GET, 0xFF]), []);
+    assert_eq!(s.send(&[0x7F, cmd::GET, 0xFF]), [0u8; 0]);
     // Applying the action reaches the target's jump.
     RomAction::Jump(jump.clone()).apply(&mut s.target);
     assert_eq!(s.target.calls.last(), Some(&Call::Jump(jump)));

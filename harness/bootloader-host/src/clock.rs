@@ -98,6 +98,52 @@ impl std::fmt::Debug for Deadline {
     }
 }
 
+/// Sleeps for at least the asked time and little more, on the wall clock.
+///
+/// A DfuSe host waits `bwPollTimeout` (about 22 ms on a G0 for a page erase or a 2 KiB block)
+/// twice per 2 KiB, and whatever the OS adds to each sleep is lost throughput: ~0.06 ms on a lab
+/// PC, ~1.3 ms in a Linux guest under QEMU TCG (measured, `hil bench flash-dfu`). So the OS sleep
+/// ends early by the lateness seen so far and the rest is spent yielding. The lateness is learnt
+/// per sleeper because it differs by two orders of magnitude between hosts; the `spin_sleep`
+/// crate takes a fixed accuracy instead, which would be wrong on one of them.
+#[derive(Debug, Default)]
+pub struct PreciseSleep {
+    /// How late the OS woke us lately (a running estimate, capped at [`PreciseSleep::MAX_EARLY`]).
+    lateness: Duration,
+}
+
+impl PreciseSleep {
+    /// The most a sleep is cut short by (and so spent yielding): a bound on the CPU this costs.
+    pub const MAX_EARLY: Duration = Duration::from_millis(2);
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Returns once `d` has passed, never before.
+    pub fn sleep(&mut self, d: Duration) {
+        let start = Instant::now();
+        let end = start + d;
+        let early = self.lateness.min(Self::MAX_EARLY);
+        if d > early {
+            let asked = d - early;
+            std::thread::sleep(asked);
+            // Lateness: how far past the asked wake-up we got; a running estimate weighted 1/4 to
+            // the newest, so one preempted wake-up does not set it.
+            let late = start.elapsed().saturating_sub(asked).min(Self::MAX_EARLY);
+            self.lateness = (self.lateness * 3 + late) / 4;
+        }
+        while Instant::now() < end {
+            std::thread::yield_now();
+        }
+    }
+
+    /// The current estimate of the OS's lateness.
+    pub fn lateness(&self) -> Duration {
+        self.lateness
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
@@ -117,6 +163,18 @@ pub(crate) mod testing {
         }
         fn kind(&self) -> ClockKind {
             ClockKind::Virtual
+        }
+    }
+
+    #[test]
+    fn a_precise_sleep_never_returns_early_and_learns_a_bounded_lateness() {
+        let mut s = PreciseSleep::new();
+        for ms in [0, 1, 3, 5, 3, 1] {
+            let d = Duration::from_millis(ms);
+            let t = Instant::now();
+            s.sleep(d);
+            assert!(t.elapsed() >= d, "{:?} < {d:?}", t.elapsed());
+            assert!(s.lateness() <= PreciseSleep::MAX_EARLY);
         }
     }
 

@@ -154,7 +154,7 @@ fn flash_session(
         _ => None,
     });
     println!(
-        "flashed {total} bytes to {name} via {} in {:.2} s{}{}{}",
+        "flashed {total} bytes to {name} via {} in {:.3} s{}{}{}",
         via_name(via),
         started.elapsed().as_secs_f64(),
         if phases.is_empty() { String::new() } else { format!(" ({})", phases.join(", ")) },

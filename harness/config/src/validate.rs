@@ -193,8 +193,7 @@ pub fn validate_boards(boards: &LoadedBoards) -> Vec<Diagnostic> {
         if let (Some(v), Some(chip)) = (&b.virtual_board, chip)
             && !chip.virtual_board
         {
-            let modelled: Vec<_> =
-                hil_chips::all().iter().filter(|c| c.virtual_board).map(|c| c.name.as_str()).collect();
+            let modelled: Vec<_> = hil_chips::all().filter(|c| c.virtual_board).map(|c| c.name.as_str()).collect();
             d.push(Diagnostic::at(
                 path,
                 v,

@@ -312,6 +312,7 @@ impl<S: Read + Write + Send + 'static> Server<S> {
             packet::CONTROL_PACKET => {
                 let h = ControlHeader::parse(&p.body, p.id)?;
                 let out_data = &p.body[ControlHeader::LEN..];
+                tracing::trace!(id = p.id, rt = h.request_type, req = h.request, len = h.length, "control in");
                 let outcome = if h.request_type & 0x80 != 0 {
                     device.control(h.request_type, h.request, h.value, h.index, h.length, &[])
                 } else {
@@ -330,6 +331,7 @@ impl<S: Read + Write + Send + 'static> Server<S> {
                 let reply = ControlHeader { status: st, length: done as u16, ..h };
                 let mut body = reply.encode().to_vec();
                 body.extend_from_slice(&data);
+                tracing::trace!(id = p.id, "control out");
                 self.send(packet::CONTROL_PACKET, p.id, body)
             }
             packet::START_INTERRUPT_RECEIVING | packet::STOP_INTERRUPT_RECEIVING => {

@@ -535,17 +535,30 @@ impl<T: ControlTransfer> DfuSeClient<T> {
 
     /// Brings the device to dfuIDLE with status OK: CLRSTATUS out of dfuERROR, ABORT out of the
     /// idle states, repeated (reference 3.6; the F4 ROM starts in dfuERROR / errFIRMWARE).
+    ///
+    /// A client that died mid-download (Ctrl-C, a killed CI job) leaves the device in
+    /// dfuDNLOAD-SYNC or dfuDNBUSY: the GETSTATUS here runs what it left pending, and the device
+    /// takes only GETSTATUS until that is done (DFU 1.1 A.2.5), so it is polled, not aborted. A
+    /// request the device stalls has put it in dfuERROR (DFU 1.1 A.2), which the next round
+    /// clears.
     pub fn clear_errors(&mut self) -> Result<DfuStatus> {
         let op = Op::ClearErrors;
         let mut last = None;
         for _ in 0..8 {
             let st = self.status_for(op)?;
             self.wait(st.poll_timeout);
-            match st.state {
+            let request = match st.state {
                 State::IDLE if st.status == Status::OK => return Ok(st),
-                State::ERROR | State::IDLE => self.class_out(op, dfu_request::CLRSTATUS, 0, &[])?,
+                State::DNBUSY => None,
+                State::ERROR | State::IDLE => Some(dfu_request::CLRSTATUS),
                 State::APP_IDLE | State::APP_DETACH => return Err(DfuError::RuntimeMode { op, state: st.state }),
-                _ => self.class_out(op, dfu_request::ABORT, 0, &[])?,
+                _ => Some(dfu_request::ABORT),
+            };
+            if let Some(request) = request {
+                match self.class_out(op, request, 0, &[]) {
+                    Ok(()) | Err(DfuError::Transfer { source: TransferError::Stall, .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
             last = Some(st);
         }

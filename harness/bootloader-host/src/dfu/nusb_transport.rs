@@ -62,6 +62,8 @@ pub enum UsbError {
 pub struct NusbDevice {
     device: nusb::Device,
     interface: nusb::Interface,
+    /// bwPollTimeout waits, cut to what the device asked for.
+    poll_wait: crate::clock::PreciseSleep,
 }
 
 impl NusbDevice {
@@ -78,7 +80,7 @@ impl NusbDevice {
         let device = info.open().wait().map_err(|e| os("opening the device", e))?;
         let interface =
             device.detach_and_claim_interface(number).wait().map_err(|e| os("claiming the DFU interface", e))?;
-        Ok(NusbDevice { device, interface })
+        Ok(NusbDevice { device, interface, poll_wait: crate::clock::PreciseSleep::new() })
     }
 
     /// Whether exactly one device matches `selector` now (listed, not opened: asking does not
@@ -194,6 +196,10 @@ impl ControlTransfer for NusbDevice {
             )));
         }
         self.interface.set_alt_setting(alt_setting).wait().map_err(|e| TransferError::Other(e.to_string()))
+    }
+
+    fn wait(&mut self, duration: Duration) {
+        self.poll_wait.sleep(duration)
     }
 }
 

@@ -247,6 +247,12 @@ impl ControlTransfer for FakeDfu {
             }
             (0x21, 6) => {
                 self.log.push("ABORT".into());
+                // dfuDNBUSY and the manifestation states take no ABORT: stall, dfuERROR (DFU 1.1
+                // A.2.5, A.2.7).
+                if matches!(self.state, State::DNBUSY | State::MANIFEST | State::MANIFEST_WAIT_RESET) {
+                    (self.state, self.status) = (State::ERROR, Status(0x0F)); // errSTALLEDPKT
+                    return Err(TransferError::Stall);
+                }
                 self.state = State::IDLE;
             }
             _ => return Err(TransferError::Stall),
@@ -294,6 +300,33 @@ fn open_reads_descriptors_selects_the_alt_and_clears_a_start_in_dfu_error() {
 
     let c = DfuSeClient::open(FakeDfu::new(), 1, DfuConfig::default(), None).unwrap();
     assert_eq!(c.target().layout.name, "Option Bytes");
+}
+
+#[test]
+fn open_finishes_what_a_client_that_died_mid_download_left_pending() {
+    // The last client sent a page erase and died before its GETSTATUS (dfuDNLOAD-SYNC), or after
+    // it (dfuDNBUSY). The next one polls the pending operation to its end and aborts from
+    // dfuDNLOAD-IDLE; an ABORT sent in dfuDNBUSY would stall and fail the open.
+    for polled_before in [false, true] {
+        let mut dev = FakeDfu::new();
+        dev.busy_polls = 2;
+        dev.pending = Some(vec![0, 0, 0x41, 0x00, 0x08, 0x00, 0x08]);
+        dev.state = State::DNLOAD_SYNC;
+        if polled_before {
+            let setup = Setup { request_type: 0xA1, request: 3, value: 0, index: 0, length: 6 };
+            dev.control_in(setup, Duration::from_secs(1)).unwrap();
+            assert_eq!(dev.state, State::DNBUSY);
+        }
+        dev.log.clear();
+        let mut c = open(dev);
+        let dev = c.device_mut();
+        assert_eq!((dev.state, dev.status), (State::IDLE, Status::OK));
+        assert_eq!(dev.erased, [BASE + 0x800], "the pending erase ran once");
+        assert!(!dev.log.iter().any(|l| l == "CLRSTATUS"), "no stall on the way: {:?}", dev.log);
+        assert_eq!(dev.log.iter().filter(|l| *l == "ABORT").count(), 1, "{:?}", dev.log);
+        // And the device takes the next operation.
+        c.erase_page(BASE).unwrap();
+    }
 }
 
 #[test]
