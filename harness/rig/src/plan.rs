@@ -1,6 +1,8 @@
 //! Which scenarios run on which boards. A scenario that names boards runs only on those; otherwise
 //! on every selected board. A board that lacks a capability the scenario needs gets the scenario
-//! as skipped, with the reason.
+//! as skipped, with the reason. So does a board whose layout puts a bootloader of its own in front
+//! of the application, for every scenario that does not name it: the others flash images linked
+//! at the start of flash, over that bootloader, and their verdicts there would be wrong.
 
 use std::collections::BTreeSet;
 
@@ -37,6 +39,7 @@ pub fn plan_with(config: &Config, boards: &[&Board], named_only: &[&str]) -> Vec
             let chip = Config::chip_of(board);
             let caps = board.capabilities(chip);
             let only_named = named_only.contains(&board.name.value.as_str());
+            let own_layout = own_layout(board, chip);
             let scenarios = config
                 .scenarios
                 .iter()
@@ -45,6 +48,10 @@ pub fn plan_with(config: &Config, boards: &[&Board], named_only: &[&str]) -> Vec
                     names_it || (ls.scenario.boards.is_empty() && !only_named)
                 })
                 .map(|ls| {
+                    let names_it = ls.scenario.boards.iter().any(|b| b.value == board.name.value);
+                    if let (Some(why), false) = (&own_layout, names_it) {
+                        return PlannedScenario { loaded: ls.clone(), skip: Some(why.clone()) };
+                    }
                     let missing: Vec<&str> = needs(&ls.scenario).difference(&caps).map(|c| c.name()).collect();
                     let skip = (!missing.is_empty()).then(|| {
                         let mut why = format!("board lacks {}", missing.join(", "));
@@ -68,4 +75,22 @@ pub fn plan_with(config: &Config, boards: &[&Board], named_only: &[&str]) -> Vec
             BoardPlan { board: (*board).clone(), scenarios }
         })
         .collect()
+}
+
+/// Why a scenario written for the usual layout (the application at the start of flash) does not
+/// run on `board`, if the board's layout differs.
+fn own_layout(board: &Board, chip: &hil_chips::Chip) -> Option<String> {
+    let flash = chip.memory.flash.base;
+    let app = board.layout.application_base.as_ref().map_or(flash, |a| a.value.0);
+    let bootloader = board.layout.bootloader.as_ref().map(|b| b.value);
+    if app == flash && bootloader.is_none() {
+        return None;
+    }
+    let behind = bootloader.map_or(String::new(), |b| {
+        format!(" behind its bootloader at {:#010x}-{:#010x}", b.base.0, u64::from(b.base.0) + u64::from(b.size.0) - 1)
+    });
+    Some(format!(
+        "written for the application at the start of flash ({flash:#010x}); this board has it at {app:#010x}{behind}. \
+         Scenarios for this layout name the board in `boards:`"
+    ))
 }

@@ -16,6 +16,10 @@ boards:
   # Two names for one bench setup: they share a serial port (which need not exist to be locked).
   - { name: bench-a, chip: STM32G071RB, lab: { serial: { port: /nonexistent/hil-engine-tty } } }
   - { name: bench-b, chip: STM32G071RB, lab: { serial: { port: /nonexistent/hil-engine-tty } } }
+  - name: behind-loader
+    chip: STM32G071RB
+    virtual: {}
+    layout: { bootloader: { base: 0x08000000, size: 8K }, application-base: 0x08002000 }
 ";
 
 struct Fake {
@@ -485,6 +489,36 @@ fn a_board_that_only_joined_runs_only_the_scenarios_naming_it() {
     // Selected explicitly, the same board runs both.
     let plans = hil_rig::plan::plan(&config, &boards);
     assert_eq!(names(&plans[1]), ["for-b", "generic"]);
+}
+
+#[test]
+fn a_board_with_its_own_bootloader_skips_the_scenarios_written_for_the_usual_layout() {
+    let (_tmp, config) = setup(&[
+        ("generic", "name: generic\nsteps: [halt]\n"),
+        ("for-loader", "name: for-loader\nboards: [behind-loader]\nsteps: [halt]\n"),
+    ]);
+    let board = config.boards.get("behind-loader").unwrap();
+    // Selected explicitly: the generic scenario is planned, as skipped, with the reason.
+    let plans = hil_rig::plan::plan(&config, &[board]);
+    let planned: Vec<(&str, Option<&str>)> =
+        plans[0].scenarios.iter().map(|s| (s.loaded.scenario.name.value.as_str(), s.skip.as_deref())).collect();
+    assert_eq!(
+        planned,
+        [
+            ("for-loader", None),
+            (
+                "generic",
+                Some(
+                    "written for the application at the start of flash (0x08000000); this board has it at \
+                     0x08002000 behind its bootloader at 0x08000000-0x08001fff. Scenarios for this layout name \
+                     the board in `boards:`"
+                )
+            ),
+        ]
+    );
+    // The usual layout runs it.
+    let plans = hil_rig::plan::plan(&config, &[config.boards.get("a").unwrap()]);
+    assert!(plans[0].scenarios.iter().all(|s| s.skip.is_none()));
 }
 
 #[test]
