@@ -51,3 +51,35 @@ fn hil_flash_via_dfu_runs_over_nusb_in_a_linux_guest() {
     assert!(left.contains("PC 0x080"), "{left}");
     sim.wait_for("USB device detached", Duration::from_secs(30));
 }
+
+#[test]
+fn the_dfu_flash_benchmark_runs_both_clients_in_the_guest_and_prints_its_figures() {
+    if !guest::tools_available() {
+        return;
+    }
+    // A small image keeps this quick; the speed targets are read from the JSON, not asserted here.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["bench", "flash-dfu", "--board", "g0b1-virtual", "--size", "4K"])
+        .current_dir(guest::repo())
+        .output()
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["bytes"], 4096);
+    let rounds = v["rounds"].as_u64().unwrap() as usize;
+    for key in ["ours_flash_samples_s", "ours_command_samples_s", "dfu_util_command_samples_s"] {
+        let samples = v[key].as_array().unwrap_or_else(|| panic!("{key}: {v}"));
+        assert_eq!(samples.len(), rounds, "{key}");
+        assert!(samples.iter().all(|s| s.as_f64().unwrap() > 0.0), "{key}: {v}");
+    }
+    // Two 2 KiB pages erased and 512 double words programmed at the G0B1's typical times, plus the
+    // bus time of the control transfers.
+    let (bound, chip, bus) =
+        (v["bound_s"].as_f64().unwrap(), v["bound_chip_s"].as_f64().unwrap(), v["bound_bus_s"].as_f64().unwrap());
+    assert!((bound - chip - bus).abs() < 1e-9, "{v}");
+    assert!(bus > 4096.0 * 8.0 / 12e6, "{v}");
+    // Our client cannot beat what the chip and the bus allow.
+    assert!(v["ours_flash_s"].as_f64().unwrap() >= bound, "{v}");
+    assert!(v["within_target"].is_boolean(), "{v}");
+}
