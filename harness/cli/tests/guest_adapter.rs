@@ -40,7 +40,8 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
     }
     let dir = tempfile::tempdir().unwrap();
     let app = hil_fixtures::get("app", 0x0800_0000).expect("app fixture");
-    std::fs::write(dir.path().join("app.bin"), guest::app_bin(app.elf)).unwrap();
+    let app_bin = guest::app_bin(app.elf);
+    std::fs::write(dir.path().join("app.bin"), &app_bin).unwrap();
     std::fs::write(dir.path().join("boards.yaml"), LAB_BOARDS).unwrap();
     let which = std::process::Command::new("sh").args(["-c", "command -v stm32flash"]).output().unwrap();
     let stm32flash = String::from_utf8_lossy(&which.stdout).trim().to_string();
@@ -105,7 +106,10 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
     );
     eprintln!("hil flash --via probe (CMSIS-DAP) in the guest: {:.2?}", o.took);
     assert_eq!(o.rc, 0, "hil flash via the CMSIS-DAP probe:\n{}\n{}", o.text, g.console());
-    assert!(o.text.contains("flashed 3552 bytes to g071-lab via probe") && o.text.contains("verified"), "{}", o.text);
+    // Every loadable byte of the ELF, no more (the image's segments, not its file size).
+    let loadable: usize = hil_image::Image::from_elf("app", app.elf).unwrap().ranges().iter().map(|(_, d)| d.len()).sum();
+    let flashed = format!("flashed {loadable} bytes to g071-lab via probe");
+    assert!(o.text.contains(&flashed) && o.text.contains("verified"), "`{flashed}` missing:\n{}", o.text);
     sim.wait_for("boots MainFlash", Duration::from_secs(30));
 
     // BOOT0 low at the reset (DTR asserted): the application starts, the ROM never answers.
@@ -117,7 +121,9 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
     eprintln!("stm32flash -w -v -g over ttyACM0: {:.2?}", o.took);
     assert_eq!(o.rc, 0, "stm32flash:\n{}", o.text);
     assert!(o.text.contains("Device ID    : 0x0460"), "{}", o.text);
-    assert!(o.text.contains("Wrote and verified address 0x08000de8 (100.00%) Done."), "{}", o.text);
+    // stm32flash ends at the address past the image.
+    let done = format!("Wrote and verified address {:#010x} (100.00%) Done.", 0x0800_0000 + app_bin.len());
+    assert!(o.text.contains(&done), "`{done}` missing:\n{}", o.text);
     assert!(o.text.contains("Starting execution at address 0x08000000... done."), "{}", o.text);
     let entered = sim.wait_for("boots SystemMemory", Duration::from_secs(10));
     assert!(entered.contains("reset (Pin)"), "{entered}");
