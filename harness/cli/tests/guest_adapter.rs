@@ -107,7 +107,8 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
     eprintln!("hil flash --via probe (CMSIS-DAP) in the guest: {:.2?}", o.took);
     assert_eq!(o.rc, 0, "hil flash via the CMSIS-DAP probe:\n{}\n{}", o.text, g.console());
     // Every loadable byte of the ELF, no more (the image's segments, not its file size).
-    let loadable: usize = hil_image::Image::from_elf("app", app.elf).unwrap().ranges().iter().map(|(_, d)| d.len()).sum();
+    let loadable: usize =
+        hil_image::Image::from_elf("app", app.elf).unwrap().ranges().iter().map(|(_, d)| d.len()).sum();
     let flashed = format!("flashed {loadable} bytes to g071-lab via probe");
     assert!(o.text.contains(&flashed) && o.text.contains("verified"), "`{flashed}` missing:\n{}", o.text);
     sim.wait_for("boots MainFlash", Duration::from_secs(30));
