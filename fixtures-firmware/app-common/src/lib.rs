@@ -12,35 +12,8 @@
 use core::panic::PanicInfo;
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
-/// Cortex-M system control space (ARMv6-M / ARMv7-M ARM B3; PM0223 4, PM0056 4, PM0214 4).
-mod scs {
-    pub const SYST_CSR: u32 = 0xE000_E010;
-    pub const SYST_RVR: u32 = 0xE000_E014;
-    pub const SYST_CVR: u32 = 0xE000_E018;
-    /// ICSR.PENDSTCLR is bit 25.
-    pub const SCB_ICSR: u32 = 0xE000_ED04;
-    pub const SCB_VTOR: u32 = 0xE000_ED08;
-    pub const SCB_AIRCR: u32 = 0xE000_ED0C;
-    pub const NVIC_ISER: u32 = 0xE000_E100;
-    pub const NVIC_ICER: u32 = 0xE000_E180;
-    pub const NVIC_ISPR: u32 = 0xE000_E200;
-    pub const NVIC_ICPR: u32 = 0xE000_E280;
-}
-use scs::*;
-
-fn rd(a: u32) -> u32 {
-    // SAFETY: `a` is a register address of the chip (or the system memory's vector table).
-    unsafe { read_volatile(a as *const u32) }
-}
-
-fn wr(a: u32, v: u32) {
-    // SAFETY: `a` is a register address of the chip.
-    unsafe { write_volatile(a as *mut u32, v) }
-}
-
-fn modify(a: u32, clear: u32, set: u32) {
-    wr(a, (rd(a) & !clear) | set);
-}
+use board_common::scs::*;
+use board_common::{modify, rd, wr};
 
 /// The no-init marker: [magic, boot count, jump request]. It survives every reset but power-on
 /// (cortex-m-rt leaves `.uninit` alone); each fixture's `__pre_init` reads the jump request.

@@ -1,10 +1,8 @@
 //! What the STM32F103 fixtures share: register addresses, volatile access and the USART1 console
 //! (PA9 TX / PA10 RX, the pins of the ROM bootloader, AN2606 "STM32F10xxx bootloader").
 //!
-//! No RAM state and no dependency, like `g0-board`.
+//! No RAM state, and no dependency but `board-common`, like `g0-board`.
 #![no_std]
-
-use core::ptr::{read_volatile, write_volatile};
 
 /// Register addresses of the STM32F103 (RM0008 3.3 Table 3, register offsets per chapter) and of
 /// the Cortex-M3 system control space (PM0056 4).
@@ -35,18 +33,7 @@ pub mod reg {
     /// RM0008 19.4.1 IWDG_KR.
     pub const IWDG_KR: u32 = 0x4000_3000;
 
-    /// PM0056 4.5 SysTick.
-    pub const SYST_CSR: u32 = 0xE000_E010;
-    pub const SYST_RVR: u32 = 0xE000_E014;
-    pub const SYST_CVR: u32 = 0xE000_E018;
-    /// PM0056 4.4: SCB ICSR, VTOR, AIRCR.
-    pub const SCB_ICSR: u32 = 0xE000_ED04;
-    pub const SCB_VTOR: u32 = 0xE000_ED08;
-    pub const SCB_AIRCR: u32 = 0xE000_ED0C;
-    /// PM0056 4.3 NVIC.
-    pub const NVIC_ISER: u32 = 0xE000_E100;
-    pub const NVIC_ICER: u32 = 0xE000_E180;
-    pub const NVIC_ICPR: u32 = 0xE000_E280;
+    pub use board_common::scs::*;
 }
 
 /// The Blue Pill's LED is on PC13, lit when the pin is low.
@@ -59,19 +46,7 @@ pub const USART1_IRQ: u32 = 37;
 /// System memory: the ROM bootloader's vector table (RM0008 3.3.3 Table 5).
 pub const SYSTEM_MEMORY: u32 = 0x1FFF_F000;
 
-pub fn rd(addr: u32) -> u32 {
-    // SAFETY: callers pass a peripheral register or memory word of this chip.
-    unsafe { read_volatile(addr as *const u32) }
-}
-
-pub fn wr(addr: u32, v: u32) {
-    // SAFETY: as above.
-    unsafe { write_volatile(addr as *mut u32, v) }
-}
-
-pub fn modify(addr: u32, clear: u32, set: u32) {
-    wr(addr, (rd(addr) & !clear) | set);
-}
+pub use board_common::{modify, rd, wr};
 
 /// USART_CR1 bits (RM0008 27.6.4).
 pub mod cr1 {
@@ -109,28 +84,11 @@ pub fn puts(s: &str) {
 }
 
 pub fn put_hex(v: u32) {
-    puts("0x");
-    for i in (0..8).rev() {
-        let d = ((v >> (i * 4)) & 0xF) as u8;
-        putc(if d < 10 { b'0' + d } else { b'A' + d - 10 });
-    }
+    board_common::put_hex(putc, v)
 }
 
-pub fn put_dec(mut v: u32) {
-    let mut buf = [0u8; 10];
-    let mut n = 0;
-    loop {
-        buf[n] = b'0' + (v % 10) as u8;
-        n += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    while n > 0 {
-        n -= 1;
-        putc(buf[n]);
-    }
+pub fn put_dec(v: u32) {
+    board_common::put_dec(putc, v)
 }
 
 /// Wait until the last byte has left the shift register (TC).

@@ -1,10 +1,8 @@
 //! What the STM32G071 fixtures share: register addresses, volatile access and the USART2 console.
 //!
-//! No RAM state and no dependency, so every fixture can use it, including `seed000` with its own
-//! startup that initialises no RAM.
+//! No RAM state, and no dependency but `board-common` (which has none either), so every fixture
+//! can use it, including `seed000` with its own startup that initialises no RAM.
 #![no_std]
-
-use core::ptr::{read_volatile, write_volatile};
 
 /// Register addresses of the STM32G071 (RM0444 2.2.2 memory map, register offsets per chapter) and
 /// of the Cortex-M0+ system control space (PM0223 4).
@@ -37,19 +35,7 @@ pub mod reg {
     pub const USART_RDR: u32 = USART2 + 0x24;
     pub const USART_TDR: u32 = USART2 + 0x28;
 
-    /// PM0223 4.4 SysTick.
-    pub const SYST_CSR: u32 = 0xE000_E010;
-    pub const SYST_RVR: u32 = 0xE000_E014;
-    pub const SYST_CVR: u32 = 0xE000_E018;
-    /// PM0223 4.3: SCB ICSR (PENDSTCLR is bit 25), VTOR, AIRCR.
-    pub const SCB_ICSR: u32 = 0xE000_ED04;
-    pub const SCB_VTOR: u32 = 0xE000_ED08;
-    pub const SCB_AIRCR: u32 = 0xE000_ED0C;
-    /// PM0223 4.2 NVIC.
-    pub const NVIC_ISER: u32 = 0xE000_E100;
-    pub const NVIC_ICER: u32 = 0xE000_E180;
-    pub const NVIC_ISPR: u32 = 0xE000_E200;
-    pub const NVIC_ICPR: u32 = 0xE000_E280;
+    pub use board_common::scs::*;
 }
 
 /// The Nucleo-G071RB's user LED is on PA5.
@@ -58,19 +44,7 @@ pub const LED_PIN: u32 = 5;
 pub const HCLK: u32 = 16_000_000;
 pub const BAUD: u32 = 115_200;
 
-pub fn rd(addr: u32) -> u32 {
-    // SAFETY: callers pass a peripheral register or memory word of this chip.
-    unsafe { read_volatile(addr as *const u32) }
-}
-
-pub fn wr(addr: u32, v: u32) {
-    // SAFETY: as above.
-    unsafe { write_volatile(addr as *mut u32, v) }
-}
-
-pub fn modify(addr: u32, clear: u32, set: u32) {
-    wr(addr, (rd(addr) & !clear) | set);
-}
+pub use board_common::{modify, rd, wr};
 
 /// USART_CR1 bits (RM0444, USART registers).
 pub mod cr1 {
@@ -103,28 +77,11 @@ pub fn puts(s: &str) {
 }
 
 pub fn put_hex(v: u32) {
-    puts("0x");
-    for i in (0..8).rev() {
-        let d = ((v >> (i * 4)) & 0xF) as u8;
-        putc(if d < 10 { b'0' + d } else { b'A' + d - 10 });
-    }
+    board_common::put_hex(putc, v)
 }
 
-pub fn put_dec(mut v: u32) {
-    let mut buf = [0u8; 10];
-    let mut n = 0;
-    loop {
-        buf[n] = b'0' + (v % 10) as u8;
-        n += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    while n > 0 {
-        n -= 1;
-        putc(buf[n]);
-    }
+pub fn put_dec(v: u32) {
+    board_common::put_dec(putc, v)
 }
 
 /// Wait until the last byte has left the shift register (TC).

@@ -1,10 +1,8 @@
 //! What the STM32G474 fixtures share: register addresses, volatile access and the USART2 console
 //! (PA2 TX / PA3 RX, AF7; a port of the ROM bootloader too, AN2606 "STM32G47xxx/48xxx").
 //!
-//! No RAM state and no dependency, like `g0-board`.
+//! No RAM state, and no dependency but `board-common`, like `g0-board`.
 #![no_std]
-
-use core::ptr::{read_volatile, write_volatile};
 
 /// Register addresses of the STM32G474 (RM0440 2.2.2 Table 3, register offsets per chapter) and
 /// of the Cortex-M4 system control space (PM0214 4).
@@ -48,19 +46,7 @@ pub mod reg {
     /// RM0440 7.4.12 / 7.4.18: USBRST / USBEN are bit 23 of RCC_APB1RSTR1 / RCC_APB1ENR1.
     pub const RCC_APB1_USB: u32 = 1 << 23;
 
-    /// PM0214 4.5 SysTick.
-    pub const SYST_CSR: u32 = 0xE000_E010;
-    pub const SYST_RVR: u32 = 0xE000_E014;
-    pub const SYST_CVR: u32 = 0xE000_E018;
-    /// PM0214 4.4 SCB.
-    pub const SCB_ICSR: u32 = 0xE000_ED04;
-    pub const SCB_VTOR: u32 = 0xE000_ED08;
-    pub const SCB_AIRCR: u32 = 0xE000_ED0C;
-    /// PM0214 4.3 NVIC.
-    pub const NVIC_ISER: u32 = 0xE000_E100;
-    pub const NVIC_ICER: u32 = 0xE000_E180;
-    pub const NVIC_ISPR: u32 = 0xE000_E200;
-    pub const NVIC_ICPR: u32 = 0xE000_E280;
+    pub use board_common::scs::*;
 }
 
 /// The NUCLEO-G474RE's user LED LD2 is on PA5 (UM2505).
@@ -73,19 +59,7 @@ pub const USART2_IRQ: u32 = 38;
 /// System memory (the ROM bootloader's vector table), AN2606 / RM0440 5.3.1.
 pub const SYSTEM_MEMORY: u32 = 0x1FFF_0000;
 
-pub fn rd(addr: u32) -> u32 {
-    // SAFETY: callers pass a peripheral register or memory word of this chip.
-    unsafe { read_volatile(addr as *const u32) }
-}
-
-pub fn wr(addr: u32, v: u32) {
-    // SAFETY: as above.
-    unsafe { write_volatile(addr as *mut u32, v) }
-}
-
-pub fn modify(addr: u32, clear: u32, set: u32) {
-    wr(addr, (rd(addr) & !clear) | set);
-}
+pub use board_common::{modify, rd, wr};
 
 /// USART_CR1 bits (RM0440 37.8.1).
 pub mod cr1 {
@@ -118,28 +92,11 @@ pub fn puts(s: &str) {
 }
 
 pub fn put_hex(v: u32) {
-    puts("0x");
-    for i in (0..8).rev() {
-        let d = ((v >> (i * 4)) & 0xF) as u8;
-        putc(if d < 10 { b'0' + d } else { b'A' + d - 10 });
-    }
+    board_common::put_hex(putc, v)
 }
 
-pub fn put_dec(mut v: u32) {
-    let mut buf = [0u8; 10];
-    let mut n = 0;
-    loop {
-        buf[n] = b'0' + (v % 10) as u8;
-        n += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    while n > 0 {
-        n -= 1;
-        putc(buf[n]);
-    }
+pub fn put_dec(v: u32) {
+    board_common::put_dec(putc, v)
 }
 
 /// Wait until the last byte has left the shift register (TC).
