@@ -55,6 +55,120 @@ pub mod marker {
     }
 }
 
+/// For [`pre_init_jump!`]: what its expansion names in this crate.
+#[doc(hidden)]
+pub mod __pre_init {
+    pub use crate::marker::{JUMP_MAGIC, MARKER};
+    pub use board_common::scs::SCB_VTOR;
+}
+
+/// The robust way into the ROM, part 2 (pitfall P3; ST KB "jump to system bootloader", seed 002's
+/// FreeRTOS answer): defines `__pre_init`, which cortex-m-rt calls first thing in Reset_Handler,
+/// before RAM is initialised and before any clock or peripheral is touched. When `b` left the jump
+/// request in the marker, it clears it, maps system memory at 0x0 where the chip needs that (the
+/// SYSCFG clock first; the ROM's interrupts then vector into the ROM, P4), points VTOR at the ROM's
+/// table (0 through the alias, else the ROM's address) and branches with MSP and PC from it. The
+/// core comes straight from reset: thread mode on the MSP, PRIMASK clear, NVIC and SysTick off.
+/// Thumb-1 instructions only, so one body serves the M0+, the M3 and the M4.
+///
+/// `pre_init_jump!(rom: ADDR, remap: (CLOCK_ENABLE_REG, BIT, REMAP_REG, MASK, VALUE))`, or
+/// `pre_init_jump!(rom: ADDR)` on a chip without a remap.
+#[macro_export]
+macro_rules! pre_init_jump {
+    (rom: $rom:expr, remap: ($enable:expr, $bit:expr, $register:expr, $mask:expr, $value:expr $(,)?)) => {
+        #[cfg(target_arch = "arm")]
+        core::arch::global_asm!(
+            ".section .text.__pre_init,\"ax\"",
+            ".global __pre_init",
+            ".type __pre_init,%function",
+            ".thumb_func",
+            "__pre_init:",
+            "ldr r0, ={marker}",
+            "ldr r1, [r0, #8]",
+            "ldr r2, ={magic}",
+            "cmp r1, r2",
+            "bne 1f",
+            "movs r1, #0",
+            "str r1, [r0, #8]",
+            // The SYSCFG clock on.
+            "ldr r0, ={enable}",
+            "ldr r1, [r0]",
+            "ldr r2, ={enable_bit}",
+            "orrs r1, r2",
+            "str r1, [r0]",
+            // The remap field to system memory.
+            "ldr r0, ={register}",
+            "ldr r1, [r0]",
+            "ldr r2, ={mask}",
+            "bics r1, r2",
+            "ldr r2, ={value}",
+            "orrs r1, r2",
+            "str r1, [r0]",
+            "dsb",
+            "isb",
+            // VTOR = 0x00000000: the ROM's table through the alias.
+            "ldr r0, ={vtor}",
+            "movs r1, #0",
+            "str r1, [r0]",
+            // MSP = [ROM], PC = [ROM + 4].
+            "ldr r0, ={rom}",
+            "ldr r1, [r0]",
+            "msr msp, r1",
+            "ldr r1, [r0, #4]",
+            "bx r1",
+            "1:",
+            "bx lr",
+            ".ltorg",
+            ".size __pre_init, . - __pre_init",
+            marker = sym $crate::__pre_init::MARKER,
+            magic = const $crate::__pre_init::JUMP_MAGIC,
+            enable = const $enable,
+            enable_bit = const 1u32 << $bit,
+            register = const $register,
+            mask = const $mask,
+            value = const $value,
+            vtor = const $crate::__pre_init::SCB_VTOR,
+            rom = const $rom,
+        );
+    };
+    (rom: $rom:expr) => {
+        #[cfg(target_arch = "arm")]
+        core::arch::global_asm!(
+            ".section .text.__pre_init,\"ax\"",
+            ".global __pre_init",
+            ".type __pre_init,%function",
+            ".thumb_func",
+            "__pre_init:",
+            "ldr r0, ={marker}",
+            "ldr r1, [r0, #8]",
+            "ldr r2, ={magic}",
+            "cmp r1, r2",
+            "bne 1f",
+            "movs r1, #0",
+            "str r1, [r0, #8]",
+            // VTOR = the ROM's table at its own address.
+            "ldr r0, ={vtor}",
+            "ldr r1, ={rom}",
+            "str r1, [r0]",
+            "dsb",
+            "isb",
+            "ldr r0, ={rom}",
+            "ldr r1, [r0]",
+            "msr msp, r1",
+            "ldr r1, [r0, #4]",
+            "bx r1",
+            "1:",
+            "bx lr",
+            ".ltorg",
+            ".size __pre_init, . - __pre_init",
+            marker = sym $crate::__pre_init::MARKER,
+            magic = const $crate::__pre_init::JUMP_MAGIC,
+            vtor = const $crate::__pre_init::SCB_VTOR,
+            rom = const $rom,
+        );
+    };
+}
+
 /// The bytes the console interrupt received, for the main loop.
 pub mod rx {
     const LEN: usize = 16;

@@ -66,42 +66,8 @@ unsafe extern "C" {
     static _stack_start: u32;
 }
 
-// The robust way into the ROM, part 2: cortex-m-rt calls `__pre_init` first thing in
-// Reset_Handler. When `b` left the jump request in the no-init marker, clear it, point VTOR at
-// system memory and branch with MSP and PC from the ROM's vector table (no remap on the F1).
-#[cfg(target_arch = "arm")]
-core::arch::global_asm!(
-    ".section .text.__pre_init,\"ax\"",
-    ".global __pre_init",
-    ".type __pre_init,%function",
-    ".thumb_func",
-    "__pre_init:",
-    "ldr r0, ={marker}",
-    "ldr r1, [r0, #8]",
-    "ldr r2, ={magic}",
-    "cmp r1, r2",
-    "bne 1f",
-    "movs r1, #0",
-    "str r1, [r0, #8]",
-    "ldr r0, ={vtor}",
-    "ldr r1, ={rom}",
-    "str r1, [r0]",
-    "dsb",
-    "isb",
-    "ldr r0, ={rom}",
-    "ldr r1, [r0]",
-    "msr msp, r1",
-    "ldr r1, [r0, #4]",
-    "bx r1",
-    "1:",
-    "bx lr",
-    ".ltorg",
-    ".size __pre_init, . - __pre_init",
-    marker = sym app_common::marker::MARKER,
-    magic = const marker::JUMP_MAGIC,
-    vtor = const SCB_VTOR,
-    rom = const SYSTEM_MEMORY,
-);
+// `b`, part 2: the jump first thing in Reset_Handler; no remap on the F1 (RM0008 3.4).
+app_common::pre_init_jump!(rom: SYSTEM_MEMORY);
 
 #[entry]
 fn main() -> ! {

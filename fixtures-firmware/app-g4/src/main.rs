@@ -43,6 +43,9 @@ const EXTI15_10_IRQ: u32 = 40;
 /// External interrupts of the STM32G474 (RM0440 16.3 Table 97: up to FMAC, IRQ 101).
 const IRQS: usize = 102;
 
+/// System memory at 0x00000000: RM0440 7.4.20 RCC_APB2ENR.SYSCFGEN, 9.1.1 SYSCFG_MEMRMP.MEM_MODE = 001.
+const REMAP: Remap = Remap { clock: (RCC_APB2ENR, 0), register: SYSCFG_MEMRMP, mask: 7, value: 1 };
+
 static APP: App = App {
     chip: Chip {
         system_memory: SYSTEM_MEMORY,
@@ -50,8 +53,7 @@ static APP: App = App {
         button_irq: EXTI15_10_IRQ,
         // RM0440 7.4.12 RCC_APB1RSTR1.USART2RST.
         console_reset: (RCC_APB1RSTR1, 17),
-        // RM0440 7.4.20 RCC_APB2ENR.SYSCFGEN, 9.1.1 SYSCFG_MEMRMP.MEM_MODE = 001.
-        remap: Some(Remap { clock: (RCC_APB2ENR, 0), register: SYSCFG_MEMRMP, mask: 7, value: 1 }),
+        remap: Some(REMAP),
         // RM0440 41.3 IWDG_KR.
         iwdg_kr: IWDG_KR,
         // RM0440 5.7: FLASH_KEYR, FLASH_OPTKEYR, FLASH_CR.OBL_LAUNCH (bit 27), 5.4.2.
@@ -79,57 +81,10 @@ unsafe extern "C" {
     static _stack_start: u32;
 }
 
-// The robust way into the ROM, part 2: cortex-m-rt calls `__pre_init` first thing in
-// Reset_Handler. When `b` left the jump request in the no-init marker, clear it, map system memory
-// at 0x0 (SYSCFG clock on first, RM0440 7.4.20 / 9.1.1 MEM_MODE = 001; the ROM's interrupts then
-// vector into the ROM), point VTOR at that table, and branch with MSP and PC from the ROM's vector
-// table.
-#[cfg(target_arch = "arm")]
-core::arch::global_asm!(
-    ".section .text.__pre_init,\"ax\"",
-    ".global __pre_init",
-    ".type __pre_init,%function",
-    ".thumb_func",
-    "__pre_init:",
-    "ldr r0, ={marker}",
-    "ldr r1, [r0, #8]",
-    "ldr r2, ={magic}",
-    "cmp r1, r2",
-    "bne 1f",
-    "movs r1, #0",
-    "str r1, [r0, #8]",
-    // RCC_APB2ENR.SYSCFGEN = 1
-    "ldr r0, ={apb2enr}",
-    "ldr r1, [r0]",
-    "orr r1, r1, #1",
-    "str r1, [r0]",
-    // SYSCFG_MEMRMP.MEM_MODE = 001
-    "ldr r0, ={memrmp}",
-    "ldr r1, [r0]",
-    "bic r1, r1, #7",
-    "orr r1, r1, #1",
-    "str r1, [r0]",
-    "dsb",
-    "isb",
-    // VTOR = 0x00000000: the ROM's table through the alias
-    "ldr r0, ={vtor}",
-    "movs r1, #0",
-    "str r1, [r0]",
-    "ldr r0, ={rom}",
-    "ldr r1, [r0]",
-    "msr msp, r1",
-    "ldr r1, [r0, #4]",
-    "bx r1",
-    "1:",
-    "bx lr",
-    ".ltorg",
-    ".size __pre_init, . - __pre_init",
-    marker = sym app_common::marker::MARKER,
-    magic = const marker::JUMP_MAGIC,
-    apb2enr = const RCC_APB2ENR,
-    memrmp = const SYSCFG_MEMRMP,
-    vtor = const SCB_VTOR,
-    rom = const SYSTEM_MEMORY,
+// `b`, part 2: the jump first thing in Reset_Handler, with the remap.
+app_common::pre_init_jump!(
+    rom: SYSTEM_MEMORY,
+    remap: (REMAP.clock.0, REMAP.clock.1, REMAP.register, REMAP.mask, REMAP.value)
 );
 
 /// The application's USB device on the bus (seed 004): clock on, out of power-down and forced

@@ -57,6 +57,9 @@ const USART2_IRQ: u32 = 28;
 /// External interrupt lines of the STM32G071 (RM0444 12.3 Table 55).
 const IRQS: usize = 32;
 
+/// System memory at 0x00000000: RM0444 5.4.15 RCC_APBENR2.SYSCFGEN, 9.1.1 SYSCFG_CFGR1.MEM_MODE = 01.
+const REMAP: Remap = Remap { clock: (RCC_APBENR2, 0), register: SYSCFG_CFGR1, mask: 3, value: 1 };
+
 static APP: App = App {
     chip: Chip {
         system_memory: SYSTEM_MEMORY,
@@ -64,8 +67,7 @@ static APP: App = App {
         button_irq: EXTI4_15_IRQ,
         // RM0444 5.4.11 RCC_APBRSTR1.USART2RST.
         console_reset: (RCC_APBRSTR1, 17),
-        // RM0444 5.4.15 RCC_APBENR2.SYSCFGEN, 9.1.1 SYSCFG_CFGR1.MEM_MODE = 01.
-        remap: Some(Remap { clock: (RCC_APBENR2, 0), register: SYSCFG_CFGR1, mask: 3, value: 1 }),
+        remap: Some(REMAP),
         // RM0444 26.4.1 IWDG_KR.
         iwdg_kr: 0x4000_3000,
         // RM0444 3.7: FLASH_KEYR, FLASH_OPTKEYR, FLASH_CR.OBL_LAUNCH (bit 27).
@@ -107,63 +109,10 @@ unsafe extern "C" {
     static _stack_start: u32;
 }
 
-// The robust way into the ROM, part 2 (pitfall P3; ST KB "jump to system bootloader", seed 002's
-// FreeRTOS answer): cortex-m-rt calls `__pre_init` first thing in Reset_Handler, before RAM is
-// initialised and before any clock or peripheral is touched. When the `b` command left the jump
-// request in the no-init marker, clear it, map system memory at 0x0 (SYSCFG clock on first,
-// RM0444 5.4.15 / 9.1.1; the ROM's interrupts then vector into the ROM, P4), point VTOR at that
-// table, and branch with MSP and PC from the ROM's vector table. The core comes straight from
-// reset: thread mode on the MSP, PRIMASK clear, NVIC and SysTick off.
-#[cfg(target_arch = "arm")]
-core::arch::global_asm!(
-    ".section .text.__pre_init,\"ax\"",
-    ".global __pre_init",
-    ".type __pre_init,%function",
-    ".thumb_func",
-    "__pre_init:",
-    "ldr r0, ={marker}",
-    "ldr r1, [r0, #8]",
-    "ldr r2, ={magic}",
-    "cmp r1, r2",
-    "bne 1f",
-    "movs r1, #0",
-    "str r1, [r0, #8]",
-    // RCC_APBENR2.SYSCFGEN = 1
-    "ldr r0, ={apbenr2}",
-    "ldr r1, [r0]",
-    "movs r2, #1",
-    "orrs r1, r2",
-    "str r1, [r0]",
-    // SYSCFG_CFGR1.MEM_MODE = 01
-    "ldr r0, ={cfgr1}",
-    "ldr r1, [r0]",
-    "movs r2, #3",
-    "bics r1, r2",
-    "movs r2, #1",
-    "orrs r1, r2",
-    "str r1, [r0]",
-    "dsb",
-    "isb",
-    // VTOR = 0x00000000: the ROM's table through the alias
-    "ldr r0, ={vtor}",
-    "movs r1, #0",
-    "str r1, [r0]",
-    // MSP = [ROM], PC = [ROM + 4]
-    "ldr r0, ={rom}",
-    "ldr r1, [r0]",
-    "msr msp, r1",
-    "ldr r1, [r0, #4]",
-    "bx r1",
-    "1:",
-    "bx lr",
-    ".ltorg",
-    ".size __pre_init, . - __pre_init",
-    marker = sym app_common::marker::MARKER,
-    magic = const marker::JUMP_MAGIC,
-    apbenr2 = const RCC_APBENR2,
-    cfgr1 = const SYSCFG_CFGR1,
-    vtor = const SCB_VTOR,
-    rom = const SYSTEM_MEMORY,
+// `b`, part 2: the jump first thing in Reset_Handler, with the remap.
+app_common::pre_init_jump!(
+    rom: SYSTEM_MEMORY,
+    remap: (REMAP.clock.0, REMAP.clock.1, REMAP.register, REMAP.mask, REMAP.value)
 );
 
 #[entry]

@@ -132,6 +132,7 @@ fn probe_rs_cmsis_dap_and_stm32flash_at_8e1_with_dtr_rts_through_the_debug_adapt
     assert!(left.contains("PC 0x080"), "{left}");
 
     // The flows and the conformance suite on the lab entry, against their verdicts on the virtual one.
-    let verdicts = guest::same_verdicts_on_lab_and_virtual(&mut g, &virt, "g071-virtual", &dir.path().join("host"));
+    let verdicts =
+        guest::same_verdicts_on_lab_and_virtual(&mut g, &mut sim, &virt, "g071-virtual", &dir.path().join("host"));
     assert!(verdicts.len() >= 30, "{verdicts:?}");
 }

@@ -55,7 +55,7 @@ fn dfu_flows_and_conformance_on_a_g0b1_lab_entry_match_the_virtual_entry() {
         "--usbredir-adapter".to_string(),
         adapter.display().to_string(),
     ];
-    let _sim = SimServe::start_with("g0b1-virtual", &options, None);
+    let mut sim = SimServe::start_with("g0b1-virtual", &options, None);
     let mut g = hil_guest::Guest::boot_with(&guest_dir, &[&usb, &adapter]).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("guest boot to the command prompt: {:.2?}", g.boot);
     let o = run(
@@ -66,6 +66,7 @@ fn dfu_flows_and_conformance_on_a_g0b1_lab_entry_match_the_virtual_entry() {
     assert_eq!(o.rc, 0, "no ttyACM0:\n{}\n{}", o.text, g.console());
     let o = run(&mut g, "hil list dfu", Duration::from_secs(60));
     assert!(o.text.contains("0483:df11"), "the ROM's DFU device is listed: {}", o.text);
-    let verdicts = guest::same_verdicts_on_lab_and_virtual(&mut g, &virt, "g0b1-virtual", &dir.path().join("host"));
+    let verdicts =
+        guest::same_verdicts_on_lab_and_virtual(&mut g, &mut sim, &virt, "g0b1-virtual", &dir.path().join("host"));
     assert!(verdicts.iter().filter(|v| v.0.contains("dfu") && v.1 == "passed").count() >= 5, "{verdicts:?}");
 }

@@ -89,6 +89,14 @@ impl SimServe {
         s
     }
 
+    /// Everything it has printed so far (for a failure's evidence).
+    pub fn output(&mut self) -> String {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen.join("\n")
+    }
+
     /// Wait for an output line containing `needle` after the last line a wait matched (lines
     /// already read count); the next wait starts after it.
     pub fn wait_for(&mut self, needle: &str, within: Duration) -> String {
@@ -224,6 +232,7 @@ pub fn lab_scenarios(
 /// and require the same verdict for every scenario. Returns the verdicts (for more checks).
 pub fn same_verdicts_on_lab_and_virtual(
     g: &mut Guest,
+    sim: &mut SimServe,
     virt: &Path,
     virtual_name: &str,
     reports: &Path,
@@ -253,9 +262,12 @@ pub fn same_verdicts_on_lab_and_virtual(
         .collect();
     assert!(
         differ.is_empty() && on_lab.len() == on_virtual.len(),
-        "lab-entry verdicts differ from the virtual entry's:\n{}\n--- lab run ---\n{}",
+        "lab-entry verdicts differ from the virtual entry's:\n{}\n--- lab run ---\n{}\n--- hil sim serve ---\n{}\n\
+         --- guest console ---\n{}",
         differ.join("\n"),
-        o.text
+        o.text,
+        sim.output(),
+        g.console()
     );
     on_virtual
 }
