@@ -17,75 +17,27 @@
 #![no_std]
 #![no_main]
 
-use core::panic::PanicInfo;
-use core::ptr::addr_of;
-
 use cortex_m_rt::{entry, exception};
+use custom_bootloader::Chip;
 
 use f1_board::reg::*;
 use f1_board::{HCLK, LED_PIN, flush, modify, put_hex, puts, rd, wr};
 
-include!(concat!(env!("OUT_DIR"), "/layout.rs"));
-
 /// RM0008 7.3.4 / 7.3.7: AFIO bit 0, IOPA bit 2, IOPC bit 4, USART1 bit 14 of APB2RSTR / APB2ENR.
 const APB2_USED: u32 = (1 << 0) | (1 << 2) | (1 << 4) | (1 << 14);
 
-unsafe extern "C" {
-    /// SRAM bounds of the memory layout (cortex-m-rt link.x).
-    static _ram_start: u32;
-    static _ram_end: u32;
-}
-
-/// Whether the words at APP_BASE make a vector table an application there can start from.
-fn valid_application(sp: u32, reset: u32) -> bool {
-    let ram = addr_of!(_ram_start) as u32..=addr_of!(_ram_end) as u32;
-    let code = APP_BASE + 8..FLASH_END;
-    ram.contains(&sp) && sp.is_multiple_of(4) && reset & 1 == 1 && code.contains(&(reset & !1))
-}
-
-/// Back to the state after reset for what the bootloader touched, then into the application.
-fn start_application() -> ! {
-    flush();
+/// USART1, GPIOA, GPIOC and AFIO: reset pulse, clocks off.
+fn release_peripherals() {
     modify(RCC_APB2RSTR, 0, APB2_USED);
     modify(RCC_APB2RSTR, APB2_USED, 0);
     modify(RCC_APB2ENR, APB2_USED, 0);
-    // The application's vector table (VTOR TBLOFF, PM0056 4.4.4).
-    wr(SCB_VTOR, APP_BASE);
-    cortex_m::asm::dsb();
-    cortex_m::asm::isb();
-    // SAFETY: the table was validated; MSP and PC come from it (CONTROL.SPSEL cleared on the way).
-    unsafe { cortex_m::asm::bootload(APP_BASE as *const u32) }
 }
 
 #[entry]
 fn main() -> ! {
     // USART1 transmit only, PC13 output (LED).
     f1_board::console_init(true, f1_board::cr1::UE | f1_board::cr1::TE);
-
-    puts("\r\nhil-cbl ");
-    puts(env!("CARGO_PKG_VERSION"));
-    puts(" app=");
-    put_hex(APP_BASE);
-    puts("\r\n");
-
-    let sp = rd(APP_BASE);
-    let reset = rd(APP_BASE + 4);
-    if valid_application(sp, reset) {
-        puts("starting application\r\n");
-        start_application();
-    }
-    puts("no valid application: SP ");
-    put_hex(sp);
-    puts(", reset ");
-    put_hex(reset);
-    puts("\r\n");
-    // Stay: blink every 50 ms (SysTick from the core clock).
-    wr(SYST_RVR, HCLK / 20 - 1);
-    wr(SYST_CVR, 0);
-    wr(SYST_CSR, 0b111);
-    loop {
-        cortex_m::asm::wfi();
-    }
+    custom_bootloader::run(&Chip { puts, put_hex, flush, release_peripherals, hclk: HCLK })
 }
 
 #[exception]
@@ -101,9 +53,4 @@ unsafe fn DefaultHandler(_irqn: i16) -> ! {
     loop {
         cortex_m::asm::wfi();
     }
-}
-
-#[panic_handler]
-fn panic(_: &PanicInfo) -> ! {
-    cortex_m::asm::udf()
 }
