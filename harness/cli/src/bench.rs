@@ -175,7 +175,10 @@ pub fn flash_dfu(boards: &Path, board: &str, size: &str) -> Result<ExitCode> {
         std::fs::copy(&exe, &hil)?;
     }
     let guest_dir = dir.path().join("guest");
-    let cache = std::env::current_dir()?.join("target/guest-cache");
+    // The project's target directory (beside boards.yaml), wherever the command runs from: the
+    // downloaded packages are kept there between runs.
+    let project = boards.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let cache = project.join("target/guest-cache");
     let extra: Vec<String> =
         [("hil", "/bin/hil"), ("boards.yaml", "/data/boards.yaml"), ("image.bin", "/data/image.bin")]
             .iter()

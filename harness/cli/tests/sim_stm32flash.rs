@@ -346,49 +346,55 @@ fn stm32flash_reads_writes_verifies_erases_and_goes_on_the_virtual_g071() {
     serve.stop();
 }
 
-/// The virtual STM32F103CB (Cortex-M3, USART v1, F1 flash controller) held in its ROM by BOOT0:
-/// stm32flash identifies bootloader V2.2 / PID 0x410, writes and verifies through the F1 ROM's
-/// half-word programming, erases with the legacy Erase command (0x43), and starts the `app-f103`
-/// fixture with Go, whose banner then comes over the same USART1.
-#[test]
-fn stm32flash_identifies_writes_verifies_and_goes_on_the_virtual_f103() {
-    if !peer() {
-        return;
-    }
-    let _serial = one_at_a_time();
-    let mut serve = Serve::start(&repo().join("boards.yaml"), "f103-virtual", &["--boot0", "high"]);
+/// What one chip's ROM shows stm32flash, for [`identify_write_erase_go`].
+struct RomRun<'a> {
+    board: &'a str,
+    /// Substrings of stm32flash's identification (version, PID, its device-table name).
+    identity: &'a [&'a str],
+    /// Where the random image goes, and how big it is.
+    at: u32,
+    len: usize,
+    seed: u64,
+    /// The application fixture started with Go, and the MSP its vector table gives.
+    fixture: &'a str,
+    msp: u32,
+}
+
+/// stm32flash against a virtual board held in its ROM by BOOT0: it identifies the chip, writes,
+/// verifies and reads back a random image, erases with `-o` (reads back erased), then writes the
+/// chip's application fixture and starts it with Go, whose banner then comes over the same USART.
+fn identify_write_erase_go(run: &RomRun) {
+    let mut serve = Serve::start(&repo().join("boards.yaml"), run.board, &["--boot0", "high"]);
     let link = serve.link().to_string();
     let dir = tempfile::tempdir().unwrap();
 
     let (o, _) = stm32flash(&link, &[], T);
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
-    assert!(out.contains("Version      : 0x22") && out.contains("Device ID    : 0x0410"), "{out}");
-    assert!(out.contains("STM32F10xxx Medium-density"), "{out}");
+    assert!(run.identity.iter().all(|want| out.contains(want)), "{:?} in:\n{out}", run.identity);
 
-    // 64 KiB of random bytes, written and verified, read back whole.
-    let image = random_bytes(64 * 1024, 0xF103);
+    let image = random_bytes(run.len, run.seed);
     let img = dir.path().join("random.bin");
     std::fs::write(&img, &image).unwrap();
-    let (o, took) = stm32flash(&link, &["-w", img.to_str().unwrap(), "-v"], T);
+    let at = format!("{:#010x}", run.at);
+    let (o, took) = stm32flash(&link, &["-w", img.to_str().unwrap(), "-v", "-S", &at], T);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("(100.00%) Done."), "{}", text(&o));
-    eprintln!("F103: 64 KiB written and verified in {:.2} s", took.as_secs_f64());
+    eprintln!("{}: {} KiB at {at} written and verified in {:.2} s", run.board, run.len / 1024, took.as_secs_f64());
     let back = dir.path().join("back.bin");
-    let (o, _) = stm32flash(&link, &["-r", back.to_str().unwrap(), "-S", "0x08000000:65536"], T);
+    let region = format!("{at}:{}", run.len);
+    let (o, _) = stm32flash(&link, &["-r", back.to_str().unwrap(), "-S", &region], T);
     assert!(o.status.success(), "{}", text(&o));
     assert!(std::fs::read(&back).unwrap() == image, "the flash holds the image");
 
-    // -o: erase only (legacy Erase 0x43 with 0xFF: global erase).
     let (o, _) = stm32flash(&link, &["-o"], T);
     assert!(o.status.success(), "{}", text(&o));
-    let (o, _) = stm32flash(&link, &["-r", back.to_str().unwrap(), "-S", "0x08000000:65536"], T);
+    let (o, _) = stm32flash(&link, &["-r", back.to_str().unwrap(), "-S", &region], T);
     assert!(o.status.success(), "{}", text(&o));
     assert!(std::fs::read(&back).unwrap().iter().all(|b| *b == 0xFF), "erased");
 
-    // The app-f103 fixture, verified, then Go 0x08000000.
     let app = dir.path().join("app.bin");
-    let app_image = fixture_bin("app-f103");
+    let app_image = fixture_bin(run.fixture);
     let reset_handler = u32::from_le_bytes(app_image[4..8].try_into().unwrap()) & !1;
     std::fs::write(&app, &app_image).unwrap();
     let (o, _) = stm32flash(&link, &["-w", app.to_str().unwrap(), "-v", "-g", "0x08000000"], T);
@@ -396,7 +402,8 @@ fn stm32flash_identifies_writes_verifies_and_goes_on_the_virtual_f103() {
     assert!(text(&o).contains("Starting execution at address 0x08000000... done."), "{}", text(&o));
     let left = serve.wait_for("ROM bootloader left", Duration::from_secs(20));
     assert!(
-        left.contains(&format!("ROM bootloader left: PC {reset_handler:#010x}")) && left.contains("MSP 0x20005000"),
+        left.contains(&format!("ROM bootloader left: PC {reset_handler:#010x}"))
+            && left.contains(&format!("MSP {:#010x}", run.msp)),
         "Go starts the reset handler of the image's vector table: {left}"
     );
     let mut raw = Raw::open(&link);
@@ -408,66 +415,44 @@ fn stm32flash_identifies_writes_verifies_and_goes_on_the_virtual_f103() {
     serve.stop();
 }
 
-/// The virtual STM32G474RE (Cortex-M4, USART v2, dual-bank flash with BKER page selection) held in
-/// its ROM by BOOT0 (PB8): stm32flash identifies PID 0x469, writes and verifies an image that
-/// crosses into bank 2 (0x08040000), mass-erases with Extended Erase, and starts the `app-g474`
-/// fixture with Go, whose banner then comes over the same USART2.
+/// The virtual STM32F103CB (Cortex-M3, USART v1, F1 flash controller): bootloader V2.2 / PID
+/// 0x410, 64 KiB through the F1 ROM's half-word programming, the legacy Erase command (0x43) for
+/// `-o`, and the `app-f103` fixture over USART1.
+#[test]
+fn stm32flash_identifies_writes_verifies_and_goes_on_the_virtual_f103() {
+    if !peer() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    identify_write_erase_go(&RomRun {
+        board: "f103-virtual",
+        identity: &["Version      : 0x22", "Device ID    : 0x0410", "STM32F10xxx Medium-density"],
+        at: 0x0800_0000,
+        len: 64 * 1024,
+        seed: 0xF103,
+        fixture: "app-f103",
+        msp: 0x2000_5000,
+    });
+}
+
+/// The virtual STM32G474RE (Cortex-M4, USART v2, dual-bank flash with BKER page selection): PID
+/// 0x469, 32 KiB across the end of bank 1 and the start of bank 2 (0x08040000), Extended Erase's
+/// mass erase of both banks for `-o`, and the `app-g474` fixture over USART2.
 #[test]
 fn stm32flash_identifies_writes_verifies_and_goes_on_the_virtual_g474() {
     if !peer() {
         return;
     }
     let _serial = one_at_a_time();
-    let mut serve = Serve::start(&repo().join("boards.yaml"), "g474-virtual", &["--boot0", "high"]);
-    let link = serve.link().to_string();
-    let dir = tempfile::tempdir().unwrap();
-
-    let (o, _) = stm32flash(&link, &[], T);
-    assert!(o.status.success(), "{}", text(&o));
-    let out = text(&o);
-    assert!(out.contains("Version      : 0x31") && out.contains("Device ID    : 0x0469"), "{out}");
-    assert!(out.contains("STM32G47xxx/48xxx"), "{out}");
-
-    // 32 KiB of random bytes at the end of bank 1 and the start of bank 2, written and verified.
-    let image = random_bytes(32 * 1024, 0x6474);
-    let img = dir.path().join("random.bin");
-    std::fs::write(&img, &image).unwrap();
-    let (o, took) = stm32flash(&link, &["-w", img.to_str().unwrap(), "-v", "-S", "0x0803C000"], T);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("(100.00%) Done."), "{}", text(&o));
-    eprintln!("G474: 32 KiB across the bank boundary written and verified in {:.2} s", took.as_secs_f64());
-    let back = dir.path().join("back.bin");
-    let (o, _) = stm32flash(&link, &["-r", back.to_str().unwrap(), "-S", "0x0803C000:32768"], T);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(std::fs::read(&back).unwrap() == image, "the flash holds the image");
-
-    // -o: erase only (Extended Erase, mass erase of both banks).
-    let (o, _) = stm32flash(&link, &["-o"], T);
-    assert!(o.status.success(), "{}", text(&o));
-    let (o, _) = stm32flash(&link, &["-r", back.to_str().unwrap(), "-S", "0x0803C000:32768"], T);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(std::fs::read(&back).unwrap().iter().all(|b| *b == 0xFF), "erased");
-
-    // The app-g474 fixture, verified, then Go 0x08000000.
-    let app = dir.path().join("app.bin");
-    let app_image = fixture_bin("app-g474");
-    let reset_handler = u32::from_le_bytes(app_image[4..8].try_into().unwrap()) & !1;
-    std::fs::write(&app, &app_image).unwrap();
-    let (o, _) = stm32flash(&link, &["-w", app.to_str().unwrap(), "-v", "-g", "0x08000000"], T);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("Starting execution at address 0x08000000... done."), "{}", text(&o));
-    let left = serve.wait_for("ROM bootloader left", Duration::from_secs(20));
-    assert!(
-        left.contains(&format!("ROM bootloader left: PC {reset_handler:#010x}")) && left.contains("MSP 0x20020000"),
-        "Go starts the reset handler of the image's vector table: {left}"
-    );
-    let mut raw = Raw::open(&link);
-    let _ = raw.recv_until(b" ]\r\n", Duration::from_millis(300));
-    raw.send(b"v");
-    let v = raw.recv_until(b"base=0x08000000\r\n", Duration::from_secs(10));
-    assert!(String::from_utf8_lossy(&v).contains("hil-app 0.1.0 base=0x08000000\r\n"), "{v:?}");
-    drop(raw);
-    serve.stop();
+    identify_write_erase_go(&RomRun {
+        board: "g474-virtual",
+        identity: &["Version      : 0x31", "Device ID    : 0x0469", "STM32G47xxx/48xxx"],
+        at: 0x0803_C000,
+        len: 32 * 1024,
+        seed: 0x6474,
+        fixture: "app-g474",
+        msp: 0x2002_0000,
+    });
 }
 
 #[test]
