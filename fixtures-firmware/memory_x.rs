@@ -10,16 +10,7 @@ fn write_memory_x() {
 #[allow(dead_code)]
 fn write_memory_x_capped(max_flash: u32) {
     use std::io::Write;
-    fn var(name: &str, default: u32) -> u32 {
-        println!("cargo:rerun-if-env-changed={name}");
-        match std::env::var(name) {
-            Ok(v) => {
-                let t = v.trim().trim_start_matches("0x").replace('_', "");
-                u32::from_str_radix(&t, 16).unwrap_or_else(|e| panic!("{name}={v:?} is not a hex number: {e}"))
-            }
-            Err(_) => default,
-        }
-    }
+    let var = fixture_var;
     // Defaults: STM32G071RB, application at the start of flash.
     let flash = var("FIXTURE_FLASH_ORIGIN", 0x0800_0000);
     let flash_len = var("FIXTURE_FLASH_LENGTH", 128 * 1024).min(max_flash);
@@ -34,4 +25,18 @@ fn write_memory_x_capped(max_flash: u32) {
     .unwrap();
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=../memory_x.rs");
+}
+
+/// A FIXTURE_* build variable (hex, `0x` and `_` allowed), or `default` when unset; the build
+/// reruns when it changes.
+#[allow(dead_code)]
+fn fixture_var(name: &str, default: u32) -> u32 {
+    println!("cargo:rerun-if-env-changed={name}");
+    match std::env::var(name) {
+        Ok(v) => {
+            let t = v.trim().trim_start_matches("0x").replace('_', "");
+            u32::from_str_radix(&t, 16).unwrap_or_else(|e| panic!("{name}={v:?} is not a hex number: {e}"))
+        }
+        Err(_) => default,
+    }
 }

@@ -6,16 +6,7 @@ fn main() {
     // image fails to link instead of running into the application. The application's flash ends
     // where the layout's flash ends (FIXTURE_FLASH_ORIGIN + FIXTURE_FLASH_LENGTH, the G071's 128 KiB
     // by default).
-    let hex = |name: &str, default: u32| -> u32 {
-        println!("cargo:rerun-if-env-changed={name}");
-        match std::env::var(name) {
-            Ok(v) => {
-                let t = v.trim().trim_start_matches("0x").replace('_', "");
-                u32::from_str_radix(&t, 16).unwrap_or_else(|e| panic!("{name}={v:?} is not a hex number: {e}"))
-            }
-            Err(_) => default,
-        }
-    };
+    let hex = fixture_var;
     let origin = hex("FIXTURE_FLASH_ORIGIN", 0x0800_0000);
     let flash_end = origin + hex("FIXTURE_FLASH_LENGTH", 128 * 1024);
     let app_base = hex("FIXTURE_APP_BASE", 0x0800_8000);

@@ -46,29 +46,6 @@ const AP_PRIV_RW: u32 = 0b001;
 const AP_FULL: u32 = 0b011;
 const AP_RO: u32 = 0b110;
 
-trait Wide {
-    fn w(&mut self, h1: u32, h2: u32) -> &mut Self;
-    fn mov32(&mut self, rd: u32, v: u32) -> &mut Self;
-    /// MSR <spec_reg>, Rn (A7.7.83).
-    fn msr(&mut self, sysm: u32, rn: u32) -> &mut Self;
-}
-
-impl Wide for Asm {
-    fn w(&mut self, h1: u32, h2: u32) -> &mut Self {
-        self.hw(h1 as u16).hw(h2 as u16)
-    }
-    fn mov32(&mut self, rd: u32, v: u32) -> &mut Self {
-        let enc = |v: u32| ((v >> 12) & 0xF | (v >> 11 & 1) << 10, (v >> 8 & 7) << 12 | rd << 8 | v & 0xFF);
-        let (a, b) = enc(v & 0xFFFF);
-        self.w(0xF240 | a, b);
-        let (a, b) = enc(v >> 16);
-        self.w(0xF2C0 | a, b)
-    }
-    fn msr(&mut self, sysm: u32, rn: u32) -> &mut Self {
-        self.w(0xF380 | rn, 0x8800 | sysm)
-    }
-}
-
 /// `str r7, [r6]` with r6 = `addr`, r7 = `value`.
 fn str_to(a: &mut Asm, addr: u32, value: u32) {
     a.mov32(6, addr).mov32(7, value).str(7, 6, 0);

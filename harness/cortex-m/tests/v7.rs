@@ -22,36 +22,6 @@ const DEMCR: u32 = 0xE000_EDFC;
 const DWT_CTRL: u32 = 0xE000_1000;
 const DWT_CYCCNT: u32 = 0xE000_1004;
 
-/// 32-bit encodings for the directed programs (DDI0403E A7.7, encoding T1/T2 per instruction).
-trait Wide {
-    fn w(&mut self, h1: u32, h2: u32) -> &mut Self;
-    /// MOVW/MOVT pair (A7.7.76, A7.7.79).
-    fn mov32(&mut self, rd: u32, v: u32) -> &mut Self;
-    /// MSR <spec_reg>, Rn (A7.7.83; mask 0b10 for the APSR).
-    fn msr(&mut self, sysm: u32, rn: u32) -> &mut Self;
-    /// MRS Rd, <spec_reg> (A7.7.82).
-    fn mrs(&mut self, rd: u32, sysm: u32) -> &mut Self;
-}
-
-impl Wide for Asm {
-    fn w(&mut self, h1: u32, h2: u32) -> &mut Self {
-        self.hw(h1 as u16).hw(h2 as u16)
-    }
-    fn mov32(&mut self, rd: u32, v: u32) -> &mut Self {
-        let enc = |v: u32| ((v >> 12) & 0xF | (v >> 11 & 1) << 10, (v >> 8 & 7) << 12 | rd << 8 | v & 0xFF);
-        let (a, b) = enc(v & 0xFFFF);
-        self.w(0xF240 | a, b);
-        let (a, b) = enc(v >> 16);
-        self.w(0xF2C0 | a, b)
-    }
-    fn msr(&mut self, sysm: u32, rn: u32) -> &mut Self {
-        self.w(0xF380 | rn, 0x8800 | sysm)
-    }
-    fn mrs(&mut self, rd: u32, sysm: u32) -> &mut Self {
-        self.w(0xF3EF, 0x8000 | rd << 8 | sysm)
-    }
-}
-
 /// `str rt, [rn]` with rn holding a PPB address: the program's way to write a register.
 fn str_to(a: &mut Asm, addr: u32, value: u32) {
     a.mov32(6, addr).mov32(7, value).str(7, 6, 0);

@@ -225,45 +225,62 @@ fn flash_evidence(b: &Board, f: impl FnOnce()) -> (u64, hil_virtual_board::Count
     (c1.instructions - c0.instructions, d)
 }
 
+/// probe-rs downloads the `fixture` ELF linked at 0x08000000, with verify, through the target's
+/// own flash algorithm. It ran on the core: thousands of instructions, the FLASH registers written
+/// by the CPU (KEYR unlock, CR PER/PG/STRT/LOCK) and SR polled at least `min_sr_reads` times,
+/// never written by the debugger (no stand-in programs flash behind the model's back). The flash
+/// then holds the ELF's first 64 words, which it returns.
+fn download_fixture_checked(
+    b: &Board,
+    s: &mut Session,
+    dir: &std::path::Path,
+    fixture: &str,
+    min_sr_reads: u64,
+) -> Vec<u32> {
+    let app = hil_fixtures::get(fixture, 0x0800_0000).unwrap_or_else(|| panic!("{fixture} fixture"));
+    let elf_path = dir.join(format!("{fixture}.elf"));
+    std::fs::write(&elf_path, app.elf).unwrap();
+    let mut opts = DownloadOptions::default();
+    opts.verify = true;
+    let (instr, acc) = flash_evidence(b, || {
+        download_file_with_options(s, &elf_path, probe_rs::flashing::ElfLoader(ElfOptions::default()), opts).unwrap()
+    });
+    eprintln!("{fixture} ELF download: {instr} instructions on the core, {acc:?}");
+    assert!(instr > 10_000, "instructions {instr}");
+    assert!(acc.flash_reg_writes_cpu > 10 && acc.flash_reg_reads_cpu > min_sr_reads, "{acc:?}");
+    assert_eq!(acc.flash_reg_writes_debug, 0, "{acc:?}");
+    assert!(acc.flash_programs > 0 && acc.flash_page_erases > 0, "{acc:?}");
+    let words = object_words(app.elf, 0x0800_0000, 64);
+    let flashed = b.peek(0x0800_0000, 256).wait().unwrap();
+    let flashed: Vec<u32> = flashed.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(flashed, words, "flash holds the {fixture} ELF");
+    words
+}
+
+/// A 5000-byte BIN at 0x08010000 with verify: `pages` pages erased, the bytes read back.
+fn download_bin_checked(b: &Board, s: &mut Session, dir: &std::path::Path, pages: u64) {
+    let bin: Vec<u8> = (0..5000u32).map(|i| (i ^ (i >> 8)) as u8).collect();
+    let bin_path = dir.join("data.bin");
+    std::fs::write(&bin_path, &bin).unwrap();
+    let mut opts = DownloadOptions::default();
+    opts.verify = true;
+    let loader = probe_rs::flashing::BinLoader(BinOptions { base_address: Some(0x0801_0000), skip: 0 });
+    let (instr, acc) = flash_evidence(b, || download_file_with_options(s, &bin_path, loader, opts).unwrap());
+    assert!(instr > 1_000 && acc.flash_reg_writes_cpu > 0 && acc.flash_reg_writes_debug == 0, "{instr} {acc:?}");
+    assert_eq!(acc.flash_page_erases, pages, "5000 bytes: {pages} pages");
+    assert_eq!(b.peek(0x0801_0000, bin.len()).wait().unwrap(), bin);
+}
+
 #[test]
 fn download_file_elf_and_bin_run_sts_algorithm_on_the_core() {
     let b = board("probe-rs-flash", "STM32G071RB");
     b.power_on().wait().unwrap();
     let mut s = attach(&b, G071);
     let dir = tempfile::tempdir().unwrap();
-    let app = hil_fixtures::get("app", 0x0800_0000).unwrap();
-    let elf_path = dir.path().join("app.elf");
-    std::fs::write(&elf_path, app.elf).unwrap();
-    let mut opts = DownloadOptions::default();
-    opts.verify = true;
-    let (instr, acc) = flash_evidence(&b, || {
-        download_file_with_options(&mut s, &elf_path, probe_rs::flashing::ElfLoader(ElfOptions::default()), opts)
-            .unwrap()
-    });
-    // ST's algorithm ran on the core: thousands of instructions, FLASH registers written by the
-    // CPU, never by the debugger (no stand-in programs flash behind the model's back).
-    assert!(instr > 10_000, "instructions {instr}");
-    // (KEYR unlock, CR PER/PG/STRT/LOCK writes; SR polled while BSY.)
-    assert!(acc.flash_reg_writes_cpu > 10 && acc.flash_reg_reads_cpu > 1000, "{acc:?}");
-    assert_eq!(acc.flash_reg_writes_debug, 0, "{acc:?}");
-    assert!(acc.flash_programs > 0 && acc.flash_page_erases > 0, "{acc:?}");
-    let size = std::fs::metadata(&elf_path).unwrap().len();
-    let words = object_words(app.elf, 0x0800_0000, 64);
-    let flashed = b.peek(0x0800_0000, 256).wait().unwrap();
-    let flashed: Vec<u32> = flashed.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-    assert_eq!(flashed, words, "flash holds the ELF ({size} bytes file)");
-
-    // BIN at an offset page, with verify.
-    let bin: Vec<u8> = (0..5000u32).map(|i| (i ^ (i >> 8)) as u8).collect();
-    let bin_path = dir.path().join("data.bin");
-    std::fs::write(&bin_path, &bin).unwrap();
-    let mut opts = DownloadOptions::default();
-    opts.verify = true;
-    let loader = probe_rs::flashing::BinLoader(BinOptions { base_address: Some(0x0801_0000), skip: 0 });
-    let (instr, acc) = flash_evidence(&b, || download_file_with_options(&mut s, &bin_path, loader, opts).unwrap());
-    assert!(instr > 1_000 && acc.flash_reg_writes_cpu > 0 && acc.flash_reg_writes_debug == 0, "{instr} {acc:?}");
-    assert_eq!(acc.flash_page_erases, 3, "5000 bytes: three 2 KiB pages");
-    assert_eq!(b.peek(0x0801_0000, bin.len()).wait().unwrap(), bin);
+    // ST's algorithm polls SR while BSY: over a thousand reads for the app.
+    download_fixture_checked(&b, &mut s, dir.path(), "app", 1000);
+    // BIN at an offset page: three 2 KiB pages.
+    download_bin_checked(&b, &mut s, dir.path(), 3);
     drop(s);
     b.shutdown().unwrap();
 }
@@ -297,36 +314,9 @@ fn f103_download_runs_sts_f1_algorithm_on_the_cortex_m3() {
     b.power_on().wait().unwrap();
     let mut s = attach(&b, "STM32F103CBTx");
     let dir = tempfile::tempdir().unwrap();
-    let app = hil_fixtures::get("app-f103", 0x0800_0000).expect("app-f103 fixture");
-    let elf_path = dir.path().join("app-f103.elf");
-    std::fs::write(&elf_path, app.elf).unwrap();
-    let mut opts = DownloadOptions::default();
-    opts.verify = true;
-    let (instr, acc) = flash_evidence(&b, || {
-        download_file_with_options(&mut s, &elf_path, probe_rs::flashing::ElfLoader(ElfOptions::default()), opts)
-            .unwrap()
-    });
-    eprintln!("F103 ELF download: {instr} instructions on the core, {acc:?}");
-    assert!(instr > 10_000, "instructions {instr}");
-    assert!(acc.flash_reg_writes_cpu > 10 && acc.flash_reg_reads_cpu > 100, "{acc:?}");
-    assert_eq!(acc.flash_reg_writes_debug, 0, "{acc:?}");
-    assert!(acc.flash_programs > 0 && acc.flash_page_erases > 0, "{acc:?}");
-    let words = object_words(app.elf, 0x0800_0000, 64);
-    let flashed = b.peek(0x0800_0000, 256).wait().unwrap();
-    let flashed: Vec<u32> = flashed.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-    assert_eq!(flashed, words, "flash holds the ELF");
-
+    download_fixture_checked(&b, &mut s, dir.path(), "app-f103", 100);
     // BIN of 5000 bytes at 0x08010000: five 1 KiB pages erased (RM0008 3.3.3 Table 5).
-    let bin: Vec<u8> = (0..5000u32).map(|i| (i ^ (i >> 8)) as u8).collect();
-    let bin_path = dir.path().join("data.bin");
-    std::fs::write(&bin_path, &bin).unwrap();
-    let mut opts = DownloadOptions::default();
-    opts.verify = true;
-    let loader = probe_rs::flashing::BinLoader(BinOptions { base_address: Some(0x0801_0000), skip: 0 });
-    let (instr, acc) = flash_evidence(&b, || download_file_with_options(&mut s, &bin_path, loader, opts).unwrap());
-    assert!(instr > 1_000 && acc.flash_reg_writes_cpu > 0 && acc.flash_reg_writes_debug == 0, "{instr} {acc:?}");
-    assert_eq!(acc.flash_page_erases, 5, "5000 bytes: five 1 KiB pages");
-    assert_eq!(b.peek(0x0801_0000, bin.len()).wait().unwrap(), bin);
+    download_bin_checked(&b, &mut s, dir.path(), 5);
     drop(s);
     // The flashed application starts from a pin reset and prints on USART1.
     b.pulse_nrst().wait().unwrap();
@@ -350,24 +340,7 @@ fn g474_download_runs_sts_g4_algorithm_across_the_bank_boundary() {
     b.power_on().wait().unwrap();
     let mut s = attach(&b, "STM32G474RETx");
     let dir = tempfile::tempdir().unwrap();
-    let app = hil_fixtures::get("app-g474", 0x0800_0000).expect("app-g474 fixture");
-    let elf_path = dir.path().join("app-g474.elf");
-    std::fs::write(&elf_path, app.elf).unwrap();
-    let mut opts = DownloadOptions::default();
-    opts.verify = true;
-    let (instr, acc) = flash_evidence(&b, || {
-        download_file_with_options(&mut s, &elf_path, probe_rs::flashing::ElfLoader(ElfOptions::default()), opts)
-            .unwrap()
-    });
-    eprintln!("G474 ELF download: {instr} instructions on the core, {acc:?}");
-    assert!(instr > 10_000, "instructions {instr}");
-    assert!(acc.flash_reg_writes_cpu > 10 && acc.flash_reg_reads_cpu > 100, "{acc:?}");
-    assert_eq!(acc.flash_reg_writes_debug, 0, "{acc:?}");
-    assert!(acc.flash_programs > 0 && acc.flash_page_erases > 0, "{acc:?}");
-    let words = object_words(app.elf, 0x0800_0000, 64);
-    let flashed = b.peek(0x0800_0000, 256).wait().unwrap();
-    let flashed: Vec<u32> = flashed.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-    assert_eq!(flashed, words, "flash holds the ELF");
+    let words = download_fixture_checked(&b, &mut s, dir.path(), "app-g474", 100);
 
     // 8 KiB from 4 KiB below the bank boundary: two 2 KiB pages at the end of bank 1 and two at
     // the start of bank 2, each erased through BKER + PNB.

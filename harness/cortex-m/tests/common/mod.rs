@@ -262,6 +262,30 @@ pub struct Asm {
     lits: Vec<(usize, u32)>,
 }
 
+/// 32-bit Thumb-2 encodings for the ARMv7-M programs (DDI0403E A7.7, encoding T1/T2 per
+/// instruction).
+impl Asm {
+    pub fn w(&mut self, h1: u32, h2: u32) -> &mut Self {
+        self.hw(h1 as u16).hw(h2 as u16)
+    }
+    /// MOVW/MOVT pair (A7.7.76, A7.7.79).
+    pub fn mov32(&mut self, rd: u32, v: u32) -> &mut Self {
+        let enc = |v: u32| ((v >> 12) & 0xF | (v >> 11 & 1) << 10, (v >> 8 & 7) << 12 | rd << 8 | v & 0xFF);
+        let (a, b) = enc(v & 0xFFFF);
+        self.w(0xF240 | a, b);
+        let (a, b) = enc(v >> 16);
+        self.w(0xF2C0 | a, b)
+    }
+    /// MSR <spec_reg>, Rn (A7.7.83; mask 0b10 for the APSR).
+    pub fn msr(&mut self, sysm: u32, rn: u32) -> &mut Self {
+        self.w(0xF380 | rn, 0x8800 | sysm)
+    }
+    /// MRS Rd, <spec_reg> (A7.7.82).
+    pub fn mrs(&mut self, rd: u32, sysm: u32) -> &mut Self {
+        self.w(0xF3EF, 0x8000 | rd << 8 | sysm)
+    }
+}
+
 impl Asm {
     pub fn new() -> Self {
         Self::default()
